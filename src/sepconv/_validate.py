@@ -1,0 +1,98 @@
+"""Argument checks shared by every public function (one place, one wording).
+
+Each helper raises ``ValueError``/``TypeError`` naming the parameter, the bad value and what is
+allowed, before any work is done.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "as_kernel",
+    "check_nonnegative_int",
+    "check_positive_float",
+    "check_tol",
+    "per_axis",
+]
+
+
+def as_kernel(kernel: Any, name: str = "kernel") -> np.ndarray:
+    """Return ``kernel`` as a finite, non-empty float64 array of ndim >= 1.
+
+    Integer and boolean kernels are converted exactly; complex, object, string and other
+    dtypes are refused with a ``TypeError``.
+    """
+    if isinstance(kernel, (str, bytes)):
+        raise TypeError(f"{name} must be an array of numbers, got the string {kernel!r}")
+    try:
+        arr = np.asarray(kernel)
+    except Exception as exc:  # ragged nested lists and the like
+        raise TypeError(f"{name} must be an array of numbers, got {type(kernel).__name__}") from exc
+    if arr.dtype == object:
+        raise TypeError(f"{name} must have a real numeric dtype, got dtype object")
+    if np.iscomplexobj(arr):
+        raise TypeError(
+            f"{name} must be real; got dtype {arr.dtype} (filter the real and imaginary parts "
+            "separately)"
+        )
+    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+        raise TypeError(f"{name} must have a real numeric dtype, got dtype {arr.dtype}")
+    if arr.ndim == 0:
+        raise ValueError(f"{name} must have at least one dimension, got a 0-d array ({arr!r})")
+    if arr.size == 0:
+        raise ValueError(f"{name} must not be empty, got shape {arr.shape}")
+    out = np.array(arr, dtype=np.float64, copy=True)
+    if not np.all(np.isfinite(out)):
+        bad = "NaN" if np.isnan(out).any() else "Inf"
+        raise ValueError(f"{name} must be finite, got {bad} at index {_first_bad(out)}")
+    return out
+
+
+def _first_bad(arr: np.ndarray) -> tuple[int, ...]:
+    idx = np.argwhere(~np.isfinite(arr))[0]
+    return tuple(int(i) for i in idx)
+
+
+def check_positive_float(value: Any, name: str, *, allow_zero: bool = False) -> float:
+    """A finite real number > 0 (or >= 0 with ``allow_zero``)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    v = float(value)
+    if math.isnan(v) or math.isinf(v) or v < 0 or (v == 0 and not allow_zero):
+        allowed = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be a finite number {allowed}, got {value!r}")
+    return v
+
+
+def check_nonnegative_int(value: Any, name: str, *, minimum: int = 0) -> int:
+    """An integer >= ``minimum`` (floats with an integral value are refused: say what you mean)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    v = int(value)
+    if v < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return v
+
+
+def check_tol(tol: Any, name: str = "tol") -> float | None:
+    """``None`` or a finite number >= 0."""
+    if tol is None:
+        return None
+    return check_positive_float(tol, name, allow_zero=True)
+
+
+def per_axis(value: Any, ndim: int, name: str) -> list[Any]:
+    """Broadcast a scalar to one value per axis, or check a sequence has ``ndim`` entries."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, (Sequence, np.ndarray)):
+        return [value] * ndim
+    values = list(value)
+    if len(values) != ndim:
+        raise ValueError(
+            f"{name} must be a scalar or a sequence of {ndim} values (one per axis), got {value!r}"
+        )
+    return values

@@ -1,0 +1,453 @@
+"""The ``sepconv`` command line.
+
+Commands
+--------
+``sepconv analyze SPEC [--tol T] [--data-shape N,N] [--json]``
+    Shape, separable rank, singular values (2-D) or mode spectra (N-D), and for every rank up
+    to the exact one: error, error bound, MACs and predicted speed-up over direct correlation.
+``sepconv cost conv --cin 64 --cout 128 --kernel 3 [--dims 2] [--json]``
+    Standard vs depthwise-separable convolution: MACs per output pixel, parameters, ratio.
+``sepconv cost kernel --shape 7,7 [--rank R] [--data-shape N,N] [--json]``
+    MACs per output element of every way to run a kernel of that shape.
+``sepconv demo``
+    A tour: analyses a few kernels and prints the cost tables.
+
+JSON schemas (stable; new keys may be added, existing keys keep their meaning)
+------------------------------------------------------------------------------
+``analyze --json``::
+
+    {"schema": 1, "kernel": str, "shape": [int], "rank": int,  # exact separable rank
+     "multilinear_rank": [int], "singular_values": [float] | null,  # null for N-D kernels
+     "mode_spectra": [[float]], "tol": float | null, "tol_rank": int | null,
+     "errors": [{"rank": int, "error": float, "error_bound": float, "macs": int,
+                 "speedup": float, "exact": bool, "degenerate": bool, "method": str}],
+     "data_shape": [int],
+     "macs": {"direct": int, "separable": int, "lowrank": int, "fft": float},
+     "speedup": {"separable": float, "lowrank": float, "fft": float}}
+
+``macs.separable`` is the cost of one separable term (``sum(shape)``), ``macs.lowrank`` that
+of the exact rank (``rank * sum(shape)``); ``speedup`` is direct MACs over each.
+
+``cost conv --json``::
+
+    {"schema": 1, "in_channels": int, "out_channels": int, "kernel_size": [int], "dims": int,
+     "depth_multiplier": int,
+     "standard" | "depthwise" | "pointwise" | "depthwise_separable":
+         {"macs_per_pixel": int, "params": int, "macs": int | null},
+     "ratio": {"macs": float, "params": float, "formula": float},
+     "params": {"standard": int, "depthwise_separable": int}}
+
+Errors in user input print one line (``sepconv: error: ...``) and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from . import __version__, cost, kernels
+from .factor import Factorization, separate
+
+app = typer.Typer(
+    name="sepconv",
+    help="Separable convolution: test, factorize and cost any kernel.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+cost_app = typer.Typer(help="Cost model: MACs and parameters.", no_args_is_help=True)
+app.add_typer(cost_app, name="cost")
+
+# Rich assumes 80 columns when output is not a terminal; tables read better a little wider.
+_WIDTH = None if sys.stdout.isatty() else 110
+console = Console(highlight=False, soft_wrap=True, width=_WIDTH)
+err_console = Console(stderr=True, highlight=False, width=_WIDTH)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _user_errors(fn: F) -> F:
+    """Turn ValueError/TypeError from the library into one line on stderr and exit code 2."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (ValueError, TypeError) as exc:
+            msg = " ".join(str(exc).split())
+            err_console.print(f"sepconv: error: {msg}", markup=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _ints(text: str | None, name: str) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    parts = [p for p in text.replace("x", ",").split(",") if p.strip()]
+    try:
+        values = tuple(int(p) for p in parts)
+    except ValueError:
+        raise ValueError(f"{name} must be integers separated by commas, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise ValueError(f"{name} must be positive integers separated by commas, got {text!r}")
+    return values
+
+
+def _fmt(x: float) -> str:
+    if x == 0:
+        return "0"
+    if math.isinf(x):
+        return "inf"
+    return f"{x:.3g}" if (abs(x) < 1e-3 or abs(x) >= 1e5) else f"{x:.4g}"
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        console.print(f"sepconv {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version_callback, is_eager=True, help="Show version."),
+    ] = False,
+) -> None:
+    """Separable convolution: test, factorize and cost any kernel."""
+
+
+# ----------------------------------------------------------------------------------------------
+# analyze
+# ----------------------------------------------------------------------------------------------
+
+
+def analyze_kernel(
+    spec: str | np.ndarray, *, tol: float | None = None, data_shape: Sequence[int] | None = None
+) -> tuple[dict[str, Any], list[Factorization]]:
+    """The data behind ``sepconv analyze``: a JSON-ready dict and the factorization per rank."""
+    K = kernels.from_spec(spec)
+    exact = separate(K)
+    fits: list[Factorization] = []
+    for r in range(1, exact.rank + 1):
+        fits.append(exact if r == exact.rank else separate(K, rank=r))
+    tol_rank = None if tol is None else separate(K, tol=tol).rank
+    if data_shape is None:
+        data_shape = (1024,) * K.ndim if K.ndim <= 2 else (256,) * K.ndim
+    elif len(data_shape) != K.ndim:
+        raise ValueError(
+            f"data_shape must have one entry per kernel axis ({K.ndim}), got {tuple(data_shape)}"
+        )
+    direct = exact.direct_macs
+    macs = {
+        "direct": direct,
+        "separable": sum(K.shape),
+        "lowrank": max(exact.rank, 1) * sum(K.shape),
+        "fft": cost.kernel_macs(K.shape, "fft", data_shape=data_shape),
+    }
+    result = {
+        "schema": 1,
+        "kernel": spec if isinstance(spec, str) else "<array>",
+        "shape": list(K.shape),
+        "rank": exact.rank,
+        "multilinear_rank": list(exact.multilinear_rank),
+        "singular_values": None
+        if exact.singular_values is None
+        else [float(s) for s in exact.singular_values],
+        "mode_spectra": [[float(s) for s in spec_k] for spec_k in exact.mode_spectra],
+        "tol": tol,
+        "tol_rank": tol_rank,
+        "errors": [
+            {
+                "rank": f.rank,
+                "error": f.error,
+                "error_bound": f.error_bound,
+                "macs": f.macs,
+                "speedup": f.speedup,
+                "exact": f.exact,
+                "degenerate": f.degenerate,
+                "method": f.method,
+            }
+            for f in fits
+        ],
+        "data_shape": list(data_shape),
+        "macs": macs,
+        "speedup": {k: direct / v for k, v in macs.items() if k != "direct"},
+    }
+    return result, fits
+
+
+def _spectrum_text(values: Sequence[float], limit: int = 8) -> str:
+    shown = ", ".join(_fmt(v) for v in values[:limit])
+    return shown + (f", ... ({len(values)} values)" if len(values) > limit else "")
+
+
+@app.command()
+@_user_errors
+def analyze(
+    spec: Annotated[
+        str, typer.Argument(help="Kernel spec ('gaussian:sigma=2', 'disk:radius=5') or .npy/.csv")
+    ],
+    tol: Annotated[
+        float | None, typer.Option(help="Relative error allowed: report the smallest rank.")
+    ] = None,
+    data_shape: Annotated[
+        str | None,
+        typer.Option(help="Data size for the FFT cost, e.g. 1024,1024 (default 1024^2, 256^3)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (stable schema).")] = False,
+) -> None:
+    """Separable rank, spectra, error and cost of each rank for a kernel."""
+    result, fits = analyze_kernel(spec, tol=tol, data_shape=_ints(data_shape, "data_shape"))
+    if as_json:
+        sys.stdout.write(json.dumps(result, indent=2) + "\n")
+        return
+    exact = fits[-1] if fits else None
+    shape = "x".join(str(n) for n in result["shape"])
+    console.print(
+        f"[bold]{result['kernel']}[/]  shape {shape}  ({math.prod(result['shape'])} taps)"
+    )
+    if result["rank"] == 0:
+        console.print("all-zero kernel: rank 0, nothing to compute")
+        return
+    sep = "separable" if result["rank"] == 1 else f"not separable: {result['rank']} terms needed"
+    console.print(f"separable rank {result['rank']} ({sep})")
+    if result["singular_values"] is not None and len(result["shape"]) == 2:
+        console.print(f"singular values: {_spectrum_text(result['singular_values'])}")
+    elif len(result["shape"]) > 2:
+        console.print(f"multilinear rank {tuple(result['multilinear_rank'])}")
+        for k, spec_k in enumerate(result["mode_spectra"]):
+            console.print(f"  mode-{k} spectrum: {_spectrum_text(spec_k)}")
+    table = Table(title="Error and cost per rank (MACs per output element)")
+    for col in ("rank", "rel. error", "max abs error / unit input", "MACs", "speed-up", "note"):
+        table.add_column(col, justify="right" if col != "note" else "left")
+    for row in result["errors"]:
+        note: list[str] = []
+        if row["exact"]:
+            note.append("exact")
+        if row["degenerate"]:
+            note.append("degenerate fit (no best approximation)")
+        if result["tol_rank"] == row["rank"]:
+            note.append(f"smallest rank with error <= {result['tol']:g}")
+        table.add_row(
+            str(row["rank"]),
+            _fmt(row["error"]),
+            _fmt(row["error_bound"]),
+            str(row["macs"]),
+            f"{row['speedup']:.2f}x",
+            ", ".join(note),
+        )
+    console.print(table)
+    m = result["macs"]
+    ds = "x".join(str(n) for n in result["data_shape"])
+    methods = Table(title=f"Predicted cost of exact methods (FFT for data {ds})")
+    for col in ("method", "MACs / output", "speed-up vs direct"):
+        methods.add_column(col, justify="left" if col == "method" else "right")
+    methods.add_row("direct", str(m["direct"]), "1.00x")
+    name = "separable" if result["rank"] == 1 else f"low-rank (rank {result['rank']})"
+    methods.add_row(name, str(m["lowrank"]), f"{m['direct'] / m['lowrank']:.2f}x")
+    methods.add_row("fft (model)", f"{m['fft']:.1f}", f"{m['direct'] / m['fft']:.2f}x")
+    console.print(methods)
+    if exact is not None:
+        for remark in exact.notes:
+            console.print(f"note: {remark}")
+
+
+# ----------------------------------------------------------------------------------------------
+# cost
+# ----------------------------------------------------------------------------------------------
+
+
+def conv_cost_dict(**kwargs: Any) -> dict[str, Any]:
+    """``cost.compare_conv`` as the JSON document of ``sepconv cost conv --json``."""
+    c = cost.compare_conv(**kwargs)
+    out: dict[str, Any] = {"schema": 1}
+    for key, value in c.items():
+        out[key] = value.to_dict() if isinstance(value, cost.LayerCost) else value
+    out["params"] = {
+        "standard": c["standard"].params,
+        "depthwise_separable": c["depthwise_separable"].params,
+    }
+    return out
+
+
+@cost_app.command("conv")
+@_user_errors
+def cost_conv(
+    cin: Annotated[int, typer.Option("--cin", help="Input channels.")],
+    cout: Annotated[int, typer.Option("--cout", help="Output channels.")],
+    kernel: Annotated[str, typer.Option("--kernel", help="Kernel size: 3 or 3,5.")] = "3",
+    dims: Annotated[int, typer.Option(help="Spatial dimensions (1, 2 or 3).")] = 2,
+    depth_multiplier: Annotated[int, typer.Option(help="Depthwise channel multiplier.")] = 1,
+    bias: Annotated[bool, typer.Option(help="Count bias parameters.")] = False,
+    input_size: Annotated[
+        str | None, typer.Option(help="Input spatial size (e.g. 224) for total MACs.")
+    ] = None,
+    stride: Annotated[int, typer.Option(help="Stride (for total MACs).")] = 1,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (stable schema).")] = False,
+) -> None:
+    """Standard vs depthwise-separable convolution: MACs, parameters and their ratio."""
+    ks = _ints(kernel, "kernel")
+    assert ks is not None
+    size = _ints(input_size, "input_size")
+    d = conv_cost_dict(
+        in_channels=cin,
+        out_channels=cout,
+        kernel_size=ks if len(ks) > 1 else ks[0],
+        dims=dims,
+        depth_multiplier=depth_multiplier,
+        bias=bias,
+        stride=stride,
+        input_size=None if size is None else (size if len(size) > 1 else size[0]),
+    )
+    if as_json:
+        sys.stdout.write(json.dumps(d, indent=2) + "\n")
+        return
+    k = "x".join(str(v) for v in d["kernel_size"])
+    title = f"{k} conv, {cin} -> {cout} channels ({dims}-D)"
+    table = Table(title=title)
+    totals = d["standard"]["macs"] is not None
+    for col in ("layer", "MACs / output pixel", "params") + (("total MACs",) if totals else ()):
+        table.add_column(col, justify="left" if col == "layer" else "right")
+    m = d["depth_multiplier"]
+    rows = [
+        ("standard", "standard"),
+        (f"depthwise {k}" + (f" (x{m})" if m > 1 else ""), "depthwise"),
+        ("pointwise 1x1", "pointwise"),
+        ("depthwise-separable", "depthwise_separable"),
+    ]
+    for label, key in rows:
+        row = d[key]
+        cells = [label, f"{row['macs_per_pixel']:,}", f"{row['params']:,}"]
+        if totals:
+            cells.append(f"{row['macs']:,}")
+        table.add_row(*cells)
+    console.print(table)
+    r = d["ratio"]
+    console.print(
+        f"ratio standard / depthwise-separable: MACs {r['macs']:.2f}x, params {r['params']:.2f}x"
+        + (f"  (closed form C_out*K/(K+C_out) = {r['formula']:.2f})" if m == 1 else "")
+    )
+
+
+@cost_app.command("kernel")
+@_user_errors
+def cost_kernel(
+    shape: Annotated[str, typer.Option(help="Kernel shape, e.g. 7,7 or 10,10,10.")],
+    rank: Annotated[int, typer.Option(help="Rank for the low-rank method.")] = 1,
+    data_shape: Annotated[
+        str | None, typer.Option(help="Data shape for the FFT model, e.g. 1024,1024.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """MACs per output element of every method for a kernel shape."""
+    ks = _ints(shape, "shape")
+    assert ks is not None
+    costs = cost.kernel_costs(ks, rank=rank, data_shape=_ints(data_shape, "data_shape"))
+    if as_json:
+        sys.stdout.write(json.dumps({"schema": 1, "shape": list(ks), "macs": costs}) + "\n")
+        return
+    table = Table(title=f"kernel {'x'.join(map(str, ks))}: MACs per output element")
+    for col in ("method", "MACs", "speed-up vs direct"):
+        table.add_column(col, justify="left" if col == "method" else "right")
+    for name, macs in costs.items():
+        label = f"lowrank (rank {rank})" if name == "lowrank" else name
+        table.add_row(label, _fmt(macs), f"{costs['direct'] / macs:.2f}x")
+    console.print(table)
+
+
+# ----------------------------------------------------------------------------------------------
+# demo
+# ----------------------------------------------------------------------------------------------
+
+DEMO_KERNELS = (
+    "gaussian:sigma=2",
+    "sobel:axis=0",
+    "laplacian_of_gaussian:sigma=2",
+    "gabor:sigma=3,theta=30,frequency=0.15",
+    "disk:radius=6,antialias=true",
+    "line:length=9,angle=30",
+    "laplacian_of_gaussian:sigma=1.5,ndim=3",
+)
+
+
+@app.command()
+@_user_errors
+def demo(
+    out: Annotated[Path, typer.Option(help="Folder for the demo's files.")] = Path("sepconv-demo"),
+) -> None:
+    """A tour: the separable rank and cost of common kernels, and the depthwise-separable saving."""
+    table = Table(title="How separable are common kernels? (rank: exact to float rounding)")
+    table.add_column("kernel", no_wrap=True)
+    for col in ("shape", "rank", "MACs direct -> passes", "speed-up", "rank-1 error"):
+        table.add_column(col, justify="right")
+    summary = []
+    for spec in DEMO_KERNELS:
+        K = kernels.from_spec(spec)
+        f = separate(K)
+        f1 = f if f.rank <= 1 else separate(K, rank=1)
+        table.add_row(
+            spec,
+            "x".join(map(str, f.shape)),
+            str(f.rank),
+            f"{f.direct_macs} -> {f.macs}",
+            f"{f.speedup:.1f}x",
+            _fmt(f1.error),
+        )
+        summary.append(
+            {
+                "kernel": spec,
+                "shape": list(f.shape),
+                "rank": f.rank,
+                "macs": f.macs,
+                "direct_macs": f.direct_macs,
+                "rank1_error": f1.error,
+            }
+        )
+    console.print(table)
+    console.print(
+        "The article's numbers: 7x7 kernel "
+        f"{cost.kernel_macs((7, 7))} vs {cost.kernel_macs((7, 7), 'separable')} MACs; "
+        f"10x10x10 {cost.kernel_macs((10,) * 3)} vs {cost.kernel_macs((10,) * 3, 'separable')} "
+        f"({cost.kernel_macs((10,) * 3) / cost.kernel_macs((10,) * 3, 'separable'):.1f}x)."
+    )
+    layers = Table(title="Standard vs depthwise-separable 3x3 conv (MACs per output pixel)")
+    for col in ("C_in -> C_out", "standard", "depthwise-separable", "ratio"):
+        layers.add_column(col, justify="right")
+    conv_rows = []
+    for cin, cout in ((32, 64), (64, 128), (128, 256), (256, 512), (512, 1024)):
+        c = conv_cost_dict(in_channels=cin, out_channels=cout, kernel_size=3)
+        layers.add_row(
+            f"{cin} -> {cout}",
+            f"{c['standard']['macs_per_pixel']:,}",
+            f"{c['depthwise_separable']['macs_per_pixel']:,}",
+            f"{c['ratio']['macs']:.2f}x",
+        )
+        conv_rows.append(c)
+    console.print(layers)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "summary.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps({"kernels": summary, "conv": conv_rows}, indent=2) + "\n")
+    tmp.replace(path)
+    console.print(f"wrote {path}")
+
+
+def main() -> None:
+    """Entry point of the ``sepconv`` script (usage errors exit with status 2)."""
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,709 @@
+"""Exact separability tests and factorization of kernels into sums of separable terms.
+
+A kernel ``K`` of shape ``(n_0, ..., n_{d-1})`` is written as
+
+    K ~= sum_r  weights[r] * factors[r][0] (x) factors[r][1] (x) ... (x) factors[r][d-1]
+
+where ``(x)`` is the outer product and ``factors[r][k]`` is a 1-D array of length ``n_k``.
+Correlating with each term is a chain of 1-D passes, so a rank-``r`` factorization costs
+``r * sum(n_k)`` multiply-adds per output element instead of ``prod(n_k)``.
+
+How the terms are found
+-----------------------
+* 1-D kernels are their own factor.
+* 2-D kernels: the singular value decomposition. Truncating it after ``r`` terms is the best
+  rank-``r`` approximation in the Frobenius norm (Eckart–Young), with relative error
+  ``sqrt(sum_{i>r} s_i**2) / ||K||_F``.
+* N-D kernels: a kernel is exactly separable iff every mode unfolding has rank 1. Otherwise the
+  kernel is compressed by the higher-order SVD (HOSVD) to its multilinear-rank core and a sum of
+  rank-1 terms (CP decomposition) is fitted to the core by alternating least squares from a
+  HOSVD start and seeded random restarts. Unlike matrices, tensors may have *no* best rank-r
+  approximation (the 3-D Laplacian of Gaussian has CP rank 3 but border rank 2): such fits are
+  detected by the cancellation between their terms, flagged ``degenerate``, and replaced by a
+  bounded-norm (ridge-regularised) fit instead of returning exploding terms. When no CP fit
+  reproduces the kernel, an exact fallback (recursive SVD of the mode unfoldings) is used, so
+  an exact decomposition is always returned when no ``rank``/``tol`` limit is set.
+* Rank-1 kernels whose values are integers up to one common scale (Sobel, binomial, box) are
+  factored into exactly those integer 1-D kernels.
+
+Sign convention: each factor is flipped so its sum is positive (or, for a zero-sum factor such
+as ``[-1, 0, 1]``, its last non-zero entry is positive); the sign goes into the weight.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ._validate import as_kernel, check_nonnegative_int, check_tol
+
+__all__ = ["Factorization", "is_separable", "separable_rank", "separate"]
+
+_EPS = float(np.finfo(np.float64).eps)
+#: Cancellation ratio sum_r |w_r| / ||sum_r w_r t_r|| above which a CP fit is degenerate.
+DEGENERACY_THRESHOLD = 10.0
+
+
+def exact_tolerance(shape: Sequence[int]) -> float:
+    """Relative Frobenius error that counts as "reproduces the kernel to float rounding"."""
+    size = math.prod(shape)
+    return 16.0 * max(shape) * math.sqrt(size) * _EPS
+
+
+@dataclass(frozen=True, eq=False)
+class Factorization:
+    """A kernel written as a weighted sum of separable (outer-product) terms.
+
+    Attributes
+    ----------
+    weights : ndarray, shape (rank,)
+        Weight of each term.
+    factors : tuple of tuple of ndarray
+        ``factors[r][k]`` is the 1-D factor of term ``r`` along axis ``k``.
+    shape : tuple of int
+        Shape of the kernel.
+    kernel : ndarray
+        The kernel the factorization approximates (read-only float64 copy).
+    singular_values : ndarray or None
+        For 1-D and 2-D kernels the singular values the rank was chosen from; ``None`` for
+        N-D kernels (see ``mode_spectra``).
+    mode_spectra : tuple of ndarray
+        Singular values of each mode unfolding ``K_(k)`` (for 2-D both equal the SVD spectrum).
+        The kernel is exactly separable iff every spectrum has one non-zero value.
+    method : str
+        ``'trivial'`` (1-D or zero kernel), ``'integer'`` (exact integer factors), ``'svd'``,
+        ``'cp-als'``, ``'cp-als-ridge'`` (bounded fit of a degenerate problem) or
+        ``'recursive-svd'`` (exact fallback).
+    degenerate : bool
+        True when the unconstrained best fit of this rank does not exist or is numerically
+        useless (terms cancel with diverging norms); the terms returned are a bounded fit.
+    notes : tuple of str
+        Human-readable remarks on how the factorization was chosen.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sepconv import separate
+    >>> f = separate(np.outer([1, 2, 1], [-1, 0, 1]))
+    >>> f.rank, f.factors[0][0], f.factors[0][1], f.weights
+    (1, array([1., 2., 1.]), array([-1., 0., 1.]), array([1.]))
+    >>> f.error
+    0.0
+    """
+
+    weights: np.ndarray
+    factors: tuple[tuple[np.ndarray, ...], ...]
+    shape: tuple[int, ...]
+    kernel: np.ndarray = field(repr=False)
+    singular_values: np.ndarray | None = field(repr=False)
+    mode_spectra: tuple[np.ndarray, ...] = field(repr=False)
+    method: str = "svd"
+    degenerate: bool = False
+    notes: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for arr in (self.weights, self.kernel, *(f for term in self.factors for f in term)):
+            arr.setflags(write=False)
+
+    # -- structure -------------------------------------------------------------------------
+    @property
+    def rank(self) -> int:
+        """Number of separable terms."""
+        return int(self.weights.shape[0])
+
+    @property
+    def ndim(self) -> int:
+        """Number of kernel axes."""
+        return len(self.shape)
+
+    @property
+    def multilinear_rank(self) -> tuple[int, ...]:
+        """Numerical rank of each mode unfolding (to float rounding)."""
+        return tuple(_numerical_rank(s, self.shape) for s in self.mode_spectra)
+
+    def to_dense(self) -> np.ndarray:
+        """The kernel this factorization represents, as a dense float64 array."""
+        return _dense(self.weights, self.factors, self.shape)
+
+    # -- accuracy --------------------------------------------------------------------------
+    @property
+    def error(self) -> float:
+        """Relative Frobenius error ``||K - to_dense()||_F / ||K||_F`` (0 for a zero kernel)."""
+        return self._errors[0]
+
+    @property
+    def error_bound(self) -> float:
+        """Bound on the max abs output error per unit input.
+
+        For any input with ``|x| <= 1`` the filtered outputs of the kernel and of this
+        factorization differ by at most ``sum |K - to_dense()|`` (the l1 norm of the weight
+        error). The bound is attained by ``x = sign(K - to_dense())``; float rounding of the
+        computation itself is not included.
+        """
+        return self._errors[1]
+
+    @property
+    def exact(self) -> bool:
+        """True when the factorization reproduces the kernel to float rounding."""
+        return self.error <= exact_tolerance(self.shape)
+
+    @property
+    def cancellation(self) -> float:
+        """``sum_r |w_r| ||t_r|| / ||K_r||``: 1 for orthogonal terms, large when terms cancel.
+
+        Large values mean rounding errors of the individual passes are amplified by this factor.
+        """
+        if self.rank == 0:
+            return 1.0
+        norms = np.abs(self.weights) * np.array(
+            [math.prod(float(np.linalg.norm(f)) for f in term) for term in self.factors]
+        )
+        total = float(np.linalg.norm(self.to_dense()))
+        return float(norms.sum() / total) if total > 0 else math.inf
+
+    @property
+    def _errors(self) -> tuple[float, float]:
+        cached = self.__dict__.get("_cached_errors")
+        if cached is None:
+            diff = self.kernel - self.to_dense()
+            norm = float(np.linalg.norm(self.kernel))
+            rel = float(np.linalg.norm(diff)) / norm if norm > 0 else 0.0
+            cached = (rel, float(np.abs(diff).sum()))
+            object.__setattr__(self, "_cached_errors", cached)
+        return cached
+
+    # -- cost ------------------------------------------------------------------------------
+    @property
+    def macs(self) -> int:
+        """Multiply-adds per output element when run as 1-D passes: ``rank * sum(shape)``."""
+        return self.rank * sum(self.shape)
+
+    @property
+    def direct_macs(self) -> int:
+        """Multiply-adds per output element of the dense kernel: ``prod(shape)``."""
+        return math.prod(self.shape)
+
+    @property
+    def speedup(self) -> float:
+        """Predicted speed-up of the separable passes over direct correlation (MAC ratio)."""
+        return self.direct_macs / self.macs if self.macs else math.inf
+
+    def __repr__(self) -> str:
+        flags = ", degenerate" if self.degenerate else ""
+        return (
+            f"Factorization(shape={self.shape}, rank={self.rank}, method={self.method!r}, "
+            f"error={self.error:.3g}, macs={self.macs} vs {self.direct_macs} direct{flags})"
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# public functions
+# ----------------------------------------------------------------------------------------------
+
+
+def separate(kernel: Any, *, rank: int | None = None, tol: float | None = None) -> Factorization:
+    """Factorize a kernel into a weighted sum of separable (outer-product) terms.
+
+    Parameters
+    ----------
+    kernel : array_like or str
+        Real, finite kernel of any dimension >= 1, or a kernel spec understood by
+        :func:`sepconv.kernels.from_spec` (``"gaussian:sigma=2"``).
+    rank : int, optional
+        Maximum number of terms. 2-D: the best rank-``rank`` approximation (Eckart–Young).
+        N-D: a CP fit of that rank, flagged ``degenerate`` if no best fit exists. Never more
+        terms than needed to reproduce the kernel exactly.
+    tol : float, optional
+        Largest relative Frobenius error allowed; the smallest rank meeting it is returned
+        (capped by ``rank`` when both are given). Values below float rounding mean "exact".
+
+    Returns
+    -------
+    Factorization
+        With neither ``rank`` nor ``tol``: the smallest rank found that reproduces the kernel
+        to float rounding (guaranteed minimal in 1-D and 2-D; in N-D, CP rank is NP-hard in
+        general and the rank found is an upper bound that is minimal for the kernels in the
+        tests).
+
+    Raises
+    ------
+    TypeError
+        ``kernel`` is not a real numeric array (complex, object, string dtypes).
+    ValueError
+        ``kernel`` is empty, 0-d or not finite; ``rank`` < 1 or above the largest useful rank
+        (``min(shape)`` in 2-D, ``prod(shape) // max(shape)`` in N-D); ``tol`` < 0 or NaN.
+
+    Notes
+    -----
+    The cost of running the result as 1-D passes is ``rank * sum(shape)`` multiply-adds per
+    output element (``Factorization.macs``), against ``prod(shape)`` for the dense kernel.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sepconv import separate, kernels
+    >>> separate(kernels.gaussian(2.0)).rank
+    1
+    >>> f = separate(kernels.laplacian_of_gaussian(1.5))
+    >>> f.rank, f.exact
+    (2, True)
+    >>> f = separate(kernels.disk(6, antialias=True), tol=0.05)
+    >>> f.rank, bool(f.error <= 0.05)
+    (4, True)
+    """
+    if isinstance(kernel, str):
+        from .kernels import from_spec
+
+        kernel = from_spec(kernel)
+    K = as_kernel(kernel)
+    tol = check_tol(tol)
+    max_rank = max_useful_rank(K.shape)
+    if rank is not None:
+        rank = check_nonnegative_int(rank, "rank", minimum=1)
+        if rank > max_rank:
+            raise ValueError(
+                f"rank must be between 1 and {max_rank} for a kernel of shape {K.shape}, got {rank}"
+            )
+    exact_tol = exact_tolerance(K.shape)
+    target = exact_tol if tol is None else max(tol, exact_tol)
+    spectra = _mode_spectra(K)
+
+    if not np.any(K):
+        return _make(K, [], spectra, "trivial", notes=("all-zero kernel: rank 0",))
+    if K.ndim == 1:
+        return _make(K, [(1.0, (K.copy(),))], spectra, "trivial")
+    if all(_numerical_rank(s, K.shape) == 1 for s in spectra):
+        return _rank_one(K, spectra)
+    if K.ndim == 2:
+        return _separate_2d(K, spectra, rank, target)
+    return _separate_nd(K, spectra, rank, target, tol is not None)
+
+
+def separable_rank(kernel: Any, *, tol: float | None = None) -> int:
+    """Smallest number of separable terms that reproduce ``kernel`` within ``tol``.
+
+    Parameters
+    ----------
+    kernel : array_like or str
+        Real, finite kernel (or kernel spec).
+    tol : float, optional
+        Relative Frobenius error allowed; default: exact to float rounding.
+
+    Returns
+    -------
+    int
+        1 for a separable kernel, 0 for an all-zero kernel.
+
+    Examples
+    --------
+    >>> from sepconv import separable_rank, kernels
+    >>> separable_rank(kernels.sobel(axis=0)), separable_rank(kernels.laplace())
+    (1, 2)
+    """
+    return separate(kernel, tol=tol).rank
+
+
+def is_separable(kernel: Any, *, tol: float | None = None) -> bool:
+    """True when ``kernel`` is (to float rounding, or within ``tol``) one outer product.
+
+    Exact test: every mode unfolding of the kernel has rank 1.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sepconv import is_separable
+    >>> is_separable(np.outer([1, 4, 6, 4, 1], [1, 2, 1])), is_separable(np.eye(3))
+    (True, False)
+    """
+    return separable_rank(kernel, tol=tol) <= 1
+
+
+def max_useful_rank(shape: Sequence[int]) -> int:
+    """Largest rank ``separate`` accepts: more terms can never be needed for an exact fit.
+
+    ``min(shape)`` in 2-D; in N-D ``prod(shape) // max(shape)`` (one term per fibre of the
+    longest axis).
+    """
+    if len(shape) == 1:
+        return 1
+    return math.prod(shape) // max(shape)
+
+
+# ----------------------------------------------------------------------------------------------
+# helpers
+# ----------------------------------------------------------------------------------------------
+
+Term = tuple[float, tuple[np.ndarray, ...]]
+
+
+def _make(
+    K: np.ndarray,
+    terms: Sequence[Term],
+    spectra: tuple[np.ndarray, ...],
+    method: str,
+    *,
+    degenerate: bool = False,
+    notes: Sequence[str] = (),
+) -> Factorization:
+    terms = [_normalise_signs(w, fs) for w, fs in terms]
+    weights = np.array([w for w, _ in terms], dtype=np.float64)
+    factors = tuple(tuple(np.ascontiguousarray(f, dtype=np.float64) for f in fs) for _, fs in terms)
+    sv = spectra[0].copy() if K.ndim <= 2 else None
+    kernel = K.copy()
+    return Factorization(
+        weights=weights,
+        factors=factors,
+        shape=K.shape,
+        kernel=kernel,
+        singular_values=sv,
+        mode_spectra=tuple(s.copy() for s in spectra),
+        method=method,
+        degenerate=degenerate,
+        notes=tuple(notes),
+    )
+
+
+def _normalise_signs(weight: float, factors: Sequence[np.ndarray]) -> Term:
+    out = []
+    w = float(weight)
+    for f in factors:
+        f = np.asarray(f, dtype=np.float64)
+        s = float(f.sum())
+        if abs(s) > 1e-12 * float(np.abs(f).sum()):
+            sign = 1.0 if s > 0 else -1.0
+        else:
+            nz = np.flatnonzero(f)
+            sign = 1.0 if nz.size == 0 or f[nz[-1]] > 0 else -1.0
+        if sign < 0:
+            f = -f
+            w = -w
+        out.append(f)
+    return w, tuple(out)
+
+
+def _dense(weights: np.ndarray, factors: Sequence[Sequence[np.ndarray]], shape) -> np.ndarray:
+    out = np.zeros(shape, dtype=np.float64)
+    for w, fs in zip(weights, factors, strict=True):
+        term = np.asarray(w, dtype=np.float64)
+        for f in fs:
+            term = np.multiply.outer(term, f)
+        out += term
+    return out
+
+
+def _unfold(T: np.ndarray, k: int) -> np.ndarray:
+    return np.moveaxis(T, k, 0).reshape(T.shape[k], -1)
+
+
+def _mode_spectra(K: np.ndarray) -> tuple[np.ndarray, ...]:
+    if K.ndim == 1:
+        return (np.array([np.linalg.norm(K)]),)
+    if K.ndim == 2:
+        s = np.linalg.svd(K, compute_uv=False)
+        return (s, s.copy())
+    return tuple(np.linalg.svd(_unfold(K, k), compute_uv=False) for k in range(K.ndim))
+
+
+def _numerical_rank(s: np.ndarray, shape: Sequence[int]) -> int:
+    """numpy.linalg.matrix_rank's rule: singular values above ``s_max * max(shape) * eps``."""
+    if s.size == 0 or s[0] == 0:
+        return 0
+    return int(np.count_nonzero(s > s[0] * max(shape) * _EPS * 4))
+
+
+def _rank_one(K: np.ndarray, spectra: tuple[np.ndarray, ...]) -> Factorization:
+    exact_int = _integer_rank_one(K)
+    if exact_int is not None:
+        return _make(K, [exact_int], spectra, "integer")
+    vecs = []
+    for k in range(K.ndim):
+        u, _, _ = np.linalg.svd(_unfold(K, k), full_matrices=False)
+        vecs.append(u[:, 0])
+    weight = float(_contract(K, vecs))
+    return _make(K, [(weight, tuple(vecs))], spectra, "svd")
+
+
+def _contract(T: np.ndarray, vecs: Sequence[np.ndarray]) -> np.ndarray:
+    out = T
+    for v in reversed(vecs):
+        out = out @ v
+    return out
+
+
+def _integer_rank_one(K: np.ndarray) -> Term | None:
+    """Exact integer factors when ``K`` is ``c * (integer outer product)`` for some scale c."""
+    nz = np.abs(K[K != 0])
+    scales = [1.0, 1.0 / float(nz.min())]
+    scales += [2.0**e for e in range(1, 60)]
+    idx = np.unravel_index(int(np.argmax(np.abs(K))), K.shape)
+    for c in scales:
+        scaled = K * c
+        if not np.all(scaled == np.round(scaled)) or np.abs(scaled).max() > 2.0**40:
+            continue
+        factors = []
+        for k in range(K.ndim):
+            sl: list[Any] = list(idx)
+            sl[k] = slice(None)
+            fib = scaled[tuple(sl)]
+            g = math.gcd(*(int(v) for v in fib))
+            factors.append(fib / g)
+        denom = math.prod(float(f[i]) for f, i in zip(factors, idx, strict=True))
+        w_int = scaled[idx] / denom
+        dense = _dense(np.array([w_int]), [factors], K.shape)
+        if np.array_equal(dense, scaled):
+            return (w_int / c, tuple(factors))
+    return None
+
+
+def _separate_2d(
+    K: np.ndarray, spectra: tuple[np.ndarray, ...], rank: int | None, target: float
+) -> Factorization:
+    u, s, vt = np.linalg.svd(K, full_matrices=False)
+    exact_rank = _numerical_rank(s, K.shape)
+    # tail[r] = relative error of keeping r terms
+    sq = s.astype(np.float64) ** 2
+    tail = np.sqrt(np.maximum(np.concatenate([np.cumsum(sq[::-1])[::-1], [0.0]]), 0.0))
+    tail /= math.sqrt(sq.sum())
+    r = exact_rank
+    if target > exact_tolerance(K.shape):
+        r = min(r, next(i for i in range(1, len(tail)) if tail[i] <= target))
+    notes = []
+    if rank is not None and rank < r:
+        r = rank
+    elif rank is not None and rank > r:
+        notes.append(f"rank={rank} requested; {r} term(s) already reproduce the kernel")
+    terms = [(float(s[i]), (u[:, i], vt[i])) for i in range(r)]
+    return _make(K, terms, spectra, "svd", notes=notes)
+
+
+# -- N-D -----------------------------------------------------------------------------------------
+
+
+def _hosvd(K: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+    """Orthonormal mode bases (truncated at float rounding) and the core tensor."""
+    bases = []
+    for k in range(K.ndim):
+        u, s, _ = np.linalg.svd(_unfold(K, k), full_matrices=False)
+        bases.append(u[:, : max(1, _numerical_rank(s, K.shape))])
+    core = K
+    for k, U in enumerate(bases):
+        core = np.moveaxis(np.tensordot(U.T, core, axes=(1, k)), 0, k)
+    return bases, core
+
+
+def _khatri_rao(mats: Sequence[np.ndarray]) -> np.ndarray:
+    out = mats[0]
+    for m in mats[1:]:
+        out = (out[:, None, :] * m[None, :, :]).reshape(-1, out.shape[1])
+    return out
+
+
+def _cp_dense(A: Sequence[np.ndarray], shape: Sequence[int]) -> np.ndarray:
+    return (A[0] @ _khatri_rao(A[1:]).T).reshape(shape) if len(A) > 1 else A[0].sum(1)
+
+
+@dataclass
+class _CPFit:
+    A: list[np.ndarray]
+    error: float
+    cancellation: float
+    congruence: float  # most negative triple-cosine product between two terms (>= -1)
+
+    @property
+    def degenerate(self) -> bool:
+        """Harshman's diagnostic: two terms nearly parallel with opposite signs, cancelling."""
+        return self.congruence <= -DEGENERACY_CONGRUENCE and self.cancellation > 2.0
+
+
+#: Triple-cosine product below minus this marks two CP terms as cancelling (degenerate fit).
+DEGENERACY_CONGRUENCE = 0.85
+
+
+def _congruence(A: Sequence[np.ndarray]) -> float:
+    R = A[0].shape[1]
+    if R < 2:
+        return 0.0
+    C = np.ones((R, R))
+    for M in A:
+        n = np.linalg.norm(M, axis=0)
+        n[n == 0] = 1.0
+        Mn = M / n
+        C *= Mn.T @ Mn
+    C[np.diag_indices(R)] = 0.0
+    return float(C.min())
+
+
+def _assess(G: np.ndarray, A: list[np.ndarray], norm: float) -> _CPFit:
+    dense = _cp_dense(A, G.shape)
+    err = float(np.linalg.norm(G - dense)) / norm
+    term_norms = np.prod([np.linalg.norm(M, axis=0) for M in A], axis=0)
+    total = float(np.linalg.norm(dense))
+    canc = float(term_norms.sum() / total) if total > 0 else math.inf
+    return _CPFit(A, err, canc, _congruence(A))
+
+
+def _cp_als(
+    G: np.ndarray, A: list[np.ndarray], target: float, *, ridge: float = 0.0, max_iter: int = 2000
+) -> _CPFit:
+    """Alternating least squares for a CP fit of the (small) core ``G``; errors are relative.
+
+    Stops when the error meets ``target``, when it stalls, or -- without a ridge -- when the
+    fit runs into a degeneracy (terms cancelling), which more iterations only make worse.
+    """
+    d = G.ndim
+    norm = float(np.linalg.norm(G))
+    unfolded = [_unfold(G, k) for k in range(d)]
+    R = A[0].shape[1]
+    prev = math.inf
+    fit = _assess(G, A, norm)
+    for it in range(1, max_iter + 1):
+        for k in range(d):
+            others = [A[j] for j in range(d) if j != k]
+            V = np.ones((R, R))
+            for M in others:
+                V *= M.T @ M
+            rhs = unfolded[k] @ _khatri_rao(others)
+            V[np.diag_indices(R)] += ridge
+            A[k] = np.linalg.lstsq(V, rhs.T, rcond=None)[0].T
+        if it % 10 == 0 or it == max_iter:
+            fit = _assess(G, A, norm)
+            if fit.error <= target:
+                break
+            if ridge == 0.0 and it >= 100 and fit.degenerate:
+                break
+            if it % 50 == 0:
+                if fit.error > 1e-6 and prev - fit.error < 1e-3 * prev:
+                    break  # stalled far from an exact fit: a local optimum (or a swamp)
+                if prev - fit.error <= 1e-12 * prev:
+                    break
+                prev = fit.error
+    return fit
+
+
+def _cp_best(G: np.ndarray, R: int, target: float, *, n_random: int = 4) -> list[_CPFit]:
+    """Fits from a HOSVD-style start and seeded random restarts; stops at the first good one."""
+    rng = np.random.default_rng(20261124 + R)
+    starts = []
+    eye_start = []
+    for n in G.shape:
+        M = np.zeros((n, R))
+        for r in range(R):
+            M[r % n, r] = 1.0
+        M += 0.1 * rng.standard_normal((n, R))
+        eye_start.append(M)
+    starts.append(eye_start)
+    for _ in range(n_random):
+        starts.append([rng.standard_normal((n, R)) for n in G.shape])
+    fits = []
+    for A0 in starts:
+        fit = _cp_als(G, A0, target)
+        fits.append(fit)
+        if fit.error <= target and not fit.degenerate:
+            break
+    return fits
+
+
+def _cp_bounded(G: np.ndarray, start: _CPFit) -> _CPFit:
+    """Ridge-regularised ALS: the best fit whose terms do not cancel (a degenerate problem)."""
+    scale = float(np.linalg.norm(G)) ** (2.0 / G.ndim)
+    best: _CPFit | None = None
+    for exp in range(-6, 1):
+        fit = _cp_als(G, [M.copy() for M in start.A], 0.0, ridge=scale * 10.0**exp, max_iter=500)
+        fit = _assess(G, fit.A, float(np.linalg.norm(G)))
+        if not fit.degenerate and (best is None or fit.error < best.error):
+            best = fit
+    if best is None:
+        best = _cp_als(G, [M.copy() for M in start.A], 0.0, ridge=scale, max_iter=500)
+    return best
+
+
+def _recursive_svd(T: np.ndarray) -> list[Term]:
+    """Exact decomposition by peeling one axis at a time with the SVD (rank <= prod(shape)/max)."""
+    if T.ndim == 1:
+        return [(1.0, (T,))] if np.any(T) else []
+    if T.ndim == 2:
+        u, s, vt = np.linalg.svd(T, full_matrices=False)
+        r = _numerical_rank(s, T.shape)
+        return [(float(s[i]), (u[:, i], vt[i])) for i in range(r)]
+    best: list[Term] | None = None
+    for k in range(T.ndim):
+        u, s, vt = np.linalg.svd(_unfold(T, k), full_matrices=False)
+        rest_shape = tuple(n for j, n in enumerate(T.shape) if j != k)
+        terms: list[Term] = []
+        for i in range(_numerical_rank(s, T.shape)):
+            for w, fs in _recursive_svd(vt[i].reshape(rest_shape)):
+                fl = list(fs)
+                fl.insert(k, u[:, i])
+                terms.append((float(s[i]) * w, tuple(fl)))
+        if best is None or len(terms) < len(best):
+            best = terms
+    assert best is not None
+    return best
+
+
+def _separate_nd(
+    K: np.ndarray,
+    spectra: tuple[np.ndarray, ...],
+    rank: int | None,
+    target: float,
+    approximate: bool,
+) -> Factorization:
+    bases, core = _hosvd(K)
+    mlrank = core.shape
+    fallback = _recursive_svd(K)
+    notes = [f"multilinear rank {tuple(int(n) for n in mlrank)}"]
+    upper = len(fallback)
+    lower = 1 if approximate else max(mlrank)
+    cap = upper if rank is None else min(rank, upper)
+
+    def expand(fit: _CPFit) -> list[Term]:
+        full = [U @ M for U, M in zip(bases, fit.A, strict=True)]
+        terms = []
+        for r in range(full[0].shape[1]):
+            vecs = [M[:, r] for M in full]
+            norms = [float(np.linalg.norm(v)) for v in vecs]
+            w = math.prod(norms)
+            terms.append(
+                (w, tuple(v / n if n > 0 else v for v, n in zip(vecs, norms, strict=True)))
+            )
+        return terms
+
+    # Beyond this many terms, separable passes cost more than the dense kernel and the CP
+    # search (the expensive part) is not worth it: the exact fallback is returned instead.
+    useful = max(1, (math.prod(K.shape) - 1) // sum(K.shape))
+    search_cap = min(cap, upper - 1, max(useful, 1 if rank is None else rank))
+    for R in range(min(lower, cap), search_cap + 1):
+        fits = _cp_best(core, R, target)
+        good = [f for f in fits if not f.degenerate]
+        best = min(good or fits, key=lambda f: f.error)
+        if best.error <= target and not best.degenerate:
+            return _make(K, expand(best), spectra, "cp-als", notes=notes)
+        if R < cap:
+            continue
+        # a fixed rank below the exact rank that does not meet the target
+        if any(f.degenerate for f in fits):
+            worst = min((f for f in fits if f.degenerate), key=lambda f: f.error)
+            bounded = _cp_bounded(core, worst)
+            if good and good[0].error < bounded.error:
+                bounded = min(good, key=lambda f: f.error)
+            notes.append(
+                f"degenerate: no best rank-{R} approximation exists; the error falls only as "
+                f"terms cancel with diverging norms (ALS reached {worst.error:.3g} at "
+                f"cancellation {worst.cancellation:.3g} and kept going); returned a "
+                "bounded-norm fit instead"
+            )
+            return _make(K, expand(bounded), spectra, "cp-als-ridge", degenerate=True, notes=notes)
+        notes.append(f"best rank-{R} CP fit found by ALS (a local optimum)")
+        return _make(K, expand(best), spectra, "cp-als", notes=notes)
+    if rank is not None and rank > upper:
+        notes.append(f"rank={rank} requested; {upper} term(s) reproduce the kernel")
+    if search_cap < min(cap, upper - 1):
+        notes.append(
+            f"CP search stopped at rank {search_cap}: more terms cost more than the dense kernel"
+        )
+    notes.append("exact decomposition by recursive SVD of the mode unfoldings")
+    return _make(K, fallback, spectra, "recursive-svd", notes=notes)
