@@ -584,6 +584,65 @@ def _cp_als(
     return fit
 
 
+def _cp_jacobian(A: Sequence[np.ndarray], shape: Sequence[int]) -> np.ndarray:
+    """d vec(sum_r a_0r (x) ... (x) a_dr) / d (vec A_0, ..., vec A_d), columns in C order."""
+    d = len(A)
+    R = A[0].shape[1]
+    size = math.prod(shape)
+    cols = []
+    for k in range(d):
+        block = np.zeros((size, shape[k], R))
+        for r in range(R):
+            vecs = [A[j][:, r] if j != k else np.eye(shape[k]) for j in range(d)]
+            t = np.asarray(1.0)
+            for v in vecs:
+                t = np.multiply.outer(t, v)
+            # axes: modes before k, (k, i), modes after k -> move the identity's column axis last
+            t = np.moveaxis(t, k + 1, -1).reshape(size, shape[k])
+            block[:, :, r] = t
+        cols.append(block.reshape(size, shape[k] * R))
+    return np.concatenate(cols, axis=1)
+
+
+def _cp_polish(G: np.ndarray, fit: _CPFit, target: float, max_iter: int = 60) -> _CPFit:
+    """Levenberg–Marquardt on all factors at once: quadratic convergence near an exact fit.
+
+    ALS converges only linearly (slowly when factors are nearly collinear); a few damped
+    Gauss–Newton steps take a good ALS fit to float rounding.
+    """
+    norm = float(np.linalg.norm(G))
+    A = [M.copy() for M in fit.A]
+    shapes = [M.shape for M in A]
+    best = fit
+    mu = 1e-3 * max(float(np.linalg.norm(M)) for M in A) ** 2
+    for _ in range(max_iter):
+        resid = (_cp_dense(A, G.shape) - G).ravel()
+        J = _cp_jacobian(A, G.shape)
+        JtJ = J.T @ J
+        g = J.T @ resid
+        improved = False
+        for _ in range(8):
+            try:
+                step = np.linalg.solve(JtJ + mu * np.eye(JtJ.shape[0]), -g)
+            except np.linalg.LinAlgError:
+                mu *= 10
+                continue
+            trial, pos = [], 0
+            for shp, M in zip(shapes, A, strict=True):
+                n = shp[0] * shp[1]
+                trial.append(M + step[pos : pos + n].reshape(shp))
+                pos += n
+            cand = _assess(G, trial, norm)
+            if cand.error < best.error:
+                A, best, improved = trial, cand, True
+                mu = max(mu / 3, 1e-12)
+                break
+            mu *= 4
+        if not improved or best.error <= target:
+            break
+    return best
+
+
 def _cp_best(G: np.ndarray, R: int, target: float, *, n_random: int = 4) -> list[_CPFit]:
     """Fits from a HOSVD-style start and seeded random restarts; stops at the first good one."""
     rng = np.random.default_rng(20261124 + R)
@@ -601,6 +660,8 @@ def _cp_best(G: np.ndarray, R: int, target: float, *, n_random: int = 4) -> list
     fits = []
     for A0 in starts:
         fit = _cp_als(G, A0, target)
+        if target < fit.error < 1e-2 and not fit.degenerate:
+            fit = _cp_polish(G, fit, target)
         fits.append(fit)
         if fit.error <= target and not fit.degenerate:
             break
@@ -675,7 +736,7 @@ def _separate_nd(
     # Beyond this many terms, separable passes cost more than the dense kernel and the CP
     # search (the expensive part) is not worth it: the exact fallback is returned instead.
     useful = max(1, (math.prod(K.shape) - 1) // sum(K.shape))
-    search_cap = min(cap, upper - 1, max(useful, 1 if rank is None else rank))
+    search_cap = min(cap, upper - 1, max(useful, lower + 2, 1 if rank is None else rank))
     for R in range(min(lower, cap), search_cap + 1):
         fits = _cp_best(core, R, target)
         good = [f for f in fits if not f.degenerate]

@@ -1,0 +1,403 @@
+"""sepconv.separate / separable_rank / Factorization against closed forms and scipy."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import ndimage
+
+from sepconv import Factorization, is_separable, kernels, separable_rank, separate
+from sepconv.factor import exact_tolerance, max_useful_rank
+
+
+def svd_tail_error(K: np.ndarray, r: int) -> float:
+    """Eckart–Young: relative error of the best rank-r approximation from the singular values."""
+    s = np.linalg.svd(K, compute_uv=False)
+    return math.sqrt(float(np.sum(s[r:] ** 2))) / math.sqrt(float(np.sum(s**2)))
+
+
+def random_cp(rng: np.random.Generator, shape: tuple[int, ...], rank: int) -> np.ndarray:
+    T = np.zeros(shape)
+    for _ in range(rank):
+        term = np.array(1.0)
+        for n in shape:
+            term = np.multiply.outer(term, rng.standard_normal(n))
+        T += term
+    return T
+
+
+# ---------------------------------------------------------------------------------------------
+# exact facts about common kernels
+# ---------------------------------------------------------------------------------------------
+
+RANK_ONE = {
+    "gaussian 2-D": kernels.gaussian(2.0),
+    "gaussian anisotropic": kernels.gaussian([1.0, 3.0]),
+    "gaussian derivative": kernels.gaussian(1.5, order=(0, 1)),
+    "gaussian 3-D": kernels.gaussian(1.2, ndim=3),
+    "gaussian 3-D mixed order": kernels.gaussian([1.0, 2.0, 1.5], order=[1, 0, 2]),
+    "box": kernels.box(5),
+    "box 3-D": kernels.box([3, 5, 7]),
+    "binomial": kernels.binomial(5),
+    "sobel axis 0": kernels.sobel(0),
+    "sobel axis 1": kernels.sobel(1),
+    "sobel 3-D": kernels.sobel(1, ndim=3),
+    "prewitt": kernels.prewitt(0),
+    "scharr": kernels.scharr(1),
+    "gabor theta 0": kernels.gabor(3.0, theta=0.0, frequency=0.15, gamma=0.5),
+    "gabor theta 90": kernels.gabor(2.0, theta=90.0, frequency=0.2, gamma=2.0, phase=0.7),
+    "motion blur horizontal": kernels.line(7, angle=0.0),
+}
+
+
+@pytest.mark.parametrize("name", sorted(RANK_ONE))
+def test_separable_kernels_are_rank_one(name: str) -> None:
+    K = RANK_ONE[name]
+    f = separate(K)
+    assert f.rank == 1
+    assert separable_rank(K) == 1
+    assert is_separable(K)
+    assert f.exact
+    np.testing.assert_allclose(f.to_dense(), K, rtol=0, atol=1e-14 * np.abs(K).max())
+
+
+@pytest.mark.parametrize(
+    "K",
+    [
+        kernels.laplacian_of_gaussian(1.5),
+        kernels.laplacian_of_gaussian([1.0, 2.5]),
+        kernels.difference_of_gaussians(1.0, 1.6),
+        kernels.difference_of_gaussians(2.0, 3.0),
+        kernels.laplace(),
+    ],
+    ids=["log", "log-anisotropic", "dog", "dog-wide", "laplace"],
+)
+def test_log_dog_and_laplace_are_rank_two(K: np.ndarray) -> None:
+    f = separate(K)
+    assert f.rank == 2
+    assert f.exact
+    assert not is_separable(K)
+
+
+@pytest.mark.parametrize("theta", [10.0, 30.0, 45.0, 60.0, 123.0, 200.0])
+@pytest.mark.parametrize("phase", [0.0, 1.0])
+def test_isotropic_gabor_is_rank_two_at_any_angle(theta: float, phase: float) -> None:
+    K = kernels.gabor(3.0, theta=theta, frequency=0.15, gamma=1.0, phase=phase)
+    f = separate(K)
+    assert f.rank == 2
+    assert f.error < 1e-13
+
+
+def test_anisotropic_rotated_gabor_needs_more_than_two_terms() -> None:
+    K = kernels.gabor(3.0, theta=30.0, frequency=0.15, gamma=0.5)
+    assert separable_rank(K) > 2
+
+
+@pytest.mark.parametrize(
+    ("K", "factors", "weight"),
+    [
+        (kernels.sobel(0), ([-1, 0, 1], [1, 2, 1]), 1.0),
+        (kernels.sobel(1), ([1, 2, 1], [-1, 0, 1]), 1.0),
+        (kernels.prewitt(1), ([1, 1, 1], [-1, 0, 1]), 1.0),
+        (kernels.scharr(0), ([-1, 0, 1], [3, 10, 3]), 1.0),
+        (kernels.binomial(5, normalize=False), ([1, 4, 6, 4, 1], [1, 4, 6, 4, 1]), 1.0),
+        (kernels.binomial(3), ([1, 2, 1], [1, 2, 1]), 1 / 16),
+        (kernels.sobel(2, ndim=3), ([1, 2, 1], [1, 2, 1], [-1, 0, 1]), 1.0),
+        (3 * np.outer([1, 2, 1], [1, 0, -1]), ([1, 2, 1], [-1, 0, 1]), -3.0),
+    ],
+    ids=["sobel0", "sobel1", "prewitt", "scharr", "binomial-int", "binomial", "sobel3d", "3x"],
+)
+def test_integer_separable_kernels_factor_into_exact_integer_kernels(
+    K: np.ndarray, factors: tuple[list[int], ...], weight: float
+) -> None:
+    f = separate(K)
+    assert f.rank == 1
+    assert f.method == "integer"
+    for got, want in zip(f.factors[0], factors, strict=True):
+        assert np.array_equal(got, np.array(want, dtype=float)), (got, want)
+    assert f.weights[0] == weight
+    assert np.array_equal(f.to_dense(), K)
+    assert f.error == 0.0
+
+
+def test_box_kernel_factors_into_ones_with_the_scale_in_the_weight() -> None:
+    f = separate(kernels.box(3))
+    assert all(np.array_equal(v, np.ones(3)) for v in f.factors[0])
+    assert f.weights[0] == pytest.approx(1 / 9, rel=1e-15)
+
+
+# ---------------------------------------------------------------------------------------------
+# 2-D: Eckart–Young
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_2d_truncation_error_equals_discarded_singular_values(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    K = rng.standard_normal((rng.integers(3, 12), rng.integers(3, 12)))
+    for r in range(1, min(K.shape) + 1):
+        f = separate(K, rank=r)
+        assert f.rank == r
+        want = svd_tail_error(K, r)
+        assert f.error == pytest.approx(want, rel=1e-9, abs=1e-14)
+        np.testing.assert_allclose(f.singular_values, np.linalg.svd(K, compute_uv=False))
+
+
+def test_2d_tol_picks_the_smallest_rank_meeting_it() -> None:
+    K = kernels.disk(6, antialias=True)
+    errors = [svd_tail_error(K, r) for r in range(1, 14)]
+    for tol in (0.3, 0.1, 0.05, 0.01, 1e-3):
+        f = separate(K, tol=tol)
+        want = next(r for r, e in enumerate(errors, start=1) if e <= tol)
+        assert f.rank == want
+        assert f.error <= tol
+
+
+def test_rank_and_tol_together_cap_the_rank() -> None:
+    K = kernels.disk(6, antialias=True)
+    assert separate(K, rank=2, tol=1e-6).rank == 2
+    assert separate(K, rank=6, tol=0.1).rank == separate(K, tol=0.1).rank
+
+
+def test_rank_above_exact_rank_returns_only_the_needed_terms() -> None:
+    f = separate(kernels.gaussian(2.0), rank=5)
+    assert f.rank == 1
+    f = separate(kernels.laplacian_of_gaussian(2.0), rank=4)
+    assert f.rank == 2
+    assert any("requested" in n for n in f.notes)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    m=st.integers(2, 10),
+    n=st.integers(2, 10),
+    r=st.integers(1, 10),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_random_low_rank_matrices_have_their_rank(m: int, n: int, r: int, seed: int) -> None:
+    r = min(r, m, n)
+    rng = np.random.default_rng(seed)
+    U, _ = np.linalg.qr(rng.standard_normal((m, r)))
+    V, _ = np.linalg.qr(rng.standard_normal((n, r)))
+    s = np.sort(rng.uniform(1.0, 10.0, r))[::-1]
+    K = (U * s) @ V.T
+    f = separate(K)
+    assert f.rank == r
+    assert f.exact
+    np.testing.assert_allclose(f.to_dense(), K, atol=1e-12 * s[0])
+    for k in range(1, r):
+        assert separate(K, rank=k).error == pytest.approx(
+            math.sqrt(np.sum(s[k:] ** 2) / np.sum(s**2)), rel=1e-9
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# N-D
+# ---------------------------------------------------------------------------------------------
+
+
+def log3d(sigma: float = 1.5) -> np.ndarray:
+    """3-D LoG from scipy itself: the response of gaussian_laplace to a centred impulse."""
+    r = int(4 * sigma + 0.5)
+    impulse = np.zeros((2 * r + 1,) * 3)
+    impulse[r, r, r] = 1.0
+    return ndimage.gaussian_laplace(impulse, sigma, mode="constant")
+
+
+def test_3d_log_has_multilinear_rank_222_and_is_an_exact_sum_of_three_terms() -> None:
+    K = log3d()
+    np.testing.assert_allclose(K, kernels.laplacian_of_gaussian(1.5, ndim=3), atol=1e-15)
+    f = separate(K)
+    assert f.multilinear_rank == (2, 2, 2)
+    assert f.rank == 3
+    assert f.exact
+    assert f.error < 1e-12
+    assert not f.degenerate
+    assert f.macs == 3 * 3 * 13
+
+
+def test_3d_log_rank_two_fit_is_reported_degenerate_with_bounded_terms() -> None:
+    K = log3d()
+    f = separate(K, rank=2)
+    assert f.rank == 2
+    assert f.degenerate
+    assert any("degenerate" in n for n in f.notes)
+    assert np.all(np.isfinite(f.weights))
+    # bounded: the terms do not cancel, so rounding is not amplified
+    assert f.cancellation < 10
+    assert 0 < f.error < 0.2
+
+
+def test_n_d_tol_skips_degenerate_ranks() -> None:
+    f = separate(log3d(), tol=1e-3)
+    assert not f.degenerate
+    assert f.error <= 1e-3
+
+
+def test_exactly_separable_iff_every_mode_unfolding_has_rank_one() -> None:
+    rng = np.random.default_rng(7)
+    T = random_cp(rng, (4, 5, 6), 1)
+    assert is_separable(T)
+    assert separate(T).multilinear_rank == (1, 1, 1)
+    # rank 1 along two modes but not the third is still not separable
+    T2 = np.multiply.outer(rng.standard_normal(4), rng.standard_normal((5, 6)))
+    assert separate(T2).multilinear_rank[0] == 1
+    assert not is_separable(T2)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    shape=st.lists(st.integers(3, 6), min_size=3, max_size=3).map(tuple),
+    r=st.integers(1, 3),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_random_cp_tensors_are_recovered_exactly(shape: tuple[int, ...], r: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    T = random_cp(rng, shape, r)
+    f = separate(T)
+    assert f.rank == r
+    assert f.error < 1e-10
+    assert not f.degenerate
+
+
+@pytest.mark.parametrize("r", [1, 2])
+def test_4d_cp_tensors_are_recovered_exactly(r: int) -> None:
+    T = random_cp(np.random.default_rng(r), (3, 4, 3, 5), r)
+    f = separate(T)
+    assert f.rank == r
+    assert f.error < 1e-10
+
+
+def test_random_dense_3d_kernel_still_gets_an_exact_decomposition() -> None:
+    T = np.random.default_rng(0).standard_normal((4, 4, 4))
+    f = separate(T)
+    assert f.exact
+    assert f.rank <= max_useful_rank(T.shape) == 16
+
+
+# ---------------------------------------------------------------------------------------------
+# Factorization properties
+# ---------------------------------------------------------------------------------------------
+
+
+def test_error_bound_is_the_worst_case_output_error_per_unit_input() -> None:
+    K = kernels.disk(5, antialias=True)
+    f = separate(K, rank=2)
+    E = K - f.to_dense()
+    # worst case input: x = sign(E) in the kernel footprint gives exactly sum |E| at the centre
+    x = np.sign(E)
+    c = tuple(n // 2 for n in K.shape)
+    out_k = ndimage.correlate(x, K, mode="constant")[c]
+    out_f = ndimage.correlate(x, f.to_dense(), mode="constant")[c]
+    assert abs(out_k - out_f) == pytest.approx(f.error_bound, rel=1e-12)
+    # and no bounded input does worse
+    rng = np.random.default_rng(1)
+    img = rng.uniform(-1, 1, (40, 40))
+    diff = ndimage.correlate(img, K) - ndimage.correlate(img, f.to_dense())
+    assert np.abs(diff).max() <= f.error_bound
+
+
+def test_factorization_structure_and_costs() -> None:
+    f = separate(kernels.laplacian_of_gaussian(2.0))
+    assert isinstance(f, Factorization)
+    assert f.shape == (17, 17) and f.ndim == 2
+    assert f.weights.shape == (2,)
+    assert len(f.factors) == 2 and all(len(t) == 2 for t in f.factors)
+    assert all(v.shape == (17,) for t in f.factors for v in t)
+    assert f.macs == 2 * 34 and f.direct_macs == 289
+    assert f.speedup == pytest.approx(289 / 68)
+    dense = sum(w * np.outer(a, b) for w, (a, b) in zip(f.weights, f.factors, strict=True))
+    np.testing.assert_allclose(f.to_dense(), dense)
+    assert "rank=2" in repr(f)
+
+
+def test_factorization_arrays_are_read_only() -> None:
+    f = separate(kernels.gaussian(1.0))
+    with pytest.raises(ValueError, match="read-only"):
+        f.weights[0] = 2.0
+    with pytest.raises(ValueError, match="read-only"):
+        f.factors[0][0][0] = 2.0
+
+
+def test_separate_does_not_keep_a_reference_to_the_callers_kernel() -> None:
+    K = kernels.gaussian(1.0)
+    f = separate(K)
+    K[0, 0] = 100.0
+    assert f.kernel[0, 0] != 100.0
+
+
+def test_one_d_kernel_is_its_own_factor() -> None:
+    k = np.array([1.0, -3.0, 2.0])
+    f = separate(k)
+    assert f.rank == 1
+    np.testing.assert_array_equal(f.to_dense(), k)
+
+
+def test_zero_kernel_has_rank_zero() -> None:
+    f = separate(np.zeros((3, 3)))
+    assert f.rank == 0
+    assert f.error == 0.0
+    np.testing.assert_array_equal(f.to_dense(), np.zeros((3, 3)))
+
+
+def test_integer_input_kernel_is_accepted() -> None:
+    f = separate(np.outer([1, 2, 1], [1, 2, 1]).astype(np.int16))
+    assert f.rank == 1 and f.error == 0
+
+
+def test_spec_string_is_accepted() -> None:
+    assert separate("laplacian_of_gaussian:sigma=2").rank == 2
+
+
+def test_exact_tolerance_is_tiny() -> None:
+    assert exact_tolerance((9, 9)) < 1e-12
+
+
+# ---------------------------------------------------------------------------------------------
+# bad input
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kernel", "exc", "match"),
+    [
+        (np.array([[1.0, np.nan]]), ValueError, "kernel must be finite, got NaN"),
+        (np.array([[1.0, np.inf]]), ValueError, "kernel must be finite, got Inf"),
+        (np.zeros((0, 3)), ValueError, "kernel must not be empty"),
+        (np.array(2.0), ValueError, "at least one dimension"),
+        (np.ones((2, 2), dtype=complex), TypeError, "kernel must be real"),
+        (np.array([[1, "a"]], dtype=object), TypeError, "dtype object"),
+        ([[1, 2], [3]], TypeError, "kernel must be an array of numbers"),
+        ("no_such_kernel", ValueError, "unknown kernel"),
+    ],
+    ids=["nan", "inf", "empty", "0-d", "complex", "object", "ragged", "bad-spec"],
+)
+def test_bad_kernels_are_refused(kernel: object, exc: type[Exception], match: str) -> None:
+    with pytest.raises(exc, match=match):
+        separate(kernel)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        ({"rank": 0}, ValueError, "rank must be an integer >= 1, got 0"),
+        ({"rank": -2}, ValueError, "rank must be an integer >= 1"),
+        ({"rank": 6}, ValueError, r"rank must be between 1 and 5 for a kernel of shape \(5, 7\)"),
+        ({"rank": 1.5}, TypeError, "rank must be an integer, got 1.5"),
+        ({"tol": -0.1}, ValueError, "tol must be a finite number >= 0, got -0.1"),
+        ({"tol": float("nan")}, ValueError, "tol must be a finite number >= 0, got nan"),
+        ({"tol": "0.1"}, TypeError, "tol must be a real number"),
+    ],
+)
+def test_bad_rank_and_tol_are_refused(kwargs: dict, exc: type[Exception], match: str) -> None:
+    with pytest.raises(exc, match=match):
+        separate(np.ones((5, 7)), **kwargs)
+
+
+def test_rank_above_n_d_maximum_is_refused() -> None:
+    with pytest.raises(ValueError, match="rank must be between 1 and 16"):
+        separate(np.ones((4, 4, 4)), rank=17)
