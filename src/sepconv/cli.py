@@ -153,7 +153,7 @@ def analyze_kernel(
     macs = {
         "direct": direct,
         "separable": sum(K.shape),
-        "lowrank": max(exact.rank, 1) * sum(K.shape),
+        "lowrank": exact.rank * sum(K.shape),
         "fft": cost.kernel_macs(K.shape, "fft", data_shape=data_shape),
     }
     result = {
@@ -183,7 +183,7 @@ def analyze_kernel(
         ],
         "data_shape": list(data_shape),
         "macs": macs,
-        "speedup": {k: direct / v for k, v in macs.items() if k != "direct"},
+        "speedup": {k: direct / v if v else None for k, v in macs.items() if k != "direct"},
     }
     return result, fits
 
@@ -197,7 +197,10 @@ def _spectrum_text(values: Sequence[float], limit: int = 8) -> str:
 @_user_errors
 def analyze(
     spec: Annotated[
-        str, typer.Argument(help="Kernel spec ('gaussian:sigma=2', 'disk:radius=5') or .npy/.csv")
+        str,
+        typer.Argument(
+            metavar="SPEC", help="Kernel spec ('gaussian:sigma=2', 'disk:radius=5') or .npy/.csv"
+        ),
     ],
     tol: Annotated[
         float | None, typer.Option(help="Relative error allowed: report the smallest rank.")
@@ -221,8 +224,13 @@ def analyze(
     if result["rank"] == 0:
         console.print("all-zero kernel: rank 0, nothing to compute")
         return
-    sep = "separable" if result["rank"] == 1 else f"not separable: {result['rank']} terms needed"
-    console.print(f"separable rank {result['rank']} ({sep})")
+    if result["rank"] == 1:
+        console.print("separable rank 1: the kernel is one outer product of 1-D kernels")
+    else:
+        console.print(
+            f"separable rank {result['rank']}: not separable, "
+            f"a sum of {result['rank']} separable terms"
+        )
     if result["singular_values"] is not None and len(result["shape"]) == 2:
         console.print(f"singular values: {_spectrum_text(result['singular_values'])}")
     elif len(result["shape"]) > 2:
@@ -261,7 +269,8 @@ def analyze(
     console.print(methods)
     if exact is not None:
         for remark in exact.notes:
-            console.print(f"note: {remark}")
+            if not remark.startswith("multilinear rank"):
+                console.print(f"note: {remark}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -445,8 +454,28 @@ def demo(
 
 
 def main() -> None:
-    """Entry point of the ``sepconv`` script (usage errors exit with status 2)."""
-    app()
+    """Entry point of the ``sepconv`` script.
+
+    Usage errors (missing or malformed options) print one line and exit with status 2, like
+    errors in the values themselves; a bare ``sepconv`` prints the help.
+    """
+    from typer.exceptions import TyperException
+
+    try:
+        rv = app(standalone_mode=False)
+    except TyperException as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            ctx = getattr(exc, "ctx", None)
+            console.print(ctx.get_help() if ctx is not None else "usage: sepconv COMMAND")
+            sys.exit(2)
+        fmt = getattr(exc, "format_message", None)
+        msg = " ".join(str(fmt() if fmt else exc).split())
+        err_console.print(f"sepconv: error: {msg}", markup=False, soft_wrap=True)
+        sys.exit(int(getattr(exc, "exit_code", 2)))
+    except KeyboardInterrupt:
+        err_console.print("sepconv: interrupted")
+        sys.exit(130)
+    sys.exit(rv if isinstance(rv, int) else 0)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,553 @@
+"""Tests for the ``sepconv`` command line (typer's CliRunner, plus one real subprocess)."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import sepconv
+from sepconv.cli import app
+
+runner = CliRunner()
+
+
+def run(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def _refuse_constant(name: str) -> float:
+    raise AssertionError(f"output is not strict JSON: it contains {name}")
+
+
+def run_json(*args: str) -> dict:
+    """Run a --json command; its stdout must be strict JSON (no NaN/Infinity tokens)."""
+    result = run(*args)
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output
+    return json.loads(result.stdout, parse_constant=_refuse_constant)
+
+
+def assert_user_error(result, *needles: str) -> str:
+    """Exit status 2, one line on stderr starting 'sepconv: error:', naming every needle."""
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    line = lines[0]
+    assert line.startswith("sepconv: error: ")
+    for needle in needles:
+        assert needle in line, line
+    return line
+
+
+@pytest.fixture(scope="module")
+def log3d() -> dict:
+    return run_json("analyze", "laplacian_of_gaussian:sigma=1.5,ndim=3", "--json")
+
+
+# ----------------------------------------------------------------------------------------------
+# analyze --json
+# ----------------------------------------------------------------------------------------------
+
+ANALYZE_KEYS = {
+    "schema",
+    "kernel",
+    "shape",
+    "rank",
+    "multilinear_rank",
+    "singular_values",
+    "mode_spectra",
+    "tol",
+    "tol_rank",
+    "errors",
+    "data_shape",
+    "macs",
+    "speedup",
+}
+ROW_KEYS = {"rank", "error", "error_bound", "macs", "speedup", "exact", "degenerate", "method"}
+
+
+def test_analyze_gaussian_json_follows_the_documented_schema():
+    d = run_json("analyze", "gaussian:sigma=2", "--json")
+    assert ANALYZE_KEYS <= set(d)
+    assert d["schema"] == 1
+    assert d["kernel"] == "gaussian:sigma=2"
+    assert set(d["macs"]) == {"direct", "separable", "lowrank", "fft"}
+    assert set(d["speedup"]) == {"separable", "lowrank", "fft"}
+    for row in d["errors"]:
+        assert set(row) >= ROW_KEYS
+    assert d["tol"] is None
+    assert d["tol_rank"] is None
+
+
+def test_analyze_gaussian_is_rank_1_with_direct_macs_17_squared():
+    d = run_json("analyze", "gaussian:sigma=2", "--json")
+    # radius int(4 * 2 + 0.5) = 8 -> 17 taps per axis
+    assert d["shape"] == [17, 17]
+    assert d["rank"] == 1
+    assert d["multilinear_rank"] == [1, 1]
+    assert d["macs"]["direct"] == math.prod(d["shape"]) == 17 * 17
+    assert d["macs"]["separable"] == sum(d["shape"]) == 34
+    assert d["macs"]["lowrank"] == 34
+    assert d["speedup"]["separable"] == pytest.approx(289 / 34)
+    assert d["speedup"]["fft"] == pytest.approx(289 / d["macs"]["fft"])
+    assert len(d["errors"]) == 1
+    row = d["errors"][0]
+    assert row["rank"] == 1
+    assert row["error"] < 1e-12
+    assert row["exact"] is True
+    assert row["degenerate"] is False
+    assert row["macs"] == 34
+    assert d["data_shape"] == [1024, 1024]
+    assert len(d["singular_values"]) == 17
+    assert d["mode_spectra"] == [d["singular_values"], d["singular_values"]]
+
+
+def test_analyze_log_2d_is_rank_2_and_errors_match_discarded_singular_values():
+    d = run_json("analyze", "laplacian_of_gaussian:sigma=2", "--json")
+    assert d["rank"] == 2
+    s = np.array(d["singular_values"])
+    assert np.all(np.diff(s) <= 0)
+    total = math.sqrt(float(np.sum(s**2)))
+    assert [row["rank"] for row in d["errors"]] == [1, 2]
+    for row in d["errors"]:
+        r = row["rank"]
+        expected = math.sqrt(float(np.sum(s[r:] ** 2))) / total
+        assert row["error"] == pytest.approx(expected, rel=1e-9, abs=1e-14)
+        assert row["macs"] == r * sum(d["shape"])
+        assert row["speedup"] == pytest.approx(math.prod(d["shape"]) / row["macs"])
+    assert d["errors"][0]["exact"] is False
+    assert d["errors"][1]["exact"] is True
+    assert d["macs"]["lowrank"] == 2 * sum(d["shape"])
+
+
+def test_analyze_log_3d_is_rank_3_multilinear_2_2_2_with_degenerate_rank_2(log3d):
+    d = log3d
+    assert d["shape"] == [13, 13, 13]
+    assert d["rank"] == 3
+    assert d["multilinear_rank"] == [2, 2, 2]
+    assert d["singular_values"] is None
+    assert len(d["mode_spectra"]) == 3
+    assert all(len(spec) == 13 for spec in d["mode_spectra"])
+    rows = {row["rank"]: row for row in d["errors"]}
+    assert sorted(rows) == [1, 2, 3]
+    assert rows[2]["degenerate"] is True
+    assert rows[1]["degenerate"] is False
+    assert rows[3]["exact"] is True
+    assert rows[3]["error"] < 1e-10
+    assert d["data_shape"] == [256, 256, 256]
+    assert d["macs"]["direct"] == 13**3
+    assert d["macs"]["lowrank"] == 3 * 39
+
+
+def test_analyze_gabor_with_tol_reports_tol_rank_2():
+    d = run_json("analyze", "gabor:sigma=3,theta=30,frequency=0.15", "--tol", "0.01", "--json")
+    assert d["tol"] == 0.01
+    assert d["tol_rank"] == 2
+    assert d["errors"][0]["error"] > 0.01  # so rank 1 is not enough
+
+
+def test_analyze_tol_rank_is_smallest_rank_whose_error_meets_tol():
+    for tol, expected in [("0.3", 1), ("0.1", 2), ("0", 2)]:
+        d = run_json("analyze", "laplacian_of_gaussian:sigma=2", "--tol", tol, "--json")
+        first_ok = min(row["rank"] for row in d["errors"] if row["error"] <= float(tol) + 1e-15)
+        assert d["tol_rank"] == first_ok == expected, tol
+
+
+def test_analyze_data_shape_sets_fft_model_size():
+    d = run_json("analyze", "gaussian:sigma=2", "--data-shape", "512,512", "--json")
+    assert d["data_shape"] == [512, 512]
+    padded = (512 + 16) ** 2
+    expected = padded / 512**2 * (2.5 * math.log2(padded) + 2)
+    assert d["macs"]["fft"] == pytest.approx(expected, rel=1e-12)
+
+
+def test_analyze_npy_outer_product_is_rank_1(tmp_path):
+    path = tmp_path / "outer.npy"
+    np.save(path, np.outer([1.0, 2.0, 3.0], [4.0, -5.0, 6.0, 7.0]))
+    d = run_json("analyze", str(path), "--json")
+    assert d["shape"] == [3, 4]
+    assert d["rank"] == 1
+    assert d["macs"]["direct"] == 12
+    assert d["macs"]["separable"] == 7
+    assert d["errors"][0]["error"] < 1e-12
+
+
+def test_analyze_csv_outer_product_is_rank_1_and_sum_of_two_is_rank_2(tmp_path):
+    path = tmp_path / "k.csv"
+    np.savetxt(path, np.outer([1, 2, 1], [-1, 0, 1]), delimiter=",")
+    d = run_json("analyze", str(path), "--json")
+    assert d["shape"] == [3, 3]
+    assert d["rank"] == 1
+    path2 = tmp_path / "k2.csv"
+    np.savetxt(
+        path2, np.outer([1, 2, 1], [-1, 0, 1]) + np.outer([0, 1, 0], [1, 1, 1]), delimiter=","
+    )
+    assert run_json("analyze", str(path2), "--json")["rank"] == 2
+
+
+def test_analyze_all_zero_kernel_is_rank_0(tmp_path):
+    path = tmp_path / "zeros.npy"
+    np.save(path, np.zeros((3, 3)))
+    d = run_json("analyze", str(path), "--json")
+    assert d["rank"] == 0
+    assert d["errors"] == []
+    text = run("analyze", str(path))
+    assert text.exit_code == 0
+    assert "rank 0" in text.stdout
+
+
+# ----------------------------------------------------------------------------------------------
+# analyze (text)
+# ----------------------------------------------------------------------------------------------
+
+
+def test_analyze_text_mentions_rank_and_separable():
+    result = run("analyze", "gaussian:sigma=2")
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert "Traceback" not in result.output
+    assert "rank 1" in out
+    assert "separable" in out
+    assert "17x17" in out
+    assert "289" in out and "34" in out
+
+
+def test_analyze_text_for_non_separable_kernel_says_how_many_terms():
+    result = run("analyze", "laplacian_of_gaussian:sigma=2", "--tol", "0.3")
+    assert result.exit_code == 0, result.output
+    assert "rank 2" in result.stdout
+    assert "not separable, a sum of 2 separable terms" in result.stdout
+    assert "smallest rank with error <= 0.3" in result.stdout
+
+
+def test_analyze_text_for_3d_kernel_shows_multilinear_rank_and_degenerate_row():
+    result = run("analyze", "laplacian_of_gaussian:sigma=1.5,ndim=3")
+    assert result.exit_code == 0, result.output
+    assert "multilinear rank (2, 2, 2)" in result.stdout
+    assert "mode-2 spectrum" in result.stdout
+    assert "degenerate" in result.stdout
+    assert "Traceback" not in result.output
+
+
+# ----------------------------------------------------------------------------------------------
+# cost conv / cost kernel
+# ----------------------------------------------------------------------------------------------
+
+CONV_KEYS = {
+    "schema",
+    "in_channels",
+    "out_channels",
+    "kernel_size",
+    "dims",
+    "depth_multiplier",
+    "standard",
+    "depthwise",
+    "pointwise",
+    "depthwise_separable",
+    "ratio",
+    "params",
+}
+
+
+def test_cost_conv_json_article_layer():
+    d = run_json("cost", "conv", "--cin", "64", "--cout", "128", "--kernel", "3", "--json")
+    assert CONV_KEYS <= set(d)
+    assert d["schema"] == 1
+    assert (d["in_channels"], d["out_channels"], d["dims"], d["depth_multiplier"]) == (
+        64,
+        128,
+        2,
+        1,
+    )
+    assert d["kernel_size"] == [3, 3]
+    for key in ("standard", "depthwise", "pointwise", "depthwise_separable"):
+        assert set(d[key]) == {"macs_per_pixel", "params", "macs"}
+        assert d[key]["macs"] is None
+    assert d["standard"]["macs_per_pixel"] == 3 * 3 * 64 * 128 == 73728
+    assert d["depthwise"]["macs_per_pixel"] == 9 * 64
+    assert d["pointwise"]["macs_per_pixel"] == 64 * 128
+    assert d["depthwise_separable"]["macs_per_pixel"] == 9 * 64 + 64 * 128 == 8768
+    assert d["ratio"]["macs"] == pytest.approx(73728 / 8768, rel=1e-12)
+    assert d["ratio"]["macs"] == pytest.approx(8.4088, abs=1e-4)
+    assert d["ratio"]["formula"] == pytest.approx(128 * 9 / (9 + 128), rel=1e-12)
+    assert set(d["params"]) == {"standard", "depthwise_separable"}
+    assert d["params"] == {"standard": 73728, "depthwise_separable": 8768}
+
+
+def test_cost_conv_json_dims_3():
+    d = run_json(
+        "cost", "conv", "--cin", "16", "--cout", "32", "--kernel", "3", "--dims", "3", "--json"
+    )
+    assert d["dims"] == 3
+    assert d["kernel_size"] == [3, 3, 3]
+    assert d["standard"]["macs_per_pixel"] == 27 * 16 * 32
+    assert d["depthwise_separable"]["macs_per_pixel"] == 27 * 16 + 16 * 32
+    assert d["ratio"]["macs"] == pytest.approx(32 * 27 / (27 + 32), rel=1e-12)
+
+
+def test_cost_conv_json_non_square_kernel():
+    d = run_json("cost", "conv", "--cin", "8", "--cout", "24", "--kernel", "3,5", "--json")
+    assert d["kernel_size"] == [3, 5]
+    assert d["standard"]["macs_per_pixel"] == 15 * 8 * 24
+    assert d["depthwise_separable"]["macs_per_pixel"] == 15 * 8 + 8 * 24
+    assert d["ratio"]["formula"] == pytest.approx(24 * 15 / (15 + 24), rel=1e-12)
+
+
+def test_cost_conv_json_depth_multiplier_2():
+    d = run_json(
+        "cost", "conv", "--cin", "64", "--cout", "128", "--depth-multiplier", "2", "--json"
+    )
+    assert d["depth_multiplier"] == 2
+    assert d["depthwise"]["macs_per_pixel"] == 9 * 64 * 2
+    assert d["pointwise"]["macs_per_pixel"] == 64 * 2 * 128
+    assert d["depthwise_separable"]["macs_per_pixel"] == 9 * 128 + 128 * 128
+    assert d["ratio"]["macs"] == pytest.approx(73728 / (9 * 128 + 128 * 128), rel=1e-12)
+
+
+def test_cost_conv_json_input_size_and_stride_give_totals():
+    d = run_json(
+        "cost",
+        "conv",
+        "--cin",
+        "64",
+        "--cout",
+        "128",
+        "--input-size",
+        "224",
+        "--stride",
+        "2",
+        "--json",
+    )
+    pixels = math.ceil(224 / 2) ** 2
+    assert d["standard"]["macs"] == 73728 * pixels
+    assert d["depthwise"]["macs"] == 9 * 64 * pixels
+    assert d["pointwise"]["macs"] == 64 * 128 * pixels
+    assert d["depthwise_separable"]["macs"] == 8768 * pixels
+
+
+def test_cost_conv_bias_counts_bias_parameters():
+    d = run_json("cost", "conv", "--cin", "64", "--cout", "128", "--bias", "--json")
+    assert d["params"]["standard"] == 73728 + 128
+    assert d["params"]["depthwise_separable"] == 8768 + 64 + 128
+    assert d["standard"]["macs_per_pixel"] == 73728
+
+
+def test_cost_conv_text_shows_thousands_separators_and_ratio():
+    result = run("cost", "conv", "--cin", "64", "--cout", "128", "--kernel", "3")
+    assert result.exit_code == 0, result.output
+    assert "73,728" in result.stdout
+    assert "8,768" in result.stdout
+    assert "8.41x" in result.stdout
+    assert "Traceback" not in result.output
+
+
+def test_cost_conv_text_with_totals_has_a_total_column():
+    result = run("cost", "conv", "--cin", "64", "--cout", "128", "--input-size", "224")
+    assert result.exit_code == 0, result.output
+    assert "total MACs" in result.stdout
+    assert f"{73728 * 224 * 224:,}" in result.stdout
+
+
+def test_cost_kernel_json_10x10x10_is_1000_vs_30():
+    d = run_json("cost", "kernel", "--shape", "10,10,10", "--json")
+    assert d["schema"] == 1
+    assert d["shape"] == [10, 10, 10]
+    assert d["macs"]["direct"] == 1000
+    assert d["macs"]["separable"] == 30
+    assert "fft" not in d["macs"]
+
+
+def test_cost_kernel_json_rank_and_data_shape():
+    d = run_json(
+        "cost", "kernel", "--shape", "7,7", "--rank", "3", "--data-shape", "256,256", "--json"
+    )
+    assert d["macs"]["direct"] == 49
+    assert d["macs"]["lowrank"] == 3 * 14
+    padded = (256 + 6) ** 2
+    assert d["macs"]["fft"] == pytest.approx(
+        padded / 256**2 * (2.5 * math.log2(padded) + 2), rel=1e-12
+    )
+
+
+def test_cost_kernel_text_shows_33x_speedup():
+    result = run("cost", "kernel", "--shape", "10,10,10")
+    assert result.exit_code == 0, result.output
+    assert "1000" in result.stdout
+    assert "33.33x" in result.stdout
+
+
+# ----------------------------------------------------------------------------------------------
+# demo and --version
+# ----------------------------------------------------------------------------------------------
+
+
+def test_demo_writes_summary_json_and_prints_article_numbers(tmp_path):
+    out = tmp_path / "x"
+    result = run("demo", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert {"kernels", "conv"} <= set(summary)
+    by_kernel = {k["kernel"]: k for k in summary["kernels"]}
+    assert by_kernel["gaussian:sigma=2"]["rank"] == 1
+    assert by_kernel["laplacian_of_gaussian:sigma=2"]["rank"] == 2
+    assert by_kernel["laplacian_of_gaussian:sigma=1.5,ndim=3"]["rank"] == 3
+    for k in summary["kernels"]:
+        assert k["direct_macs"] == math.prod(k["shape"])
+        assert k["macs"] == k["rank"] * sum(k["shape"])
+    row = next(c for c in summary["conv"] if c["in_channels"] == 64)
+    assert row["standard"]["macs_per_pixel"] == 73728
+    assert row["depthwise_separable"]["macs_per_pixel"] == 8768
+    text = result.stdout
+    assert "7x7 kernel 49 vs 14 MACs" in text
+    assert "10x10x10 1000 vs 30 (33.3x)" in text
+    assert "73,728" in text and "8,768" in text
+    assert not list(out.glob("*.tmp"))
+
+
+def test_version_prints_the_package_version():
+    result = run("--version")
+    assert result.exit_code == 0
+    assert result.stdout.strip() == f"sepconv {sepconv.__version__}"
+
+
+def test_no_arguments_prints_help():
+    result = run()
+    assert result.exit_code in (0, 2)
+    assert "analyze" in result.output and "cost" in result.output
+
+
+# ----------------------------------------------------------------------------------------------
+# bad input: exit status 2, one line, no traceback
+# ----------------------------------------------------------------------------------------------
+
+
+def test_unknown_kernel_name_is_a_one_line_error():
+    line = assert_user_error(run("analyze", "nosuchkernel"), "unknown kernel", "'nosuchkernel'")
+    assert "gaussian" in line  # lists the known kernels
+
+
+def test_unknown_spec_parameter_is_a_one_line_error():
+    line = assert_user_error(run("analyze", "gaussian:sigma=1,foo=2"), "unknown parameter", "'foo'")
+    assert "sigma" in line  # lists the allowed parameters
+
+
+def test_malformed_spec_is_a_one_line_error():
+    assert_user_error(run("analyze", "gaussian:sigma"), "missing '='", "'sigma'")
+
+
+def test_missing_kernel_file_is_a_one_line_error(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert_user_error(run("analyze", "nope.npy"), "'nope.npy'", "does not exist")
+
+
+def test_npy_with_nan_is_a_one_line_error(tmp_path):
+    path = tmp_path / "nan.npy"
+    np.save(path, np.array([[1.0, np.nan], [2.0, 3.0]]))
+    assert_user_error(run("analyze", str(path)), "finite", "NaN", "(0, 1)")
+
+
+def test_zero_dimensional_npy_is_a_one_line_error(tmp_path):
+    path = tmp_path / "scalar.npy"
+    np.save(path, np.array(3.0))
+    assert_user_error(run("analyze", str(path)), "at least one dimension", "0-d")
+
+
+@pytest.mark.parametrize("tol", ["-1", "-0.01", "nan", "inf"])
+def test_negative_or_non_finite_tol_is_a_one_line_error(tol):
+    assert_user_error(run("analyze", "gaussian:sigma=2", "--tol", tol), "tol must be a finite")
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (("--cin", "0", "--cout", "8"), "in_channels must be an integer >= 1"),
+        (("--cin", "8", "--cout", "-3"), "out_channels must be an integer >= 1"),
+        (("--cin", "8", "--cout", "8", "--kernel", "abc"), "kernel must be integers"),
+        (("--cin", "8", "--cout", "8", "--kernel", "0"), "kernel must be positive integers"),
+        (("--cin", "8", "--cout", "8", "--kernel", "3,5,7"), "kernel_size"),
+        (("--cin", "8", "--cout", "8", "--dims", "0"), "dims must be an integer >= 1"),
+        (("--cin", "8", "--cout", "8", "--depth-multiplier", "0"), "depth_multiplier"),
+        (("--cin", "8", "--cout", "8", "--input-size", "10", "--stride", "0"), "stride"),
+        (("--cin", "8", "--cout", "8", "--input-size", "x"), "input_size"),
+    ],
+)
+def test_cost_conv_bad_numbers_are_one_line_errors(args, needle):
+    assert_user_error(run("cost", "conv", *args), needle)
+
+
+def test_data_shape_of_wrong_length_is_a_one_line_error():
+    assert_user_error(
+        run("analyze", "gaussian:sigma=2", "--data-shape", "5"),
+        "data_shape must have one entry per kernel axis (2)",
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (("--shape", "7,0"), "shape must be positive integers"),
+        (("--shape", "7,7", "--rank", "0"), "rank must be an integer >= 1"),
+        (("--shape", "7,7", "--data-shape", "100"), "data_shape must have one entry"),
+    ],
+)
+def test_cost_kernel_bad_input_is_a_one_line_error(args, needle):
+    assert_user_error(run("cost", "kernel", *args), needle)
+
+
+def test_missing_argument_exits_2_naming_it_without_traceback():
+    result = run("analyze")
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output
+    assert "Missing argument" in result.output
+    assert "spec" in result.output.lower()
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["analyze"], "SPEC"),
+        (["cost", "conv", "--cout", "8"], "--cin"),
+        (["cost", "conv", "--cin", "abc", "--cout", "3"], "--cin"),
+    ],
+)
+def test_usage_errors_of_the_installed_script_are_one_line(args, needle):
+    script = Path(sys.executable).parent / "sepconv"
+    if not script.exists():
+        pytest.skip(f"console script not installed next to {sys.executable}")
+    proc = subprocess.run(
+        [str(script), *args], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("sepconv: error: ")
+    assert needle in lines[0]
+
+
+def test_installed_script_exits_2_with_one_line_on_stderr():
+    script = Path(sys.executable).parent / "sepconv"
+    if not script.exists():
+        pytest.skip(f"console script not installed next to {sys.executable}")
+    proc = subprocess.run(
+        [str(script), "analyze", "gaussian:sigma=1,foo=2"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("sepconv: error: spec: unknown parameter 'foo'")
