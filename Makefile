@@ -28,8 +28,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
+# The engine tests run a second time with numba's bounds checking on (and a separate cache so
+# no unchecked compiled code is reused): an indexing bug then fails instead of corrupting memory.
 test: lint typecheck
 	$(VENV)/bin/pytest -q
+	NUMBA_BOUNDSCHECK=1 NUMBA_CACHE_DIR=$(CURDIR)/.numba-boundscheck $(VENV)/bin/pytest -q -m engine -p no:cacheprovider
 
 demo: $(STAMP)
 	$(VENV)/bin/sepconv demo

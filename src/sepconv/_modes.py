@@ -1,0 +1,190 @@
+"""Border modes and argument normalisation for the filters, in one place (scipy's _ni_support).
+
+Every filter is defined as the correlation of the *padded* input, where the padded input at an
+out-of-range index is given per axis by the mode:
+
+=================  =======================================  ======================
+mode               extension of ``a b c d``                 also accepted as
+=================  =======================================  ======================
+``reflect``        ``d c b a | a b c d | d c b a``           ``grid-mirror``
+``mirror``         ``d c b | a b c d | c b a``
+``nearest``        ``a a a a | a b c d | d d d d``
+``wrap``           ``a b c d | a b c d | a b c d``           ``grid-wrap``
+``constant``       ``k k k k | a b c d | k k k k`` (cval k)  ``grid-constant``
+=================  =======================================  ======================
+
+Kernels longer than the axis extend by repeated reflection / wrapping, as scipy.ndimage does.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "MODES",
+    "extension_table",
+    "normalize_axes",
+    "normalize_mode",
+    "normalize_modes",
+    "normalize_origins",
+    "resolve_output",
+]
+
+#: Every mode name accepted, mapped to the extension rule it uses.
+MODES: dict[str, str] = {
+    "reflect": "reflect",
+    "grid-mirror": "reflect",
+    "mirror": "mirror",
+    "nearest": "nearest",
+    "wrap": "wrap",
+    "grid-wrap": "wrap",
+    "constant": "constant",
+    "grid-constant": "constant",
+}
+
+
+def normalize_mode(mode: Any, name: str = "mode") -> str:
+    """The canonical rule (``reflect``, ``mirror``, ``nearest``, ``wrap``, ``constant``)."""
+    if not isinstance(mode, str) or mode not in MODES:
+        raise ValueError(f"{name} must be one of {sorted(MODES)}, got {mode!r}")
+    return MODES[mode]
+
+
+def normalize_modes(mode: Any, naxes: int) -> list[str]:
+    """One canonical mode per filtered axis (a string applies to all of them)."""
+    if isinstance(mode, str):
+        return [normalize_mode(mode)] * naxes
+    if not isinstance(mode, (Sequence, np.ndarray)) or len(mode) != naxes:
+        raise ValueError(
+            f"mode must be one of {sorted(MODES)} or a sequence of {naxes} of them (one per "
+            f"filtered axis), got {mode!r}"
+        )
+    return [normalize_mode(m) for m in mode]
+
+
+def normalize_axes(axes: Any, ndim: int) -> tuple[int, ...]:
+    """Axes as non-negative ints; ``None`` means all. Refuses repeats and out-of-range axes."""
+    if axes is None:
+        return tuple(range(ndim))
+    if isinstance(axes, (int, np.integer)) and not isinstance(axes, bool):
+        axes = (axes,)
+    try:
+        raw = [operator.index(a) for a in axes]
+    except TypeError:
+        raise TypeError(f"axes must be an int or a sequence of ints, got {axes!r}") from None
+    out = []
+    for a in raw:
+        if not -ndim <= a < ndim:
+            raise ValueError(f"axes must be in [{-ndim}, {ndim - 1}] for a {ndim}-D input, got {a}")
+        out.append(a % ndim)
+    if len(set(out)) != len(out):
+        raise ValueError(f"axes must not repeat an axis, got {tuple(raw)}")
+    return tuple(out)
+
+
+def normalize_origins(origin: Any, sizes: Sequence[int]) -> list[int]:
+    """One integer origin per filtered axis, each inside its kernel (scipy's rule)."""
+    n = len(sizes)
+    if isinstance(origin, (Sequence, np.ndarray)) and not isinstance(origin, str):
+        if len(origin) != n:
+            raise ValueError(
+                f"origin must be an int or a sequence of {n} ints (one per filtered axis), "
+                f"got {origin!r}"
+            )
+        values = list(origin)
+    else:
+        values = [origin] * n
+    out = []
+    for o, k in zip(values, sizes, strict=True):
+        try:
+            o = operator.index(o)
+        except TypeError:
+            raise TypeError(
+                f"origin must be an int or a sequence of ints, got {origin!r}"
+            ) from None
+        if not -(k // 2) <= o <= (k - 1) // 2:
+            raise ValueError(
+                f"origin must be between {-(k // 2)} and {(k - 1) // 2} for a kernel of length "
+                f"{k}, got {o}"
+            )
+        out.append(int(o))
+    return out
+
+
+def extension_table(n: int, k: int, offset: int, mode: str) -> np.ndarray:
+    """Input index feeding each position of the padded line, ``-1`` for "use cval".
+
+    Position ``m`` (``0 <= m < n + k - 1``) of the padded line is input index
+    ``m - offset`` extended by ``mode``; output ``i`` correlates positions ``i .. i + k - 1``.
+    """
+    idx = np.arange(n + k - 1, dtype=np.int64) - offset
+    if mode == "constant":
+        return np.where((idx >= 0) & (idx < n), idx, -1)
+    if mode == "nearest":
+        return np.clip(idx, 0, n - 1)
+    if mode == "wrap":
+        return np.mod(idx, n)
+    if mode == "reflect":
+        idx = np.mod(idx, 2 * n)
+        return np.where(idx >= n, 2 * n - 1 - idx, idx)
+    if mode == "mirror":
+        if n == 1:
+            return np.zeros_like(idx)
+        idx = np.mod(idx, 2 * n - 2)
+        return np.where(idx >= n, 2 * n - 2 - idx, idx)
+    raise ValueError(f"unknown canonical mode {mode!r}")  # pragma: no cover
+
+
+#: dtypes filtered natively; everything else integer is computed in float64 and rounded.
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def check_input(x: Any, name: str = "input") -> np.ndarray:
+    """The input as an ndarray of a supported real dtype (float32/64 or any integer)."""
+    if isinstance(x, (str, bytes)) or x is None:
+        raise TypeError(f"{name} must be an array of numbers, got {type(x).__name__}")
+    try:
+        arr = np.asarray(x)
+    except Exception as exc:
+        raise TypeError(f"{name} must be an array of numbers, got {type(x).__name__}") from exc
+    dt = arr.dtype
+    if dt.kind in "iu" or dt.newbyteorder("=") in FLOAT_DTYPES:
+        return arr
+    if dt.kind == "c":
+        raise TypeError(
+            f"{name} must be real; got complex dtype {dt} (filter .real and .imag separately)"
+        )
+    raise TypeError(
+        f"{name} dtype must be float32, float64 or an integer type, got {dt}"
+        + (" (convert float16 to float32 first)" if dt == np.float16 else "")
+    )
+
+
+def work_dtype(dtype: np.dtype) -> np.dtype:
+    """Precision of the computation: float32 stays float32, everything else runs in float64."""
+    return np.dtype(np.float32) if dtype.newbyteorder("=") == np.float32 else np.dtype(np.float64)
+
+
+def resolve_output(output: Any, x: np.ndarray, name: str = "output") -> tuple[np.dtype, Any]:
+    """(dtype of the result, array to write into or None) from scipy's ``output`` argument."""
+    if output is None:
+        return x.dtype, None
+    if isinstance(output, np.ndarray):
+        if output.shape != x.shape:
+            raise ValueError(f"{name} must have the input's shape {x.shape}, got {output.shape}")
+        check_input(output, name)
+        if not output.flags.writeable:
+            raise ValueError(f"{name} array is read-only")
+        return output.dtype, output
+    try:
+        dt = np.dtype(output)
+    except TypeError:
+        raise TypeError(
+            f"{name} must be None, a dtype or an array, got {type(output).__name__}"
+        ) from None
+    check_input(np.empty(0, dtype=dt), name)
+    return dt, None
