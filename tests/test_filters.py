@@ -196,6 +196,16 @@ def test_filter_accepts_a_spec_string() -> None:
     assert_close(sepconv.filter(x, "gabor:sigma=2,theta=45,frequency=0.2"), ref)
 
 
+def test_kernel_axis_i_filters_axes_i_in_the_order_given() -> None:
+    x = np.zeros((5, 7))
+    x[2, 3] = 1.0
+    K = np.array([[1.0, 2.0, 3.0], [0.5, 1.0, -1.0]])  # 2 x 3
+    want = ndimage.correlate(x, K.T, mode="constant")  # length 3 runs along axis 0
+    for method in ("auto", "direct", "lowrank", "fft"):
+        got = sepconv.correlate(x, K, axes=(1, 0), mode="constant", method=method)
+        assert_close(got, want)
+
+
 @pytest.mark.parametrize("axes", [(0,), (1, 2), (2, 0), (-1, -3, 1)])
 def test_axes_filters_only_those_axes(axes) -> None:
     x = rand((6, 7, 8), seed=5)
@@ -506,21 +516,22 @@ def test_bad_output_array_is_left_untouched() -> None:
 
 @st.composite
 def cases(draw):
-    ndim = draw(st.integers(1, 3))
-    shape = tuple(draw(st.lists(st.integers(1, 9), min_size=ndim, max_size=ndim)))
+    ndim = draw(st.integers(1, 4))
+    shape = tuple(draw(st.lists(st.integers(1, 8), min_size=ndim, max_size=ndim)))
+    axes = tuple(draw(st.permutations(range(ndim)))[: draw(st.integers(1, min(ndim, 3)))])
     rank = draw(st.integers(1, 3))
-    kshape = tuple(draw(st.lists(st.integers(1, 6), min_size=ndim, max_size=ndim)))
+    kshape = tuple(draw(st.lists(st.integers(1, 6), min_size=len(axes), max_size=len(axes))))
     origin = tuple(draw(st.integers(-(k // 2), (k - 1) // 2)) for k in kshape)
     mode = draw(st.sampled_from(MODES))
     method = draw(st.sampled_from(["auto", "direct", "lowrank", "fft"]))
     seed = draw(st.integers(0, 2**31))
-    return shape, kshape, rank, origin, mode, method, seed
+    return shape, axes, kshape, rank, origin, mode, method, seed
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(cases())
 def test_property_every_method_is_the_padded_correlation(case) -> None:
-    shape, kshape, rank, origin, mode, method, seed = case
+    shape, axes, kshape, rank, origin, mode, method, seed = case
     rng = np.random.default_rng(seed)
     K = np.zeros(kshape)
     for _ in range(rank):  # a sum of `rank` separable terms
@@ -529,8 +540,18 @@ def test_property_every_method_is_the_padded_correlation(case) -> None:
             term = np.multiply.outer(term, rng.standard_normal(k))
         K += term
     x = rng.standard_normal(shape)
-    ref = ndimage.correlate(x, K, mode=mode, cval=0.3, origin=origin)
-    got = sepconv.correlate(x, K, mode=mode, cval=0.3, origin=origin, method=method)
+    # kernel axis i filters axes[i]; scipy maps kernel axes to the *sorted* axes, so hand it
+    # the kernel (and origins) in sorted-axis order
+    order = np.argsort(axes)
+    ref = ndimage.correlate(
+        x,
+        K.transpose(order),
+        mode=mode,
+        cval=0.3,
+        origin=tuple(np.array(origin)[order]),
+        axes=tuple(np.array(axes)[order]),
+    )
+    got = sepconv.correlate(x, K, mode=mode, cval=0.3, origin=origin, method=method, axes=axes)
     assert_close(got, ref, scale=max(1.0, float(np.abs(K).sum() * (np.abs(x).max() + 0.3))))
 
 

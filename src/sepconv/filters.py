@@ -210,8 +210,9 @@ def _fft(xw, K, axes, origins, modes, cval) -> np.ndarray:
     kshape = [1] * xw.ndim
     for a, k in zip(axes, K.shape, strict=True):
         kshape[a] = k
-    flipped = np.ascontiguousarray(K[(slice(None, None, -1),) * K.ndim], dtype=xw.dtype)
-    out = fftconvolve(padded, flipped.reshape(kshape), mode="valid", axes=list(axes))
+    flipped = K[(slice(None, None, -1),) * K.ndim].transpose(np.argsort(axes))  # sorted axes
+    flipped = np.ascontiguousarray(flipped, dtype=xw.dtype).reshape(kshape)
+    out = fftconvolve(padded, flipped, mode="valid", axes=sorted(axes))
     return np.ascontiguousarray(out, dtype=xw.dtype)
 
 
@@ -776,6 +777,10 @@ def correlate(
     A dense kernel that is separable (or an exact sum of ``r`` separable terms) runs as 1-D
     passes: ``r * sum(k)`` multiply-adds per element instead of ``prod(k)``. See
     :func:`sepconv.plan.make_plan` for the choice.
+
+    Kernel axis ``i`` (and ``origin[i]``, ``mode[i]``) applies to ``axes[i]``, in the order
+    given. scipy.ndimage agrees when ``axes`` is increasing; for unsorted ``axes`` scipy maps
+    the kernel's axes to the sorted axes but the origins to the given order.
 
     Examples
     --------

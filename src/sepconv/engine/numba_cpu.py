@@ -2,7 +2,8 @@
 
 The array is viewed as ``(outer, n, inner)`` with ``n`` the filtered axis. Output row
 ``(o, i)`` is ``sum_j w[j] * x[o, table[i + j], :]`` (``cval`` where ``table`` is -1): an AXPY
-of contiguous rows when ``inner > 1``, a dot product over a padded line when ``inner == 1``.
+of contiguous rows when ``inner > 1``; along the last axis each line is padded into a buffer
+and accumulated tap by tap (again an AXPY over the contiguous line).
 Rows are distributed over threads with ``prange``; nothing is transposed.
 """
 
@@ -51,11 +52,13 @@ def _pass_lines(x, w, table, cval, out):  # pragma: no cover - compiled
             src = table[p]
             buf[p] = cval if src < 0 else line[src]
         res = out[o]
+        w0 = w[0]
         for i in range(n):
-            acc = buf[i] * w[0]
-            for j in range(1, k):
-                acc += buf[i + j] * w[j]
-            res[i] = acc
+            res[i] = buf[i] * w0
+        for j in range(1, k):  # AXPY over the contiguous line: vectorises
+            wj = w[j]
+            for i in range(n):
+                res[i] += buf[i + j] * wj
 
 
 def correlate_pass(
