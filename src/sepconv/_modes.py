@@ -31,7 +31,9 @@ __all__ = [
     "normalize_mode",
     "normalize_modes",
     "normalize_origins",
+    "pad",
     "resolve_output",
+    "work_dtype",
 ]
 
 #: Every mode name accepted, mapped to the extension rule it uses.
@@ -165,8 +167,35 @@ def check_input(x: Any, name: str = "input") -> np.ndarray:
 
 
 def work_dtype(dtype: np.dtype) -> np.dtype:
-    """Precision of the computation: float32 stays float32, everything else runs in float64."""
-    return np.dtype(np.float32) if dtype.newbyteorder("=") == np.float32 else np.dtype(np.float64)
+    """Precision of the computation.
+
+    float32 and 8-bit integers run in float32 (an 8-bit value times a kernel stays within
+    ~1e-4 LSB of the exact result); float64 and wider integers in float64.
+    """
+    if dtype.newbyteorder("=") == np.float32 or (dtype.kind in "iu" and dtype.itemsize == 1):
+        return np.dtype(np.float32)
+    return np.dtype(np.float64)
+
+
+def pad(
+    x: np.ndarray,
+    axes: Sequence[int],
+    shape: Sequence[int],
+    origins: Sequence[int],
+    modes: dict[int, str],
+    cval: float,
+) -> np.ndarray:
+    """The padded input of a correlation with a kernel of ``shape`` over ``axes`` (a copy)."""
+    padded = x
+    for a, k, o in zip(axes, shape, origins, strict=True):
+        table = extension_table(x.shape[a], k, k // 2 + o, modes[a])
+        outside = table < 0
+        padded = np.take(padded, np.where(outside, 0, table), axis=a)
+        if outside.any():
+            sl: list[Any] = [slice(None)] * padded.ndim
+            sl[a] = outside
+            padded[tuple(sl)] = cval
+    return np.ascontiguousarray(padded)
 
 
 def resolve_output(output: Any, x: np.ndarray, name: str = "output") -> tuple[np.dtype, Any]:

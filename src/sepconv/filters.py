@@ -21,7 +21,6 @@ Deliberate differences from scipy.ndimage (where scipy hurts users):
 
 from __future__ import annotations
 
-import math
 import operator
 from collections.abc import Sequence
 from dataclasses import replace
@@ -29,10 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from . import kernels
+from . import engine, kernels
 from ._modes import (
     check_input,
-    extension_table,
     normalize_axes,
     normalize_mode,
     normalize_modes,
@@ -41,7 +39,6 @@ from ._modes import (
     work_dtype,
 )
 from ._validate import as_kernel, check_nonnegative_int, check_tol, per_axis
-from .engine import correlate_pass
 from .factor import Factorization
 from .plan import make_plan
 
@@ -92,6 +89,10 @@ _DOCS = {
         "        How to compute. 'auto' (default) picks the cheapest exact method from the\n"
         "        cost model; 'separable' requires a rank-1 kernel; 'lowrank' runs the\n"
         "        kernel's separable terms (exact rank, or the smallest rank within ``tol``)."
+    ),
+    "workers": (
+        "workers : int, optional\n"
+        "        Threads to use; default all cores (``NUMBA_NUM_THREADS`` caps it)."
     ),
     "tol": (
         "tol : float, optional\n"
@@ -156,84 +157,43 @@ def _work(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=work_dtype(x.dtype))
 
 
-def _passes(xw: np.ndarray, passes: Sequence[Pass], modes: dict[int, str], cval: float):
-    cur = xw
-    c = cval
-    for axis, w, origin in passes:
-        cur = correlate_pass(cur, w, axis, len(w) // 2 + origin, modes[axis], c)
-        c = c * float(np.sum(w))
-    return cur
-
-
-def _sum_terms(xw: np.ndarray, terms: Sequence[Term], modes: dict[int, str], cval: float):
-    acc: np.ndarray | None = None
-    for weight, passes in terms:
-        cur = _passes(xw, passes, modes, cval)
-        if acc is None:
-            acc = cur * cur.dtype.type(weight) if (weight != 1.0 or cur is xw) else cur
-        else:
-            acc += cur.dtype.type(weight) * cur
-    assert acc is not None
-    return acc
-
-
-def _pad(xw: np.ndarray, axes, shape, origins, modes, cval) -> np.ndarray:
-    padded = xw
-    for a, k, o in zip(axes, shape, origins, strict=True):
-        table = extension_table(xw.shape[a], k, k // 2 + o, modes[a])
-        outside = table < 0
-        padded = np.take(padded, np.where(outside, 0, table), axis=a)
-        if outside.any():
-            sl: list[Any] = [slice(None)] * padded.ndim
-            sl[a] = outside
-            padded[tuple(sl)] = cval
-    return padded
-
-
-def _direct(xw, K, axes, origins, modes, cval) -> np.ndarray:
-    padded = _pad(xw, axes, K.shape, origins, modes, cval)
-    out = np.zeros(xw.shape, dtype=xw.dtype)
-    tmp = np.empty_like(out)
-    for idx in zip(*np.nonzero(K), strict=True):
-        sl: list[Any] = [slice(None)] * xw.ndim
-        for a, i in zip(axes, idx, strict=True):
-            sl[a] = slice(i, i + xw.shape[a])
-        np.multiply(padded[tuple(sl)], xw.dtype.type(K[idx]), out=tmp)
-        out += tmp
-    return out
-
-
-def _fft(xw, K, axes, origins, modes, cval) -> np.ndarray:
-    from scipy.signal import fftconvolve
-
-    padded = _pad(xw, axes, K.shape, origins, modes, cval)
-    kshape = [1] * xw.ndim
-    for a, k in zip(axes, K.shape, strict=True):
-        kshape[a] = k
-    flipped = K[(slice(None, None, -1),) * K.ndim].transpose(np.argsort(axes))  # sorted axes
-    flipped = np.ascontiguousarray(flipped, dtype=xw.dtype).reshape(kshape)
-    out = fftconvolve(padded, flipped, mode="valid", axes=sorted(axes))
-    return np.ascontiguousarray(out, dtype=xw.dtype)
+def _target(x: np.ndarray, xw: np.ndarray, out: np.ndarray | None) -> np.ndarray | None:
+    """The user's output array when the engine can write the result straight into it."""
+    if (
+        out is not None
+        and out.dtype == xw.dtype
+        and out.flags.c_contiguous
+        and not np.may_share_memory(out, x)
+        and not np.may_share_memory(out, xw)
+    ):
+        return out
+    return None
 
 
 def _finish(result: np.ndarray, x: np.ndarray, dtype: np.dtype, out: np.ndarray | None):
     """Round/saturate to an integer dtype once, then write into ``out`` or return a new array."""
+    if result is out:
+        return out
     if dtype.kind in "iu":
         info = np.iinfo(dtype)
         result = np.clip(np.rint(result), info.min, info.max)
     if out is not None:
         np.copyto(out, result, casting="unsafe")
         return out
-    if result is x or np.shares_memory(result, x):
+    if np.may_share_memory(result, x):
         return np.array(result, dtype=dtype, copy=True)
     return result.astype(dtype, copy=False)
 
 
-def _run(x: np.ndarray, terms: Sequence[Term], modes, cval, dtype, out) -> np.ndarray:
+def _run(x: np.ndarray, terms, modes, cval, dtype, out, workers) -> np.ndarray:
+    """Run a sum of separable terms through the engine and deliver it as ``output`` asks."""
+    nthreads = engine.check_workers(workers)
     if x.size == 0:
         return _finish(np.empty(x.shape, dtype=work_dtype(x.dtype)), x, dtype, out)
     xw = _work(x)
-    return _finish(_sum_terms(xw, terms, modes, cval), x, dtype, out)
+    with engine.threads(nthreads):
+        result = engine.separable(xw, terms, modes, cval, out=_target(x, xw, out))
+    return _finish(result, x, dtype, out)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -250,6 +210,8 @@ def correlate1d(
     mode: str = "reflect",
     cval: float = 0.0,
     origin: int = 0,
+    *,
+    workers: int | None = None,
 ) -> np.ndarray:
     """One-dimensional correlation along ``axis`` (``scipy.ndimage.correlate1d``).
 
@@ -283,7 +245,7 @@ def correlate1d(
     (o,) = normalize_origins(origin, [len(w)])
     c = _cval(cval)
     dtype, out = resolve_output(output, x)
-    return _run(x, [(1.0, [(ax, w, o)])], m, c, dtype, out)
+    return _run(x, [(1.0, [(ax, w, o)])], m, c, dtype, out, workers)
 
 
 @_docfill
@@ -295,6 +257,8 @@ def convolve1d(
     mode: str = "reflect",
     cval: float = 0.0,
     origin: int = 0,
+    *,
+    workers: int | None = None,
 ) -> np.ndarray:
     """One-dimensional convolution along ``axis`` (``scipy.ndimage.convolve1d``).
 
@@ -320,7 +284,9 @@ def convolve1d(
     """
     w = _weights1d(weights)
     (o,) = normalize_origins(origin, [len(w)])
-    return correlate1d(input, w[::-1], axis, output, mode, cval, _flip_origin(o, len(w)))
+    return correlate1d(
+        input, w[::-1], axis, output, mode, cval, _flip_origin(o, len(w)), workers=workers
+    )
 
 
 def _flip_origin(origin: int, k: int) -> int:
@@ -336,6 +302,8 @@ def uniform_filter1d(
     mode: str = "reflect",
     cval: float = 0.0,
     origin: int = 0,
+    *,
+    workers: int | None = None,
 ) -> np.ndarray:
     """Moving average of ``size`` samples along ``axis`` (``scipy.ndimage.uniform_filter1d``).
 
@@ -359,7 +327,9 @@ def uniform_filter1d(
            6.        , 3.        ])
     """
     size = check_nonnegative_int(size, "size", minimum=1)
-    return correlate1d(input, np.full(size, 1.0 / size), axis, output, mode, cval, origin)
+    return correlate1d(
+        input, np.full(size, 1.0 / size), axis, output, mode, cval, origin, workers=workers
+    )
 
 
 @_docfill
@@ -374,6 +344,7 @@ def gaussian_filter1d(
     truncate: float = 4.0,
     *,
     radius: int | None = None,
+    workers: int | None = None,
 ) -> np.ndarray:
     """1-D Gaussian filter or derivative (``scipy.ndimage.gaussian_filter1d``).
 
@@ -401,7 +372,7 @@ def gaussian_filter1d(
     array([1.427 , 2.0678, 3.    , 3.9322, 4.573 ])
     """
     w = kernels.gaussian1d(sigma, order=order, truncate=truncate, radius=radius)
-    return correlate1d(input, w, axis, output, mode, cval, 0)
+    return correlate1d(input, w, axis, output, mode, cval, 0, workers=workers)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -421,6 +392,7 @@ def gaussian_filter(
     *,
     radius: int | Sequence[int] | None = None,
     axes: int | Sequence[int] | None = None,
+    workers: int | None = None,
 ) -> np.ndarray:
     """Multidimensional Gaussian filter (``scipy.ndimage.gaussian_filter``), as 1-D passes.
 
@@ -458,7 +430,7 @@ def gaussian_filter(
     modes = _mode_map(mode, ax)
     c = _cval(cval)
     dtype, out = resolve_output(output, x)
-    return _run(x, terms, modes, c, dtype, out)
+    return _run(x, terms, modes, c, dtype, out, workers)
 
 
 def _gaussian_passes(axes, sigma, order, truncate, radius) -> list[Pass]:
@@ -489,6 +461,7 @@ def uniform_filter(
     origin: int | Sequence[int] = 0,
     *,
     axes: int | Sequence[int] | None = None,
+    workers: int | None = None,
 ) -> np.ndarray:
     """Multidimensional moving average (``scipy.ndimage.uniform_filter``), as 1-D passes.
 
@@ -521,10 +494,10 @@ def uniform_filter(
     modes = _mode_map(mode, ax)
     c = _cval(cval)
     dtype, out = resolve_output(output, x)
-    return _run(x, [(1.0, passes)], modes, c, dtype, out)
+    return _run(x, [(1.0, passes)], modes, c, dtype, out, workers)
 
 
-def _derivative(input, axis, output, mode, cval, smooth) -> np.ndarray:
+def _derivative(input, axis, output, mode, cval, smooth, workers) -> np.ndarray:
     x = _input(input)
     ax = _axis(axis, x.ndim)
     all_axes = tuple(range(x.ndim))
@@ -533,12 +506,18 @@ def _derivative(input, axis, output, mode, cval, smooth) -> np.ndarray:
     passes += [(a, np.array(smooth, dtype=float), 0) for a in all_axes if a != ax]
     c = _cval(cval)
     dtype, out = resolve_output(output, x)
-    return _run(x, [(1.0, passes)], modes, c, dtype, out)
+    return _run(x, [(1.0, passes)], modes, c, dtype, out, workers)
 
 
 @_docfill
 def sobel(
-    input: Any, axis: int = -1, output: Any = None, mode: str = "reflect", cval: float = 0.0
+    input: Any,
+    axis: int = -1,
+    output: Any = None,
+    mode: str = "reflect",
+    cval: float = 0.0,
+    *,
+    workers: int | None = None,
 ) -> np.ndarray:
     """Sobel derivative along ``axis``, smoothing [1, 2, 1] on the others (``scipy.ndimage.sobel``).
 
@@ -559,12 +538,18 @@ def sobel(
            [4., 8., 4.],
            [4., 8., 4.]])
     """
-    return _derivative(input, axis, output, mode, cval, [1.0, 2.0, 1.0])
+    return _derivative(input, axis, output, mode, cval, [1.0, 2.0, 1.0], workers)
 
 
 @_docfill
 def prewitt(
-    input: Any, axis: int = -1, output: Any = None, mode: str = "reflect", cval: float = 0.0
+    input: Any,
+    axis: int = -1,
+    output: Any = None,
+    mode: str = "reflect",
+    cval: float = 0.0,
+    *,
+    workers: int | None = None,
 ) -> np.ndarray:
     """Prewitt derivative along ``axis``, smoothing [1, 1, 1] on the others (``ndimage.prewitt``).
 
@@ -583,7 +568,7 @@ def prewitt(
     >>> sepconv.prewitt(np.arange(9.0).reshape(3, 3), axis=0)[1]
     array([18., 18., 18.])
     """
-    return _derivative(input, axis, output, mode, cval, [1.0, 1.0, 1.0])
+    return _derivative(input, axis, output, mode, cval, [1.0, 1.0, 1.0], workers)
 
 
 @_docfill
@@ -594,6 +579,7 @@ def laplace(
     cval: float = 0.0,
     *,
     axes: int | Sequence[int] | None = None,
+    workers: int | None = None,
 ) -> np.ndarray:
     """Discrete Laplacian: the sum over axes of [1, -2, 1] (``scipy.ndimage.laplace``).
 
@@ -621,7 +607,7 @@ def laplace(
     modes = _mode_map(mode, ax)
     c = _cval(cval)
     dtype, out = resolve_output(output, x)
-    return _run(x, terms, modes, c, dtype, out)
+    return _run(x, terms, modes, c, dtype, out, workers)
 
 
 def _gaussian_derivative_terms(x, sigma, axes, truncate, radius, order_of) -> list[list[Pass]]:
@@ -643,6 +629,7 @@ def gaussian_laplace(
     axes: int | Sequence[int] | None = None,
     truncate: float = 4.0,
     radius: int | Sequence[int] | None = None,
+    workers: int | None = None,
 ) -> np.ndarray:
     """Laplacian of Gaussian (``scipy.ndimage.gaussian_laplace``): one term per axis.
 
@@ -671,7 +658,7 @@ def gaussian_laplace(
     modes = _mode_map(mode, ax)
     c = _cval(cval)
     dtype, out = resolve_output(output, x)
-    return _run(x, [(1.0, p) for p in passes], modes, c, dtype, out)
+    return _run(x, [(1.0, p) for p in passes], modes, c, dtype, out, workers)
 
 
 @_docfill
@@ -685,6 +672,7 @@ def gaussian_gradient_magnitude(
     axes: int | Sequence[int] | None = None,
     truncate: float = 4.0,
     radius: int | Sequence[int] | None = None,
+    workers: int | None = None,
 ) -> np.ndarray:
     """Gradient magnitude with Gaussian derivatives (``ndimage.gaussian_gradient_magnitude``).
 
@@ -713,13 +701,17 @@ def gaussian_gradient_magnitude(
     modes = _mode_map(mode, ax)
     c = _cval(cval)
     dtype, out = resolve_output(output, x)
+    nthreads = engine.check_workers(workers)
     if x.size == 0:
-        return _run(x, [], modes, c, dtype, out)
+        return _run(x, [], modes, c, dtype, out, workers)
     xw = _work(x)
     acc = np.zeros(x.shape, dtype=xw.dtype)
-    for p in passes:
-        d = _passes(xw, p, modes, c)
-        acc += d * d
+    d = np.empty_like(acc)
+    with engine.threads(nthreads):
+        for p in passes:
+            engine.separable(xw, [(1.0, p)], modes, c, out=d)
+            np.multiply(d, d, out=d)
+            acc += d
     return _finish(np.sqrt(acc, out=acc), x, dtype, out)
 
 
@@ -750,6 +742,7 @@ def correlate(
     axes: int | Sequence[int] | None = None,
     method: str = "auto",
     tol: float | None = None,
+    workers: int | None = None,
 ) -> np.ndarray:
     """N-D correlation with any kernel, run the cheapest exact way (``ndimage.correlate``).
 
@@ -808,22 +801,26 @@ def correlate(
     plan = make_plan(
         given if given is not None else K, [x.shape[a] for a in ax], method=method, tol=tol
     )
+    nthreads = engine.check_workers(workers)
     if x.size == 0:
-        return _run(x, [], modes, c, dtype, out)
+        return _run(x, [], modes, c, dtype, out, workers)
     if plan.method in ("direct", "fft"):
         xw = _work(x)
-        run = _direct if plan.method == "direct" else _fft
-        return _finish(run(xw, K, ax, origins, modes, c), x, dtype, out)
+        with engine.threads(nthreads):
+            if plan.method == "direct":
+                res = engine.direct(xw, K, ax, origins, modes, c, out=_target(x, xw, out))
+            else:
+                res = engine.fft(xw, K, ax, origins, modes, c, workers=nthreads)
+        return _finish(res, x, dtype, out)
     f = plan.factorization
     assert f is not None
-    if f.rank == 0:
-        xw = _work(x)
-        return _finish(np.zeros(x.shape, dtype=xw.dtype), x, dtype, out)
     terms: list[Term] = [
         (float(wt), [(a, v, o) for a, v, o in zip(ax, vecs, origins, strict=True)])
         for wt, vecs in zip(f.weights, f.factors, strict=True)
     ]
-    return _run(x, terms, modes, c, dtype, out)
+    if not terms:  # all-zero kernel
+        terms = [(0.0, [])]
+    return _run(x, terms, modes, c, dtype, out, workers)
 
 
 @_docfill
@@ -838,6 +835,7 @@ def convolve(
     axes: int | Sequence[int] | None = None,
     method: str = "auto",
     tol: float | None = None,
+    workers: int | None = None,
 ) -> np.ndarray:
     """N-D convolution: correlation with the flipped kernel (``scipy.ndimage.convolve``).
 
@@ -873,7 +871,16 @@ def convolve(
     origins = normalize_origins(origin, shape)
     flipped_origin = [_flip_origin(o, k) for o, k in zip(origins, shape, strict=True)]
     return correlate(
-        input, flipped, output, mode, cval, flipped_origin, axes=axes, method=method, tol=tol
+        input,
+        flipped,
+        output,
+        mode,
+        cval,
+        flipped_origin,
+        axes=axes,
+        method=method,
+        tol=tol,
+        workers=workers,
     )
 
 
@@ -888,6 +895,7 @@ def filter(
     axes: int | Sequence[int] | None = None,
     method: str = "auto",
     tol: float | None = None,
+    workers: int | None = None,
 ) -> np.ndarray:
     """Correlate ``input`` with a kernel given as a spec, an array or a Factorization.
 
@@ -905,8 +913,15 @@ def filter(
     """
     if isinstance(kernel, str):
         kernel = kernels.from_spec(kernel)
-    return correlate(input, kernel, output, mode, cval, origin, axes=axes, method=method, tol=tol)
-
-
-def _unused() -> None:  # pragma: no cover
-    math.prod(())
+    return correlate(
+        input,
+        kernel,
+        output,
+        mode,
+        cval,
+        origin,
+        axes=axes,
+        method=method,
+        tol=tol,
+        workers=workers,
+    )

@@ -1,12 +1,52 @@
-"""Execution engines for 1-D correlation passes.
+"""Execution engines.
 
-``numba_cpu`` is the CPU engine: one pass of a 1-D kernel along one axis of a C-contiguous
-array viewed as ``(outer, n, inner)``, multithreaded over output rows and vectorised along the
-contiguous axis, with the border handled by a precomputed extension table (see
-``sepconv._modes.extension_table``). The filters module only calls :func:`correlate_pass`, so
-speed work changes this package only.
+``numba_cpu`` runs separable / low-rank filters as 1-D passes (the last two axes fused) and
+direct correlation as a multithreaded shift-and-add; ``fft`` runs large dense kernels through
+``scipy.fft`` with worker threads. ``threads(workers)`` scopes the thread count of both. The
+filters module only calls these three functions, so speed work changes this package only.
 """
 
-from .numba_cpu import correlate_pass
+from __future__ import annotations
 
-__all__ = ["correlate_pass"]
+import contextlib
+import operator
+from collections.abc import Iterator
+
+import numba
+
+from .fft import fft
+from .numba_cpu import direct, separable
+
+__all__ = ["check_workers", "default_workers", "direct", "fft", "separable", "threads"]
+
+
+def default_workers() -> int:
+    """All cores numba may use (``NUMBA_NUM_THREADS`` caps it)."""
+    return int(numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
+
+
+def check_workers(workers: object) -> int:
+    """``None`` -> all cores; otherwise an int between 1 and NUMBA_NUM_THREADS."""
+    if workers is None:
+        return default_workers()
+    try:
+        n = operator.index(workers)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"workers must be None or a positive int, got {workers!r}") from None
+    if isinstance(workers, bool) or not 1 <= n <= default_workers():
+        raise ValueError(
+            f"workers must be between 1 and {default_workers()} (NUMBA_NUM_THREADS), "
+            f"got {workers!r}"
+        )
+    return n
+
+
+@contextlib.contextmanager
+def threads(workers: int) -> Iterator[int]:
+    """Run numba kernels with ``workers`` threads inside the block (thread-local setting)."""
+    previous = numba.get_num_threads()
+    numba.set_num_threads(workers)
+    try:
+        yield workers
+    finally:
+        numba.set_num_threads(previous)

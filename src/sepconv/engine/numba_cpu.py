@@ -1,89 +1,423 @@
-"""numba CPU engine: one 1-D correlation pass along any axis of an N-D array.
+"""numba CPU engine: 1-D correlation passes, fused 2-D row passes, and direct correlation.
 
-The array is viewed as ``(outer, n, inner)`` with ``n`` the filtered axis. Output row
-``(o, i)`` is ``sum_j w[j] * x[o, table[i + j], :]`` (``cval`` where ``table`` is -1): an AXPY
-of contiguous rows when ``inner > 1``; along the last axis each line is padded into a buffer
-and accumulated tap by tap (again an AXPY over the contiguous line).
-Rows are distributed over threads with ``prange``; nothing is transposed.
+Every kernel works on C-contiguous arrays and writes ``out = alpha * result`` (or
+``out += alpha * result`` with ``accumulate``, how low-rank terms are summed without a
+temporary). Work is split over threads in contiguous blocks of output rows, so neighbouring
+output rows, which read mostly the same input rows, run on the same core.
+
+Pass along an outer axis
+    The array is viewed as ``(outer, n, inner)``; output row ``(o, i)`` is
+    ``sum_j w[j] * x[o, table[i + j], :]``: AXPYs over contiguous rows, tiled along ``inner`` so
+    the accumulator stays in L1.
+Pass along the last axis
+    Each line is padded into a buffer through the extension table and accumulated tap by tap
+    (again an AXPY over the contiguous line).
+Fused pass over the last two axes
+    For each output row, the column pass over ``k0`` input rows produces one intermediate row
+    in a per-thread buffer, which the row pass turns into the output row at once: the
+    intermediate never goes to memory (OpenCV's ring buffer of rows, with a ring of one).
+Direct
+    Shift-and-add over a padded copy: for each output row and each non-zero tap, an AXPY of
+    the padded row at the tap's offset.
+
+``fastmath={'contract'}`` only allows fused multiply-adds; NaN and Inf keep IEEE semantics.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+
+import numba
 import numpy as np
 from numba import njit, prange
 
-from .._modes import extension_table
+from .._modes import extension_table, pad
 
-__all__ = ["correlate_pass"]
+__all__ = ["direct", "separable"]
+
+_FM = {"contract"}
+_TILE = 2048  # elements of ``inner`` per accumulator tile
 
 
-@njit(parallel=True, cache=True, nogil=True)
-def _pass_rows(x, w, table, cval, out):  # pragma: no cover - compiled
+@njit(parallel=True, fastmath=_FM, cache=True, nogil=True)
+def _rows_pass(x, w, sym, table, cval, out, alpha, accumulate, nthreads):  # pragma: no cover
     outer, n, inner = x.shape
+    w.shape[0]
+    total = outer * n
+    nthreads = max(1, min(nthreads, total))
+    per = (total + nthreads - 1) // nthreads
+    direct_write = (not accumulate) and alpha == 1.0
+    for th in prange(nthreads):
+        tile = np.empty(min(inner, _TILE), dtype=out.dtype)
+        for t in range(th * per, min(total, (th + 1) * per)):
+            o = t // n
+            i = t - o * n
+            dst = out[o, i]
+            for c0 in range(0, inner, _TILE):
+                c1 = min(inner, c0 + _TILE)
+                acc = dst[c0:c1] if direct_write else tile[: c1 - c0]
+                _rows_taps(x, o, w, sym, table, i, cval, c0, acc)
+                if not direct_write:
+                    _write(dst[c0:c1], acc, alpha, accumulate)
+
+
+@njit(fastmath=_FM, cache=True, nogil=True)
+def _rows_taps(x, o, w, sym, table, i, cval, c0, acc):  # pragma: no cover - compiled
+    """acc = sum_j w[j] * x[o, table[i + j], c0 : c0 + len(acc)] (cval where table < 0).
+
+    ``sym`` = 1 (symmetric) or -1 (antisymmetric) folds tap pairs: one multiply per pair.
+    """
+    m = acc.shape[0]
     k = w.shape[0]
-    for t in prange(outer * n):
-        o = t // n
-        i = t - o * n
-        row = out[o, i]
-        for c in range(inner):
-            row[c] = 0.0
+    if sym == 0:
         for j in range(k):
-            wj = w[j]
-            src = table[i + j]
-            if src < 0:
-                v = wj * cval
-                for c in range(inner):
-                    row[c] += v
+            _row_axpy(x, o, w[j], table[i + j], cval, c0, acc, j == 0)
+        return
+    half = k // 2
+    if k % 2 == 1:
+        _row_axpy(x, o, w[half], table[i + half], cval, c0, acc, True)
+    else:
+        for c in range(m):
+            acc[c] = 0.0
+    for j in range(half):
+        wj = w[j]
+        s1 = table[i + j]
+        s2 = table[i + k - 1 - j]
+        if s1 >= 0 and s2 >= 0:
+            r1 = x[o, s1, c0 : c0 + m]
+            r2 = x[o, s2, c0 : c0 + m]
+            if sym > 0:
+                for c in range(m):
+                    acc[c] += wj * (r1[c] + r2[c])
             else:
-                xr = x[o, src]
-                for c in range(inner):
-                    row[c] += wj * xr[c]
+                for c in range(m):
+                    acc[c] += wj * (r1[c] - r2[c])
+        else:
+            _row_axpy(x, o, wj, s1, cval, c0, acc, False)
+            _row_axpy(x, o, wj * sym, s2, cval, c0, acc, False)
 
 
-@njit(parallel=True, cache=True, nogil=True)
-def _pass_lines(x, w, table, cval, out):  # pragma: no cover - compiled
-    lines, n = x.shape
+@njit(fastmath=_FM, cache=True, nogil=True)
+def _row_axpy(x, o, wj, src, cval, c0, acc, first):  # pragma: no cover - compiled
+    m = acc.shape[0]
+    if src < 0:
+        v = wj * cval
+        if first:
+            for c in range(m):
+                acc[c] = v
+        else:
+            for c in range(m):
+                acc[c] += v
+    else:
+        xr = x[o, src, c0 : c0 + m]
+        if first:
+            for c in range(m):
+                acc[c] = wj * xr[c]
+        else:
+            for c in range(m):
+                acc[c] += wj * xr[c]
+
+
+@njit(fastmath=_FM, cache=True, nogil=True)
+def _write(dst, acc, alpha, accumulate):  # pragma: no cover - compiled
+    if accumulate:
+        for c in range(dst.shape[0]):
+            dst[c] += alpha * acc[c]
+    else:
+        for c in range(dst.shape[0]):
+            dst[c] = alpha * acc[c]
+
+
+@njit(fastmath=_FM, cache=True, nogil=True)
+def _line_taps(buf, w, sym, table, cval, lo, acc):  # pragma: no cover - compiled
+    """acc = correlation of the padded line in ``buf`` (interior at ``buf[lo:lo+n]``) with w.
+
+    The border positions of ``buf`` are filled here from the interior through ``table``;
+    symmetric / antisymmetric kernels (``sym`` = 1 / -1) fold tap pairs.
+    """
     k = w.shape[0]
-    m = n + k - 1
-    for o in prange(lines):
-        buf = np.empty(m, dtype=x.dtype)
-        line = x[o]
-        for p in range(m):
-            src = table[p]
-            buf[p] = cval if src < 0 else line[src]
-        res = out[o]
+    n = acc.shape[0]
+    for p in range(lo):
+        s = table[p]
+        buf[p] = cval if s < 0 else buf[lo + s]
+    for p in range(lo + n, n + k - 1):
+        s = table[p]
+        buf[p] = cval if s < 0 else buf[lo + s]
+    if sym == 0:
         w0 = w[0]
         for i in range(n):
-            res[i] = buf[i] * w0
-        for j in range(1, k):  # AXPY over the contiguous line: vectorises
+            acc[i] = buf[i] * w0
+        for j in range(1, k):
             wj = w[j]
             for i in range(n):
-                res[i] += buf[i + j] * wj
-
-
-def correlate_pass(
-    x: np.ndarray, weights: np.ndarray, axis: int, offset: int, mode: str, cval: float
-) -> np.ndarray:
-    """Correlate the C-contiguous float array ``x`` with 1-D ``weights`` along ``axis``.
-
-    ``offset`` is the index of the kernel tap that sits on the output sample
-    (``len(weights) // 2 + origin``); ``mode`` is a canonical mode name. Returns a new
-    C-contiguous array of ``x``'s shape and dtype.
-    """
-    shape = x.shape
-    n = shape[axis]
-    out = np.empty(shape, dtype=x.dtype)
-    if x.size == 0:
-        return out
-    w = np.ascontiguousarray(weights, dtype=x.dtype)
-    table = extension_table(n, w.shape[0], offset, mode)
-    c = x.dtype.type(cval)
-    inner = 1
-    for s in shape[axis + 1 :]:
-        inner *= s
-    outer = x.size // (n * inner)
-    if inner == 1:
-        _pass_lines(x.reshape(outer, n), w, table, c, out.reshape(outer, n))
+                acc[i] += buf[i + j] * wj
+        return
+    half = k // 2
+    if k % 2 == 1:
+        wc = w[half]
+        bc = buf[half : half + n]
+        for i in range(n):
+            acc[i] = bc[i] * wc
     else:
-        _pass_rows(x.reshape(outer, n, inner), w, table, c, out.reshape(outer, n, inner))
+        for i in range(n):
+            acc[i] = 0.0
+    for j in range(half):
+        wj = w[j]
+        b1 = buf[j : j + n]  # slices: no negative-index wraparound test inside the loop,
+        b2 = buf[k - 1 - j : k - 1 - j + n]  # which would stop LLVM from vectorising it
+        if sym > 0:
+            for i in range(n):
+                acc[i] += (b1[i] + b2[i]) * wj
+        else:
+            for i in range(n):
+                acc[i] += (b1[i] - b2[i]) * wj
+
+
+@njit(parallel=True, fastmath=_FM, cache=True, nogil=True)
+def _lines_pass(x, w, sym, table, cval, lo, out, alpha, accumulate, nthreads):  # pragma: no cover
+    lines, n = x.shape
+    k = w.shape[0]
+    nthreads = max(1, min(nthreads, lines))
+    per = (lines + nthreads - 1) // nthreads
+    direct_write = (not accumulate) and alpha == 1.0
+    for th in prange(nthreads):
+        buf = np.empty(n + k - 1, dtype=out.dtype)
+        tile = np.empty(n, dtype=out.dtype)
+        for o in range(th * per, min(lines, (th + 1) * per)):
+            src = x[o]
+            for i in range(n):
+                buf[lo + i] = src[i]
+            acc = out[o] if direct_write else tile
+            _line_taps(buf, w, sym, table, cval, lo, acc)
+            if not direct_write:
+                _write(out[o], acc, alpha, accumulate)
+
+
+@njit(parallel=True, fastmath=_FM, cache=True, nogil=True)
+def _fused_pass(x, w0, s0, t0, c0, w1, s1, t1, c1, lo, out, alpha, accumulate, nthreads):
+    outer, n, m = x.shape
+    k1 = w1.shape[0]
+    total = outer * n
+    nthreads = max(1, min(nthreads, total))
+    per = (total + nthreads - 1) // nthreads
+    direct_write = (not accumulate) and alpha == 1.0
+    for th in prange(nthreads):
+        buf = np.empty(m + k1 - 1, dtype=out.dtype)
+        tile = np.empty(m, dtype=out.dtype)
+        for t in range(th * per, min(total, (th + 1) * per)):
+            o = t // n
+            i = t - o * n
+            # column pass straight into the interior of the padded row buffer
+            _rows_taps(x, o, w0, s0, t0, i, c0, 0, buf[lo : lo + m])
+            acc = out[o, i] if direct_write else tile
+            _line_taps(buf, w1, s1, t1, c1, lo, acc)
+            if not direct_write:
+                _write(out[o, i], acc, alpha, accumulate)
+
+
+@njit(parallel=True, fastmath=_FM, cache=True, nogil=True)
+def _direct_rows(
+    padded, bases, offsets, weights, out, alpha, accumulate, nthreads
+):  # pragma: no cover
+    rows, n = out.shape
+    ntaps = offsets.shape[0]
+    nthreads = max(1, min(nthreads, rows))
+    per = (rows + nthreads - 1) // nthreads
+    for th in prange(nthreads):
+        acc = np.empty(n, dtype=out.dtype)
+        for r in range(th * per, min(rows, (th + 1) * per)):
+            for c in range(n):
+                acc[c] = 0.0
+            base = bases[r]
+            for t in range(ntaps):
+                wt = weights[t]
+                start = base + offsets[t]
+                for c in range(n):
+                    acc[c] += wt * padded[start + c]
+            dst = out[r]
+            if accumulate:
+                for c in range(n):
+                    dst[c] += alpha * acc[c]
+            else:
+                for c in range(n):
+                    dst[c] = alpha * acc[c]
+
+
+# ----------------------------------------------------------------------------------------------
+# drivers
+# ----------------------------------------------------------------------------------------------
+
+#: A pass: (axis, 1-D weights, origin); a term: (weight, passes).
+Pass = tuple[int, np.ndarray, int]
+Term = tuple[float, Sequence[Pass]]
+
+
+def _view3(a: np.ndarray, axis: int) -> np.ndarray:
+    n = a.shape[axis]
+    inner = math.prod(a.shape[axis + 1 :])
+    return a.reshape(a.size // (n * inner), n, inner)
+
+
+def _symmetry(w: np.ndarray) -> int:
+    """1 if w is symmetric, -1 if antisymmetric (exactly, in the work dtype), else 0."""
+    if len(w) > 1 and np.array_equal(w, w[::-1]):
+        return 1
+    if len(w) > 1 and np.array_equal(w, -w[::-1]):
+        return -1
+    return 0
+
+
+def _run_stage(src, dst, stage, modes, cval, alpha, accumulate) -> float:
+    """Run one stage (a single pass or two fused passes) from src into dst; return next cval."""
+    dt = dst.dtype.type
+    if len(stage) == 2:
+        (a0, w0, o0), (a1, w1, o1) = stage
+        w0 = np.ascontiguousarray(w0, dtype=dst.dtype)
+        w1 = np.ascontiguousarray(w1, dtype=dst.dtype)
+        t0 = extension_table(src.shape[a0], len(w0), len(w0) // 2 + o0, modes[a0])
+        t1 = extension_table(src.shape[a1], len(w1), len(w1) // 2 + o1, modes[a1])
+        c1 = cval * float(np.sum(w0))
+        n, m = src.shape[-2], src.shape[-1]
+        shape3 = (src.size // (n * m), n, m)
+        _fused_pass(
+            src.reshape(shape3),
+            w0,
+            _symmetry(w0),
+            t0,
+            dt(cval),
+            w1,
+            _symmetry(w1),
+            t1,
+            dt(c1),
+            len(w1) // 2 + o1,
+            dst.reshape(shape3),
+            dt(alpha),
+            accumulate,
+            numba.get_num_threads(),
+        )
+        return c1 * float(np.sum(w1))
+    ((axis, w, origin),) = stage
+    w = np.ascontiguousarray(w, dtype=dst.dtype)
+    table = extension_table(src.shape[axis], len(w), len(w) // 2 + origin, modes[axis])
+    if axis == src.ndim - 1:
+        n = src.shape[axis]
+        _lines_pass(
+            src.reshape(-1, n),
+            w,
+            _symmetry(w),
+            table,
+            dt(cval),
+            len(w) // 2 + origin,
+            dst.reshape(-1, n),
+            dt(alpha),
+            accumulate,
+            numba.get_num_threads(),
+        )
+    else:
+        _rows_pass(
+            _view3(src, axis),
+            w,
+            _symmetry(w),
+            table,
+            dt(cval),
+            _view3(dst, axis),
+            dt(alpha),
+            accumulate,
+            numba.get_num_threads(),
+        )
+    return cval * float(np.sum(w))
+
+
+def _stages(passes: Sequence[Pass], ndim: int) -> list[list[Pass]]:
+    ordered = sorted(passes, key=lambda p: p[0])
+    stages = [[p] for p in ordered]
+    if len(ordered) >= 2 and ordered[-1][0] == ndim - 1 and ordered[-2][0] == ndim - 2:
+        stages = [*stages[:-2], list(ordered[-2:])]
+    return stages
+
+
+def separable(
+    x: np.ndarray,
+    terms: Sequence[Term],
+    modes: dict[int, str],
+    cval: float,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """``sum_r weight_r * (passes_r applied to x)`` for a C-contiguous float array ``x``.
+
+    ``out`` (C-contiguous, ``x``'s shape and dtype, not overlapping ``x``) receives the result;
+    a new array is allocated when it is None. Temporaries: none for 1-D/2-D separable filters
+    (the last two axes are fused), one array for 3 or more passes, two for low-rank sums of
+    3-D terms.
+    """
+    if out is None:
+        out = np.empty(x.shape, dtype=x.dtype)
+    scratch: list[np.ndarray] = []
+
+    def buffer(i: int) -> np.ndarray:
+        while len(scratch) <= i:
+            scratch.append(np.empty(x.shape, dtype=x.dtype))
+        return scratch[i]
+
+    for r, (weight, passes) in enumerate(terms):
+        accumulate = r > 0
+        stages = _stages(passes, x.ndim)
+        if not stages:
+            if accumulate:
+                out += x.dtype.type(weight) * x
+            else:
+                np.multiply(x, x.dtype.type(weight), out=out)
+            continue
+        cur = x
+        c = cval
+        for s, stage in enumerate(stages):
+            left = len(stages) - 1 - s  # stages after this one
+            if left == 0:
+                dst, alpha, acc = out, float(weight), accumulate
+            elif accumulate:
+                dst, alpha, acc = buffer(left % 2), 1.0, False
+            else:  # ping-pong between one scratch array and out, ending in out
+                dst, alpha, acc = (buffer(0) if left % 2 else out), 1.0, False
+            c = _run_stage(cur, dst, stage, modes, c, alpha, acc)
+            cur = dst
+    return out
+
+
+def direct(
+    x: np.ndarray,
+    kernel: np.ndarray,
+    axes: Sequence[int],
+    origins: Sequence[int],
+    modes: dict[int, str],
+    cval: float,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """Direct N-D correlation: shift-and-add of the non-zero taps over a padded copy of x."""
+    if out is None:
+        out = np.empty(x.shape, dtype=x.dtype)
+    padded = pad(x, axes, kernel.shape, origins, modes, cval)
+    pstrides = [s // padded.itemsize for s in padded.strides]
+    # flat offset of the first padded element feeding each output row (all axes but the last)
+    bases = np.zeros(x.shape[:-1], dtype=np.int64)
+    for d in range(x.ndim - 1):
+        shape = [1] * (x.ndim - 1)
+        shape[d] = x.shape[d]
+        bases = bases + (np.arange(x.shape[d], dtype=np.int64) * pstrides[d]).reshape(shape)
+    taps = np.nonzero(kernel)
+    offsets = np.zeros(len(taps[0]), dtype=np.int64)
+    for a, idx in zip(axes, taps, strict=True):
+        offsets += idx.astype(np.int64) * pstrides[a]
+    weights = kernel[taps].astype(x.dtype)
+    n = x.shape[-1]
+    _direct_rows(
+        padded.reshape(-1),
+        bases.reshape(-1),
+        offsets,
+        weights,
+        out.reshape(-1, n),
+        x.dtype.type(1.0),
+        False,
+        numba.get_num_threads(),
+    )
     return out
