@@ -163,13 +163,30 @@ def test_auto_picks_the_lowest_modelled_time(shape) -> None:
     times = {
         "direct": estimate_time("direct", np.prod(shape)),
         "fft": estimate_time("fft", sepconv.cost.kernel_macs(shape, "fft", data_shape=data)),
-        "lowrank": estimate_time("lowrank", f.macs, f.rank * len(shape)),
+        "lowrank": estimate_time("lowrank", f.macs, f.rank * max(1, len(shape) - 1)),
     }
     assert times[plan.method] == min(times.values())
 
 
 def test_auto_picks_fft_for_a_large_dense_kernel() -> None:
     assert sepconv.make_plan(rand((41, 41)), (512, 512)).method == "fft"
+
+
+def test_calibration_is_saved_and_loaded(tmp_path, monkeypatch) -> None:
+    import sepconv.plan as plan
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(plan, "TIME_MODEL", dict(plan.DEFAULT_TIME_MODEL))
+    result = plan.calibrate(size=128, repeats=1)
+    path = plan.calibration_path()
+    assert path.is_file() and str(tmp_path) in str(path)
+    for per_mac, per_pass in result["time_model"].values():
+        assert per_mac > 0 and per_pass >= 0
+    # a fresh process state loads the cached model on first use
+    monkeypatch.setattr(plan, "TIME_MODEL", dict(plan.DEFAULT_TIME_MODEL))
+    monkeypatch.setattr(plan, "_loaded", False)
+    plan.estimate_time("direct", 9)
+    assert plan.TIME_MODEL["direct"] == pytest.approx(tuple(result["time_model"]["direct"]))
 
 
 def test_lowrank_with_tol_runs_the_truncated_kernel_exactly() -> None:

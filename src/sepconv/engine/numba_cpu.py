@@ -233,8 +233,9 @@ def _direct_rows(
             for t in range(ntaps):
                 wt = weights[t]
                 start = base + offsets[t]
+                prow = padded[start : start + n]  # a slice keeps the loop vectorisable
                 for c in range(n):
-                    acc[c] += wt * padded[start + c]
+                    acc[c] += wt * prow[c]
             dst = out[r]
             if accumulate:
                 for c in range(n):
