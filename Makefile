@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 EXTRAS ?= dev,nn
 STAMP  := $(VENV)/.installed-$(EXTRAS)
 
-.PHONY: all venv test lint typecheck demo clean
+.PHONY: all venv test lint typecheck demo bench clean
 
 all: test
 
@@ -22,8 +22,8 @@ $(STAMP): $(PY) pyproject.toml constraints.txt
 venv: $(STAMP)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests
-	$(VENV)/bin/ruff format --check src tests
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
@@ -36,6 +36,15 @@ test: lint typecheck
 
 demo: $(STAMP)
 	$(VENV)/bin/sepconv demo
+
+# Side-by-side benchmarks (peers: scipy, OpenCV, SimpleITK, torch); writes benchmarks/results/.
+BENCH_STAMP := $(VENV)/.installed-bench
+$(BENCH_STAMP): $(STAMP)
+	$(PIP) install -q -c constraints.txt -e ".[$(EXTRAS),bench]"
+	touch $@
+
+bench: $(BENCH_STAMP)
+	$(PY) benchmarks/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache .mypy_cache

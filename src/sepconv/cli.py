@@ -384,25 +384,23 @@ def cost_kernel(
 @app.command()
 @_user_errors
 def calibrate(
-    size: Annotated[int, typer.Option(help="Image size used for the timings.")] = 1024,
+    quick: Annotated[bool, typer.Option(help="One image size, fewer kernels (~2 s).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Measure this machine's time model for method='auto' and cache it (~10 s)."""
+    """Measure this machine's time model for method='auto' and cache it (~15 s)."""
     from .plan import DEFAULT_TIME_MODEL
     from .plan import calibrate as run_calibration
 
-    if size < 64:
-        raise ValueError(f"size must be at least 64, got {size}")
-    result = run_calibration(size=size)
+    result = run_calibration(quick=quick)
     if as_json:
         sys.stdout.write(json.dumps(result, indent=2) + "\n")
         return
-    table = Table(title=f"Time model (ms per Mpixel, float32 {size}x{size})")
-    for col in ("method", "per MAC", "per pass", "default per MAC", "default per pass"):
+    table = Table(title="Time model: ms = Mpixel x (a x MACs + b x passes) + c x passes")
+    for col in ("method", "a: per MAC", "b: per pass", "c: per call", "defaults (a, b, c)"):
         table.add_column(col, justify="left" if col == "method" else "right")
-    for name, (per_mac, per_pass) in result["time_model"].items():
-        d_mac, d_pass = DEFAULT_TIME_MODEL[name]
-        table.add_row(name, f"{per_mac:.4f}", f"{per_pass:.3f}", f"{d_mac:.4f}", f"{d_pass:.3f}")
+    for name, (a, b, c) in result["time_model"].items():
+        d = ", ".join(f"{v:g}" for v in DEFAULT_TIME_MODEL[name])
+        table.add_row(name, f"{a:.4f}", f"{b:.3f}", f"{c:.3f}", d)
     console.print(table)
     console.print(f"saved to {result['path']}; method='auto' uses it from now on")
 

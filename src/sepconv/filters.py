@@ -176,7 +176,10 @@ def _finish(result: np.ndarray, x: np.ndarray, dtype: np.dtype, out: np.ndarray 
         return out
     if dtype.kind in "iu":
         info = np.iinfo(dtype)
-        result = np.clip(np.rint(result), info.min, info.max)
+        if not np.may_share_memory(result, x):  # round and saturate in place
+            result = np.clip(np.rint(result, out=result), info.min, info.max, out=result)
+        else:
+            result = np.clip(np.rint(result), info.min, info.max)
     if out is not None:
         np.copyto(out, result, casting="unsafe")
         return out
@@ -799,7 +802,11 @@ def correlate(
     tol = check_tol(tol)
     dtype, out = resolve_output(output, x)
     plan = make_plan(
-        given if given is not None else K, [x.shape[a] for a in ax], method=method, tol=tol
+        given if given is not None else K,
+        [x.shape[a] for a in ax],
+        method=method,
+        tol=tol,
+        size=x.size,
     )
     nthreads = engine.check_workers(workers)
     if x.size == 0:

@@ -36,13 +36,18 @@ __all__ = [
 #: Methods accepted by ``correlate``/``convolve``/``filter``.
 METHODS = ("auto", "direct", "separable", "lowrank", "fft")
 
-#: Time model, in ms per million output elements: ``(per MAC, per pass over the data)``.
-#: Defaults measured on a 2-core x86-64 machine (AVX2) with 1024x1024 float32 data: a 1-D
-#: pass (or a fused pair of 2-D passes) costs ~0.3 ms of memory traffic plus ~0.06 ms per
-#: tap; direct is a shift-and-add over a padded copy (~3 ms plus ~0.045 ms per tap); FFT is
-#: scipy.fft, per MAC of the model in :func:`sepconv.cost.kernel_macs`. ``sepconv
-#: calibrate`` measures this machine and caches the result (see :func:`calibrate`).
-DEFAULT_TIME_MODEL = {"passes": (0.06, 0.3), "direct": (0.045, 3.0), "fft": (0.48, 0.0)}
+#: Time model per method: ``(per MAC, per pass, per call)``. A method running ``macs``
+#: multiply-adds per output in ``passes`` passes over ``mpix`` million outputs is modelled to
+#: take ``mpix * (per_mac * macs + per_pass * passes) + per_call * passes`` milliseconds.
+#: Defaults measured on a 2-core x86-64 (AVX2) machine with float32 data; separable passes
+#: count one pass per term in 2-D (the engine fuses the last two axes); direct is one pass
+#: (plus a padded copy); FFT is scipy.fft, per MAC of :func:`sepconv.cost.kernel_macs`.
+#: ``sepconv calibrate`` measures this machine and caches the result (:func:`calibrate`).
+DEFAULT_TIME_MODEL: dict[str, tuple[float, float, float]] = {
+    "passes": (0.12, 0.0, 0.17),
+    "direct": (0.055, 3.9, 0.09),
+    "fft": (0.63, 0.0, 0.89),
+}
 TIME_MODEL = dict(DEFAULT_TIME_MODEL)
 _loaded = False
 
@@ -58,39 +63,37 @@ def _load_calibration() -> None:
     if _loaded:
         return
     _loaded = True
-    path = calibration_path()
     try:
-        data = json.loads(path.read_text())
-        model = {k: (float(v[0]), float(v[1])) for k, v in data["time_model"].items()}
-    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        data = json.loads(calibration_path().read_text())
+        model = {k: (float(v[0]), float(v[1]), float(v[2])) for k, v in data["time_model"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return
     if set(model) == set(DEFAULT_TIME_MODEL) and all(
-        math.isfinite(a) and math.isfinite(b) and a > 0 and b >= 0 for a, b in model.values()
+        all(math.isfinite(x) and x >= 0 for x in v) and v[0] > 0 for v in model.values()
     ):
         TIME_MODEL.update(model)
 
 
-def estimate_time(method: str, macs: float, passes: int = 1) -> float:
-    """Modelled ms per million outputs of running ``macs`` MACs per output in ``passes`` passes."""
+def estimate_time(method: str, macs: float, passes: int = 1, mpix: float = 1.0) -> float:
+    """Modelled milliseconds for ``mpix`` million outputs (see ``TIME_MODEL``)."""
     _load_calibration()
-    per_mac, per_pass = TIME_MODEL["passes" if method in ("separable", "lowrank") else method]
-    return per_mac * macs + per_pass * passes
+    per_mac, per_pass, per_call = TIME_MODEL[
+        "passes" if method in ("separable", "lowrank") else method
+    ]
+    return mpix * (per_mac * macs + per_pass * passes) + per_call * passes
 
 
-def calibrate(*, size: int = 1024, repeats: int = 5, save: bool = True) -> dict[str, Any]:
+def calibrate(*, repeats: int = 5, save: bool = True, quick: bool = False) -> dict[str, Any]:
     """Measure this machine's time model (a least-squares fit per method) and cache it.
 
-    Times float32 ``size x size`` correlations with random kernels of several sizes by each
-    method (median of ``repeats``) and fits ``ms per Mpixel = per_mac * MACs + per_pass *
-    passes``. Takes about ten seconds. The planner loads the cached model on first use.
+    Times float32 correlations of 256x256 and 1024x1024 images with random kernels of
+    several sizes and ranks by each method (median of ``repeats``) and fits the three
+    coefficients of ``TIME_MODEL``. Takes about ten seconds (``quick``: one size, fewer
+    kernels). The planner loads the cached model on first use in later processes.
     """
     import time
 
     from .filters import correlate
-
-    x = np.random.default_rng(0).random((size, size)).astype(np.float32)
-    mpix = size * size / 1e6
-    rows: dict[str, list[tuple[float, float, float]]] = {k: [] for k in DEFAULT_TIME_MODEL}
 
     def timed(fn: Any) -> float:
         fn()
@@ -99,30 +102,36 @@ def calibrate(*, size: int = 1024, repeats: int = 5, save: bool = True) -> dict[
             t0 = time.perf_counter()
             fn()
             ts.append(time.perf_counter() - t0)
-        return float(np.median(ts)) * 1e3 / mpix
+        return float(np.median(ts)) * 1e3
 
+    rows: dict[str, list[tuple[float, float, float, float]]] = {k: [] for k in TIME_MODEL}
     rng = np.random.default_rng(1)
-    for k in (3, 7, 15, 31):
-        K = rng.standard_normal((k, k))
-        rows["direct"].append((k * k, 1.0, timed(lambda K=K: correlate(x, K, method="direct"))))
-        fmacs = float(cost.kernel_macs((k, k), "fft", data_shape=(size, size)))
-        rows["fft"].append((fmacs, 0.0, timed(lambda K=K: correlate(x, K, method="fft"))))
-        for r in (1, 2):
-            f = separate(K, rank=r)
-            t = timed(lambda f=f: correlate(x, f, method="lowrank"))
-            rows["passes"].append((float(f.macs), float(r * 2), t))
-    model: dict[str, tuple[float, float]] = {}
+    sizes = (256,) if quick else (256, 1024)
+    ks = (3, 15) if quick else (3, 7, 15, 31, 63)
+    for size in sizes:
+        x = rng.random((size, size)).astype(np.float32)
+        mpix = size * size / 1e6
+        for k in ks:
+            K = rng.standard_normal((k, k))
+            t = timed(lambda K=K, x=x: correlate(x, K, method="direct"))
+            rows["direct"].append((mpix * k * k, mpix, 1.0, t))
+            fmacs = float(cost.kernel_macs((k, k), "fft", data_shape=(size, size)))
+            t = timed(lambda K=K, x=x: correlate(x, K, method="fft"))
+            rows["fft"].append((mpix * fmacs, 0.0, 1.0, t))
+            for r in (1, 3):
+                f = separate(K, rank=min(r, k))
+                t = timed(lambda f=f, x=x: correlate(x, f, method="lowrank"))
+                rows["passes"].append((mpix * f.macs, mpix * f.rank, float(f.rank), t))
+    model: dict[str, tuple[float, float, float]] = {}
     for name, data in rows.items():
-        A = np.array([[m, p] for m, p, _ in data])
-        y = np.array([t for _, _, t in data])
-        if not A[:, 1].any():  # FFT: no per-pass term
-            coef = np.array([float(np.linalg.lstsq(A[:, :1], y, rcond=None)[0][0]), 0.0])
-        else:
-            coef = np.linalg.lstsq(A, y, rcond=None)[0]
-        per_mac = max(float(coef[0]), 1e-4)
-        per_pass = max(float(coef[1]), 0.0)
-        model[name] = (per_mac, per_pass)
-    result = {"machine": platform.node(), "size": size, "time_model": model}
+        A = np.array([r[:3] for r in data])
+        y = np.array([r[3] for r in data])
+        cols = [c for c in range(3) if A[:, c].any()]
+        coef = np.zeros(3)
+        coef[cols] = _nonnegative_lstsq(A[:, cols], y)
+        coef[0] = max(coef[0], 1e-4)
+        model[name] = (float(coef[0]), float(coef[1]), float(coef[2]))
+    result: dict[str, Any] = {"machine": platform.node(), "sizes": sizes, "time_model": model}
     if save:
         path = calibration_path()
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -131,12 +140,23 @@ def calibrate(*, size: int = 1024, repeats: int = 5, save: bool = True) -> dict[
         tmp.replace(path)
         result["path"] = str(path)
     TIME_MODEL.update(model)
+    _PLANS.clear()
     return result
+
+
+def _nonnegative_lstsq(A: np.ndarray, y: np.ndarray) -> np.ndarray:
+    from scipy.optimize import nnls
+
+    # relative residuals: small and large problems matter equally
+    w = 1.0 / np.maximum(y, 1e-3)
+    return nnls(A * w[:, None], y * w)[0]
 
 
 #: Factorizations of recently planned kernels (planning a 3-D kernel can take a while).
 _CACHE: OrderedDict[tuple, Factorization] = OrderedDict()
 _CACHE_SIZE = 64
+#: Plans of recent (kernel, data shape, method, tol) requests: planning costs SVDs.
+_PLANS: OrderedDict[tuple, Plan] = OrderedDict()
 
 
 @dataclass(frozen=True)
@@ -147,6 +167,7 @@ class Plan:
     factorization: Factorization | None
     macs: float
     reason: str
+    time_ms: float = math.nan
 
     @property
     def rank(self) -> int | None:
@@ -195,6 +216,7 @@ def make_plan(
     *,
     method: str = "auto",
     tol: float | None = None,
+    size: int | None = None,
 ) -> Plan:
     """Plan the correlation of data whose filtered axes have ``data_shape`` with ``kernel``.
 
@@ -208,26 +230,55 @@ def make_plan(
     method : {'auto', 'direct', 'separable', 'lowrank', 'fft'}
     tol : float, optional
         Relative Frobenius error allowed to a low-rank plan; default exact to float rounding.
+    size : int, optional
+        Total number of output elements (default ``prod(data_shape)``), for the time model.
+
+    Returns
+    -------
+    Plan
+        ``method``, ``factorization`` (for separable/low-rank), ``macs`` per output, the
+        modelled ``time_ms`` and a ``reason`` listing every candidate's estimate.
 
     Raises
     ------
     ValueError
         Unknown method, or ``'separable'`` for a kernel that is not separable within ``tol``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sepconv import make_plan, kernels
+    >>> make_plan(kernels.gaussian(2.0), (1024, 1024)).method
+    'separable'
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
-    given: Factorization | None = None
-    if isinstance(kernel, Factorization):
-        given, K = kernel, kernel.kernel
+    given: Factorization | None = kernel if isinstance(kernel, Factorization) else None
+    K = given.kernel if given is not None else np.asarray(kernel)
+    data = tuple(max(1, int(n)) for n in data_shape)
+    nout = math.prod(data) if size is None else max(1, int(size))
+    key = (id(given), K.shape, K.tobytes(), data, nout, method, tol)
+    plan = _PLANS.get(key) if given is None else None
+    if plan is None:
+        plan = _make_plan(K, given, data, nout / 1e6, method, tol)
+        if given is None:
+            _PLANS[key] = plan
+            if len(_PLANS) > 128:
+                _PLANS.popitem(last=False)
     else:
-        K = kernel
+        _PLANS.move_to_end(key)
+    return plan
+
+
+def _make_plan(K, given, data, mpix, method, tol) -> Plan:
     shape = K.shape
+    stages = _stages(K.ndim)
     direct = float(math.prod(shape))
-    fft = float(cost.kernel_macs(shape, "fft", data_shape=[max(1, n) for n in data_shape]))
+    fft = float(cost.kernel_macs(shape, "fft", data_shape=data))
     if method == "direct":
-        return Plan("direct", None, direct, "requested")
+        return Plan("direct", None, direct, "requested", estimate_time("direct", direct, 1, mpix))
     if method == "fft":
-        return Plan("fft", None, fft, "requested")
+        return Plan("fft", None, fft, "requested", estimate_time("fft", fft, 1, mpix))
     if method in ("separable", "lowrank"):
         f = given if given is not None else _factorize(K, tol)
         if method == "separable" and f.rank > 1:
@@ -236,28 +287,29 @@ def make_plan(
                 f"method='separable' needs a separable kernel, but this {shape} kernel has "
                 f"separable rank {f.rank} {allowed}; use method='lowrank' or 'auto', or pass tol"
             )
-        return Plan(method, f, float(f.macs), "requested")
+        t = estimate_time(method, f.macs, f.rank * stages, mpix)
+        return Plan(method, f, float(f.macs), "requested", t)
 
     # auto: the fastest of the exact candidates (or of those within tol)
     candidates = [
-        ("direct", direct, estimate_time("direct", direct)),
-        ("fft", fft, estimate_time("fft", fft)),
+        ("direct", direct, estimate_time("direct", direct, 1, mpix)),
+        ("fft", fft, estimate_time("fft", fft, 1, mpix)),
     ]
     best_other = min(c[2] for c in candidates)
     if given is not None:
         f = given
     else:
         lower = _lower_rank_bound(K)
-        cheapest_passes = estimate_time("lowrank", lower * sum(shape), lower * _stages(K.ndim))
-        if tol is None and cheapest_passes >= best_other:
-            name, macs, _ = min(candidates, key=lambda c: c[2])
+        cheapest = estimate_time("lowrank", lower * sum(shape), lower * stages, mpix)
+        if tol is None and cheapest >= best_other:
+            name, macs, t = min(candidates, key=lambda c: c[2])
             why = f"separable rank >= {lower}: passes would cost more than {name}"
-            return Plan(name, None, macs, why)
+            return Plan(name, None, macs, why, t)
         f = _factorize(K, tol)
     if f.rank >= 1 and (f.exact or tol is not None or given is not None):
         name = "separable" if f.rank == 1 else "lowrank"
-        passes = f.rank * _stages(K.ndim)
-        candidates.append((name, float(f.macs), estimate_time(name, f.macs, passes)))
-    name, macs, _ = min(candidates, key=lambda c: c[2])
-    reason = "; ".join(f"{n}: {m:.0f} MACs, ~{t:.1f} ms/Mpixel" for n, m, t in candidates)
-    return Plan(name, f if name in ("separable", "lowrank") else None, macs, reason)
+        t = estimate_time(name, f.macs, f.rank * stages, mpix)
+        candidates.append((name, float(f.macs), t))
+    name, macs, t = min(candidates, key=lambda c: c[2])
+    reason = "; ".join(f"{n}: {m:.0f} MACs, ~{tt:.2f} ms" for n, m, tt in candidates)
+    return Plan(name, f if name in ("separable", "lowrank") else None, macs, reason, t)

@@ -38,6 +38,7 @@ __all__ = ["direct", "separable"]
 
 _FM = {"contract"}
 _TILE = 2048  # elements of ``inner`` per accumulator tile
+_SHORT_ROWS = 64  # passes whose rows are shorter than this pad whole blocks instead
 
 
 @njit(parallel=True, fastmath=_FM, cache=True, nogil=True)
@@ -130,66 +131,74 @@ def _write(dst, acc, alpha, accumulate):  # pragma: no cover - compiled
 
 
 @njit(fastmath=_FM, cache=True, nogil=True)
-def _line_taps(buf, w, sym, table, cval, lo, acc):  # pragma: no cover - compiled
-    """acc = correlation of the padded line in ``buf`` (interior at ``buf[lo:lo+n]``) with w.
+def _line_taps(buf, w, sym, table, cval, lo, inner, acc):  # pragma: no cover - compiled
+    """acc = correlation of the padded block in ``buf`` with w, along its first axis.
 
-    The border positions of ``buf`` are filled here from the interior through ``table``;
+    ``buf`` holds ``n + k - 1`` rows of ``inner`` contiguous values (the interior at rows
+    ``lo .. lo + n``); the border rows are filled here from the interior through ``table``.
+    ``acc`` has ``n * inner`` values. Every tap is an AXPY over the whole contiguous block;
     symmetric / antisymmetric kernels (``sym`` = 1 / -1) fold tap pairs.
     """
     k = w.shape[0]
-    n = acc.shape[0]
+    size = acc.shape[0]
+    n = size // inner
     for p in range(lo):
         s = table[p]
-        buf[p] = cval if s < 0 else buf[lo + s]
+        for c in range(inner):
+            buf[p * inner + c] = cval if s < 0 else buf[(lo + s) * inner + c]
     for p in range(lo + n, n + k - 1):
         s = table[p]
-        buf[p] = cval if s < 0 else buf[lo + s]
+        for c in range(inner):
+            buf[p * inner + c] = cval if s < 0 else buf[(lo + s) * inner + c]
     if sym == 0:
         w0 = w[0]
-        for i in range(n):
+        for i in range(size):
             acc[i] = buf[i] * w0
         for j in range(1, k):
             wj = w[j]
-            for i in range(n):
-                acc[i] += buf[i + j] * wj
+            b = buf[j * inner : j * inner + size]
+            for i in range(size):
+                acc[i] += b[i] * wj
         return
     half = k // 2
     if k % 2 == 1:
         wc = w[half]
-        bc = buf[half : half + n]
-        for i in range(n):
+        bc = buf[half * inner : half * inner + size]
+        for i in range(size):
             acc[i] = bc[i] * wc
     else:
-        for i in range(n):
+        for i in range(size):
             acc[i] = 0.0
     for j in range(half):
         wj = w[j]
-        b1 = buf[j : j + n]  # slices: no negative-index wraparound test inside the loop,
-        b2 = buf[k - 1 - j : k - 1 - j + n]  # which would stop LLVM from vectorising it
+        b1 = buf[j * inner : j * inner + size]  # slices: no negative-index wraparound test
+        b2 = buf[(k - 1 - j) * inner : (k - 1 - j) * inner + size]  # inside the loop
         if sym > 0:
-            for i in range(n):
+            for i in range(size):
                 acc[i] += (b1[i] + b2[i]) * wj
         else:
-            for i in range(n):
+            for i in range(size):
                 acc[i] += (b1[i] - b2[i]) * wj
 
 
 @njit(parallel=True, fastmath=_FM, cache=True, nogil=True)
-def _lines_pass(x, w, sym, table, cval, lo, out, alpha, accumulate, nthreads):  # pragma: no cover
-    lines, n = x.shape
+def _lines_pass(x, n, w, sym, table, cval, lo, out, alpha, accumulate, nthreads):
+    """Pass along axis 1 of x viewed as (lines, n * inner): one padded block per line."""
+    lines, size = x.shape
+    inner = size // n
     k = w.shape[0]
     nthreads = max(1, min(nthreads, lines))
     per = (lines + nthreads - 1) // nthreads
     direct_write = (not accumulate) and alpha == 1.0
     for th in prange(nthreads):
-        buf = np.empty(n + k - 1, dtype=out.dtype)
-        tile = np.empty(n, dtype=out.dtype)
+        buf = np.empty((n + k - 1) * inner, dtype=out.dtype)
+        tile = np.empty(size, dtype=out.dtype)
         for o in range(th * per, min(lines, (th + 1) * per)):
             src = x[o]
-            for i in range(n):
-                buf[lo + i] = src[i]
+            for i in range(size):
+                buf[lo * inner + i] = src[i]
             acc = out[o] if direct_write else tile
-            _line_taps(buf, w, sym, table, cval, lo, acc)
+            _line_taps(buf, w, sym, table, cval, lo, inner, acc)
             if not direct_write:
                 _write(out[o], acc, alpha, accumulate)
 
@@ -211,7 +220,7 @@ def _fused_pass(x, w0, s0, t0, c0, w1, s1, t1, c1, lo, out, alpha, accumulate, n
             # column pass straight into the interior of the padded row buffer
             _rows_taps(x, o, w0, s0, t0, i, c0, 0, buf[lo : lo + m])
             acc = out[o, i] if direct_write else tile
-            _line_taps(buf, w1, s1, t1, c1, lo, acc)
+            _line_taps(buf, w1, s1, t1, c1, lo, 1, acc)
             if not direct_write:
                 _write(out[o, i], acc, alpha, accumulate)
 
@@ -301,16 +310,19 @@ def _run_stage(src, dst, stage, modes, cval, alpha, accumulate) -> float:
     ((axis, w, origin),) = stage
     w = np.ascontiguousarray(w, dtype=dst.dtype)
     table = extension_table(src.shape[axis], len(w), len(w) // 2 + origin, modes[axis])
-    if axis == src.ndim - 1:
-        n = src.shape[axis]
+    n = src.shape[axis]
+    inner = math.prod(src.shape[axis + 1 :])
+    if inner < _SHORT_ROWS:  # short rows: pad whole (n, inner) blocks, AXPY over n * inner
+        lines = src.size // (n * inner)
         _lines_pass(
-            src.reshape(-1, n),
+            src.reshape(lines, n * inner),
+            n,
             w,
             _symmetry(w),
             table,
             dt(cval),
             len(w) // 2 + origin,
-            dst.reshape(-1, n),
+            dst.reshape(lines, n * inner),
             dt(alpha),
             accumulate,
             numba.get_num_threads(),
