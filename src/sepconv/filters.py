@@ -22,6 +22,7 @@ Deliberate differences from scipy.ndimage (where scipy hurts users):
 from __future__ import annotations
 
 import operator
+import sys
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -113,8 +114,36 @@ def _docfill(fn: Any) -> Any:
 # ----------------------------------------------------------------------------------------------
 
 
+def _backend(x: Any) -> Any:
+    """``sepconv.dask`` for a dask array, ``sepconv.torch`` for a torch tensor, else None.
+
+    Checked without importing dask or torch: an object can only be one of theirs if its
+    library is already loaded. Every filter accepts these inputs: the argument checks and the
+    terms are shared, and the backend runs them (lazily, or on the tensor's device).
+    """
+    if isinstance(x, np.ndarray):
+        return None
+    da = sys.modules.get("dask.array")
+    if da is not None and isinstance(x, da.Array):
+        from . import dask as backend
+
+        return backend
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(x, torch.Tensor):
+        from . import torch as backend
+
+        return backend
+    return None
+
+
+def _output(output: Any, x: Any) -> tuple[Any, Any]:
+    backend = _backend(x)
+    return resolve_output(output, x) if backend is None else backend.resolve_output(output, x)
+
+
 def _input(x: Any) -> np.ndarray:
-    arr = check_input(x)
+    backend = _backend(x)
+    arr = check_input(x) if backend is None else backend.check_input(x)
     if arr.ndim == 0:
         raise ValueError("input must have at least one dimension, got a 0-d array")
     return arr
@@ -157,14 +186,21 @@ def _work(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=work_dtype(x.dtype))
 
 
-def _target(x: np.ndarray, xw: np.ndarray, out: np.ndarray | None) -> np.ndarray | None:
+def _engine_input(x: np.ndarray) -> np.ndarray:
+    """What the separable engine reads: floats in their work dtype; 8/16-bit ints as they are
+    (the first pass converts while reading, so no converted copy is made)."""
+    if x.dtype.kind in "iu" and x.dtype.itemsize <= 2:
+        return np.ascontiguousarray(x, dtype=x.dtype.newbyteorder("="))
+    return _work(x)
+
+
+def _target(x: np.ndarray, wd: np.dtype, out: np.ndarray | None) -> np.ndarray | None:
     """The user's output array when the engine can write the result straight into it."""
     if (
         out is not None
-        and out.dtype == xw.dtype
+        and out.dtype == wd
         and out.flags.c_contiguous
         and not np.may_share_memory(out, x)
-        and not np.may_share_memory(out, xw)
     ):
         return out
     return None
@@ -175,11 +211,12 @@ def _finish(result: np.ndarray, x: np.ndarray, dtype: np.dtype, out: np.ndarray 
     if result is out:
         return out
     if dtype.kind in "iu":
-        info = np.iinfo(dtype)
-        if not np.may_share_memory(result, x):  # round and saturate in place
-            result = np.clip(np.rint(result, out=result), info.min, info.max, out=result)
-        else:
-            result = np.clip(np.rint(result), info.min, info.max)
+        target = out if out is not None and out.dtype == dtype else np.empty(x.shape, dtype)
+        engine.round_saturate(result, target)
+        if out is not None and target is not out:
+            np.copyto(out, target, casting="unsafe")
+            return out
+        return target
     if out is not None:
         np.copyto(out, result, casting="unsafe")
         return out
@@ -190,13 +227,16 @@ def _finish(result: np.ndarray, x: np.ndarray, dtype: np.dtype, out: np.ndarray 
 
 def _run(x: np.ndarray, terms, modes, cval, dtype, out, workers) -> np.ndarray:
     """Run a sum of separable terms through the engine and deliver it as ``output`` asks."""
+    if _backend(x) is not None:
+        return _backend(x).run_terms(x, terms, modes, cval, dtype, out, workers)
     nthreads = engine.check_workers(workers)
     if x.size == 0:
         return _finish(np.empty(x.shape, dtype=work_dtype(x.dtype)), x, dtype, out)
-    xw = _work(x)
+    xe = _engine_input(x)
+    wd = work_dtype(x.dtype)
     with engine.threads(nthreads):
-        result = engine.separable(xw, terms, modes, cval, out=_target(x, xw, out))
-    return _finish(result, x, dtype, out)
+        result = engine.separable(xe, terms, modes, cval, out=_target(x, wd, out), dtype=wd)
+        return _finish(result, x, dtype, out)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -247,7 +287,7 @@ def correlate1d(
     m = {ax: normalize_mode(mode)}
     (o,) = normalize_origins(origin, [len(w)])
     c = _cval(cval)
-    dtype, out = resolve_output(output, x)
+    dtype, out = _output(output, x)
     return _run(x, [(1.0, [(ax, w, o)])], m, c, dtype, out, workers)
 
 
@@ -432,7 +472,7 @@ def gaussian_filter(
     terms = [(1.0, _gaussian_passes(ax, sigma, order, truncate, radius))]
     modes = _mode_map(mode, ax)
     c = _cval(cval)
-    dtype, out = resolve_output(output, x)
+    dtype, out = _output(output, x)
     return _run(x, terms, modes, c, dtype, out, workers)
 
 
@@ -496,7 +536,7 @@ def uniform_filter(
     ]
     modes = _mode_map(mode, ax)
     c = _cval(cval)
-    dtype, out = resolve_output(output, x)
+    dtype, out = _output(output, x)
     return _run(x, [(1.0, passes)], modes, c, dtype, out, workers)
 
 
@@ -508,7 +548,7 @@ def _derivative(input, axis, output, mode, cval, smooth, workers) -> np.ndarray:
     passes: list[Pass] = [(ax, np.array([-1.0, 0.0, 1.0]), 0)]
     passes += [(a, np.array(smooth, dtype=float), 0) for a in all_axes if a != ax]
     c = _cval(cval)
-    dtype, out = resolve_output(output, x)
+    dtype, out = _output(output, x)
     return _run(x, [(1.0, passes)], modes, c, dtype, out, workers)
 
 
@@ -609,7 +649,7 @@ def laplace(
     terms: list[Term] = [(1.0, [(a, stencil, 0)]) for a in ax]
     modes = _mode_map(mode, ax)
     c = _cval(cval)
-    dtype, out = resolve_output(output, x)
+    dtype, out = _output(output, x)
     return _run(x, terms, modes, c, dtype, out, workers)
 
 
@@ -660,7 +700,7 @@ def gaussian_laplace(
     passes = _gaussian_derivative_terms(x, sigma, ax, truncate, radius, lambda i, j: 2 * (i == j))
     modes = _mode_map(mode, ax)
     c = _cval(cval)
-    dtype, out = resolve_output(output, x)
+    dtype, out = _output(output, x)
     return _run(x, [(1.0, p) for p in passes], modes, c, dtype, out, workers)
 
 
@@ -703,19 +743,21 @@ def gaussian_gradient_magnitude(
     passes = _gaussian_derivative_terms(x, sigma, ax, truncate, radius, lambda i, j: int(i == j))
     modes = _mode_map(mode, ax)
     c = _cval(cval)
-    dtype, out = resolve_output(output, x)
+    dtype, out = _output(output, x)
+    if _backend(x) is not None:
+        return _backend(x).gradient_magnitude(x, passes, modes, c, dtype, out, workers)
     nthreads = engine.check_workers(workers)
     if x.size == 0:
         return _run(x, [], modes, c, dtype, out, workers)
-    xw = _work(x)
-    acc = np.zeros(x.shape, dtype=xw.dtype)
+    xe = _engine_input(x)
+    acc = np.zeros(x.shape, dtype=work_dtype(x.dtype))
     d = np.empty_like(acc)
     with engine.threads(nthreads):
         for p in passes:
-            engine.separable(xw, [(1.0, p)], modes, c, out=d)
+            engine.separable(xe, [(1.0, p)], modes, c, out=d, dtype=acc.dtype)
             np.multiply(d, d, out=d)
             acc += d
-    return _finish(np.sqrt(acc, out=acc), x, dtype, out)
+        return _finish(np.sqrt(acc, out=acc), x, dtype, out)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -800,14 +842,16 @@ def correlate(
     modes = _mode_map(mode, ax)
     c = _cval(cval)
     tol = check_tol(tol)
-    dtype, out = resolve_output(output, x)
+    dtype, out = _output(output, x)
     plan = make_plan(
         given if given is not None else K,
         [x.shape[a] for a in ax],
         method=method,
         tol=tol,
-        size=x.size,
+        size=int(np.prod(x.shape)),
     )
+    if _backend(x) is not None and plan.method in ("direct", "fft"):
+        return _backend(x).run_dense(x, K, ax, origins, modes, c, plan.method, dtype, out, workers)
     nthreads = engine.check_workers(workers)
     if x.size == 0:
         return _run(x, [], modes, c, dtype, out, workers)
@@ -815,10 +859,10 @@ def correlate(
         xw = _work(x)
         with engine.threads(nthreads):
             if plan.method == "direct":
-                res = engine.direct(xw, K, ax, origins, modes, c, out=_target(x, xw, out))
+                res = engine.direct(xw, K, ax, origins, modes, c, out=_target(x, xw.dtype, out))
             else:
                 res = engine.fft(xw, K, ax, origins, modes, c, workers=nthreads)
-        return _finish(res, x, dtype, out)
+            return _finish(res, x, dtype, out)
     f = plan.factorization
     assert f is not None
     terms: list[Term] = [

@@ -15,9 +15,17 @@ from collections.abc import Iterator
 import numba
 
 from .fft import fft
-from .numba_cpu import direct, separable
+from .numba_cpu import direct, round_saturate, separable
 
-__all__ = ["check_workers", "default_workers", "direct", "fft", "separable", "threads"]
+__all__ = [
+    "check_workers",
+    "default_workers",
+    "direct",
+    "fft",
+    "round_saturate",
+    "separable",
+    "threads",
+]
 
 
 def default_workers() -> int:

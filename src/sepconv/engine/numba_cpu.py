@@ -34,7 +34,7 @@ from numba import njit, prange
 
 from .._modes import extension_table, pad
 
-__all__ = ["direct", "separable"]
+__all__ = ["direct", "round_saturate", "separable"]
 
 _FM = {"contract"}
 _TILE = 2048  # elements of ``inner`` per accumulator tile
@@ -254,6 +254,49 @@ def _direct_rows(
                     dst[c] = alpha * acc[c]
 
 
+@njit(parallel=True, cache=True, nogil=True)
+def _round_saturate(src, dst, lo, hi, magic, nthreads):  # pragma: no cover - compiled
+    """dst = clip(rint(src), lo, hi) for flat arrays (float -> integer output, one pass).
+
+    Rounds half to even without a libm call: adding and subtracting ``magic`` (1.5 * 2**p,
+    p = mantissa bits) leaves the nearest integer under IEEE round-to-nearest-even, for
+    ``|v| < 2**(p-1)``; larger floats are integers already.
+    """
+    n = src.shape[0]
+    nthreads = max(1, min(nthreads, n))
+    per = (n + nthreads - 1) // nthreads
+    half = magic / 3
+    for th in prange(nthreads):
+        for i in range(th * per, min(n, (th + 1) * per)):
+            v = src[i]
+            if v != v:  # NaN (only from a NaN cval): 0, rather than undefined behaviour
+                v = lo - lo
+            v = min(max(v, lo), hi)
+            if abs(v) < half:
+                v = (v + magic) - magic
+            dst[i] = v
+
+
+def round_saturate(src: np.ndarray, dst: np.ndarray) -> None:
+    """Write float ``src`` into integer ``dst`` rounded to nearest and saturated, in parallel.
+
+    NaN (possible only with a NaN ``cval``) becomes 0.
+    """
+    info = np.iinfo(dst.dtype)
+    flat = dst.reshape(-1) if dst.flags.c_contiguous else np.empty(dst.size, dtype=dst.dtype)
+    ft = src.dtype.type
+    _round_saturate(
+        np.ascontiguousarray(src).reshape(-1),
+        flat,
+        ft(info.min),
+        ft(info.max),
+        ft(1.5 * 2.0 ** np.finfo(src.dtype).nmant),
+        numba.get_num_threads(),
+    )
+    if flat.base is not dst and not dst.flags.c_contiguous:
+        dst[...] = flat.reshape(dst.shape)
+
+
 # ----------------------------------------------------------------------------------------------
 # drivers
 # ----------------------------------------------------------------------------------------------
@@ -356,21 +399,24 @@ def separable(
     modes: dict[int, str],
     cval: float,
     out: np.ndarray | None = None,
+    dtype: np.dtype | type | None = None,
 ) -> np.ndarray:
-    """``sum_r weight_r * (passes_r applied to x)`` for a C-contiguous float array ``x``.
+    """``sum_r weight_r * (passes_r applied to x)`` for a C-contiguous array ``x``.
 
-    ``out`` (C-contiguous, ``x``'s shape and dtype, not overlapping ``x``) receives the result;
-    a new array is allocated when it is None. Temporaries: none for 1-D/2-D separable filters
-    (the last two axes are fused), one array for 3 or more passes, two for low-rank sums of
-    3-D terms.
+    ``x`` may be float32/float64 or a 8/16-bit integer array, which the first pass reads
+    directly (no converted copy). The result has ``dtype`` (default ``x.dtype``; must be a
+    float type) and goes into ``out`` (C-contiguous, not overlapping ``x``) or a new array.
+    Temporaries: none for 1-D/2-D separable filters (the last two axes are fused), one array
+    for 3 or more passes, two for low-rank sums of 3-D terms.
     """
+    dt = np.dtype(x.dtype if dtype is None else dtype)
     if out is None:
-        out = np.empty(x.shape, dtype=x.dtype)
+        out = np.empty(x.shape, dtype=dt)
     scratch: list[np.ndarray] = []
 
     def buffer(i: int) -> np.ndarray:
         while len(scratch) <= i:
-            scratch.append(np.empty(x.shape, dtype=x.dtype))
+            scratch.append(np.empty(x.shape, dtype=dt))
         return scratch[i]
 
     for r, (weight, passes) in enumerate(terms):
@@ -378,9 +424,9 @@ def separable(
         stages = _stages(passes, x.ndim)
         if not stages:
             if accumulate:
-                out += x.dtype.type(weight) * x
+                out += dt.type(weight) * x
             else:
-                np.multiply(x, x.dtype.type(weight), out=out)
+                np.multiply(x, dt.type(weight), out=out, casting="unsafe")
             continue
         cur = x
         c = cval
