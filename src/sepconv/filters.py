@@ -225,11 +225,24 @@ def _finish(result: np.ndarray, x: np.ndarray, dtype: np.dtype, out: np.ndarray 
     return result.astype(dtype, copy=False)
 
 
+#: Multiply-adds below which a filter runs on one thread: waking a second thread costs more
+#: than it saves, and on a busy machine a parallel region can wait a whole scheduler slice
+#: (milliseconds) for its second core.
+SERIAL_WORK = 2**21
+
+
+def _threads_for(workers: Any, size: int, macs: float) -> int:
+    """Threads for ``size`` outputs at ``macs`` multiply-adds each (``workers`` is the cap)."""
+    cap = engine.check_workers(workers)
+    return max(1, min(cap, int(size * macs // SERIAL_WORK)))
+
+
 def _run(x: np.ndarray, terms, modes, cval, dtype, out, workers) -> np.ndarray:
     """Run a sum of separable terms through the engine and deliver it as ``output`` asks."""
     if _backend(x) is not None:
         return _backend(x).run_terms(x, terms, modes, cval, dtype, out, workers)
-    nthreads = engine.check_workers(workers)
+    macs = sum(len(w) for _, passes in terms for _, w, _ in passes) or 1
+    nthreads = _threads_for(workers, x.size, macs)
     if x.size == 0:
         return _finish(np.empty(x.shape, dtype=work_dtype(x.dtype)), x, dtype, out)
     xe = _engine_input(x)
@@ -746,7 +759,7 @@ def gaussian_gradient_magnitude(
     dtype, out = _output(output, x)
     if _backend(x) is not None:
         return _backend(x).gradient_magnitude(x, passes, modes, c, dtype, out, workers)
-    nthreads = engine.check_workers(workers)
+    nthreads = _threads_for(workers, x.size, sum(len(w) for p in passes for _, w, _ in p))
     if x.size == 0:
         return _run(x, [], modes, c, dtype, out, workers)
     xe = _engine_input(x)
@@ -852,7 +865,7 @@ def correlate(
     )
     if _backend(x) is not None and plan.method in ("direct", "fft"):
         return _backend(x).run_dense(x, K, ax, origins, modes, c, plan.method, dtype, out, workers)
-    nthreads = engine.check_workers(workers)
+    nthreads = _threads_for(workers, x.size, plan.macs)
     if x.size == 0:
         return _run(x, [], modes, c, dtype, out, workers)
     if plan.method in ("direct", "fft"):
