@@ -33,6 +33,7 @@ as ``[-1, 0, 1]``, its last non-zero entry is positive); the sign goes into the 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +45,10 @@ from ._validate import as_kernel, check_nonnegative_int, check_tol
 __all__ = ["Factorization", "is_separable", "separable_rank", "separate"]
 
 _EPS = float(np.finfo(np.float64).eps)
+#: Wall-clock seconds the N-D search for the smallest exact CP rank may spend beyond the first
+#: three candidate ranks (which are always tried) before falling back to the exact
+#: recursive-SVD decomposition.
+CP_SEARCH_SECONDS = 3.0
 #: Cancellation ratio sum_r |w_r| / ||sum_r w_r t_r|| above which a CP fit is degenerate.
 DEGENERACY_THRESHOLD = 10.0
 
@@ -737,8 +742,14 @@ def _separate_nd(
     # search (the expensive part) is not worth it: the exact fallback is returned instead.
     useful = max(1, (math.prod(K.shape) - 1) // sum(K.shape))
     search_cap = min(cap, upper - 1, max(useful, lower + 2, 1 if rank is None else rank))
+    start = time.perf_counter()
+    stopped_at = None
     for R in range(min(lower, cap), search_cap + 1):
-        fits = _cp_best(core, R, target)
+        searching = rank is None or R < cap  # looking for the smallest rank, not fitting one
+        if searching and R > lower + 2 and time.perf_counter() - start > CP_SEARCH_SECONDS:
+            stopped_at = R - 1
+            break
+        fits = _cp_best(core, R, target, n_random=4 if R <= lower + 2 else 1)
         good = [f for f in fits if not f.degenerate]
         best = min(good or fits, key=lambda f: f.error)
         if best.error <= target and not best.degenerate:
@@ -762,7 +773,12 @@ def _separate_nd(
         return _make(K, expand(best), spectra, "cp-als", notes=notes)
     if rank is not None and rank > upper:
         notes.append(f"rank={rank} requested; {upper} term(s) reproduce the kernel")
-    if search_cap < min(cap, upper - 1):
+    if stopped_at is not None:
+        notes.append(
+            f"CP search stopped at rank {stopped_at} after {CP_SEARCH_SECONDS:g} s (tensor rank "
+            "is NP-hard); a lower exact rank may exist"
+        )
+    elif search_cap < min(cap, upper - 1):
         notes.append(
             f"CP search stopped at rank {search_cap}: more terms cost more than the dense kernel"
         )
