@@ -620,6 +620,8 @@ def _cp_polish(G: np.ndarray, fit: _CPFit, target: float, max_iter: int = 200) -
     shapes = [M.shape for M in A]
     best = fit
     mu = 1e-3 * max(float(np.linalg.norm(M)) for M in A) ** 2
+    slow = 0
+    stalled = False
     for _ in range(max_iter):
         resid = (_cp_dense(A, G.shape) - G).ravel()
         J = _cp_jacobian(A, G.shape)
@@ -639,12 +641,19 @@ def _cp_polish(G: np.ndarray, fit: _CPFit, target: float, max_iter: int = 200) -
                 pos += n
             cand = _assess(G, trial, norm)
             if cand.error < best.error:
+                stalled = cand.error > 1e-6 and best.error - cand.error < 1e-3 * best.error
                 A, best, improved = trial, cand, True
                 mu = max(mu / 3, 1e-12)
                 break
             mu *= 4
         if not improved or best.error <= target:
             break
+        if stalled:  # linear progress far from an exact fit: a local optimum, stop paying
+            slow += 1
+            if slow >= 5:
+                break
+        else:
+            slow = 0
     return best
 
 
