@@ -390,23 +390,20 @@ def test_cost_kernel_text_shows_33x_speedup():
 # ----------------------------------------------------------------------------------------------
 
 
-def test_demo_writes_summary_json_and_prints_article_numbers(tmp_path):
+def test_demo_writes_results_json_and_prints_article_numbers(tmp_path):
     out = tmp_path / "x"
-    result = run("demo", "--out", str(out))
+    result = run("demo", "--quick", "--out", str(out))
     assert result.exit_code == 0, result.output
     assert "Traceback" not in result.output
-    summary = json.loads((out / "summary.json").read_text())
-    assert {"kernels", "conv"} <= set(summary)
-    by_kernel = {k["kernel"]: k for k in summary["kernels"]}
-    assert by_kernel["gaussian:sigma=2"]["rank"] == 1
-    assert by_kernel["laplacian_of_gaussian:sigma=2"]["rank"] == 2
-    assert by_kernel["laplacian_of_gaussian:sigma=1.5,ndim=3"]["rank"] == 3
-    for k in summary["kernels"]:
-        assert k["direct_macs"] == math.prod(k["shape"])
-        assert k["macs"] == k["rank"] * sum(k["shape"])
-    row = next(c for c in summary["conv"] if c["in_channels"] == 64)
-    assert row["standard"]["macs_per_pixel"] == 73728
-    assert row["depthwise_separable"]["macs_per_pixel"] == 8768
+    assert "73,728" in result.output and "49 vs 14" in result.output
+    summary = json.loads((out / "results.json").read_text())
+    by_kernel = {row[0]: row for row in summary["analysed"]}
+    assert by_kernel["gaussian:sigma=2"][2] == 1
+    assert by_kernel["laplacian_of_gaussian:sigma=2"][2] == 2
+    assert by_kernel["laplacian_of_gaussian:sigma=1.5,ndim=3"][2] == 3
+    for spec, shape, rank, macs, *_ in summary["analysed"]:
+        dims = [int(n) for n in shape.split("x")]
+        assert macs == f"{math.prod(dims)} -> {rank * sum(dims)}", spec
     text = result.stdout
     assert "7x7 kernel 49 vs 14 MACs" in text
     assert "10x10x10 1000 vs 30 (33.3x)" in text

@@ -9,6 +9,14 @@ Commands
     Standard vs depthwise-separable convolution: MACs per output pixel, parameters, ratio.
 ``sepconv cost kernel --shape 7,7 [--rank R] [--data-shape N,N] [--json]``
     MACs per output element of every way to run a kernel of that shape.
+``sepconv profile MODEL [--width A] [--resolution R] [--full-conv] [--threads N] [--json]``
+    Per layer of a model (``mobilenet_v1``, ``resnet18``, ``small_cnn`` or
+    ``package.module:factory``): params, MACs, bias additions, bytes moved, roofline time from
+    this machine's GEMM rate and bandwidth, measured time; totals and end-to-end latency.
+``sepconv filter INPUT OUTPUT --kernel SPEC [--sigma-mm MM] [--mode M] [--chunks C] ...``
+    Filter an image or volume file (PNG/JPEG/TIFF/NIfTI/.npy/Zarr) with any kernel; Zarr input
+    or ``--chunks`` runs out of core on dask. Prints one summary line (shape, dtype, plan,
+    time, throughput); never writes over INPUT or, without ``--overwrite``, over OUTPUT.
 ``sepconv demo``
     A tour: analyses a few kernels and prints the cost tables.
 
@@ -36,6 +44,22 @@ of the exact rank (``rank * sum(shape)``); ``speedup`` is direct MACs over each.
          {"macs_per_pixel": int, "params": int, "macs": int | null},
      "ratio": {"macs": float, "params": float, "formula": float},
      "params": {"standard": int, "depthwise_separable": int}}
+
+``profile --json``: ``sepconv.nn.Profile.to_dict()`` plus ``outliers``::
+
+    {"schema": 1, "model": str, "input_shape": [int],
+     "settings": {"threads": int, "fold_bn": str | bool, "memory_format": str,
+                  "inference_mode": bool, "compile": bool, "warmup": int, "repeats": int},
+     "machine": {"gemm_macs_per_s": float, "bandwidth_bytes_per_s": float, "threads": int,
+                 "bandwidth_curve": [[int, float]]} | null,
+     "layers": [{"name": str, "type": str, "input_shape": [int], "output_shape": [int],
+                 "params": int, "macs": int, "bias_adds": int, "bytes": int, "calls": int,
+                 "roofline_s": float | null, "bound": str, "measured_s": float | null,
+                 "ratio": float | null, "note": str}],
+     "totals": {"params": int, "macs": int, "bias_adds": int, "bytes": int,
+                "roofline_s": float | null, "measured_layers_s": float | null,
+                "latency_s": float | null},
+     "outliers": [str]}  # layers measured beyond 2x of their roofline either way
 
 Errors in user input print one line (``sepconv: error: ...``) and exit with status 2.
 """
@@ -406,80 +430,439 @@ def calibrate(
 
 
 # ----------------------------------------------------------------------------------------------
-# demo
+# experiments
 # ----------------------------------------------------------------------------------------------
 
-DEMO_KERNELS = (
-    "gaussian:sigma=2",
-    "sobel:axis=0",
-    "laplacian_of_gaussian:sigma=2",
-    "gabor:sigma=3,theta=30,frequency=0.15",
-    "disk:radius=6,antialias=true",
-    "line:length=9,angle=30",
-    "laplacian_of_gaussian:sigma=1.5,ndim=3",
-)
+
+@app.command()
+@_user_errors
+def experiment(
+    name: Annotated[
+        str,
+        typer.Argument(
+            metavar="NAME",
+            help="speedup | ds-cost | capacity | layers | lowrank | all",
+        ),
+    ],
+    quick: Annotated[bool, typer.Option(help="Small sizes: under a minute.")] = False,
+    out: Annotated[Path, typer.Option(help="Folder for the reports.")] = Path(
+        "sepconv-experiments"
+    ),
+) -> None:
+    """Reproduce the article's claims: writes OUT/NAME/report.md, PNG plots and results.json."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .experiments import EXPERIMENTS, run_experiment
+
+    if name not in (*EXPERIMENTS, "all"):
+        raise ValueError(f"experiment must be one of {sorted([*EXPERIMENTS, 'all'])}, got {name!r}")
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    ) as progress:
+        report = run_experiment(name, out, quick=quick, progress=progress)
+    path = report.results.get("path") or (out / report.name / "report.md")
+    console.print(f"{report.title}: wrote {path} ({report.seconds:.0f} s)")
+
+
+# ----------------------------------------------------------------------------------------------
+# profile (sepconv.nn; torch is imported only here)
+# ----------------------------------------------------------------------------------------------
+
+
+def _build_model(
+    name: str, width: float, resolution: int, full_conv: bool, num_classes: int | None
+) -> Any:
+    """A model by registry name or ``package.module:factory`` with the CLI's options."""
+    import importlib
+    import inspect
+
+    from torch import nn
+
+    from .nn import models
+
+    if ":" in name:
+        mod_name, _, attr = name.partition(":")
+        try:
+            factory = getattr(importlib.import_module(mod_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise ValueError(f"model {name!r} cannot be imported: {exc}") from None
+    elif name in models.MODELS:
+        factory = models.MODELS[name]
+    else:
+        raise ValueError(
+            f"model must be one of {sorted(models.MODELS)} or 'package.module:factory', "
+            f"got {name!r}"
+        )
+    if isinstance(factory, nn.Module):
+        return factory
+    if not callable(factory):
+        raise TypeError(f"model {name!r} is neither an nn.Module nor a callable")
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        params = {}  # type: ignore[assignment]
+    var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    kwargs: dict[str, Any] = {}
+    for key, value, default in (
+        ("width_mult", width, 1.0),
+        ("resolution", resolution, 224),
+        ("full_conv", full_conv, False),
+        ("num_classes", num_classes, None),
+    ):
+        # factories passing **kwargs on (resnet18, small_cnn) take all but full_conv
+        if key in params or (var_kw and key != "full_conv"):
+            if value is not None:
+                kwargs[key] = value
+        elif value != default:
+            option = "--" + key.replace("_mult", "").replace("_", "-")
+            raise ValueError(f"{option} does not apply to model {name!r}")
+    model = factory(**kwargs)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model {name!r} did not return an nn.Module")
+    return model
+
+
+@app.command("profile")
+@_user_errors
+def profile_command(
+    model_name: Annotated[
+        str,
+        typer.Argument(
+            metavar="MODEL",
+            help="mobilenet_v1 | resnet18 | small_cnn, or package.module:factory",
+        ),
+    ],
+    width: Annotated[float, typer.Option(help="Width multiplier (alpha).")] = 1.0,
+    resolution: Annotated[int, typer.Option(help="Input resolution (rho).")] = 224,
+    batch: Annotated[int, typer.Option(help="Batch size.")] = 1,
+    full_conv: Annotated[
+        bool, typer.Option("--full-conv", help="MobileNet's full-convolution twin.")
+    ] = False,
+    num_classes: Annotated[int | None, typer.Option(help="Classifier outputs.")] = None,
+    input_shape: Annotated[
+        str | None, typer.Option(help="Full input shape, e.g. 1,3,224,224 (overrides).")
+    ] = None,
+    measure: Annotated[
+        bool, typer.Option(help="Time layers and the model (--no-measure: counts only).")
+    ] = True,
+    threads: Annotated[int | None, typer.Option(help="torch threads while timing.")] = None,
+    fold_bn: Annotated[bool, typer.Option(help="Fold batch norm into convs for timing.")] = True,
+    memory_format: Annotated[
+        str, typer.Option(help="auto | channels_last | contiguous (for timing).")
+    ] = "auto",
+    compile: Annotated[bool, typer.Option(help="torch.compile the whole model.")] = False,
+    repeats: Annotated[int, typer.Option(help="Timed runs (median reported).")] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (stable schema).")] = False,
+) -> None:
+    """Per-layer params, MACs, bytes, roofline and measured time of a model."""
+    from .nn.profile import profile as run_profile
+
+    model = _build_model(model_name, width, resolution, full_conv, num_classes)
+    shape = _ints(input_shape, "input_shape")
+    if shape is None:
+        default = getattr(model, "default_input_shape", None)
+        if default is None:
+            raise ValueError(f"model {model_name!r} has no default_input_shape: give --input-shape")
+        shape = (batch, default[1], *(resolution,) * (len(default) - 2))
+    label = model_name + (" (full conv)" if full_conv else "")
+    if width != 1.0:
+        label += f" x{width:g}"
+    result = run_profile(
+        model,
+        shape,
+        measure=measure,
+        threads=threads,
+        fold_bn=fold_bn,
+        memory_format=memory_format,
+        compile=compile,
+        repeats=repeats,
+        name=label,
+    )
+    outliers = result.outliers(2.0, min_time=5e-6)
+    if as_json:
+        doc = result.to_dict()
+        doc["outliers"] = [r.name for r in outliers]
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+        return
+    # a plain aligned table: eleven columns do not fit a wrapped rich table
+    console.print(str(result), markup=False, soft_wrap=True)
+    if measure:
+        names = ", ".join(r.name for r in outliers) or "none"
+        console.print(f"outside 2x of the roofline ('!'): {names}", markup=False)
+
+
+# ----------------------------------------------------------------------------------------------
+# filter (sepconv.io; dask is imported only for --chunks, --scheduler or Zarr input)
+# ----------------------------------------------------------------------------------------------
+
+
+class _DelayedProgress:
+    """A progress bar on stderr that appears only after ``delay`` seconds, on a terminal.
+
+    Called as ``progress(done, total, stage)``; when stderr is not a terminal (a pipe, a log
+    file, CI) nothing is drawn, so output stays one summary line.
+    """
+
+    def __init__(self, delay: float = 1.0, enabled: bool | None = None) -> None:
+        import threading
+
+        self.enabled = err_console.is_terminal if enabled is None else enabled
+        self.state: tuple[int, int, str] = (0, 1, "reading")
+        self.bar: Any = None
+        self.task: Any = None
+        self.lock = threading.Lock()
+        self.timer = threading.Timer(delay, self._show)
+        self.timer.daemon = True
+        if self.enabled:
+            self.timer.start()
+
+    def __call__(self, done: int, total: int, stage: str) -> None:
+        with self.lock:
+            self.state = (done, total, stage)
+            if self.bar is not None:
+                self.bar.update(self.task, completed=done, total=total, description=stage)
+
+    def _show(self) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            SpinnerColumn,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        with self.lock:
+            done, total, stage = self.state
+            self.bar = Progress(
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=err_console,
+                transient=True,
+            )
+            self.task = self.bar.add_task(stage, total=total, completed=done)
+            self.bar.start()
+
+    def close(self) -> None:
+        self.timer.cancel()
+        with self.lock:
+            if self.bar is not None:
+                self.bar.stop()
+                self.bar = None
+
+
+def _dtype_option(text: str | None) -> np.dtype | None:
+    if text is None:
+        return None
+    try:
+        return np.dtype(text)
+    except TypeError:
+        raise ValueError(
+            f"dtype must be a numpy dtype name (uint8, uint16, int16, float32, float64, ...), "
+            f"got {text!r}"
+        ) from None
+
+
+@app.command("filter")
+@_user_errors
+def filter_command(
+    input: Annotated[
+        Path,
+        typer.Argument(
+            metavar="INPUT", help="Image or volume: .png .jpg .tif .nii(.gz) .npy .zarr"
+        ),
+    ],
+    output: Annotated[
+        Path, typer.Argument(metavar="OUTPUT", help="Where to write; its suffix picks the format.")
+    ],
+    kernel: Annotated[
+        str | None,
+        typer.Option(
+            "--kernel",
+            "-k",
+            help="Kernel spec ('gaussian:sigma=2', 'sobel:axis=0') or .npy/.csv; named kernels "
+            "get one axis per filtered axis unless the spec says otherwise.",
+        ),
+    ] = None,
+    sigma_mm: Annotated[
+        float | None,
+        typer.Option(help="Gaussian sigma in mm, per axis divided by the NIfTI voxel size."),
+    ] = None,
+    mode: Annotated[
+        str, typer.Option(help="Border: reflect | constant | nearest | mirror | wrap (+ grid-*).")
+    ] = "reflect",
+    cval: Annotated[float, typer.Option(help="Value beyond the border for mode constant.")] = 0.0,
+    axes: Annotated[
+        str | None, typer.Option(help="Axes to filter, e.g. 0,1 (default: all spatial axes).")
+    ] = None,
+    channel_axis: Annotated[
+        str,
+        typer.Option(help="Colour axis, not filtered across: auto (from the file) | none | N."),
+    ] = "auto",
+    method: Annotated[
+        str, typer.Option(help="auto | direct | separable | lowrank | fft.")
+    ] = "auto",
+    tol: Annotated[
+        float | None, typer.Option(help="Relative kernel error a low-rank plan may have.")
+    ] = None,
+    dtype: Annotated[
+        str | None, typer.Option(help="Output dtype (default: the input's); ints are rounded.")
+    ] = None,
+    workers: Annotated[int | None, typer.Option(help="Threads (default: all cores).")] = None,
+    chunks: Annotated[
+        str | None,
+        typer.Option(help="Run on dask with these chunks: auto | 64 | 64,256,256 (out of core)."),
+    ] = None,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(help="Dask scheduler: threads | processes | sync | tcp://host:port."),
+    ] = None,
+    memory_limit: Annotated[
+        str, typer.Option(help="Memory per dask slab, e.g. 256MiB (Zarr / --chunks runs).")
+    ] = "256MiB",
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace OUTPUT if it exists.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No summary line.")] = False,
+) -> None:
+    """Filter an image or volume file with any kernel; the output appears only when complete.
+
+    Never writes over INPUT, nor over an existing OUTPUT without --overwrite; writes to a
+    temporary file beside OUTPUT and renames it into place, so an error leaves nothing behind.
+    """
+    from . import io
+
+    channel: int | str | None = channel_axis
+    if channel_axis not in ("auto", "none"):
+        try:
+            channel = int(channel_axis)
+        except ValueError:
+            raise ValueError(
+                f"channel_axis must be auto, none or an axis number, got {channel_axis!r}"
+            ) from None
+    bar = _DelayedProgress()
+    try:
+        report = io.filter_file(
+            input,
+            output,
+            kernel,
+            sigma_mm=sigma_mm,
+            mode=mode,
+            cval=cval,
+            axes=_axes_option(axes),
+            channel_axis=channel,
+            method=method,
+            tol=tol,
+            dtype=_dtype_option(dtype),
+            workers=workers,
+            chunks=chunks,
+            scheduler=scheduler,
+            memory_limit=memory_limit,
+            overwrite=overwrite,
+            progress=bar,
+        )
+    except OSError as exc:  # disk full, permission changed mid-way: not a usage error
+        bar.close()
+        msg = " ".join(str(exc).split())
+        err_console.print(f"sepconv: error: {msg}", markup=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    finally:
+        bar.close()
+    if not quiet:
+        console.print(report.summary(), markup=False, soft_wrap=True)
+
+
+def _axes_option(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(int(p) for p in text.split(",") if p.strip())
+    except ValueError:
+        raise ValueError(f"axes must be integers separated by commas, got {text!r}") from None
+
+
+# ----------------------------------------------------------------------------------------------
+# demo
+# ----------------------------------------------------------------------------------------------
 
 
 @app.command()
 @_user_errors
 def demo(
     out: Annotated[Path, typer.Option(help="Folder for the demo's files.")] = Path("sepconv-demo"),
+    quick: Annotated[bool, typer.Option(help="A smaller volume (for tests).")] = False,
 ) -> None:
-    """A tour: the separable rank and cost of common kernels, and the depthwise-separable saving."""
+    """A tour: kernel ranks, filtering a photo and a volume vs scipy, DS cost, MobileNet v1."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from .experiments import demo as demo_module
+
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    ) as progress:
+        progress.add_task("running the demo (the first run compiles the engine)", total=None)
+        report = demo_module.run(out, quick=quick)
+        report.write()
+    res = report.results
+
     table = Table(title="How separable are common kernels? (rank: exact to float rounding)")
     table.add_column("kernel", no_wrap=True)
     for col in ("shape", "rank", "MACs direct -> passes", "speed-up", "rank-1 error"):
         table.add_column(col, justify="right")
-    summary = []
-    for spec in DEMO_KERNELS:
-        K = kernels.from_spec(spec)
-        f = separate(K)
-        f1 = f if f.rank <= 1 else separate(K, rank=1)
-        table.add_row(
-            spec,
-            "x".join(map(str, f.shape)),
-            str(f.rank),
-            f"{f.direct_macs} -> {f.macs}",
-            f"{f.speedup:.1f}x",
-            _fmt(f1.error),
-        )
-        summary.append(
-            {
-                "kernel": spec,
-                "shape": list(f.shape),
-                "rank": f.rank,
-                "macs": f.macs,
-                "direct_macs": f.direct_macs,
-                "rank1_error": f1.error,
-            }
-        )
+    for row in res["analysed"]:
+        table.add_row(*[str(c) if not isinstance(c, float) else _fmt(c) for c in row])
     console.print(table)
+    for key, title in (("image", "Filtering a photograph"), ("volume", "Filtering a 3-D volume")):
+        t = Table(title=f"{title}: sepconv vs scipy.ndimage (float32, median of 3)")
+        for col in ("kernel", "plan", "sepconv ms", "scipy ms", "speed-up", "max rel. diff"):
+            t.add_column(col, justify="left" if col in ("kernel", "plan") else "right")
+        for r in res[key]:
+            plan = r["plan"] + (f" rank {r['rank']}" if r["rank"] else "")
+            t.add_row(
+                r["label"],
+                plan,
+                f"{r['sepconv_ms']:.1f}",
+                f"{r['scipy_ms']:.1f}",
+                f"{r['speedup']:.1f}x",
+                f"{r['rel_diff']:.1e}",
+            )
+        console.print(t)
+    layers = Table(title="Standard vs depthwise-separable 3x3 conv (MACs per output pixel)")
+    for col in ("C_in -> C_out", "standard", "depthwise-separable", "ratio"):
+        layers.add_column(col, justify="right")
+    for cin, cout in ((32, 64), (64, 128), (128, 256), (256, 512), (512, 1024)):
+        c = cost.compare_conv(cin, cout, 3)
+        layers.add_row(
+            f"{cin} -> {cout}",
+            f"{c['standard'].macs_per_pixel:,}",
+            f"{c['depthwise_separable'].macs_per_pixel:,}",
+            f"{c['ratio']['macs']:.2f}x",
+        )
+    console.print(layers)
     console.print(
         "The article's numbers: 7x7 kernel "
         f"{cost.kernel_macs((7, 7))} vs {cost.kernel_macs((7, 7), 'separable')} MACs; "
         f"10x10x10 {cost.kernel_macs((10,) * 3)} vs {cost.kernel_macs((10,) * 3, 'separable')} "
-        f"({cost.kernel_macs((10,) * 3) / cost.kernel_macs((10,) * 3, 'separable'):.1f}x)."
+        f"({cost.kernel_macs((10,) * 3) / cost.kernel_macs((10,) * 3, 'separable'):.1f}x); "
+        f"3x3 64 -> 128: {cost.conv_macs(64, 128, 3):,} MACs per output pixel."
     )
-    layers = Table(title="Standard vs depthwise-separable 3x3 conv (MACs per output pixel)")
-    for col in ("C_in -> C_out", "standard", "depthwise-separable", "ratio"):
-        layers.add_column(col, justify="right")
-    conv_rows = []
-    for cin, cout in ((32, 64), (64, 128), (128, 256), (256, 512), (512, 1024)):
-        c = conv_cost_dict(in_channels=cin, out_channels=cout, kernel_size=3)
-        layers.add_row(
-            f"{cin} -> {cout}",
-            f"{c['standard']['macs_per_pixel']:,}",
-            f"{c['depthwise_separable']['macs_per_pixel']:,}",
-            f"{c['ratio']['macs']:.2f}x",
-        )
-        conv_rows.append(c)
-    console.print(layers)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "summary.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"kernels": summary, "conv": conv_rows}, indent=2) + "\n")
-    tmp.replace(path)
-    console.print(f"wrote {path}")
+    for line in res.get("mobilenet", []):
+        console.print(line)
+    console.print(
+        f"wrote {report.folder / 'report.md'} and {report.folder / 'filters.png'} "
+        f"({report.seconds:.0f} s)"
+    )
 
 
 def main() -> None:

@@ -125,14 +125,14 @@ def _backend(x: Any) -> Any:
         return None
     da = sys.modules.get("dask.array")
     if da is not None and isinstance(x, da.Array):
-        from . import dask as backend
+        from . import dask as dask_backend
 
-        return backend
+        return dask_backend
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(x, torch.Tensor):
-        from . import torch as backend
+        from . import torch as torch_backend
 
-        return backend
+        return torch_backend
     return None
 
 
@@ -228,7 +228,7 @@ def _finish(result: np.ndarray, x: np.ndarray, dtype: np.dtype, out: np.ndarray 
 #: Multiply-adds below which a filter runs on one thread: waking a second thread costs more
 #: than it saves, and on a busy machine a parallel region can wait a whole scheduler slice
 #: (milliseconds) for its second core.
-SERIAL_WORK = 2**21
+SERIAL_WORK = 2**22
 
 
 def _threads_for(workers: Any, size: int, macs: float) -> int:
@@ -856,17 +856,18 @@ def correlate(
     c = _cval(cval)
     tol = check_tol(tol)
     dtype, out = _output(output, x)
+    size = int(np.prod(x.shape))  # (x may be a torch tensor, whose .size is a method)
     plan = make_plan(
         given if given is not None else K,
         [x.shape[a] for a in ax],
         method=method,
         tol=tol,
-        size=int(np.prod(x.shape)),
+        size=size,
     )
     if _backend(x) is not None and plan.method in ("direct", "fft"):
         return _backend(x).run_dense(x, K, ax, origins, modes, c, plan.method, dtype, out, workers)
-    nthreads = _threads_for(workers, x.size, plan.macs)
-    if x.size == 0:
+    nthreads = _threads_for(workers, size, plan.macs)
+    if size == 0:
         return _run(x, [], modes, c, dtype, out, workers)
     if plan.method in ("direct", "fft"):
         xw = _work(x)

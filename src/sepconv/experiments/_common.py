@@ -1,0 +1,170 @@
+"""Shared pieces of the experiments: timing, reports, figures."""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["Report", "Timer", "fmt", "median_times", "setup_matplotlib", "write_index"]
+
+
+def setup_matplotlib() -> Any:
+    """pyplot with the Agg backend (no display needed), imported only when a figure is made."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"figure.dpi": 110, "axes.grid": True, "grid.alpha": 0.3})
+    return plt
+
+
+def median_times(
+    fns: Mapping[str, Callable[..., object]], repeats: int = 5, budget_s: float = 3.0
+) -> dict[str, float]:
+    """Median seconds of each function: warm-up once, then alternate for ``repeats`` rounds.
+
+    A function whose warm-up took longer than ``budget_s`` is not repeated (its single,
+    post-warm-up time is reported) so slow references cannot blow the time budget.
+    """
+    slow = set()
+    for name, fn in fns.items():
+        t0 = time.perf_counter()
+        fn()
+        if time.perf_counter() - t0 > budget_s:
+            slow.add(name)
+    times: dict[str, list[float]] = {n: [] for n in fns}
+    names = list(fns)
+    for r in range(repeats):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            if name in slow and times[name]:
+                continue
+            t0 = time.perf_counter()
+            fns[name]()
+            times[name].append(time.perf_counter() - t0)
+    return {n: float(np.median(v)) for n, v in times.items()}
+
+
+class Timer:
+    """Wall time of a block, for the report footer."""
+
+    def __enter__(self) -> Timer:
+        self.t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = time.perf_counter() - self.t0
+
+
+def fmt(x: float, digits: int = 3) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "n/a"
+    if x == 0:
+        return "0"
+    if abs(x) >= 1e5 or abs(x) < 1e-3:
+        return f"{x:.{digits - 1}e}"
+    return f"{x:.{digits}g}" if abs(x) < 1000 else f"{x:,.0f}"
+
+
+@dataclass
+class Report:
+    """A markdown report with tables and figures, plus the raw results as JSON."""
+
+    name: str
+    title: str
+    out: Path
+    quick: bool
+    parts: list[str] = field(default_factory=list)
+    results: dict[str, Any] = field(default_factory=dict)
+    figures: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def folder(self) -> Path:
+        path = self.out / self.name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def text(self, *paragraphs: str) -> None:
+        self.parts.extend(paragraphs)
+
+    def table(
+        self, header: Sequence[str], rows: Sequence[Sequence[Any]], align: str | None = None
+    ) -> None:
+        align = align or ("l" + "r" * (len(header) - 1))
+        sep = ["---:" if a == "r" else "---" for a in align]
+        lines = ["| " + " | ".join(header) + " |", "|" + "|".join(sep) + "|"]
+        for row in rows:
+            cells = [fmt(c) if isinstance(c, float) else str(c) for c in row]
+            lines.append("| " + " | ".join(cells) + " |")
+        self.parts.append("\n".join(lines))
+
+    def figure(self, fig: Any, filename: str, caption: str) -> None:
+        path = self.folder / filename
+        fig.savefig(path, bbox_inches="tight")
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+        self.figures.append(filename)
+        self.parts.append(f"![{caption}]({filename})\n\n*{caption}*")
+
+    def write(self) -> Path:
+        mode = "quick run (--quick): small sizes, fewer repeats" if self.quick else "full run"
+        head = [
+            f"# {self.title}",
+            "",
+            f"`sepconv experiment {self.name}` — {mode}; machine `{platform.node()}` "
+            f"({platform.machine()}), {time.strftime('%Y-%m-%d')}; took {self.seconds:.0f} s.",
+        ]
+        body = "\n\n".join(head + self.parts) + "\n"
+        (self.folder / "report.md").write_text(body)
+        payload = {
+            "name": self.name,
+            "quick": self.quick,
+            "seconds": self.seconds,
+            "machine": platform.node(),
+            **self.results,
+        }
+        (self.folder / "results.json").write_text(json.dumps(payload, indent=2, default=_json))
+        return self.folder / "report.md"
+
+
+def _json(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def write_index(out: Path, reports: Sequence[Report], *, quick: bool) -> Report:
+    """``out/index.md``: one line per experiment, linking its report."""
+    index = Report("index", "sepconv experiments: the article's claims, measured", out, quick)
+    index.seconds = sum(r.seconds for r in reports)
+    lines = [
+        f"# {index.title}",
+        "",
+        ("Quick run (`--quick`)." if quick else "Full run.")
+        + f" Machine `{platform.node()}`, {time.strftime('%Y-%m-%d')}, "
+        f"{index.seconds:.0f} s in all.",
+        "",
+        "| experiment | what it checks | time |",
+        "|---|---|---:|",
+    ]
+    lines += [
+        f"| [{r.name}]({r.name}/report.md) | {r.title} | {r.seconds:.0f} s |" for r in reports
+    ]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "index.md").write_text("\n".join(lines) + "\n")
+    index.results["path"] = str(out / "index.md")
+    return index

@@ -1,0 +1,194 @@
+"""Experiment ``speedup``: separable vs direct convolution, theory vs measured (2-D and 3-D).
+
+The article: a k x k kernel costs k^2 multiply-adds per pixel directly and 2k as two 1-D
+passes (7x7: 49 vs 14); a K x K x K kernel K^3 vs 3K, a factor K^2/3 ("over 30 times" for
+K = 10). Here the same Gaussian kernel runs both ways, in sepconv and in scipy.ndimage.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from .. import cost, kernels
+from ..filters import correlate
+from ._common import Report, Timer, median_times, setup_matplotlib
+
+
+def _kernel(k: int, ndim: int) -> tuple[np.ndarray, np.ndarray]:
+    """A Gaussian of length k (sigma = k / 6): the 1-D factor and the dense k^ndim kernel."""
+    g = kernels.gaussian1d(max(k / 6.0, 0.3), radius=k // 2)
+    if k % 2 == 0:  # even length: same construction, one sample shorter
+        g = kernels.gaussian1d(max(k / 6.0, 0.3), radius=k // 2)[1:]
+        g = g / g.sum()
+    dense = g
+    for _ in range(ndim - 1):
+        dense = np.multiply.outer(dense, g)
+    return g, dense
+
+
+def _scipy_separable(x: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """scipy.ndimage's separable way: one correlate1d pass per axis."""
+    out = x
+    for axis in range(x.ndim):
+        out = ndimage.correlate1d(out, g, axis=axis)
+    return out
+
+
+def run(out: Path, *, quick: bool = False, progress: Any = None) -> Report:
+    report = Report("speedup", "Separable vs direct: theory vs measured", out, quick)
+    rng = np.random.default_rng(0)
+    n2, n3 = (256, 48) if quick else (1024, 96)
+    ks2 = [3, 7, 15] if quick else [3, 5, 7, 9, 11, 15, 19, 25, 31]
+    ks3 = [3, 7, 10] if quick else [3, 5, 7, 9, 10, 11, 13, 15]
+    repeats = 3 if quick else 5
+    rows: dict[str, list[dict[str, Any]]] = {"2d": [], "3d": []}
+    with Timer() as timer:
+        for ndim, n, ks in ((2, n2, ks2), (3, n3, ks3)):
+            x = rng.random((n,) * ndim).astype(np.float32)
+            task = progress.add_task(f"speedup {ndim}-D", total=len(ks)) if progress else None
+            for k in ks:
+                g, K = _kernel(k, ndim)
+                fns = {
+                    "sepconv direct": lambda K=K, x=x: correlate(x, K, method="direct"),
+                    "sepconv separable": lambda K=K, x=x: correlate(x, K, method="separable"),
+                    "scipy direct": lambda K=K, x=x: ndimage.correlate(x, K),
+                    "scipy separable": lambda g=g, x=x: _scipy_separable(x, g),
+                }
+                t = median_times(fns, repeats, budget_s=2.0 if quick else 6.0)
+                copy = median_times({"copy": x.copy}, repeats)["copy"]
+                rows[f"{ndim}d"].append(
+                    {
+                        "k": k,
+                        "macs_direct": cost.kernel_macs(K.shape),
+                        "macs_separable": cost.kernel_macs(K.shape, "separable"),
+                        "theory": cost.kernel_macs(K.shape)
+                        / cost.kernel_macs(K.shape, "separable"),
+                        **{name: v for name, v in t.items()},
+                        "copy": copy,
+                        "sepconv_ratio": t["sepconv direct"] / t["sepconv separable"],
+                        "scipy_ratio": t["scipy direct"] / t["scipy separable"],
+                    }
+                )
+                if progress:
+                    progress.advance(task)
+    report.seconds = timer.seconds
+    report.results.update(rows=rows, sizes={"2d": n2, "3d": n3})
+
+    seven = next((r for r in rows["2d"] if r["k"] == 7), None)
+    ten = next((r for r in rows["3d"] if r["k"] == 10), None)
+    report.text(
+        "The article's numbers, computed by `sepconv.cost` and measured here:",
+    )
+    claims = [
+        [
+            "7x7 kernel, direct vs separable MACs",
+            "49 vs 14",
+            f"{cost.kernel_macs((7, 7))} vs {cost.kernel_macs((7, 7), 'separable')}",
+            f"{seven['sepconv_ratio']:.1f}x (sepconv), {seven['scipy_ratio']:.1f}x (scipy)"
+            if seven
+            else "n/a",
+        ],
+        [
+            "10x10x10 kernel",
+            "over 30 times (K^2/3 = 33.3)",
+            f"{cost.kernel_macs((10,) * 3)} vs {cost.kernel_macs((10,) * 3, 'separable')} = "
+            f"{cost.kernel_macs((10,) * 3) / cost.kernel_macs((10,) * 3, 'separable'):.1f}x",
+            f"{ten['sepconv_ratio']:.1f}x (sepconv), {ten['scipy_ratio']:.1f}x (scipy)"
+            if ten
+            else "n/a",
+        ],
+    ]
+    report.table(["claim", "article", "cost model", "measured time ratio"], claims, "llll")
+
+    for ndim in (2, 3):
+        n = n2 if ndim == 2 else n3
+        report.text(f"## {ndim}-D: {n}^{ndim} float32, Gaussian kernels, mode 'reflect'")
+        table = []
+        for r in rows[f"{ndim}d"]:
+            table.append(
+                [
+                    f"{r['k']}^{ndim}",
+                    r["macs_direct"],
+                    r["macs_separable"],
+                    f"{r['theory']:.1f}x",
+                    f"{r['sepconv direct'] * 1e3:.1f}",
+                    f"{r['sepconv separable'] * 1e3:.2f}",
+                    f"{r['sepconv_ratio']:.1f}x",
+                    f"{r['scipy direct'] * 1e3:.0f}",
+                    f"{r['scipy separable'] * 1e3:.1f}",
+                    f"{r['scipy_ratio']:.1f}x",
+                ]
+            )
+        report.table(
+            [
+                "kernel",
+                "MACs direct",
+                "MACs separable",
+                "theory",
+                "sepconv direct ms",
+                "sepconv separable ms",
+                "measured",
+                "scipy direct ms",
+                "scipy separable ms",
+                "measured",
+            ],
+            table,
+        )
+
+    plt = setup_matplotlib()
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
+    for ax, ndim in zip(axes, (2, 3), strict=True):
+        rs = rows[f"{ndim}d"]
+        ks = [r["k"] for r in rs]
+        ax.plot(ks, [r["theory"] for r in rs], "k--", label="theory (MAC ratio)")
+        ax.plot(ks, [r["sepconv_ratio"] for r in rs], "o-", label="sepconv measured")
+        ax.plot(ks, [r["scipy_ratio"] for r in rs], "s-", label="scipy.ndimage measured")
+        ax.set_yscale("log")
+        ax.set_xlabel("kernel size k" + (" (k x k)" if ndim == 2 else " (K x K x K)"))
+        ax.set_ylabel("direct time / separable time")
+        n = n2 if ndim == 2 else n3
+        ax.set_title(f"{ndim}-D, {n}^{ndim} float32: speed-up of separable passes")
+        ax.legend()
+    report.figure(
+        fig,
+        "speedup.png",
+        "Measured speed-up of separable over direct correlation "
+        "against the MAC ratio (k/2 in 2-D, K^2/3 in 3-D).",
+    )
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for ndim, marker in ((2, "o"), (3, "s")):
+        rs = rows[f"{ndim}d"]
+        ax.plot(
+            [r["k"] for r in rs],
+            [r["sepconv separable"] / r["copy"] for r in rs],
+            marker + "-",
+            label=f"{ndim}-D separable passes",
+        )
+    ax.axhline(1.0, color="k", lw=1)
+    ax.set_xlabel("kernel size")
+    ax.set_ylabel("separable time / time of one array copy")
+    ax.set_title("Why the measured speed-up falls short: memory traffic")
+    ax.legend()
+    report.figure(
+        fig,
+        "bandwidth.png",
+        "Separable filter time in units of a plain array copy (the memory-bandwidth floor).",
+    )
+    report.text(
+        "## Why measured falls short of theory",
+        "The MAC ratio assumes arithmetic is the cost. A separable filter, however, is a few "
+        "passes over the array, and each pass must at least read and write every element: "
+        "for small kernels the passes run at memory bandwidth (a few array copies, second "
+        "figure), so the time stops shrinking with the MAC count and the measured ratio "
+        "saturates below k/2 (2-D) and K^2/3 (3-D). sepconv fuses the last two passes so the "
+        "intermediate never goes to memory; scipy.ndimage makes one full pass per axis, and "
+        "its direct correlation pays per-tap overheads, which is why its ratio can exceed "
+        "the MAC ratio for mid-size kernels. For large kernels both approach the arithmetic "
+        "limit and the ratio grows with k as predicted.",
+    )
+    return report

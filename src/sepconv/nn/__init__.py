@@ -1,0 +1,46 @@
+"""sepconv.nn: structured convolution layers, optimal conversion of trained convs, a profiler.
+
+Needs the ``nn`` extra (PyTorch); ``import sepconv`` alone never imports torch.
+"""
+
+from . import functional, models
+from .convert import ConvertReport, convert
+from .factorize import KINDS, LayerReport, factorize
+from .functional import depthwise_separable_conv, low_rank_conv, spatially_separable_conv
+from .layers import (
+    DepthwiseSeparableConv1d,
+    DepthwiseSeparableConv2d,
+    DepthwiseSeparableConv3d,
+    LowRankConv1d,
+    LowRankConv2d,
+    LowRankConv3d,
+    SpatiallySeparableConv2d,
+    SpatiallySeparableConv3d,
+)
+from .profile import LayerProfile, MachineRates, Profile, machine_rates, profile
+
+__all__ = [
+    "KINDS",
+    "ConvertReport",
+    "DepthwiseSeparableConv1d",
+    "DepthwiseSeparableConv2d",
+    "DepthwiseSeparableConv3d",
+    "LayerProfile",
+    "LayerReport",
+    "LowRankConv1d",
+    "LowRankConv2d",
+    "LowRankConv3d",
+    "MachineRates",
+    "Profile",
+    "SpatiallySeparableConv2d",
+    "SpatiallySeparableConv3d",
+    "convert",
+    "depthwise_separable_conv",
+    "factorize",
+    "functional",
+    "low_rank_conv",
+    "machine_rates",
+    "models",
+    "profile",
+    "spatially_separable_conv",
+]

@@ -1,0 +1,1076 @@
+"""Closed-form optimal factorization of a trained convolution into a structured layer.
+
+Three structures, each with its error computed exactly (relative Frobenius norm of the weight
+difference, ``||W - W_r|| / ||W||``):
+
+``kind='depthwise'`` (per-input-channel truncated SVD)
+    For input channel ``i`` the slice ``M_i = W[:, i]`` reshaped to ``C_out x prod(k)`` is what
+    the channel contributes. A depthwise-separable layer with depth multiplier ``m`` can give
+    each ``M_i`` any matrix of rank <= ``m`` and nothing else, and the channels are independent
+    in the Frobenius norm, so the best such layer is the rank-``m`` truncated SVD of every
+    ``M_i`` (Eckart–Young): ``error**2 = sum_i sum_{j >= m} s_ij**2 / ||W||**2``. The right
+    singular vectors become the depthwise filters, the left ones the pointwise weights (each
+    scaled by ``sqrt(s)``). A weight that is depthwise separable has rank-``m`` slices and
+    converts exactly.
+``kind='spatial'`` (SVD of the spatial rearrangement)
+    2-D: ``W[o, i, a, b]`` as the ``(C_in k_h) x (C_out k_w)`` matrix ``M[(i, a), (o, b)]``; a
+    ``k_h x 1`` conv ``C_in -> r`` followed by a ``1 x k_w`` conv ``r -> C_out`` realises
+    exactly the rank-``r`` matrices, so the truncated SVD is optimal with error from the
+    discarded singular values. 3-D (a chain ``k_d``, ``k_h``, ``k_w`` through ``(r_1, r_2)``
+    channels): first the ``(C_in k_d) x (C_out k_h k_w)`` SVD truncated at ``r_1``
+    (``W ~= U_1 B_1`` with orthonormal ``U_1``), then the 2-D scheme on ``B_1`` viewed as a
+    ``(r_1 k_h) x (C_out k_w)`` matrix, truncated at ``r_2``. The two residuals are orthogonal
+    (the first lies outside the column space of ``U_1``, the second inside it, and ``U_1``
+    preserves norms), so ``error**2 = e_1**2 + e_2**2`` exactly. Each step is optimal given the
+    previous one; the chain as a whole is not guaranteed jointly optimal.
+``kind='cp'`` (canonical polyadic decomposition)
+    ``W ~= sum_t c_t (x) a_t (x) f_1t (x) ... (x) f_dt``: pointwise ``C_in -> r`` (the ``a_t``),
+    one depthwise 1-D conv per axis (the ``f``), pointwise ``r -> C_out`` (the ``c_t``).
+    Fitted by alternating least squares from a higher-order SVD start; the error is that of
+    the dense difference (a best rank-``r`` CP fit need not exist; cancelling terms are
+    reported).
+
+Grouped convolutions are factorized group by group (ranks are per group) into grouped layers.
+Bias, stride, padding, dilation and padding mode carry over: the layer has the original's
+output shape for every setting, and exactly its output when the factorization is exact.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .. import cost
+from .._validate import check_nonnegative_int, check_tol
+from ._args import ConvGeometry, same_pads
+from .layers import (
+    DepthwiseSeparableConv1d,
+    DepthwiseSeparableConv2d,
+    DepthwiseSeparableConv3d,
+    LowRankConv1d,
+    LowRankConv2d,
+    LowRankConv3d,
+    SpatiallySeparableConv2d,
+    SpatiallySeparableConv3d,
+    _StructuredConv,
+)
+
+__all__ = ["KINDS", "LayerReport", "factorize"]
+
+#: Structures ``factorize`` and ``convert`` can produce.
+KINDS = ("depthwise", "spatial", "cp")
+
+_DS = {1: DepthwiseSeparableConv1d, 2: DepthwiseSeparableConv2d, 3: DepthwiseSeparableConv3d}
+_SS = {2: SpatiallySeparableConv2d, 3: SpatiallySeparableConv3d}
+_LR = {1: LowRankConv1d, 2: LowRankConv2d, 3: LowRankConv3d}
+
+Rank = int | tuple[int, int]
+
+
+@dataclass
+class LayerReport:
+    """What factorizing one convolution gives and costs.
+
+    Attributes
+    ----------
+    name : str
+        The layer's name in its model (``''`` for :func:`factorize`).
+    kind : str
+        ``'depthwise'``, ``'spatial'`` or ``'cp'``.
+    rank : int, tuple of int or None
+        Depth multiplier (depthwise), intermediate channels per group (spatial; ``(r_1, r_2)``
+        in 3-D) or CP rank per group; None when the layer was left alone.
+    converted : bool
+        False when the layer was left alone (``note`` says why).
+    macs_before, macs_after : int
+        Multiply-accumulates (bias additions not included): totals for the calibration or
+        example input when one was given (``macs_unit == 'total'``), else per output pixel of
+        the layer for a large input (``'per_output_pixel'``: each stage counted at its own
+        resolution relative to the output).
+    params_before, params_after : int
+        Parameters including biases.
+    weight_error : float or None
+        ``||W - W_f|| / ||W||`` of the returned layer's dense equivalent ``W_f`` (computed, so
+        it includes float rounding and, with calibration, the refinement).
+    predicted_error : float or None
+        The closed-form weight error of the initial factorization, from the discarded singular
+        values (depthwise, spatial); for cp the error of the fit.
+    output_error : float or None
+        ``||y_f - y|| / ||y||`` on the calibration batch (None without calibration).
+    init_output_error : float or None
+        The same before least-squares refinement of the last stage.
+    note : str
+        Why the layer was left alone, or remarks (degenerate CP fit, clipped rank, ...).
+    """
+
+    name: str
+    kind: str
+    rank: Rank | None
+    converted: bool
+    macs_before: int
+    macs_after: int
+    params_before: int
+    params_after: int
+    weight_error: float | None = None
+    predicted_error: float | None = None
+    output_error: float | None = None
+    init_output_error: float | None = None
+    macs_unit: str = "per_output_pixel"
+    note: str = ""
+
+    @property
+    def mac_ratio(self) -> float:
+        """``macs_before / macs_after``."""
+        return self.macs_before / self.macs_after if self.macs_after else math.inf
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        if isinstance(d["rank"], tuple):
+            d["rank"] = list(d["rank"])
+        return d
+
+
+# ----------------------------------------------------------------------------------------------
+# the convolution being factorized
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Conv:
+    """A validated ``nn.Conv*d`` with its weight as float64 (CPU) and its geometry."""
+
+    module: Any  # the nn.Conv*d
+    dims: int
+    cin: int
+    cout: int
+    groups: int
+    kernel: tuple[int, ...]
+    geo: ConvGeometry
+    bias: bool
+    W: Tensor
+    norm2: float
+    device: torch.device
+    dtype: torch.dtype
+
+    @property
+    def cin_g(self) -> int:
+        return self.cin // self.groups
+
+    @property
+    def cout_g(self) -> int:
+        return self.cout // self.groups
+
+    @property
+    def taps(self) -> int:
+        return math.prod(self.kernel)
+
+    @property
+    def is_pointwise(self) -> bool:
+        return self.taps == 1
+
+    @property
+    def is_depthwise(self) -> bool:
+        return self.groups == self.cin and self.groups > 1
+
+    def layer_kwargs(self) -> dict[str, Any]:
+        padding = self.module.padding  # a tuple of ints, 'same' or 'valid'
+        return {
+            "kernel_size": self.kernel,
+            "stride": self.geo.stride,
+            "padding": padding,
+            "dilation": self.geo.dilation,
+            "padding_mode": self.geo.padding_mode,
+            "bias": self.bias,
+            "groups": self.groups,
+            "device": self.device,
+            "dtype": self.dtype,
+        }
+
+
+_CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def _as_conv(conv: Any, name: str = "conv") -> _Conv:
+    if isinstance(conv, nn.modules.conv._ConvTransposeNd):
+        raise TypeError(
+            f"{name} must be a torch.nn.Conv1d, Conv2d or Conv3d, got the transposed "
+            f"convolution {type(conv).__name__} (not supported: factorize its forward twin)"
+        )
+    if not isinstance(conv, _CONV_TYPES):
+        raise TypeError(
+            f"{name} must be a torch.nn.Conv1d, Conv2d or Conv3d, got {type(conv).__name__}"
+        )
+    weight = conv.weight
+    if isinstance(weight, nn.parameter.UninitializedParameter):
+        raise ValueError(f"{name} is a lazy convolution that has not been initialised yet")
+    dims = weight.ndim - 2
+    if not weight.is_floating_point() or weight.is_complex():
+        raise TypeError(f"{name} must have a real floating-point weight, got {weight.dtype}")
+    W = weight.detach().to(device="cpu", dtype=torch.float64)
+    if not torch.isfinite(W).all():
+        raise ValueError(f"{name} has non-finite weights (NaN or Inf)")
+    geo = ConvGeometry(
+        dims, tuple(conv.kernel_size), conv.stride, conv.padding, conv.dilation, conv.padding_mode
+    )
+    return _Conv(
+        module=conv,
+        dims=dims,
+        cin=conv.in_channels,
+        cout=conv.out_channels,
+        groups=conv.groups,
+        kernel=geo.kernel_size,
+        geo=geo,
+        bias=conv.bias is not None,
+        W=W,
+        norm2=float((W * W).sum()),
+        device=weight.device,
+        dtype=weight.dtype,
+    )
+
+
+def _exact_tol(dtype: torch.dtype) -> float:
+    """Relative weight error that counts as 'exact' (float rounding of the weight's dtype)."""
+    return 64.0 * torch.finfo(dtype).eps
+
+
+def _int(rank: Rank | None) -> int:
+    if not isinstance(rank, int):
+        raise TypeError(f"an integer rank is needed here, got {rank!r}")
+    return rank
+
+
+def _pair(rank: Rank | None) -> tuple[int, int]:
+    if isinstance(rank, int):
+        return (rank, rank)
+    if rank is None or len(rank) != 2:
+        raise TypeError(f"a pair of ranks is needed here, got {rank!r}")
+    return (int(rank[0]), int(rank[1]))
+
+
+# ----------------------------------------------------------------------------------------------
+# costs: stages of each structure, counted with sepconv.cost
+# ----------------------------------------------------------------------------------------------
+
+# a stage: (in channels, out channels, kernel, groups, axis) with axis -1 = all, None = 1x1
+_Stage = tuple[int, int, tuple[int, ...], int, int | None]
+
+
+def _stages(c: _Conv, kind: str | None, rank: Rank | None) -> list[_Stage]:
+    d, g, k = c.dims, c.groups, c.kernel
+    one = (1,) * d
+
+    def along(a: int) -> tuple[int, ...]:
+        return tuple(n if b == a else 1 for b, n in enumerate(k))
+
+    if kind is None:
+        return [(c.cin, c.cout, k, g, -1)]
+    if kind == "depthwise":
+        m = _int(rank)
+        return [(c.cin, c.cin * m, k, c.cin, -1), (c.cin * m, c.cout, one, g, None)]
+    if kind == "spatial":
+        ranks = (rank,) if isinstance(rank, int) else tuple(_pair(rank))
+        widths = [c.cin, *(g * r for r in ranks), c.cout]
+        return [(widths[a], widths[a + 1], along(a), g, a) for a in range(d)]
+    r = _int(rank)
+    stages: list[_Stage] = [(c.cin, g * r, one, g, None)]
+    stages += [(g * r, g * r, along(a), g * r, a) for a in range(d)]
+    stages.append((g * r, c.cout, one, g, None))
+    return stages
+
+
+def _costs(
+    c: _Conv, kind: str | None, rank: Rank | None, in_size: Sequence[int] | None
+) -> tuple[int, int]:
+    """(MACs, params) of the dense conv (kind None) or a factorized form.
+
+    With ``in_size`` (spatial input size) the MACs are totals for one sample; without, per
+    output pixel for a large input (each stage counted at its resolution relative to the
+    output: a stage before the stride along an axis runs ``stride`` times more pixels).
+    """
+    d = c.dims
+    geo = c.geo
+    if in_size is None:
+        sizes = list(geo.stride)
+        out = [1] * d
+    else:
+        out = list(geo.output_size(in_size))
+        sizes = list(in_size)
+        if geo.pad_first:  # one explicit pad before the stages
+            pads = same_pads(in_size, geo.kernel_size, geo.stride, geo.dilation)
+            sizes = [n + lo + hi for n, (lo, hi) in zip(sizes, pads, strict=True)]
+    stages = _stages(c, kind, rank)
+    macs = params = 0
+    for i, (cin, cout, k, groups, axis) in enumerate(stages):
+        if axis == -1:
+            sizes = list(out)
+        elif axis is not None:
+            sizes[axis] = out[axis]
+        macs += cost.conv_macs(cin, cout, k, dims=d, groups=groups) * math.prod(sizes)
+        params += cost.conv_params(
+            cin, cout, k, dims=d, groups=groups, bias=c.bias and i == len(stages) - 1
+        )
+    return macs, params
+
+
+# ----------------------------------------------------------------------------------------------
+# decompositions: errors for every rank, and the layer for a chosen rank
+# ----------------------------------------------------------------------------------------------
+
+
+class _Decomposition:
+    kind = ""
+
+    def __init__(self, c: _Conv) -> None:
+        self.c = c
+
+    def max_rank(self) -> Rank:
+        raise NotImplementedError
+
+    def error2(self, rank: Rank) -> float:
+        """Relative squared weight error of the closed-form factorization at ``rank``."""
+        raise NotImplementedError
+
+    def rank_for(self, tol: float, cap: Rank | None) -> Rank:
+        raise NotImplementedError
+
+    def candidates(self) -> list[Rank]:
+        """Ranks worth considering under a MAC budget (cheapest last)."""
+        raise NotImplementedError
+
+    def check_rank(self, rank: Any) -> Rank:
+        top = self.max_rank()
+        r = check_nonnegative_int(rank, "rank", minimum=1)
+        if r > _int(top):
+            raise ValueError(self._range_text(top, rank))
+        return r
+
+    def _range_text(self, top: Any, rank: Any) -> str:
+        return (
+            f"rank must be between 1 and {top} for kind={self.kind!r} on a conv with weight "
+            f"shape {tuple(self.c.W.shape)}, got {rank!r}"
+        )
+
+    def build(self, rank: Rank) -> _StructuredConv:
+        raise NotImplementedError
+
+    def notes(self, rank: Rank) -> str:
+        return ""
+
+
+def _tail2(S: Tensor) -> Tensor:
+    """``t[r] = sum_{j >= r} S[..., j]**2`` summed over the leading axes, for r = 0..q."""
+    s2 = (S * S).reshape(-1, S.shape[-1]).sum(0)
+    tail = torch.flip(torch.cumsum(torch.flip(s2, [0]), 0), [0])
+    return torch.cat([tail, tail.new_zeros(1)])
+
+
+def _svd(M: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Thin SVD of a (batch of) matrices, on ``LINALG_THREADS`` threads."""
+    with _num_threads(LINALG_THREADS):
+        U, S, Vh = torch.linalg.svd(M, full_matrices=False)
+    return U, S, Vh
+
+
+def _smallest(tail: Tensor, bound: float, top: int) -> int:
+    """Smallest r in 1..top with tail[r] <= bound (top if none)."""
+    for r in range(1, top + 1):
+        if float(tail[r]) <= bound:
+            return r
+    return top
+
+
+def _set(conv: Any, weight: Tensor) -> None:
+    with torch.no_grad():
+        conv.weight.copy_(weight.reshape(conv.weight.shape))
+
+
+class _DepthwiseDecomposition(_Decomposition):
+    kind = "depthwise"
+
+    def __init__(self, c: _Conv) -> None:
+        super().__init__(c)
+        g, co_g, cin_g = c.groups, c.cout_g, c.cin_g
+        M = c.W.reshape(g, co_g, cin_g, -1).permute(0, 2, 1, 3).reshape(c.cin, co_g, -1)
+        self.U, self.S, self.Vh = _svd(M)
+        self.tail = _tail2(self.S) / max(c.norm2, 1e-300)
+
+    def max_rank(self) -> int:
+        return int(self.S.shape[-1])
+
+    def error2(self, rank: Rank) -> float:
+        return float(self.tail[_int(rank)])
+
+    def rank_for(self, tol: float, cap: Rank | None) -> int:
+        top = self.max_rank() if cap is None else _int(cap)
+        return _smallest(self.tail, tol * tol, top)
+
+    def candidates(self) -> list[Rank]:
+        return list(range(self.max_rank(), 0, -1))
+
+    def build(self, rank: Rank) -> _StructuredConv:
+        c, m = self.c, _int(rank)
+        layer: Any = _DS[c.dims](c.cin, c.cout, depth_multiplier=m, **c.layer_kwargs())
+        sq = self.S[:, :m].sqrt()
+        D = self.Vh[:, :m, :] * sq[..., None]  # (C_in, m, K)
+        P = self.U[:, :, :m] * sq[:, None, :]  # (C_in, co_g, m)
+        P = P.reshape(c.groups, c.cin_g, c.cout_g, m).permute(0, 2, 1, 3)
+        _set(layer.conv_dw, D.to(c.dtype))
+        _set(layer.conv_pw, P.to(c.dtype))
+        _copy_bias(layer.conv_pw, c)
+        return layer
+
+
+def _copy_bias(conv: Any, c: _Conv) -> None:
+    if c.bias:
+        with torch.no_grad():
+            conv.bias.copy_(c.module.bias.detach())
+
+
+class _SpatialDecomposition(_Decomposition):
+    kind = "spatial"
+
+    def __init__(self, c: _Conv) -> None:
+        super().__init__(c)
+        if c.dims == 1:
+            raise ValueError(
+                "kind='spatial' needs a 2-D or 3-D convolution (a 1-D kernel has no spatial "
+                "factorization; use kind='depthwise' or 'cp')"
+            )
+        g, co_g, cin_g, k = c.groups, c.cout_g, c.cin_g, c.kernel
+        Wg = c.W.reshape(g, co_g, cin_g, *k)
+        # (C_in k_0) x (C_out k_1 ... k_{d-1}), per group
+        M1 = Wg.permute(0, 2, 3, 1, *range(4, 3 + c.dims)).reshape(g, cin_g * k[0], -1)
+        self.U1, self.S1, self.Vh1 = _svd(M1)
+        self.tail1 = _tail2(self.S1) / max(c.norm2, 1e-300)
+        self._second: dict[int, tuple[Tensor, Tensor, Tensor, Tensor]] = {}
+
+    # 3-D: the 2-D scheme on B_1 = S_1 V_1^T, per r_1
+    def _stage2(self, r1: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        if r1 not in self._second:
+            c = self.c
+            g, co_g, (_, kh, kw) = c.groups, c.cout_g, c.kernel
+            B1 = self.S1[:, :r1, None] * self.Vh1[:, :r1, :]  # (g, r1, co_g kh kw)
+            M2 = B1.reshape(g, r1, co_g, kh, kw).permute(0, 1, 3, 2, 4).reshape(g, r1 * kh, -1)
+            U2, S2, Vh2 = _svd(M2)
+            self._second[r1] = (U2, S2, Vh2, _tail2(S2) / max(c.norm2, 1e-300))
+        return self._second[r1]
+
+    def max_rank(self) -> Rank:
+        q1 = int(self.S1.shape[-1])
+        if self.c.dims == 2:
+            return q1
+        return (q1, min(q1 * self.c.kernel[1], self.c.cout_g * self.c.kernel[2]))
+
+    def _range_text(self, top: Any, rank: Any) -> str:
+        if self.c.dims == 2:
+            return super()._range_text(top, rank)
+        return (
+            f"rank must be (r_1, r_2) with 1 <= r_1 <= {top[0]} and 1 <= r_2 <= "
+            f"min(r_1 * k_h, C_out / groups * k_w) (<= {top[1]}) for kind='spatial' on a conv "
+            f"with weight shape {tuple(self.c.W.shape)}, got {rank!r}"
+        )
+
+    def check_rank(self, rank: Any) -> Rank:
+        if self.c.dims == 2:
+            return super().check_rank(rank)
+        top = self.max_rank()
+        assert isinstance(top, tuple)
+        if isinstance(rank, (tuple, list)):
+            if len(rank) != 2:
+                raise ValueError(self._range_text(top, rank))
+            r1, r2 = (check_nonnegative_int(r, "rank", minimum=1) for r in rank)
+        else:
+            r1 = r2 = check_nonnegative_int(rank, "rank", minimum=1)
+        if r1 > top[0] or r2 > min(r1 * self.c.kernel[1], self.c.cout_g * self.c.kernel[2]):
+            raise ValueError(self._range_text(top, rank))
+        return (r1, r2)
+
+    def error2(self, rank: Rank) -> float:
+        if self.c.dims == 2:
+            return float(self.tail1[_int(rank)])
+        r1, r2 = _pair(rank)
+        return float(self.tail1[r1]) + float(self._stage2(r1)[3][r2])
+
+    def rank_for(self, tol: float, cap: Rank | None) -> Rank:
+        if self.c.dims == 2:
+            top2 = _int(self.max_rank() if cap is None else cap)
+            return _smallest(self.tail1, tol * tol, top2)
+        # 3-D: half the squared budget to each step (documented), both capped by ``cap``
+        top = self.max_rank()
+        assert isinstance(top, tuple)
+        cap1, cap2 = top if cap is None else _pair(cap)
+        r1 = _smallest(self.tail1, tol * tol / 2, min(cap1, top[0]))
+        tail2 = self._stage2(r1)[3]
+        q2 = min(cap2, tail2.shape[0] - 1)
+        r2 = _smallest(tail2, tol * tol - float(self.tail1[r1]), q2)
+        return (r1, r2)
+
+    def candidates(self) -> list[Rank]:
+        top = self.max_rank()
+        if self.c.dims == 2:
+            return list(range(_int(top), 0, -1))
+        assert isinstance(top, tuple)
+        q1 = top[0]
+        r1s = sorted({max(1, round(q1 * f)) for f in (1, 0.75, 0.5, 0.375, 0.25, 0.125, 0.0625)})
+        out: list[Rank] = []
+        for r1 in sorted(r1s, reverse=True):
+            q2 = self._stage2(r1)[3].shape[0] - 1
+            out += [(r1, r2) for r2 in range(q2, 0, -1)]
+        return out
+
+    def build(self, rank: Rank) -> _StructuredConv:
+        c = self.c
+        g, co_g, cin_g, k = c.groups, c.cout_g, c.cin_g, c.kernel
+        layer: Any = _SS[c.dims](c.cin, c.cout, rank=rank, **c.layer_kwargs())
+        if c.dims == 2:
+            r = _int(rank)
+            sq = self.S1[:, :r].sqrt()
+            A = (self.U1[:, :, :r] * sq[:, None, :]).reshape(g, cin_g, k[0], r)
+            B = (self.Vh1[:, :r, :] * sq[:, :, None]).reshape(g, r, co_g, k[1])
+            _set(layer.conv_h, A.permute(0, 3, 1, 2).to(c.dtype))
+            _set(layer.conv_w, B.permute(0, 2, 1, 3).to(c.dtype))
+            _copy_bias(layer.conv_w, c)
+            return layer
+        r1, r2 = _pair(rank)
+        U2, S2, Vh2, _ = self._stage2(r1)
+        # balance: conv_d gets sqrt(s_1) per channel, conv_h the inverse on its inputs
+        b = self.S1[:, :r1].sqrt()
+        inv = torch.where(b > 0, 1.0 / torch.where(b > 0, b, 1.0), torch.zeros_like(b))
+        A = (self.U1[:, :, :r1] * b[:, None, :]).reshape(g, cin_g, k[0], r1)
+        sq2 = S2[:, :r2].sqrt()
+        Bh = (U2[:, :, :r2] * sq2[:, None, :]).reshape(g, r1, k[1], r2) * inv[:, :, None, None]
+        Cw = (Vh2[:, :r2, :] * sq2[:, :, None]).reshape(g, r2, co_g, k[2])
+        _set(layer.conv_d, A.permute(0, 3, 1, 2).to(c.dtype))
+        _set(layer.conv_h, Bh.permute(0, 3, 1, 2).to(c.dtype))
+        _set(layer.conv_w, Cw.permute(0, 2, 1, 3).to(c.dtype))
+        _copy_bias(layer.conv_w, c)
+        return layer
+
+
+# -- CP ------------------------------------------------------------------------------------------
+
+
+def _unfold(T: Tensor, n: int) -> Tensor:
+    return T.movedim(n, 0).reshape(T.shape[n], -1)
+
+
+def _khatri_rao(mats: Sequence[Tensor]) -> Tensor:
+    out = mats[0]
+    for m in mats[1:]:
+        out = (out[:, None, :] * m[None, :, :]).reshape(-1, out.shape[1])
+    return out
+
+
+def _cp_dense(A: Sequence[Tensor]) -> Tensor:
+    shape = [a.shape[0] for a in A]
+    return (A[0] @ _khatri_rao(A[1:]).T).reshape(shape)
+
+
+@dataclass
+class _CPFit:
+    factors: list[Tensor]  # one (I_n, r) per mode
+    error2: float  # absolute squared error
+    cancellation: float  # sum_t prod_n ||a_nt|| / ||fit||
+    iterations: int
+
+
+def cp_als(
+    T: Tensor, rank: int, *, max_iter: int = 300, target: float = 0.0, seed: int = 0
+) -> _CPFit:
+    """CP fit of a tensor by alternating least squares from a higher-order SVD start.
+
+    Stops at ``max_iter`` sweeps, when the relative error reaches ``target``, or when 10
+    sweeps improve it by less than 0.01 % (an initialisation for fine-tuning, not a
+    certified optimum). A tiny ridge (1e-12 of the Gram's scale) keeps the normal equations
+    solvable for rank-deficient factors.
+    """
+    with _num_threads(LINALG_THREADS):
+        return _cp_als(T, rank, max_iter=max_iter, target=target, seed=seed)
+
+
+#: Threads for the factorizations' dense linear algebra (SVD, eigh, solves, CP sweeps). One:
+#: with the MKL build of torch, multithreaded LAPACK calls on these small and medium matrices
+#: measured 2-50x *slower* than one thread (thread hand-off dominates), e.g. a 512x512 eigh
+#: 0.07 s on one thread and 0.25-7 s on two.
+LINALG_THREADS = 1
+
+
+@contextmanager
+def _num_threads(n: int) -> Iterator[None]:
+    old = torch.get_num_threads()
+    if n != old:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if n != old:
+            torch.set_num_threads(old)
+
+
+def _cp_als(T: Tensor, rank: int, *, max_iter: int, target: float, seed: int) -> _CPFit:
+    N = T.ndim
+    norm = float(T.norm())
+    gen = torch.Generator().manual_seed(seed)
+    A: list[Tensor] = []
+    for n in range(N):
+        u = _leading_left(_unfold(T, n))
+        if u.shape[1] >= rank:
+            A.append(u[:, :rank].clone())
+        else:
+            extra = torch.randn(T.shape[n], rank - u.shape[1], generator=gen, dtype=T.dtype)
+            A.append(torch.cat([u, extra / math.sqrt(T.shape[n])], 1))
+    if norm == 0.0:
+        return _CPFit([a * 0 for a in A], 0.0, 0.0, 0)
+    grams = [a.T @ a for a in A]
+    mttkrp = [_MTTKRP(T, n) for n in range(N)]
+    prev = math.inf
+    err2 = math.inf
+    it = 0
+    for it in range(1, max_iter + 1):
+        for n in range(N):
+            V = torch.ones(rank, rank, dtype=T.dtype)
+            for m in range(N):
+                if m != n:
+                    V = V * grams[m]
+            rhs = mttkrp[n](A)  # (I_n, r)
+            ridge = 1e-12 * float(V.diagonal().abs().max()) + 1e-300
+            A[n] = torch.linalg.solve(V + ridge * torch.eye(rank, dtype=T.dtype), rhs.T).T
+            grams[n] = A[n].T @ A[n]
+        if it % 5 == 0 or it == max_iter:
+            # ||T - X||^2 = ||T||^2 - 2 <T, X> + ||X||^2, from the last mode's quantities
+            full = torch.ones(rank, rank, dtype=T.dtype)
+            for g_ in grams:
+                full = full * g_
+            inner = float((rhs * A[N - 1]).sum())
+            err2 = max(norm * norm - 2 * inner + float(full.sum()), 0.0)
+            err = math.sqrt(err2) / norm
+            if err < 1e-6:  # the expansion above has lost its digits: measure directly
+                err = float((T - _cp_dense(A)).norm()) / norm
+            if err <= target:
+                break
+            if it % 10 == 0:
+                if math.isfinite(prev) and prev - err <= 1e-4 * prev:
+                    break
+                prev = err
+    fit = _cp_dense(A)
+    err2 = float(((T - fit) ** 2).sum())
+    term = torch.ones(rank, dtype=T.dtype)
+    for a in A:
+        term = term * a.norm(dim=0)
+    fnorm = float(fit.norm())
+    canc = float(term.sum()) / fnorm if fnorm > 0 else 0.0
+    return _CPFit(A, err2, canc, it)
+
+
+def _leading_left(X: Tensor) -> Tensor:
+    """Left singular vectors of a wide matrix (by singular value), via its small Gram matrix."""
+    if X.shape[0] > X.shape[1]:
+        return torch.linalg.svd(X, full_matrices=False)[0]
+    _, evecs = torch.linalg.eigh(X @ X.T)
+    return evecs.flip(1)
+
+
+class _MTTKRP:
+    """``T_(n) @ khatri_rao(A_m, m != n)`` without forming the Khatri-Rao product.
+
+    The largest other mode is contracted by one matrix product (which creates the rank axis;
+    ``T`` is laid out for it once, here), the rest one at a time against that axis, so no
+    intermediate is larger than ``T.numel() / max(other sizes) * rank``.
+    """
+
+    def __init__(self, T: Tensor, n: int) -> None:
+        others = sorted((m for m in range(T.ndim) if m != n), key=lambda m: -T.shape[m])
+        self.first = others[0]
+        self.rest = others[1:]
+        self.modes = [m for m in range(T.ndim) if m != self.first]
+        self.shape = [T.shape[m] for m in self.modes]
+        self.T = T.movedim(self.first, -1).reshape(-1, T.shape[self.first]).contiguous()
+
+    def __call__(self, A: Sequence[Tensor]) -> Tensor:
+        Z = (self.T @ A[self.first]).reshape(*self.shape, -1)  # remaining modes..., r
+        modes = list(self.modes)
+        for m in self.rest:
+            p = modes.index(m)
+            Z = (Z.movedim(p, -2) * A[m]).sum(-2)
+            modes.pop(p)
+        return Z  # (I_n, r): only mode n is left
+
+
+#: A CP fit whose terms sum to this many times the norm of their sum cancels (degenerate).
+CP_CANCELLATION_LIMIT = 10.0
+
+
+class _CPDecomposition(_Decomposition):
+    kind = "cp"
+
+    def __init__(self, c: _Conv, *, max_iter: int = 300) -> None:
+        super().__init__(c)
+        self.max_iter = max_iter
+        self.blocks = list(c.W.reshape(c.groups, c.cout_g, c.cin_g, *c.kernel))
+        self.fits: dict[int, list[_CPFit]] = {}
+
+    def max_rank(self) -> int:
+        shape = (self.c.cout_g, self.c.cin_g, *self.c.kernel)
+        return max(1, math.prod(shape) // max(shape))
+
+    def fit(self, rank: int, target: float = 0.0) -> list[_CPFit]:
+        if rank not in self.fits:
+            self.fits[rank] = [
+                cp_als(T, rank, max_iter=self.max_iter, target=target) for T in self.blocks
+            ]
+        return self.fits[rank]
+
+    def error2(self, rank: Rank) -> float:
+        fits = self.fit(_int(rank))
+        return sum(f.error2 for f in fits) / max(self.c.norm2, 1e-300)
+
+    def rank_for(self, tol: float, cap: Rank | None) -> int:
+        top = self.max_rank() if cap is None else _int(cap)
+        ok = lambda r: self.error2(r) <= tol * tol  # noqa: E731
+        lo, hi = 0, 1  # ok(hi) unknown; find a feasible rank by doubling, then bisect
+        while hi < top and not ok(hi):
+            lo, hi = hi, min(2 * hi, top)
+        if not ok(hi):
+            return hi
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if ok(mid):
+                hi = mid
+            else:
+                lo = mid
+        return hi
+
+    def candidates(self) -> list[Rank]:
+        top = self.max_rank()
+        ranks = {top}
+        r = 1
+        while r < top:
+            ranks.add(r)
+            r *= 2
+        return sorted(ranks, reverse=True)
+
+    def notes(self, rank: Rank) -> str:
+        worst = max(f.cancellation for f in self.fit(_int(rank)))
+        if worst > CP_CANCELLATION_LIMIT:
+            return (
+                f"degenerate CP fit: terms cancel (sum of term norms {worst:.0f}x the norm of "
+                "their sum); a best fit of this rank may not exist"
+            )
+        return ""
+
+    def build(self, rank: Rank) -> _StructuredConv:
+        c, r = self.c, _int(rank)
+        layer: Any = _LR[c.dims](c.cin, c.cout, rank=r, **c.layer_kwargs())
+        pw1: list[Tensor] = []
+        pw2: list[Tensor] = []
+        dws: list[list[Tensor]] = [[] for _ in range(c.dims)]
+        n = c.dims + 2
+        for fit in self.fit(r):
+            norms = [a.norm(dim=0) for a in fit.factors]
+            lam = torch.ones(r, dtype=torch.float64)
+            for nn_ in norms:
+                lam = lam * nn_
+            share = lam ** (1.0 / n)
+            unit = [
+                a / torch.where(nrm > 0, nrm, 1.0) * share
+                for a, nrm in zip(fit.factors, norms, strict=True)
+            ]
+            pw2.append(unit[0])  # (co_g, r)
+            pw1.append(unit[1].T)  # (r, cin_g)
+            for a in range(c.dims):
+                dws[a].append(unit[2 + a].T)  # (r, k_a)
+        _set(layer.conv_pw1, torch.cat(pw1).to(c.dtype))
+        _set(layer.conv_pw2, torch.cat(pw2).to(c.dtype))
+        for a, conv in enumerate(layer._depthwise()):
+            _set(conv, torch.cat(dws[a]).to(c.dtype))
+        _copy_bias(layer.conv_pw2, c)
+        return layer
+
+
+_DECOMPOSITIONS: dict[str, type[_Decomposition]] = {
+    "depthwise": _DepthwiseDecomposition,
+    "spatial": _SpatialDecomposition,
+    "cp": _CPDecomposition,
+}
+
+
+def _check_kind(kind: Any) -> str:
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {list(KINDS)}, got {kind!r}")
+    return str(kind)
+
+
+def _decompose(c: _Conv, kind: str) -> _Decomposition:
+    return _DECOMPOSITIONS[kind](c)
+
+
+# ----------------------------------------------------------------------------------------------
+# calibration: least squares on the last stage
+# ----------------------------------------------------------------------------------------------
+
+
+def _check_calibration(calibration: Any, c: _Conv, name: str = "calibration") -> Tensor:
+    if not isinstance(calibration, Tensor):
+        raise TypeError(
+            f"{name} must be a torch.Tensor batch of the layer's inputs, "
+            f"got {type(calibration).__name__}"
+        )
+    spatial = ", ".join("*" * c.dims)
+    if (
+        calibration.ndim != c.dims + 2
+        or calibration.shape[1] != c.cin
+        or calibration.shape[0] < 1
+        or not calibration.is_floating_point()
+    ):
+        raise ValueError(
+            f"{name} must be a floating-point batch of shape (N, {c.cin}, {spatial}) for this "
+            f"{c.dims}-D conv with {c.cin} input channels, got {tuple(calibration.shape)} "
+            f"({calibration.dtype})"
+        )
+    x = calibration.detach().to(device=c.device, dtype=c.dtype)
+    try:
+        c.geo.output_size(tuple(x.shape[2:]))
+        with torch.no_grad():
+            c.module(x[:1])
+    except RuntimeError as exc:
+        raise ValueError(
+            f"{name} of spatial size {tuple(x.shape[2:])} does not fit this conv "
+            f"(kernel {c.kernel}, dilation {c.geo.dilation}): {exc}"
+        ) from None
+    return x
+
+
+def _relative(a: Tensor, b: Tensor) -> float:
+    den = float(b.double().norm())
+    num = float((a.double() - b.double()).norm())
+    return num / den if den > 0 else (0.0 if num == 0 else math.inf)
+
+
+def _last_stage(layer: Any) -> Any:
+    if hasattr(layer, "conv_pw2"):
+        return layer.conv_pw2
+    if hasattr(layer, "conv_pw"):
+        return layer.conv_pw
+    return layer.conv_w
+
+
+#: Calibration rows (output pixels x batch) needed per refitted weight of the last stage.
+MIN_ROWS_PER_WEIGHT = 4
+#: Ridge of the refit towards the closed-form weights, relative to the Gram's mean diagonal.
+REFIT_RIDGE = 1e-3
+
+
+def _refine(layer: Any, c: _Conv, x: Tensor, y: Tensor, *, chunk: int = 8) -> str:
+    """Least-squares refit of the last stage (and bias) so the layer's output matches ``y``.
+
+    The last stage is linear in its weights: its output is ``features @ theta`` where the
+    features are the taps of its input (one per input channel and kernel tap, extracted by a
+    one-hot depthwise conv with the stage's stride, padding and dilation). The normal
+    equations are accumulated in float64 over chunks of the batch, per group, and solved
+    with a small ridge towards the closed-form weights (``REFIT_RIDGE`` of the Gram's mean
+    diagonal), which keeps the refit from chasing noise along directions the batch barely
+    excites. With fewer than ``MIN_ROWS_PER_WEIGHT`` rows per weight the fit would be
+    underdetermined or overfitted: the closed form is kept and a note returned.
+    """
+    last = _last_stage(layer)
+    captured: list[Tensor] = []
+    handle = last.register_forward_pre_hook(lambda mod, inp: captured.append(inp[0]))
+    try:
+        with torch.no_grad():
+            for start in range(0, x.shape[0], chunk):
+                layer(x[start : start + chunk])
+    finally:
+        handle.remove()
+    cin = last.in_channels
+    g = last.groups
+    taps = math.prod(last.kernel_size)
+    extract = type(last)(
+        cin,
+        cin * taps,
+        last.kernel_size,
+        stride=last.stride,
+        padding=last.padding,
+        dilation=last.dilation,
+        groups=cin,
+        bias=False,
+        padding_mode=last.padding_mode,
+    ).to(device=c.device, dtype=torch.float64)
+    with torch.no_grad():
+        eye = torch.eye(taps, dtype=torch.float64, device=c.device)
+        extract.weight.copy_(eye.repeat(cin, 1).reshape(extract.weight.shape))
+    cg, og = cin // g, c.cout // g
+    n_feat = cg * taps + (1 if c.bias else 0)
+    rows = x.shape[0] * math.prod(y.shape[2:])
+    if rows < MIN_ROWS_PER_WEIGHT * n_feat:
+        return (
+            f"calibration too small to refit ({rows} output pixels for {n_feat} weights per "
+            f"output channel, need {MIN_ROWS_PER_WEIGHT}x): closed form kept"
+        )
+    G = torch.zeros(g, n_feat, n_feat, dtype=torch.float64, device=c.device)
+    R = torch.zeros(g, n_feat, og, dtype=torch.float64, device=c.device)
+    with torch.no_grad():
+        for i, z in enumerate(captured):
+            start = i * chunk
+            feats = extract(z.double())  # (n, cin * taps, *out)
+            target = y[start : start + z.shape[0]].double()
+            F_ = feats.movedim(1, -1).reshape(-1, g, cg * taps)
+            if c.bias:
+                F_ = torch.cat([F_, F_.new_ones(F_.shape[0], g, 1)], 2)
+            Y_ = target.movedim(1, -1).reshape(-1, g, og)
+            G += torch.einsum("pga,pgb->gab", F_, F_)
+            R += torch.einsum("pga,pgo->gao", F_, Y_)
+        w0 = last.weight.detach().double().reshape(g, og, cg * taps).transpose(1, 2)
+        if c.bias:
+            w0 = torch.cat([w0, last.bias.detach().double().reshape(g, 1, og)], 1)
+        lam = REFIT_RIDGE * G.diagonal(dim1=1, dim2=2).mean(1).clamp_min(1e-300)[:, None, None]
+        eye_f = torch.eye(n_feat, dtype=torch.float64, device=c.device)
+        with _num_threads(LINALG_THREADS):
+            theta = torch.linalg.solve(G + lam * eye_f, R + lam * w0)  # (g, n_feat, og)
+        w = theta[:, : cg * taps, :].permute(0, 2, 1).reshape(c.cout, cg, *last.kernel_size)
+        last.weight.copy_(w.to(last.weight.dtype))
+        if c.bias:
+            last.bias.copy_(theta[:, -1, :].reshape(c.cout).to(last.bias.dtype))
+    return ""
+
+
+# ----------------------------------------------------------------------------------------------
+# public
+# ----------------------------------------------------------------------------------------------
+
+
+def _weight_error(layer: _StructuredConv, c: _Conv) -> float:
+    with torch.no_grad():
+        Wf = layer.dense_weight().detach().to(device="cpu", dtype=torch.float64)
+    return _relative(Wf, c.W)
+
+
+def _factorize(
+    c: _Conv,
+    dec: _Decomposition,
+    rank: Rank,
+    x: Tensor | None,
+    y: Tensor | None,
+    name: str = "",
+    note: str = "",
+) -> tuple[_StructuredConv, LayerReport]:
+    layer = dec.build(rank)
+    layer.train(c.module.training)
+    predicted = math.sqrt(max(dec.error2(rank), 0.0))
+    notes = [n for n in (note, dec.notes(rank)) if n]
+    init_out = out_err = None
+    if x is not None and y is not None:
+        with torch.no_grad():
+            init_out = _relative(layer(x), y)
+        skipped = _refine(layer, c, x, y)
+        if skipped:
+            notes.append(skipped)
+        with torch.no_grad():
+            out_err = _relative(layer(x), y)
+    in_size = None if x is None else tuple(x.shape[2:])
+    mb, pb = _costs(c, None, None, in_size)
+    ma, pa = _costs(c, dec.kind, rank, in_size)
+    report = LayerReport(
+        name=name,
+        kind=dec.kind,
+        rank=rank,
+        converted=True,
+        macs_before=mb,
+        macs_after=ma,
+        params_before=pb,
+        params_after=pa,
+        weight_error=_weight_error(layer, c),
+        predicted_error=predicted,
+        output_error=out_err,
+        init_output_error=init_out,
+        macs_unit="per_output_pixel" if in_size is None else "total",
+        note="; ".join(notes),
+    )
+    return layer, report
+
+
+def factorize(
+    conv: nn.Module,
+    kind: str = "depthwise",
+    *,
+    rank: int | Sequence[int] | None = None,
+    tol: float | None = None,
+    calibration: Tensor | None = None,
+) -> tuple[nn.Module, LayerReport]:
+    """Best structured replacement of a trained convolution, with its exact error.
+
+    Parameters
+    ----------
+    conv : torch.nn.Conv1d, Conv2d or Conv3d
+        The trained convolution (any groups, stride, padding, dilation, padding mode, bias).
+        Transposed convolutions and other modules raise ``TypeError``.
+    kind : {'depthwise', 'spatial', 'cp'}
+        Depthwise-separable (per-input-channel truncated SVD; ``rank`` is the depth
+        multiplier), spatially separable (SVD of the ``(C_in k_h) x (C_out k_w)``
+        rearrangement; 2-D and 3-D) or CP (pointwise, depthwise 1-D per axis, pointwise).
+    rank : int or (int, int), optional
+        The rank (per group). ``(r_1, r_2)`` for a 3-D spatial chain (an int: both).
+    tol : float, optional
+        Largest relative weight error ``||W - W_f|| / ||W||``: the smallest rank meeting it
+        (capped by ``rank`` when both are given). 3-D spatial: ``r_1`` takes half the squared
+        budget, ``r_2`` the rest. cp: found by doubling and bisection over fitted ranks.
+    calibration : Tensor, shape (N, C_in, *spatial), optional
+        A batch of the layer's real inputs. The last stage (the pointwise conv for depthwise
+        and cp, the ``1 x k_w`` conv for spatial) and the bias are then refitted by least
+        squares to minimise the error of the *output* on this batch; the report gives the
+        output error before and after, and the weight error of the final layer.
+
+    With neither ``rank`` nor ``tol``: the smallest rank that reproduces the weight to float
+    rounding of its dtype (for cp, the smallest rank found by the search).
+
+    Returns
+    -------
+    module : DepthwiseSeparableConvNd, SpatiallySeparableConvNd or LowRankConvNd
+        On the conv's device and dtype, in its training mode; same output shape as ``conv``
+        for every input.
+    report : LayerReport
+        Rank, MACs and parameters before/after, ``weight_error`` (computed from the dense
+        difference) and ``predicted_error`` (from the discarded singular values; they agree
+        to float rounding without calibration), output errors with calibration.
+
+    Raises
+    ------
+    TypeError
+        ``conv`` is not a (non-transposed) convolution; ``calibration`` is not a tensor.
+    ValueError
+        Unknown ``kind``; ``rank`` out of range; ``tol`` negative; ``calibration`` of the
+        wrong shape; ``kind='spatial'`` on a 1-D conv.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sepconv.nn import factorize
+    >>> conv = torch.nn.Conv2d(16, 32, 3, padding=1)
+    >>> layer, report = factorize(conv, "depthwise", rank=2)
+    >>> type(layer).__name__, report.rank, report.macs_before, report.macs_after
+    ('DepthwiseSeparableConv2d', 2, 4608, 1312)
+    >>> abs(report.weight_error - report.predicted_error) < 1e-6
+    True
+    """
+    c = _as_conv(conv)
+    kind = _check_kind(kind)
+    tol = check_tol(tol)
+    x = None if calibration is None else _check_calibration(calibration, c)
+    dec = _decompose(c, kind)
+    cap = None if rank is None else dec.check_rank(rank)
+    if tol is None and cap is not None:
+        chosen: Rank = cap
+    else:
+        target = _exact_tol(c.dtype) if tol is None else max(tol, _exact_tol(c.dtype))
+        chosen = dec.rank_for(target, cap)
+    y = None
+    if x is not None:
+        with torch.no_grad():
+            y = c.module(x)
+    layer, report = _factorize(c, dec, chosen, x, y)
+    return layer, report

@@ -1,0 +1,798 @@
+"""An honest per-layer profiler: counted cost, the roofline bound, and measured time.
+
+For every leaf module a forward pass runs through: parameters, multiply-accumulates (MACs:
+convolutions ``prod(k) C_in/groups C_out`` per output element, linear layers
+``in_features out_features``; bias additions counted apart, normalisation and activations
+cost no MACs), bytes moved (input + output + parameters, each once), the roofline time
+``max(MACs / R, bytes / B)`` from this machine's measured GEMM rate ``R`` (a float32 matmul)
+and copy bandwidth ``B`` (a large tensor copy), and the measured time of the layer run alone
+on its real input (warm-up, then the median). The totals add the end-to-end latency of the
+whole model, which also includes what leaf modules do not see (residual additions, functional
+calls in ``forward``) and Python overhead.
+
+The timed model is a prepared copy (the original is never changed): evaluation mode,
+batch norm folded into the preceding convolution, a memory format (channels-last for 2-D and
+3-D inputs when it is faster), ``torch.inference_mode``, optionally ``torch.compile``;
+``Profile.settings`` records which.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+import statistics
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .. import cost
+from .._validate import check_nonnegative_int
+
+__all__ = ["LayerProfile", "MachineRates", "Profile", "count", "machine_rates", "profile"]
+
+MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
+
+
+# ----------------------------------------------------------------------------------------------
+# machine rates
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MachineRates:
+    """Measured rates of this machine at ``threads`` threads (float32).
+
+    ``bandwidth_curve`` holds ``(bytes moved, copy bytes/s)`` pairs from copies of growing
+    size: working sets that stay in cache move faster than main memory
+    (``bandwidth_bytes_per_s``, the largest copy), and the smallest copies include the fixed
+    cost of one call. The roofline uses the bandwidth measured at the layer's own bytes moved
+    (a cache-aware roofline), interpolated log-linearly.
+    """
+
+    gemm_macs_per_s: float
+    bandwidth_bytes_per_s: float
+    threads: int
+    bandwidth_curve: tuple[tuple[int, float], ...] = ()
+
+    def bandwidth(self, nbytes: float) -> float:
+        """Copy bandwidth for a working set of ``nbytes`` (main memory beyond the curve)."""
+        curve = self.bandwidth_curve
+        if not curve:
+            return self.bandwidth_bytes_per_s
+        if nbytes <= curve[0][0]:
+            return curve[0][1]
+        for (s0, b0), (s1, b1) in itertools.pairwise(curve):
+            if nbytes <= s1:
+                f = math.log(nbytes / s0) / math.log(s1 / s0)
+                return b0 + f * (b1 - b0)
+        return self.bandwidth_bytes_per_s
+
+    def roofline(self, macs: float, nbytes: float) -> tuple[float, str]:
+        """``(time, bound)``: ``max(macs / R, bytes / B(bytes))`` and which term is larger."""
+        tc = macs / self.gemm_macs_per_s
+        tm = nbytes / self.bandwidth(nbytes) if nbytes else 0.0
+        return (tc, "compute") if tc >= tm else (tm, "memory")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["bandwidth_curve"] = [list(p) for p in self.bandwidth_curve]
+        return d
+
+
+_RATES: dict[int, MachineRates] = {}
+
+
+def _times(fn: Callable[[], Any], warmup: int, repeats: int, inner: int = 1) -> list[float]:
+    """Seconds per call of ``repeats`` samples of ``inner`` calls each, after warm-up."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        times.append((time.perf_counter() - t0) / inner)
+    return times
+
+
+def _median_time(fn: Callable[[], Any], warmup: int, repeats: int, inner: int = 1) -> float:
+    """Median seconds per call over ``repeats`` samples of ``inner`` calls, after warm-up."""
+    return statistics.median(_times(fn, warmup, repeats, inner))
+
+
+@contextmanager
+def _threads(n: int | None) -> Iterator[int]:
+    old = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(old)
+
+
+#: Sizes (bytes per tensor) of the copies behind the bandwidth curve.
+COPY_SIZES = tuple(2**k for k in range(13, 28, 2))  # 8 KiB ... 128 MiB
+
+
+def machine_rates(threads: int | None = None, *, refresh: bool = False) -> MachineRates:
+    """Measure (once per thread count, then cached) the GEMM rate and memory bandwidth.
+
+    Peak rates, so the best of several runs: GEMM from float32 square matmuls of 1024, 1536
+    and 2048 (``n**3`` MACs each); bandwidth from tensor copies of 8 KiB to 128 MiB (read +
+    write bytes), the largest being main memory. Takes about two seconds.
+
+    Examples
+    --------
+    >>> r = machine_rates()  # doctest: +SKIP
+    >>> r.gemm_macs_per_s / 1e9, r.bandwidth_bytes_per_s / 1e9  # doctest: +SKIP
+    (88.1, 21.6)
+    """
+    if threads is not None:
+        threads = check_nonnegative_int(threads, "threads", minimum=1)
+    with _threads(threads) as n:
+        if n in _RATES and not refresh:
+            return _RATES[n]
+        gen = torch.Generator().manual_seed(0)
+        gemm = 0.0
+        curve = []
+        with torch.inference_mode():
+            for size in (1024, 1536, 2048):
+                a = torch.randn(size, size, generator=gen)
+                b = torch.randn(size, size, generator=gen)
+                out = torch.empty(size, size)
+                t = min(_times(lambda: torch.matmul(a, b, out=out), 1, 5))  # noqa: B023
+                gemm = max(gemm, size**3 / t)
+            for nbytes in COPY_SIZES:
+                src = torch.ones(nbytes // 4)
+                dst = torch.empty_like(src)
+                inner = max(1, 2**22 // nbytes)
+                t = min(_times(lambda: dst.copy_(src), 2, 7, inner))  # noqa: B023
+                curve.append((2 * nbytes, 2 * nbytes / t))
+        rates = MachineRates(gemm, curve[-1][1], n, tuple(curve))
+        _RATES[n] = rates
+        return rates
+
+
+# ----------------------------------------------------------------------------------------------
+# counting
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LayerProfile:
+    """One leaf module of the profiled model (times in seconds; sums over repeated calls)."""
+
+    name: str
+    type: str
+    input_shape: tuple[int, ...]
+    output_shape: tuple[int, ...]
+    params: int
+    macs: int
+    bias_adds: int
+    bytes: int
+    calls: int = 1
+    roofline_s: float | None = None
+    bound: str = ""
+    measured_s: float | None = None
+    note: str = ""
+
+    @property
+    def ratio(self) -> float | None:
+        """Measured / roofline time (None when either is missing or zero)."""
+        if self.measured_s is None or not self.roofline_s:
+            return None
+        return self.measured_s / self.roofline_s
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["input_shape"] = list(self.input_shape)
+        d["output_shape"] = list(self.output_shape)
+        d["ratio"] = self.ratio
+        return d
+
+
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_TRANSPOSED = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+
+
+def _macs(module: nn.Module, x: Tensor, y: Tensor) -> tuple[int, int]:
+    """(MACs, bias additions) of one call."""
+    if isinstance(module, _CONVS):
+        d = x.ndim - 2
+        per = cost.conv_macs(
+            module.in_channels,
+            module.out_channels,
+            tuple(module.kernel_size),
+            dims=d,
+            groups=module.groups,
+        )
+        out_pixels = y.numel() // module.out_channels
+        return per * out_pixels, (y.numel() if module.bias is not None else 0)
+    if isinstance(module, _TRANSPOSED):
+        k = math.prod(module.kernel_size)
+        per_in = k * module.in_channels * module.out_channels // module.groups
+        return per_in * (x.numel() // module.in_channels), (
+            y.numel() if module.bias is not None else 0
+        )
+    if isinstance(module, nn.Linear):
+        rows = y.numel() // module.out_features
+        return rows * module.in_features * module.out_features, (
+            y.numel() if module.bias is not None else 0
+        )
+    return 0, 0
+
+
+def _leaves(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    return [
+        (name, m)
+        for name, m in model.named_modules()
+        if not any(True for _ in m.children()) and not isinstance(m, nn.Identity)
+    ]
+
+
+def _nbytes(t: Any) -> int:
+    if isinstance(t, Tensor):
+        return t.numel() * t.element_size()
+    if isinstance(t, (tuple, list)):
+        return sum(_nbytes(v) for v in t)
+    return 0
+
+
+def _first_tensor(t: Any) -> Tensor | None:
+    if isinstance(t, Tensor):
+        return t
+    if isinstance(t, (tuple, list)):
+        for v in t:
+            f = _first_tensor(v)
+            if f is not None:
+                return f
+    return None
+
+
+@contextmanager
+def _eval(model: nn.Module) -> Iterator[None]:
+    """Evaluation mode for the duration (BN running statistics must not change)."""
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
+
+
+def count(model: nn.Module, example: Any) -> list[LayerProfile]:
+    """Per-leaf parameters, MACs, bias additions and bytes for one forward pass on ``example``.
+
+    The model runs in evaluation mode without gradients and is left unchanged. Rows follow
+    the order of first call; a module called several times has its costs summed (``calls``).
+
+    Examples
+    --------
+    >>> import torch
+    >>> rows = count(torch.nn.Conv2d(3, 8, 3, padding=1), torch.zeros(1, 3, 8, 8))
+    >>> rows[0].macs, rows[0].bias_adds, rows[0].params
+    (13824, 512, 224)
+    """
+    rows: dict[str, LayerProfile] = {}
+    handles = []
+
+    def hook(name: str) -> Callable[..., None]:
+        def fn(module: nn.Module, args: tuple[Any, ...], out: Any) -> None:
+            x = _first_tensor(args)
+            y = _first_tensor(out)
+            if x is None or y is None:
+                macs = adds = 0
+            else:
+                macs, adds = _macs(module, x, y)
+            pbytes = sum(p.numel() * p.element_size() for p in module.parameters(recurse=False))
+            nbytes = _nbytes(args) + _nbytes(out) + pbytes
+            if name in rows:
+                r = rows[name]
+                r.calls += 1
+                r.macs += macs
+                r.bias_adds += adds
+                r.bytes += nbytes
+                return
+            rows[name] = LayerProfile(
+                name=name,
+                type=type(module).__name__,
+                input_shape=tuple(x.shape) if x is not None else (),
+                output_shape=tuple(y.shape) if y is not None else (),
+                params=sum(p.numel() for p in module.parameters(recurse=False)),
+                macs=macs,
+                bias_adds=adds,
+                bytes=nbytes,
+            )
+
+        return fn
+
+    for name, m in _leaves(model):
+        handles.append(m.register_forward_hook(hook(name)))
+    try:
+        with _eval(model), torch.no_grad():
+            _call(model, example)
+    finally:
+        for h in handles:
+            h.remove()
+    return list(rows.values())
+
+
+def _call(model: nn.Module, example: Any) -> Any:
+    return model(*example) if isinstance(example, tuple) else model(example)
+
+
+# ----------------------------------------------------------------------------------------------
+# preparing the timed copy
+# ----------------------------------------------------------------------------------------------
+
+_BNS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
+def _fold_batchnorm(model: nn.Module, example: Any) -> list[tuple[str, str]]:
+    """Fold every BN whose input is exactly the output of the conv called just before it.
+
+    Returns the folded ``(conv, bn)`` name pairs; the caller checks the outputs still agree.
+    """
+    calls: list[tuple[str, nn.Module, Any, Any]] = []
+    handles = []
+    for name, m in _leaves(model):
+        handles.append(
+            m.register_forward_hook(
+                lambda mod, args, out, name=name: calls.append((name, mod, args, out))
+            )
+        )
+    try:
+        with torch.no_grad():
+            _call(model, example)
+    finally:
+        for h in handles:
+            h.remove()
+    uses: dict[int, int] = {}
+    for _, _, args, _ in calls:
+        for a in args if isinstance(args, tuple) else (args,):
+            if isinstance(a, Tensor):
+                uses[id(a)] = uses.get(id(a), 0) + 1
+    pairs = []
+    for (cname, conv, _, cout), (bname, bn, bargs, _) in itertools.pairwise(calls):
+        if (
+            isinstance(conv, _CONVS)
+            and isinstance(bn, _BNS)
+            and bn.track_running_stats
+            and bargs
+            and bargs[0] is cout
+            and uses.get(id(cout), 0) == 1
+        ):
+            pairs.append((cname, bname))
+    done: set[str] = set()
+    for cname, bname in pairs:
+        if cname in done or bname in done:
+            continue
+        fused = torch.nn.utils.fusion.fuse_conv_bn_eval(
+            model.get_submodule(cname),  # type: ignore[type-var]
+            model.get_submodule(bname),  # type: ignore[arg-type]
+        )
+        model.set_submodule(cname, fused)
+        model.set_submodule(bname, nn.Identity())
+        done.update((cname, bname))
+    return pairs
+
+
+def _to_format(t: Any, fmt: torch.memory_format) -> Any:
+    if isinstance(t, Tensor):
+        if (t.ndim == 4 and fmt == torch.channels_last) or (
+            t.ndim == 5 and fmt == torch.channels_last_3d
+        ):
+            return t.contiguous(memory_format=fmt)
+        return t
+    if isinstance(t, tuple):
+        return tuple(_to_format(v, fmt) for v in t)
+    return t
+
+
+def _format_for(example: Any, name: str) -> torch.memory_format:
+    x = _first_tensor(example)
+    if name == "contiguous" or x is None:
+        return torch.contiguous_format
+    if x.ndim == 4:
+        return torch.channels_last
+    if x.ndim == 5:
+        return torch.channels_last_3d
+    return torch.contiguous_format
+
+
+_FORMAT_NAMES = {
+    torch.contiguous_format: "contiguous",
+    torch.channels_last: "channels_last",
+    torch.channels_last_3d: "channels_last_3d",
+}
+
+
+# ----------------------------------------------------------------------------------------------
+# the profile
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Profile:
+    """The result of :func:`profile`: one row per leaf module, totals, and how it was timed."""
+
+    model: str
+    input_shape: tuple[int, ...]
+    layers: list[LayerProfile]
+    params: int
+    settings: dict[str, Any] = field(default_factory=dict)
+    rates: MachineRates | None = None
+    latency_s: float | None = None
+
+    @property
+    def macs(self) -> int:
+        """Total multiply-accumulates (convolutions and linear layers, bias apart)."""
+        return sum(r.macs for r in self.layers)
+
+    @property
+    def bias_adds(self) -> int:
+        return sum(r.bias_adds for r in self.layers)
+
+    @property
+    def bytes(self) -> int:
+        return sum(r.bytes for r in self.layers)
+
+    @property
+    def roofline_s(self) -> float | None:
+        if self.rates is None:
+            return None
+        return sum(r.roofline_s or 0.0 for r in self.layers)
+
+    @property
+    def measured_layers_s(self) -> float | None:
+        if not any(r.measured_s is not None for r in self.layers):
+            return None
+        return sum(r.measured_s or 0.0 for r in self.layers)
+
+    def outliers(self, factor: float = 2.0, *, min_time: float = 0.0) -> list[LayerProfile]:
+        """Layers measured more than ``factor`` times slower or faster than their roofline.
+
+        Layers whose roofline time is below ``min_time`` seconds (too small to time
+        reliably) are not reported.
+        """
+        out = []
+        for r in self.layers:
+            q = r.ratio
+            if q is None or (r.roofline_s or 0.0) < min_time:
+                continue
+            if q > factor or q < 1.0 / factor:
+                out.append(r)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": 1,
+            "model": self.model,
+            "input_shape": list(self.input_shape),
+            "settings": dict(self.settings),
+            "machine": None if self.rates is None else self.rates.to_dict(),
+            "layers": [r.to_dict() for r in self.layers],
+            "totals": {
+                "params": self.params,
+                "macs": self.macs,
+                "bias_adds": self.bias_adds,
+                "bytes": self.bytes,
+                "roofline_s": self.roofline_s,
+                "measured_layers_s": self.measured_layers_s,
+                "latency_s": self.latency_s,
+            },
+        }
+
+    def rows(self) -> list[list[str]]:
+        """The table as strings (the columns of :data:`COLUMNS`)."""
+        out = []
+        for r in self.layers:
+            ratio = r.ratio
+            out.append(
+                [
+                    r.name,
+                    r.type,
+                    "x".join(str(n) for n in r.output_shape),
+                    f"{r.params:,}",
+                    f"{r.macs:,}",
+                    f"{r.bias_adds:,}",
+                    _size(r.bytes),
+                    _us(r.roofline_s) + (f" {r.bound[0]}" if r.bound else ""),
+                    _us(r.measured_s),
+                    ""
+                    if ratio is None
+                    else f"{ratio:.2f}" + (" !" if ratio > 2 or ratio < 0.5 else ""),
+                    r.note,
+                ]
+            )
+        return out
+
+    def summary(self) -> list[str]:
+        lines = [
+            f"{self.model} {tuple(self.input_shape)}: {self.params:,} params "
+            f"({self.params / 1e6:.2f}M), {self.macs:,} MACs ({self.macs / 1e6:.1f}M mult-adds), "
+            f"{self.bias_adds:,} bias adds, {_size(self.bytes)} moved"
+        ]
+        if self.rates is not None:
+            r = self.rates
+            lines.append(
+                f"machine: GEMM {r.gemm_macs_per_s / 1e9:.1f} GMAC/s, copy bandwidth "
+                f"{r.bandwidth_bytes_per_s / 1e9:.1f} GB/s (main memory; up to "
+                f"{max((b for _, b in r.bandwidth_curve), default=0) / 1e9:.0f} GB/s in cache), "
+                f"{r.threads} threads; roofline total "
+                f"{_us(self.roofline_s)} us"
+            )
+        if self.latency_s is not None:
+            lines.append(
+                f"measured: end-to-end median {self.latency_s * 1e3:.3f} ms, sum of layers "
+                f"{(self.measured_layers_s or 0) * 1e3:.3f} ms"
+            )
+        if self.settings:
+            lines.append("timed as: " + ", ".join(f"{k}={v}" for k, v in self.settings.items()))
+        return lines
+
+    def __str__(self) -> str:
+        rows = [COLUMNS, *self.rows()]
+        widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
+        text = [
+            "  ".join(
+                c.ljust(w) if i < 2 else c.rjust(w)
+                for i, (c, w) in enumerate(zip(row, widths, strict=True))
+            )
+            for row in rows
+        ]
+        return "\n".join([*text, *self.summary()])
+
+    def to_markdown(self) -> str:
+        lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+        lines += ["| " + " | ".join(row) + " |" for row in self.rows()]
+        return "\n".join([*lines, "", *self.summary()])
+
+
+#: Columns of the profile table (times in microseconds; ``c``/``m``: compute/memory bound).
+COLUMNS = [
+    "layer",
+    "type",
+    "output",
+    "params",
+    "MACs",
+    "bias adds",
+    "bytes",
+    "roofline us",
+    "measured us",
+    "ratio",
+    "note",
+]
+
+
+def _us(t: float | None) -> str:
+    if t is None:
+        return ""
+    return f"{t * 1e6:.1f}"
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"  # pragma: no cover
+
+
+def _check_shape(input_shape: Any) -> tuple[int, ...]:
+    if isinstance(input_shape, (str, bytes)) or not isinstance(input_shape, Sequence):
+        raise TypeError(
+            f"input_shape must be a sequence of positive integers such as (1, 3, 224, 224), "
+            f"got {input_shape!r}"
+        )
+    shape = tuple(check_nonnegative_int(n, "input_shape", minimum=1) for n in input_shape)
+    if len(shape) < 2:
+        raise ValueError(
+            f"input_shape must include the batch and channel axes, e.g. (1, 3, 224, 224), "
+            f"got {shape}"
+        )
+    return shape
+
+
+def profile(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    *,
+    measure: bool = True,
+    threads: int | None = None,
+    fold_bn: bool = True,
+    memory_format: str = "auto",
+    inference_mode: bool = True,
+    compile: bool = False,
+    warmup: int = 3,
+    repeats: int = 10,
+    name: str | None = None,
+) -> Profile:
+    """Per-layer parameters, MACs, bytes, roofline time and measured time of any model.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Any model taking one tensor; never modified (timing uses a prepared copy).
+    input_shape : sequence of int
+        Full input shape including the batch axis, e.g. ``(1, 3, 224, 224)``.
+    measure : bool
+        Time the layers and the whole model (False: counts only, no machine rates).
+    threads : int, optional
+        ``torch.set_num_threads`` for the measurement (restored afterwards); default: as is.
+    fold_bn : bool
+        Fold batch norm into the convolution before it (checked: the prepared copy must give
+        the original's output, else folding is undone and the settings say so).
+    memory_format : {'auto', 'channels_last', 'contiguous'}
+        ``'auto'`` times the whole model in both (2-D/3-D inputs) and keeps the faster.
+    inference_mode : bool
+        Time under ``torch.inference_mode()`` (else ``torch.no_grad()``).
+    compile : bool
+        ``torch.compile`` (inductor, frozen weights) the whole model for the end-to-end
+        latency; the layers are still timed eagerly. Compiling takes seconds to minutes.
+    warmup, repeats : int
+        Calls before timing, and timed calls (the median is reported).
+    name : str, optional
+        The model's name in the table (default: its class name).
+
+    Returns
+    -------
+    Profile
+        ``layers`` (one :class:`LayerProfile` per leaf module), ``params``, ``macs``,
+        ``bias_adds``, ``bytes``, ``roofline_s``, ``measured_layers_s``, ``latency_s``,
+        ``settings``, ``rates``; ``outliers()`` lists layers beyond 2x of their roofline;
+        ``str()`` and ``to_markdown()`` give the table, ``to_dict()`` a JSON-ready dict.
+
+    Examples
+    --------
+    >>> from sepconv.nn import profile
+    >>> from sepconv.nn.models import mobilenet_v1
+    >>> p = profile(mobilenet_v1(), (1, 3, 224, 224), measure=False)
+    >>> round(p.macs / 1e6), round(p.params / 1e6, 1)
+    (569, 4.2)
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    shape = _check_shape(input_shape)
+    if memory_format not in MEMORY_FORMATS:
+        raise ValueError(
+            f"memory_format must be one of {list(MEMORY_FORMATS)}, got {memory_format!r}"
+        )
+    warmup = check_nonnegative_int(warmup, "warmup", minimum=0)
+    repeats = check_nonnegative_int(repeats, "repeats", minimum=1)
+    try:
+        param = next(model.parameters())
+        device, dtype = param.device, param.dtype
+    except StopIteration:
+        device, dtype = torch.device("cpu"), torch.float32
+    gen = torch.Generator().manual_seed(0)
+    example = torch.randn(shape, generator=gen, dtype=dtype).to(device)
+    try:
+        layers = count(model, example)
+    except RuntimeError as exc:
+        raise ValueError(f"input_shape {shape} does not fit the model: {exc}") from None
+    params = sum(p.numel() for p in model.parameters())
+    result = Profile(name or type(model).__name__, shape, layers, params)
+    if not measure:
+        return result
+    with _threads(threads) as n:
+        result.rates = machine_rates(n)
+        _measure(
+            model, example, result, fold_bn, memory_format, inference_mode, compile, warmup,
+            repeats,
+        )  # fmt: skip
+    return result
+
+
+def _measure(
+    model: nn.Module,
+    example: Tensor,
+    result: Profile,
+    fold_bn: bool,
+    memory_format: str,
+    inference_mode: bool,
+    compile: bool,
+    warmup: int,
+    repeats: int,
+) -> None:
+    assert result.rates is not None
+    grad_ctx = torch.inference_mode if inference_mode else torch.no_grad
+    prepared = copy.deepcopy(model).eval()
+    settings: dict[str, Any] = {"threads": result.rates.threads}
+    folded: list[tuple[str, str]] = []
+    with _eval(model), torch.no_grad():
+        reference = model(example)
+    if fold_bn:
+        folded = _fold_batchnorm(prepared, example)
+        with torch.no_grad():
+            check = prepared(example)
+        scale = float(reference.abs().max()) if isinstance(reference, Tensor) else 1.0
+        if not (
+            isinstance(check, Tensor)
+            and isinstance(reference, Tensor)
+            and torch.allclose(check, reference, rtol=1e-3, atol=1e-4 * max(scale, 1e-30))
+        ):
+            prepared = copy.deepcopy(model).eval()
+            folded = []
+            settings["fold_bn"] = "undone (outputs changed)"
+        else:
+            settings["fold_bn"] = f"{len(folded)} batch norms folded"
+    else:
+        settings["fold_bn"] = False
+    fmt = _format_for(example, memory_format)
+    with grad_ctx():
+        if memory_format == "auto" and fmt != torch.contiguous_format:
+            timed = {}
+            for f in (torch.contiguous_format, fmt):
+                m = copy.deepcopy(prepared).to(memory_format=f)  # type: ignore[call-overload]
+                x = _to_format(example, f)
+                timed[f] = _median_time(lambda: m(x), 1, 3)  # noqa: B023
+            fmt = min(timed, key=lambda f: timed[f])
+        prepared = prepared.to(memory_format=fmt)  # type: ignore[call-overload]
+        x = _to_format(example, fmt)
+    settings["memory_format"] = _FORMAT_NAMES[fmt]
+    settings["inference_mode"] = inference_mode
+    settings["compile"] = compile
+    settings["warmup"] = warmup
+    settings["repeats"] = repeats
+
+    # per-layer: each leaf alone on its captured input
+    inputs: dict[str, tuple[Any, ...]] = {}
+    handles = []
+    leaves = dict(_leaves(prepared))
+    for lname, m in leaves.items():
+        handles.append(
+            m.register_forward_pre_hook(
+                lambda mod, args, lname=lname: inputs.setdefault(
+                    lname, tuple(a.clone() if isinstance(a, Tensor) else a for a in args)
+                )
+            )
+        )
+    try:
+        with grad_ctx():
+            prepared(x)
+    finally:
+        for h in handles:
+            h.remove()
+    folded_into = {b: c for c, b in folded}
+    with grad_ctx():
+        for row in result.layers:
+            if row.name in folded_into:
+                row.note = f"folded into {folded_into[row.name]}"
+                row.roofline_s, row.bound, row.measured_s = 0.0, "", 0.0
+                continue
+            m = leaves.get(row.name)
+            args = inputs.get(row.name)
+            if m is None or args is None:
+                continue
+            t = _median_time(lambda: m(*args), warmup, repeats)  # noqa: B023
+            out = m(*args)
+            macs, _ = _macs(m, _first_tensor(args), _first_tensor(out))  # type: ignore[arg-type]
+            pbytes = sum(p.numel() * p.element_size() for p in m.parameters(recurse=False))
+            nbytes = _nbytes(args) + _nbytes(out) + pbytes
+            rt, bound = result.rates.roofline(macs * row.calls, nbytes * row.calls)
+            row.roofline_s, row.bound, row.measured_s = rt, bound, t * row.calls
+            if row.name in {c for c, _ in folded}:
+                row.note = "batch norm folded in"
+            if row.calls > 1:
+                row.note = (row.note + "; " if row.note else "") + f"{row.calls} calls"
+        if not compile:
+            result.latency_s = _median_time(lambda: prepared(x), warmup, repeats)
+    if compile:
+        # inductor with frozen weights (constant-folded, prepacked for oneDNN); freezing
+        # needs autograd off but not inference tensors
+        runner = torch.compile(prepared, options={"freezing": True})
+        with torch.no_grad():
+            t0 = time.perf_counter()
+            runner(x)
+            settings["compile_s"] = round(time.perf_counter() - t0, 2)
+            result.latency_s = _median_time(lambda: runner(x), warmup + 2, repeats)
+    result.settings = settings

@@ -1,0 +1,356 @@
+"""``sepconv filter``: files in, files out, against the in-memory library as the oracle.
+
+CliRunner for most cases, real subprocesses of the installed ``sepconv`` script for exit
+codes, stderr and the (absent) progress bar when output is not a terminal.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import sepconv
+from sepconv import cli
+
+iio = pytest.importorskip("imageio.v3")
+nib = pytest.importorskip("nibabel")
+pytest.importorskip("tifffile")
+
+runner = CliRunner()
+pytestmark = pytest.mark.engine
+
+
+def run(*args: object):
+    return runner.invoke(cli.app, ["filter", *map(str, args)])
+
+
+def ok(result) -> str:
+    """Exit 0, nothing on stderr, and exactly one summary line on stdout."""
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ""
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 1, result.stdout
+    return lines[0]
+
+
+def user_error(result, *needles: str) -> str:
+    assert result.exit_code == 2, result.output
+    assert result.stdout == "" and "Traceback" not in result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("sepconv: error: ")
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+def leftovers(folder: Path) -> list[str]:
+    return [p.name for p in folder.iterdir() if "sepconv-tmp" in p.name]
+
+
+@pytest.fixture
+def photo(tmp_path: Path) -> Path:
+    y, x = np.mgrid[:96, :128]
+    img = np.stack([(x % 32 < 16) * 220, (y % 24 < 12) * 180, (x + y) % 256], axis=-1).astype(
+        np.uint8
+    )
+    path = tmp_path / "photo.png"
+    iio.imwrite(path, img)
+    return path
+
+
+@pytest.fixture
+def brain(tmp_path: Path) -> Path:
+    """A NIfTI volume with anisotropic voxels (0.5 x 1 x 2.5 mm) and a rotated affine."""
+    vol = np.random.default_rng(0).random((24, 20, 10)).astype(np.float32)
+    vol[12, 10, 5] = 100.0
+    affine = np.array(
+        [[0.0, -1.0, 0.0, 30.0], [0.5, 0.0, 0.0, -12.0], [0.0, 0.0, 2.5, 4.0], [0, 0, 0, 1]]
+    )
+    img = nib.Nifti1Image(vol, affine)
+    img.header.set_xyzt_units("mm")
+    path = tmp_path / "brain.nii.gz"
+    nib.save(img, path)
+    return path
+
+
+# ----------------------------------------------------------------------------------------------
+# results equal the library
+# ----------------------------------------------------------------------------------------------
+
+
+def test_colour_photo_filters_spatial_axes_only_and_reports_the_plan(photo, tmp_path) -> None:
+    line = ok(run(photo, tmp_path / "blur.png", "--kernel", "gaussian:sigma=2"))
+    img = iio.imread(photo)
+    expect = sepconv.gaussian_filter(img, 2.0, axes=(0, 1))  # uint8: rounded, saturated
+    np.testing.assert_array_equal(iio.imread(tmp_path / "blur.png"), expect)
+    for needle in (
+        "96x128x3 uint8 -> uint8",
+        "gaussian:sigma=2,ndim=2 (17x17 over axes 0,1)",
+        "plan separable rank 1, exact",
+        " s (read, filter, write)",
+        "voxel/s",
+    ):
+        assert needle in line, line
+
+
+def test_nifti_sigma_mm_is_isotropic_in_millimetres_and_keeps_the_header(brain, tmp_path):
+    out = tmp_path / "smooth.nii.gz"
+    line = ok(run(brain, out, "--sigma-mm", "2"))
+    src, dst = nib.load(brain), nib.load(out)
+    sigma = [2 / 0.5, 2 / 1.0, 2 / 2.5]  # voxels per axis
+    expect = sepconv.gaussian_filter(np.asanyarray(src.dataobj), sigma)
+    np.testing.assert_allclose(np.asanyarray(dst.dataobj), expect, atol=1e-5)
+    np.testing.assert_allclose(dst.affine, src.affine)
+    assert dst.header.get_zooms() == src.header.get_zooms()
+    assert dst.header.get_xyzt_units() == ("mm", "unknown")
+    assert "sigma=[4,2,0.8]" in line, line
+
+
+def test_nifti_derivative_to_float_output(brain, tmp_path) -> None:
+    ok(run(brain, tmp_path / "d.nii", "-k", "sobel:axis=2", "--dtype", "float64"))
+    src = np.asanyarray(nib.load(brain).dataobj)
+    got = np.asanyarray(nib.load(tmp_path / "d.nii").dataobj)
+    assert got.dtype == np.float64
+    K = sepconv.kernels.sobel(2, ndim=3)  # float32 input: computed in float32, as the library
+    np.testing.assert_array_equal(got, sepconv.correlate(src, K, output=np.float64))
+    np.testing.assert_allclose(got, sepconv.sobel(src.astype(np.float64), axis=2), atol=1e-4)
+
+
+def test_tiff_stack_with_axes_mode_and_method(tmp_path: Path) -> None:
+    import tifffile
+
+    stack = (np.random.default_rng(1).random((6, 30, 40)) * 1000).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "s.tif", stack)
+    K = np.outer([1.0, 2, 1], [1.0, 0, -1, 2])
+    np.save(tmp_path / "k.npy", K)
+    ok(
+        run(
+            tmp_path / "s.tif",
+            tmp_path / "o.tif",
+            "-k",
+            tmp_path / "k.npy",
+            "--axes",
+            "1,2",
+            "--mode",
+            "wrap",
+            "--method",
+            "direct",
+            "--dtype",
+            "float32",
+        )
+    )
+    expect = sepconv.correlate(stack, K, axes=(1, 2), mode="wrap", output=np.float32)
+    np.testing.assert_allclose(iio.imread(tmp_path / "o.tif"), expect, rtol=1e-6)
+
+
+def test_npy_with_chunks_runs_on_dask_and_equals_in_memory(tmp_path: Path) -> None:
+    x = np.random.default_rng(2).standard_normal((40, 30, 20))
+    np.save(tmp_path / "v.npy", x)
+    line = ok(
+        run(tmp_path / "v.npy", tmp_path / "o.npy", "-k", "gaussian:sigma=1.5", "--chunks", "7")
+    )
+    assert "dask chunks 7x7x7 on threads" in line
+    np.testing.assert_allclose(
+        np.load(tmp_path / "o.npy"), sepconv.gaussian_filter(x, 1.5), atol=1e-12
+    )
+
+
+def test_zarr_to_zarr_out_of_core_with_processes(tmp_path: Path) -> None:
+    pytest.importorskip("zarr")
+    pytest.importorskip("dask")
+    from sepconv import io
+
+    x = np.random.default_rng(3).random((32, 24, 16)).astype(np.float32)
+    z = io.create_zarr(tmp_path / "in.zarr", x.shape, (8, 12, 16), x.dtype)
+    z[...] = x
+    line = ok(
+        run(
+            tmp_path / "in.zarr",
+            tmp_path / "out.zarr",
+            "-k",
+            "laplacian_of_gaussian:sigma=1",
+            "--scheduler",
+            "processes",
+            "--memory-limit",
+            "64KiB",
+            "--cval",
+            "0.5",
+            "--mode",
+            "constant",
+        )
+    )
+    assert "dask chunks 8x12x16 on processes" in line
+    got, info = io.read(tmp_path / "out.zarr")
+    assert info.meta["chunks"] == (8, 12, 16)
+    K = sepconv.kernels.laplacian_of_gaussian(1.0, ndim=3)
+    np.testing.assert_allclose(got, sepconv.correlate(x, K, mode="constant", cval=0.5), atol=2e-5)
+
+
+# ----------------------------------------------------------------------------------------------
+# never loses data
+# ----------------------------------------------------------------------------------------------
+
+
+def test_refuses_existing_output_without_overwrite_and_leaves_it_untouched(photo, tmp_path):
+    out = tmp_path / "o.png"
+    out.write_bytes(b"precious")
+    user_error(run(photo, out, "-k", "box:size=3"), "exists; pass --overwrite")
+    assert out.read_bytes() == b"precious"
+    ok(run(photo, out, "-k", "box:size=3", "--overwrite"))
+    assert iio.imread(out).shape == (96, 128, 3)
+    assert leftovers(tmp_path) == []
+
+
+def test_refuses_to_write_over_its_input_even_with_overwrite(photo) -> None:
+    before = photo.read_bytes()
+    user_error(run(photo, photo, "-k", "box:size=3", "--overwrite"), "is the input")
+    assert photo.read_bytes() == before
+
+
+def test_failure_while_writing_leaves_no_partial_output(photo, tmp_path, monkeypatch) -> None:
+    from sepconv import io
+
+    def broken(path, data, info=None, *, format=None):
+        Path(path).write_bytes(b"\x89PNG half")
+        raise ValueError("simulated: the disk filled up")
+
+    monkeypatch.setattr(io, "write", broken)
+    out = tmp_path / "o.png"
+    user_error(run(photo, out, "-k", "box:size=3"), "simulated")
+    assert not out.exists() and leftovers(tmp_path) == []
+
+
+def test_os_error_mid_run_is_one_line_exit_1_and_no_output(photo, tmp_path, monkeypatch):
+    from sepconv import io
+
+    def broken(path, data, info=None, *, format=None):
+        Path(path).write_bytes(b"\x89PNG half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(io, "write", broken)
+    result = run(photo, tmp_path / "o.png", "-k", "box:size=3")
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines() == [
+        "sepconv: error: [Errno 28] No space left on device"
+    ]
+    assert not (tmp_path / "o.png").exists() and leftovers(tmp_path) == []
+
+
+# ----------------------------------------------------------------------------------------------
+# user errors: one line, exit 2, nothing written
+# ----------------------------------------------------------------------------------------------
+
+
+def test_user_errors_are_one_line_and_write_nothing(photo, brain, tmp_path) -> None:
+    out = tmp_path / "o.png"
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    cases = [
+        ((tmp_path / "missing.png", out, "-k", "box:size=3"), ("does not exist",)),
+        ((tmp_path / "bad.png", out, "-k", "box:size=3"), ("is not a PNG file",)),
+        ((photo, tmp_path / "o.bmp", "-k", "box:size=3"), ("unknown format",)),
+        ((photo, out, "-k", "gaussian:sigma=1,ndim=4"), ("4-D but", "only 3 dimensions")),
+        ((photo, out, "-k", "gaussian:sigma=1,ndim=3"), ("3-D but 2 axes",)),
+        ((photo, out), ("give a kernel",)),
+        ((photo, out, "-k", "nope:x=1"), ("unknown kernel 'nope'",)),
+        ((photo, out, "-k", "box:size=3", "--dtype", "float32"), ("PNG stores",)),
+        ((photo, out, "-k", "box:size=3", "--dtype", "banana"), ("dtype must be",)),
+        ((photo, out, "-k", "box:size=3", "--mode", "edge"), ("mode must be one of",)),
+        ((photo, out, "-k", "box:size=3", "--chunks", "a,b"), ("chunks must be",)),
+        ((photo, out, "-k", "box:size=3", "--scheduler", "gpu"), ("scheduler must be",)),
+        ((photo, out, "-k", "box:size=3", "--axes", "0,2"), ("include the channel axis 2",)),
+        ((photo, out, "-k", "box:size=3", "--channel-axis", "x"), ("channel_axis must be",)),
+        ((photo, out, "--sigma-mm", "2"), ("needs the voxel spacing",)),
+        ((brain, tmp_path / "o.nii", "--sigma-mm", "2", "-k", "gaussian:sigma=1"), ("once",)),
+        ((photo, out, "-k", "box:size=3", "--method", "separable", "--tol", "-1"), ("tol",)),
+    ]
+    for args, needles in cases:
+        user_error(run(*args), *needles)
+    assert not out.exists() and leftovers(tmp_path) == []
+
+
+# ----------------------------------------------------------------------------------------------
+# the real script: exit codes, stderr, no progress bar when not a terminal
+# ----------------------------------------------------------------------------------------------
+
+
+def _script() -> list[str]:
+    exe = Path(sys.executable).with_name("sepconv")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "sepconv.cli"]
+
+
+def test_real_script_bad_input_exits_2_with_one_stderr_line(tmp_path: Path) -> None:
+    (tmp_path / "bad.nii.gz").write_bytes(b"\x1f\x8b corrupt")
+    proc = subprocess.run(
+        [
+            *_script(),
+            "filter",
+            str(tmp_path / "bad.nii.gz"),
+            str(tmp_path / "o.nii.gz"),
+            "-k",
+            "gaussian:sigma=1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("sepconv: error: cannot read"), proc.stderr
+    assert not (tmp_path / "o.nii.gz").exists() and leftovers(tmp_path) == []
+
+
+def test_real_script_piped_prints_one_clean_line_and_no_progress_bar(tmp_path: Path) -> None:
+    x = np.random.default_rng(4).random((64, 64, 64)).astype(np.float32)
+    np.save(tmp_path / "v.npy", x)
+    env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "120"}
+    proc = subprocess.run(
+        [
+            *_script(),
+            "filter",
+            str(tmp_path / "v.npy"),
+            str(tmp_path / "o.npy"),
+            "-k",
+            "gaussian:sigma=2",
+            "--chunks",
+            "16",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""  # no bar, no escape codes
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 1 and "\x1b" not in proc.stdout, proc.stdout
+    assert lines[0].startswith(f"{tmp_path / 'v.npy'} -> {tmp_path / 'o.npy'}: 64x64x64 float32")
+
+
+def test_progress_bar_shows_after_the_delay_on_a_terminal_and_clears(monkeypatch) -> None:
+    import io as pyio
+    import time
+
+    from rich.console import Console
+
+    buf = pyio.StringIO()
+    monkeypatch.setattr(cli, "err_console", Console(file=buf, force_terminal=True, width=80))
+    bar = cli._DelayedProgress(delay=0.05)
+    assert bar.enabled
+    bar(1, 4, "filtering")
+    time.sleep(0.3)
+    bar(4, 4, "filtering")
+    bar.close()
+    assert "filtering" in buf.getvalue()
+    quiet = cli._DelayedProgress(delay=0.0, enabled=False)
+    time.sleep(0.05)
+    quiet(1, 2, "filtering")
+    quiet.close()
+    assert quiet.bar is None

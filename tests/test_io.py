@@ -1,0 +1,291 @@
+"""sepconv.io: every format round-trips, metadata survives, bad files fail with one clear line,
+and outputs appear atomically or not at all."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("imageio")
+pytest.importorskip("tifffile")
+nib = pytest.importorskip("nibabel")
+
+from sepconv import io  # noqa: E402
+
+
+def rng(seed: int = 0) -> np.random.Generator:
+    return np.random.default_rng(seed)
+
+
+def leftovers(folder: Path) -> list[str]:
+    """Temporary files or folders a failed write might have left behind."""
+    return [p.name for p in folder.iterdir() if "sepconv-tmp" in p.name]
+
+
+# ----------------------------------------------------------------------------------------------
+# round trips
+# ----------------------------------------------------------------------------------------------
+
+ROUND_TRIPS = {
+    "grey.png": (rng(1).random((20, 30)) * 255).astype(np.uint8),
+    "grey16.png": (rng(2).random((20, 30)) * 65535).astype(np.uint16),
+    "rgb.png": (rng(3).random((20, 30, 3)) * 255).astype(np.uint8),
+    "rgba.png": (rng(4).random((20, 30, 4)) * 255).astype(np.uint8),
+    "stack.tif": rng(5).random((5, 20, 30)).astype(np.float32),
+    "rgb.tiff": (rng(6).random((20, 30, 3)) * 255).astype(np.uint8),
+    "int16.tif": (rng(7).standard_normal((4, 6, 8)) * 1000).astype(np.int16),
+    "float64.tif": rng(8).standard_normal((12, 9)),
+    "vol.nii.gz": rng(9).random((6, 7, 8)).astype(np.float32),
+    "vol.nii": (rng(10).random((6, 7, 8)) * 100).astype(np.int16),
+    "time.nii.gz": rng(11).random((5, 6, 7, 3)).astype(np.float64),
+    "any.npy": rng(12).standard_normal((6, 7, 2)),
+    "u8.npy": (rng(13).random((6, 7)) * 255).astype(np.uint8),
+    "chunked.zarr": rng(14).random((10, 12)).astype(np.float32),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ROUND_TRIPS))
+def test_every_lossless_format_round_trips_exactly(tmp_path: Path, name: str) -> None:
+    data = ROUND_TRIPS[name]
+    channel = 2 if name.startswith(("rgb", "rgba")) else None
+    info = io.ImageInfo("npy", data.shape, data.dtype, channel_axis=channel)
+    path = tmp_path / name
+    io.write(path, data, info)
+    back, got = io.read(path)
+    assert isinstance(back, np.ndarray)
+    assert back.dtype == data.dtype and back.shape == data.shape
+    np.testing.assert_array_equal(back, data)
+    assert got.format == io.format_of(name)
+    assert got.channel_axis == channel
+
+
+def test_jpeg_round_trips_within_compression_error(tmp_path: Path) -> None:
+    y, x = np.mgrid[:64, :96]
+    img = np.stack([x * 2, y * 3, np.full_like(x, 128)], -1).astype(np.uint8)  # smooth
+    io.write(tmp_path / "a.jpg", img, io.ImageInfo("png", img.shape, img.dtype, channel_axis=2))
+    back, info = io.read(tmp_path / "a.jpg")
+    assert back.shape == img.shape and back.dtype == np.uint8 and info.channel_axis == 2
+    assert np.abs(back.astype(int) - img).mean() < 2.0
+
+
+def test_multipage_tiff_written_by_tifffile_reads_as_a_stack(tmp_path: Path) -> None:
+    import tifffile
+
+    pages = (rng().random((7, 16, 12)) * 4000).astype(np.uint16)
+    with tifffile.TiffWriter(tmp_path / "pages.tif") as tif:
+        for page in pages:
+            tif.write(page, contiguous=True)
+    data, info = io.read(tmp_path / "pages.tif")
+    np.testing.assert_array_equal(data, pages)
+    assert info.spatial_axes == (0, 1, 2) and info.channel_axis is None
+
+
+def test_nifti_keeps_affine_header_and_reports_spacing_in_mm(tmp_path: Path) -> None:
+    affine = np.array(
+        [[0.0, 0.0, 2.5, -40.0], [0.8, 0.0, 0.0, 10.0], [0.0, 0.8, 0.0, -5.0], [0, 0, 0, 1]]
+    )
+    vol = rng().random((10, 12, 6)).astype(np.float32)
+    img = nib.Nifti1Image(vol, affine)
+    img.header.set_xyzt_units("mm", "sec")
+    img.header["descrip"] = b"sepconv test volume"
+    nib.save(img, tmp_path / "in.nii.gz")
+    data, info = io.read(tmp_path / "in.nii.gz")
+    assert info.spacing == pytest.approx((0.8, 0.8, 2.5))
+    assert info.spatial_axes == (0, 1, 2)
+    out = (data * 2).astype(np.float64)
+    io.write(tmp_path / "out.nii.gz", out, info)
+    back = nib.load(tmp_path / "out.nii.gz")
+    np.testing.assert_allclose(back.affine, affine)
+    assert back.header["descrip"].tobytes().rstrip(b"\0") == b"sepconv test volume"
+    assert back.get_data_dtype() == np.float64
+    np.testing.assert_array_equal(np.asanyarray(back.dataobj), out)
+
+
+def test_nifti_spacing_in_microns_is_converted_to_mm(tmp_path: Path) -> None:
+    img = nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.diag([500.0, 500.0, 1000.0, 1]))
+    img.header.set_xyzt_units("micron")
+    nib.save(img, tmp_path / "um.nii")
+    _, info = io.read(tmp_path / "um.nii")
+    assert info.spacing == pytest.approx((0.5, 0.5, 1.0))
+
+
+def test_nifti_from_another_format_gets_its_spacing_on_the_diagonal(tmp_path: Path) -> None:
+    data = np.ones((3, 4, 5), np.float32)
+    io.write(tmp_path / "n.nii", data, io.ImageInfo("npy", data.shape, data.dtype, (1, 2, 3)))
+    assert np.allclose(nib.load(tmp_path / "n.nii").affine, np.diag([1.0, 2.0, 3.0, 1.0]))
+
+
+def test_lazy_reads_memory_map_npy_and_give_dask_for_zarr(tmp_path: Path) -> None:
+    pytest.importorskip("zarr")
+    da = pytest.importorskip("dask.array")
+    data = rng().random((20, 8)).astype(np.float32)
+    np.save(tmp_path / "a.npy", data)
+    lazy, _ = io.read(tmp_path / "a.npy", lazy=True)
+    assert isinstance(lazy, np.memmap)
+    z = io.create_zarr(tmp_path / "a.zarr", data.shape, (5, 8), data.dtype)
+    z[...] = data
+    z.attrs["origin"] = "test"
+    lazy, info = io.read(tmp_path / "a.zarr", lazy=True)
+    assert isinstance(lazy, da.Array) and lazy.chunks == ((5, 5, 5, 5), (8,))
+    assert info.meta["chunks"] == (5, 8) and info.meta["attributes"] == {"origin": "test"}
+    np.testing.assert_array_equal(lazy.compute(), data)
+    io.write(tmp_path / "b.zarr", data * 2, info)  # chunks and attributes carried over
+    z2 = io.open_zarr(tmp_path / "b.zarr")
+    assert tuple(z2.chunks) == (5, 8) and dict(z2.attrs) == {"origin": "test"}
+
+
+# ----------------------------------------------------------------------------------------------
+# bad input: one clear line naming the file
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "match"),
+    [
+        ("a.png", b"garbage", "is not a PNG file"),
+        ("a.jpg", b"\x89PNG\r\n\x1a\n", "is not a JPEG file"),
+        ("a.tif", b"hello world", "is not a TIFF file"),
+        ("a.npy", b"\x00" * 20, "is not a NPY file"),
+        ("a.nii", b"\x00" * 400, "is not a NIFTI file"),
+        ("a.nii.gz", b"not gzip", "is not a NIFTI file"),
+        ("a.png", b"", "is empty"),
+        ("a.png", b"\x89PNG\r\n\x1a\n" + b"\x00" * 30, "cannot read .* as png"),
+        ("a.nii.gz", b"\x1f\x8b\x08\x00truncated", "cannot read .* as nifti"),
+        ("a.npy", b"\x93NUMPY\x01\x00garbage", "cannot read .* as npy"),
+    ],
+)
+def test_corrupt_or_misnamed_files_fail_with_one_line(tmp_path, name, content, match) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=match) as err:
+        io.read(path)
+    assert "\n" not in str(err.value) and name in str(err.value)
+
+
+def test_missing_unknown_and_unsupported_inputs(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="does not exist"):
+        io.read(tmp_path / "nope.png")
+    (tmp_path / "a.bmp").write_bytes(b"BM")
+    with pytest.raises(ValueError, match=r"unknown format; use one of \.png"):
+        io.read(tmp_path / "a.bmp")
+    np.save(tmp_path / "c.npy", np.zeros(3, complex))
+    with pytest.raises(ValueError, match="has dtype complex128"):
+        io.read(tmp_path / "c.npy")
+    np.save(tmp_path / "o.npy", np.array([None, 1], dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError, match=r"cannot read .* as npy"):
+        io.read(tmp_path / "o.npy")  # pickles are never loaded
+
+
+def test_zarr_group_is_named_as_such(tmp_path: Path) -> None:
+    zarr = pytest.importorskip("zarr")
+    zarr.open_group(str(tmp_path / "g.zarr"), mode="w")
+    with pytest.raises(ValueError, match="is a Zarr group, not an array"):
+        io.read(tmp_path / "g.zarr")
+
+
+@pytest.mark.parametrize(
+    ("name", "dtype", "shape", "channel", "match"),
+    [
+        ("a.png", np.float32, (8, 8), None, "PNG stores uint8 or 16-bit grey uint16, not float32"),
+        ("a.png", np.uint16, (8, 8, 3), 2, "not uint16 with 3 channel"),
+        ("a.png", np.uint8, (4, 8, 8), None, "PNG stores one 2-D image"),
+        ("a.jpg", np.uint16, (8, 8), None, "JPEG stores uint8"),
+        ("a.jpg", np.uint8, (8, 8, 4), 2, "JPEG stores grey or RGB"),
+    ],
+)
+def test_outputs_a_format_cannot_store_are_refused_up_front(name, dtype, shape, channel, match):
+    with pytest.raises(ValueError, match=match):
+        io.check_writable(name, dtype, shape, channel)
+
+
+def test_wide_dtypes_are_fine_for_volume_formats() -> None:
+    for name in ("a.tif", "a.nii.gz", "a.npy", "a.zarr"):
+        for dt in (np.uint8, np.int16, np.uint32, np.int64, np.float32, np.float64):
+            assert io.check_writable(name, dt, (4, 5, 6), None) == io.format_of(name)
+
+
+# ----------------------------------------------------------------------------------------------
+# never lose data
+# ----------------------------------------------------------------------------------------------
+
+
+def test_atomic_output_appears_only_when_complete(tmp_path: Path) -> None:
+    target = tmp_path / "out.npy"
+    with io.atomic_output(target) as tmp:
+        assert not target.exists()
+        assert Path(tmp).parent == tmp_path and tmp.endswith(".npy")
+        io.write(tmp, np.arange(3.0))
+        assert not target.exists()
+    np.testing.assert_array_equal(np.load(target), np.arange(3.0))
+    assert leftovers(tmp_path) == []
+
+
+def test_error_while_writing_leaves_no_partial_output(tmp_path: Path) -> None:
+    target = tmp_path / "out.tif"
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        with io.atomic_output(target) as tmp:
+            Path(tmp).write_bytes(b"II*\x00 half a file")
+            raise RuntimeError("disk on fire")
+    assert not target.exists() and leftovers(tmp_path) == []
+    zarr_target = tmp_path / "out.zarr"
+    with pytest.raises(KeyboardInterrupt):
+        with io.atomic_output(zarr_target) as tmp:
+            os.makedirs(os.path.join(tmp, "c", "0"))
+            raise KeyboardInterrupt
+    assert not zarr_target.exists() and leftovers(tmp_path) == []
+
+
+def test_existing_output_needs_overwrite_and_survives_a_failed_replacement(tmp_path) -> None:
+    target = tmp_path / "out.npy"
+    np.save(target, np.zeros(2))
+    with pytest.raises(ValueError, match="exists; pass --overwrite"):
+        with io.atomic_output(target):
+            pass  # pragma: no cover
+    with pytest.raises(RuntimeError):
+        with io.atomic_output(target, overwrite=True) as tmp:
+            io.write(tmp, np.ones(2))
+            raise RuntimeError("fail after writing")
+    np.testing.assert_array_equal(np.load(target), np.zeros(2))  # the old file is intact
+    with io.atomic_output(target, overwrite=True) as tmp:
+        io.write(tmp, np.ones(2))
+    np.testing.assert_array_equal(np.load(target), np.ones(2))
+    assert leftovers(tmp_path) == []
+
+
+def test_overwriting_a_zarr_directory_swaps_it_whole(tmp_path: Path) -> None:
+    pytest.importorskip("zarr")
+    target = tmp_path / "v.zarr"
+    io.write(target, np.zeros((4, 4), np.float32))
+    with io.atomic_output(target, overwrite=True) as tmp:
+        io.write(tmp, np.ones((6, 6), np.float32))
+    back, _ = io.read(target)
+    np.testing.assert_array_equal(back, np.ones((6, 6)))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v.zarr"]
+
+
+def test_never_writes_over_its_input_even_with_overwrite(tmp_path: Path) -> None:
+    src = tmp_path / "in.npy"
+    np.save(src, np.zeros(2))
+    for target in (src, tmp_path / "." / "in.npy"):
+        with pytest.raises(ValueError, match="is the input"):
+            with io.atomic_output(target, overwrite=True, protect=[src]):
+                pass  # pragma: no cover
+    link = tmp_path / "link.npy"
+    os.symlink(src, link)
+    with pytest.raises(ValueError, match="is the input"):
+        with io.atomic_output(link, overwrite=True, protect=[src]):
+            pass  # pragma: no cover
+    zsrc = tmp_path / "in.zarr"
+    zsrc.mkdir()
+    with pytest.raises(ValueError, match="inside it"):
+        with io.atomic_output(zsrc / "inner.zarr", protect=[zsrc]):
+            pass  # pragma: no cover
+
+
+def test_output_folder_must_exist(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"output directory .* does not exist"):
+        with io.atomic_output(tmp_path / "missing" / "out.npy"):
+            pass  # pragma: no cover

@@ -1,0 +1,227 @@
+"""The torch backend: same results as the numpy API (and scipy), differentiable, any device.
+
+Tolerances per dtype (relative to the size of the result): float64 1e-12, float32 2e-6,
+float16/bfloat16 one rounding of the result. CUDA tests run where a GPU is present.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from scipy import ndimage
+
+import sepconv
+
+torch = pytest.importorskip("torch")
+storch = pytest.importorskip("sepconv.torch")
+
+MODES = [
+    "reflect",
+    "constant",
+    "nearest",
+    "mirror",
+    "wrap",
+    "grid-mirror",
+    "grid-constant",
+    "grid-wrap",
+]
+TOL = {torch.float64: 1e-12, torch.float32: 2e-6, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def assert_close(got, ref, dtype=torch.float64) -> None:
+    got = got.detach().cpu().to(torch.float64).numpy() if isinstance(got, torch.Tensor) else got
+    ref = np.asarray(ref, dtype=np.float64)
+    assert got.shape == ref.shape
+    scale = max(1.0, float(np.abs(ref).max())) if ref.size else 1.0
+    diff = float(np.abs(got - ref).max()) if ref.size else 0.0
+    assert diff <= TOL[dtype] * scale, f"max abs diff {diff:.3g} > {TOL[dtype] * scale:.3g}"
+
+
+def rand(shape, seed=0):
+    return np.random.default_rng(seed).standard_normal(shape)
+
+
+# ----------------------------------------------------------------------------------------------
+# same results as the numpy API and scipy
+# ----------------------------------------------------------------------------------------------
+
+FILTERS = {
+    "correlate1d": lambda m, x: m.correlate1d(x, [1.0, -2.0, 0.5, 3.0], axis=2, origin=-1),
+    "convolve1d": lambda m, x: m.convolve1d(x, [1.0, -2.0, 0.5], axis=-1, mode="wrap"),
+    "uniform_filter1d": lambda m, x: m.uniform_filter1d(x, 4, axis=3, mode="mirror"),
+    "gaussian_filter1d": lambda m, x: m.gaussian_filter1d(x, 1.5, axis=2, order=1),
+    "gaussian_filter": lambda m, x: m.gaussian_filter(x, [1.0, 2.0], axes=(2, 3)),
+    "uniform_filter": lambda m, x: m.uniform_filter(x, [3, 4], axes=(2, 3), mode="nearest"),
+    "sobel": lambda m, x: m.sobel(x, axis=3, mode="constant", cval=1.0),
+    "prewitt": lambda m, x: m.prewitt(x, axis=2),
+    "laplace": lambda m, x: m.laplace(x, axes=(2, 3), mode="reflect"),
+    "gaussian_laplace": lambda m, x: m.gaussian_laplace(x, 1.2, axes=(2, 3)),
+    "gaussian_gradient_magnitude": lambda m, x: m.gaussian_gradient_magnitude(x, 1.0, axes=(2, 3)),
+    "correlate": lambda m, x: m.correlate(x, np.arange(12.0).reshape(3, 4) % 5, axes=(2, 3)),
+    "convolve": lambda m, x: m.convolve(x, np.ones((2, 3)), axes=(3, 2), mode="constant"),
+    "filter": lambda m, x: m.filter(x, "gabor:sigma=1.5,theta=30,frequency=0.2", axes=(2, 3)),
+}
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("name", sorted(FILTERS))
+def test_every_filter_on_batched_tensors_matches_the_numpy_api(name, dtype, device) -> None:
+    x = rand((2, 3, 15, 12), seed=1)  # batch, channel, H, W: filtered over H, W only
+    ref = FILTERS[name](sepconv, x)
+    t = torch.tensor(x, dtype=dtype, device=device)
+    got = FILTERS[name](sepconv, t)
+    assert isinstance(got, torch.Tensor) and got.dtype == dtype and got.device == t.device
+    assert_close(got, ref, dtype)
+    got2 = FILTERS[name](storch, t)  # the sepconv.torch names are the same filters
+    assert_close(got2, ref, dtype)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("method", ["direct", "fft", "lowrank", "auto"])
+def test_correlate_every_mode_and_method_matches_scipy(mode: str, method: str) -> None:
+    x = rand((9, 11, 7), seed=2)
+    rng = np.random.default_rng(3)
+    K = sum(np.einsum("i,j,k->ijk", *(rng.standard_normal(n) for n in (4, 3, 5))) for _ in range(2))
+    origin = [1, -1, 0]
+    got = sepconv.correlate(torch.tensor(x), K, mode=mode, cval=0.5, origin=origin, method=method)
+    ref = ndimage.correlate(x, K, mode=mode, cval=0.5, origin=origin)
+    ours = sepconv.correlate(x, K, mode=mode, cval=0.5, origin=origin, method=method)
+    assert_close(got, ours)
+    if mode not in ("constant", "grid-constant"):  # scipy and sepconv agree there only for cval=0
+        assert_close(got, ref)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    n=st.integers(1, 9),
+    klen=st.integers(1, 12),
+    mode=st.sampled_from(MODES),
+    cval=st.floats(-3, 3),
+    seed=st.integers(0, 1000),
+)
+def test_correlate1d_long_kernels_and_origins_match_the_numpy_api(n, klen, mode, cval, seed):
+    """Kernels longer than the axis extend by repeated reflection / wrapping, as in scipy."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((3, n))
+    w = rng.standard_normal(klen)
+    origin = int(rng.integers(-(klen // 2), (klen - 1) // 2 + 1))
+    got = sepconv.correlate1d(torch.tensor(x), w, mode=mode, cval=cval, origin=origin)
+    assert_close(got, sepconv.correlate1d(x, w, mode=mode, cval=cval, origin=origin))
+
+
+def test_constant_mode_separable_carry_matches_the_dense_correlation() -> None:
+    x = rand((12, 10), seed=4)
+    got = sepconv.gaussian_filter(torch.tensor(x), 1.5, order=(1, 0), mode="constant", cval=5.0)
+    K = sepconv.kernels.gaussian(1.5, order=(1, 0))
+    assert_close(got, ndimage.correlate(x, K, mode="constant", cval=5.0))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_low_precision_floats_compute_in_float32_and_round_once(dtype) -> None:
+    x = rand((16, 16), seed=5)
+    t = torch.tensor(x, dtype=dtype)
+    got = sepconv.gaussian_filter(t, 2.0, mode="wrap")
+    assert got.dtype == dtype
+    ref = sepconv.gaussian_filter(t.to(torch.float64).numpy(), 2.0, mode="wrap")
+    assert_close(got, ref, dtype)
+
+
+def test_integer_tensors_round_and_saturate_like_the_numpy_api() -> None:
+    x = (np.random.default_rng(6).random((20, 20)) * 255).astype(np.uint8)
+    sharpen = np.array([[0.0, -1.0, 0.0], [-1.0, 5.0, -1.0], [0.0, -1.0, 0.0]])
+    got = sepconv.correlate(torch.from_numpy(x), sharpen)
+    assert got.dtype == torch.uint8
+    np.testing.assert_array_equal(got.numpy(), sepconv.correlate(x, sharpen))
+    got16 = sepconv.gaussian_filter(torch.from_numpy(x), 1.5, output=np.int16)
+    assert got16.dtype == torch.int16
+    np.testing.assert_array_equal(got16.numpy(), sepconv.gaussian_filter(x, 1.5, output=np.int16))
+
+
+def test_output_dtype_and_tensor() -> None:
+    x = torch.tensor(rand((8, 8), seed=7))
+    assert sepconv.uniform_filter(x, 3, output=torch.float32).dtype == torch.float32
+    out = torch.empty(8, 8, dtype=torch.float64)
+    assert sepconv.uniform_filter(x, 3, output=out) is out
+    assert_close(out, sepconv.uniform_filter(x.numpy(), 3))
+
+
+def test_user_errors_name_the_parameter() -> None:
+    x = torch.zeros(4, 4)
+    with pytest.raises(TypeError, match="input must be real"):
+        sepconv.gaussian_filter(torch.zeros(4, 4, dtype=torch.complex64), 1.0)
+    with pytest.raises(TypeError, match=r"torch\.bool"):
+        sepconv.gaussian_filter(torch.zeros(4, 4, dtype=torch.bool), 1.0)
+    with pytest.raises(ValueError, match="output must have the input's shape"):
+        sepconv.gaussian_filter(x, 1.0, output=torch.zeros(3, 3))
+    with pytest.raises(TypeError, match="output must be None, a dtype or a tensor"):
+        sepconv.gaussian_filter(x, 1.0, output=np.zeros((4, 4)))
+    with pytest.raises(ValueError, match="mode must be one of"):
+        sepconv.gaussian_filter(x, 1.0, mode="edge")
+    with pytest.raises(ValueError, match="workers must be between"):
+        sepconv.gaussian_filter(x, 1.0, workers=10**6)
+
+
+def test_empty_tensor() -> None:
+    got = sepconv.gaussian_filter(torch.zeros(0, 5), 1.0)
+    assert got.shape == (0, 5)
+
+
+# ----------------------------------------------------------------------------------------------
+# differentiable
+# ----------------------------------------------------------------------------------------------
+
+GRAD_CASES = {
+    "gaussian reflect": lambda z: sepconv.gaussian_filter(z, 1.0),
+    "gaussian constant cval": lambda z: sepconv.gaussian_filter(z, 0.8, mode="constant", cval=2),
+    "correlate direct wrap": lambda z: sepconv.correlate(
+        z, np.arange(6.0).reshape(2, 3), mode="wrap", method="direct", origin=(0, -1)
+    ),
+    "correlate fft mirror": lambda z: sepconv.correlate(
+        z, np.arange(6.0).reshape(3, 2), mode="mirror", method="fft"
+    ),
+    "correlate lowrank nearest": lambda z: sepconv.correlate(
+        z, np.arange(9.0).reshape(3, 3) ** 2, mode="nearest", method="lowrank"
+    ),
+    "uniform origin": lambda z: sepconv.uniform_filter(z, 4, origin=1),
+    "laplace": lambda z: sepconv.laplace(z),
+    "gradient magnitude": lambda z: sepconv.gaussian_gradient_magnitude(z, 1.0),
+}
+
+
+@pytest.mark.parametrize("name", sorted(GRAD_CASES))
+def test_gradcheck_float64(name: str) -> None:
+    z = torch.tensor(rand((6, 7), seed=8) + 3.0, requires_grad=True)
+    assert torch.autograd.gradcheck(GRAD_CASES[name], (z,))
+
+
+def test_gradient_is_the_adjoint_correlation() -> None:
+    """d/dx <w, correlate(x, K)> equals the adjoint: correlation with the flipped kernel."""
+    x = torch.tensor(rand((10, 9), seed=9), requires_grad=True)
+    g = torch.tensor(rand((10, 9), seed=10))
+    K = np.arange(15.0).reshape(3, 5) - 7
+    (sepconv.correlate(x, K, mode="constant") * g).sum().backward()
+    adjoint = sepconv.convolve(g.numpy(), K, mode="constant")
+    assert_close(x.grad, adjoint)
+
+
+# ----------------------------------------------------------------------------------------------
+# imports stay lazy
+# ----------------------------------------------------------------------------------------------
+
+
+def test_importing_sepconv_imports_neither_torch_nor_dask() -> None:
+    code = (
+        "import sys, sepconv, sepconv.io, sepconv.filters\n"
+        "bad = [m for m in ('torch', 'dask', 'matplotlib', 'zarr', 'nibabel', 'imageio') "
+        "if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
