@@ -32,7 +32,7 @@ typecheck: $(STAMP)
 # no unchecked compiled code is reused): an indexing bug then fails instead of corrupting memory.
 test: lint typecheck
 	$(VENV)/bin/pytest -q
-	NUMBA_BOUNDSCHECK=1 NUMBA_CACHE_DIR=$(CURDIR)/.numba-boundscheck $(VENV)/bin/pytest -q -m engine -p no:cacheprovider
+	NUMBA_BOUNDSCHECK=1 NUMBA_CACHE_DIR=$(CURDIR)/.numba-boundscheck $(VENV)/bin/pytest -q -m "engine and not out_of_core" -p no:cacheprovider
 
 demo: $(STAMP)
 	$(VENV)/bin/sepconv demo
@@ -45,6 +45,7 @@ $(BENCH_STAMP): $(STAMP)
 
 bench: $(BENCH_STAMP)
 	$(PY) benchmarks/run.py $(BENCH_ARGS)
+	$(PY) benchmarks/bench_dask.py $(BENCH_DASK_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache .mypy_cache

@@ -283,7 +283,7 @@ def test_threaded_and_process_schedulers_agree() -> None:
     assert_same(y.compute(scheduler="processes", num_workers=2), ref)
 
 
-def test_distributed_local_cluster_with_processes() -> None:
+def test_distributed_local_cluster_with_processes(tmp_path: Path) -> None:
     distributed = pytest.importorskip("distributed")
     x = rand((24, 22), seed=6)
     ref = sepconv.correlate(x, np.outer([1.0, 2, 1], [1.0, 0, -1, 2]), mode="wrap")
@@ -297,6 +297,22 @@ def test_distributed_local_cluster_with_processes() -> None:
             da.from_array(x, chunks=5), np.outer([1.0, 2, 1], [1.0, 0, -1, 2]), mode="wrap"
         )
         assert_same(client.compute(y).result(), ref)
+        # store: every slab submitted at once; numpy target filled here, zarr by the workers
+        seen: list[int] = []
+        out = np.zeros_like(x)
+        sdask.store(
+            y, out, memory_limit=1000, scheduler=client, progress=lambda d, t: seen.append(d)
+        )
+        assert_same(out, ref)
+        assert seen[-1] == y.npartitions and seen == sorted(seen)
+        zarr = pytest.importorskip("zarr")
+        from sepconv import io
+
+        for chunks in ((5, 5), (3, 7)):  # aligned with y's chunks (no lock), and not (a lock)
+            path = tmp_path / f"o{chunks[0]}.zarr"
+            z = io.create_zarr(path, x.shape, chunks, x.dtype)
+            sdask.store(y, z, memory_limit=1000, scheduler=client)
+            assert_same(zarr.open_array(str(path), mode="r")[...], ref)
 
 
 # ----------------------------------------------------------------------------------------------

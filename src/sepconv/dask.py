@@ -515,7 +515,8 @@ def store(
         input. At least one chunk row is computed at a time whatever the limit. Default 256 MiB.
     scheduler : optional
         Any dask scheduler (``'threads'``, ``'processes'``, ``'sync'``, a ``distributed.Client``);
-        default: dask's current one.
+        default: dask's current one. With a distributed client all slabs are submitted at
+        once: the cluster's workers bound their own memory (spilling to disk as configured).
     progress : callable, optional
         Called as ``progress(chunks_done, chunks_total)`` after every slab.
 
@@ -560,14 +561,19 @@ def store(
     local = dask.base.get_scheduler(scheduler=scheduler, collections=[source])
     in_process = local in (dask.threaded.get, dask.local.get_sync)
     edges = np.concatenate([[0], np.cumsum(chunks)]).astype(int)
+    slabs = []
+    for b in range(0, len(chunks), rows):
+        lo, hi = int(edges[b]), int(edges[min(len(chunks), b + rows)])
+        slabs.append(tuple(slice(lo, hi) if a == axis else slice(None) for a in range(source.ndim)))
+    client = getattr(local, "__self__", None)
+    if type(client).__name__ == "Client" and hasattr(client, "compute"):
+        return _store_distributed(client, source, target, slabs, total, progress)
     done = 0
     with contextlib.ExitStack() as stack:
         kwargs: dict[str, Any] = {"scheduler": scheduler}
         if local is dask.multiprocessing.get and dask.config.get("pool", None) is None:
             kwargs["pool"] = stack.enter_context(_process_pool())  # one pool for all slabs
-        for b in range(0, len(chunks), rows):
-            lo, hi = int(edges[b]), int(edges[min(len(chunks), b + rows)])
-            region = tuple(slice(lo, hi) if a == axis else slice(None) for a in range(source.ndim))
+        for region in slabs:
             part = source[region]
             if isinstance(target, np.ndarray) and not in_process:
                 target[region] = part.compute(**kwargs)
@@ -578,6 +584,49 @@ def store(
             if progress is not None:
                 progress(done, total)
     return target
+
+
+def _store_distributed(client, source, target, slabs, total, progress) -> Any:
+    """All slabs at once on a dask.distributed cluster, whose workers bound their own memory.
+
+    Workers write a Zarr-like target themselves (no lock where the slabs follow the target's
+    chunks, else a cluster-wide lock); a numpy target is filled here as slabs complete.
+    """
+    import distributed
+
+    aligned = _aligned(source, target)
+    lock: Any = False if aligned else distributed.Lock("sepconv-store")
+    futures = {}
+    for region in slabs:
+        part = source[region]
+        if isinstance(target, np.ndarray):
+            fut = client.compute(part)
+        else:
+            fut = client.compute(da.store(part, target, regions=region, lock=lock, compute=False))
+        futures[fut] = (region, part.npartitions)
+    done = 0
+    for fut in distributed.as_completed(list(futures)):
+        region, n = futures.pop(fut)
+        result = fut.result()
+        if isinstance(target, np.ndarray):
+            target[region] = result
+        fut.release()
+        done += n
+        if progress is not None:
+            progress(done, total)
+    return target
+
+
+def _aligned(source: da.Array, target: Any) -> bool:
+    """Whether every chunk of ``source`` covers whole chunks of ``target`` (no shared chunk)."""
+    tchunks = getattr(target, "chunks", None)
+    if not tchunks or len(tchunks) != source.ndim:
+        return False
+    for c, t in zip(source.chunks, tchunks, strict=True):
+        edges = np.cumsum(c)[:-1]
+        if np.any(edges % int(t)):
+            return False
+    return True
 
 
 @contextlib.contextmanager

@@ -67,6 +67,7 @@ _EXTRA = {
     "tiff": "io",
     "nifti": "io",
     "zarr": "dask",
+    "a dask.distributed scheduler": "dask",
 }
 
 
@@ -113,14 +114,16 @@ def format_of(path: str | os.PathLike[str], name: str = "path") -> str:
 
 
 def _need(module: str, fmt: str) -> Any:
+    """Import ``module`` or say which extra provides it (``fmt``: what needed it)."""
     import importlib
 
     try:
         return importlib.import_module(module)
     except ImportError:
         extra = _EXTRA.get(fmt, "io")
+        what = f"{fmt} files" if fmt in FORMATS else fmt
         raise ValueError(
-            f"{fmt} files need the {module} package: pip install 'sepconv[{extra}]'"
+            f"{what} need the {module.split('.')[0]} package: pip install 'sepconv[{extra}]'"
         ) from None
 
 
@@ -858,7 +861,7 @@ def _filter_dask(
     sched: Any = scheduler or "threads"
     name = sched
     if isinstance(scheduler, str) and "://" in scheduler:
-        distributed = _need("distributed", "zarr")
+        distributed = _need("distributed", "a dask.distributed scheduler")
         try:
             client = distributed.Client(scheduler, timeout=10, set_as_default=False)
         except (OSError, TimeoutError) as exc:
