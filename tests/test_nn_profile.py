@@ -281,3 +281,14 @@ def test_profile_bad_input():
         profile(nn.Conv2d(3, 3, 3), (1, 4, 8, 8), measure=False)
     with pytest.raises(ValueError, match="memory_format must be one of"):
         profile(nn.Conv2d(3, 3, 3), (1, 3, 8, 8), memory_format="nhwc")
+
+
+def test_profile_compiled_with_torchscript_and_bad_compile_value():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU())
+    p = profile(
+        model, (1, 3, 16, 16), threads=1, repeats=2, warmup=1, memory_format="contiguous",
+        compile="torchscript",
+    )  # fmt: skip
+    assert p.settings["compile"] == "torchscript" and p.latency_s > 0
+    with pytest.raises(ValueError, match="compile must be False, True or one of"):
+        profile(model, (1, 3, 16, 16), compile="tvm")

@@ -49,7 +49,8 @@ of the exact rank (``rank * sum(shape)``); ``speedup`` is direct MACs over each.
 
     {"schema": 1, "model": str, "input_shape": [int],
      "settings": {"threads": int, "fold_bn": str | bool, "memory_format": str,
-                  "inference_mode": bool, "compile": bool, "warmup": int, "repeats": int},
+                  "inference_mode": bool, "compile": bool | str, "warmup": int,
+                  "repeats": int, "compile_s": float},  # compile_s only when compiled
      "machine": {"gemm_macs_per_s": float, "bandwidth_bytes_per_s": float, "threads": int,
                  "bandwidth_curve": [[int, float]]} | null,
      "layers": [{"name": str, "type": str, "input_shape": [int], "output_shape": [int],
@@ -554,7 +555,10 @@ def profile_command(
     memory_format: Annotated[
         str, typer.Option(help="auto | channels_last | contiguous (for timing).")
     ] = "auto",
-    compile: Annotated[bool, typer.Option(help="torch.compile the whole model.")] = False,
+    compile: Annotated[
+        str,
+        typer.Option(help="Whole-model compile for the latency: none | inductor | torchscript."),
+    ] = "none",
     repeats: Annotated[int, typer.Option(help="Timed runs (median reported).")] = 10,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON (stable schema).")] = False,
 ) -> None:
@@ -578,7 +582,7 @@ def profile_command(
         threads=threads,
         fold_bn=fold_bn,
         memory_format=memory_format,
-        compile=compile,
+        compile=False if compile == "none" else compile,
         repeats=repeats,
         name=label,
     )

@@ -180,10 +180,12 @@ def run(out: Path, *, quick: bool = False, progress: Any = None) -> Report:
         else "The depthwise-separable layer matched the standard one"
     )
     report.text(
-        f"**Finding.** {verdict} ({std_mean:.3f} vs {ds_mean:.3f} mean accuracy); a depth "
-        "multiplier restores capacity step by step "
-        f"({stats['DS, multiplier 2']['mean']:.3f} at 2, {stats['DS, multiplier 4']['mean']:.3f} "
-        "at 4). A DS layer with multiplier m gives each input channel only m spatial filters, "
+        f"**Finding.** {verdict} ({std_mean:.3f} vs {ds_mean:.3f} mean accuracy over "
+        f"{len(seeds)} seeds). With a depth multiplier: "
+        f"{stats['DS, multiplier 2']['mean']:.3f} ± {stats['DS, multiplier 2']['std']:.3f} "
+        f"at 2, {stats['DS, multiplier 4']['mean']:.3f} ± {stats['DS, multiplier 4']['std']:.3f} "
+        "at 4 (per-seed values above: a large spread means some seeds failed to train). "
+        "A DS layer with multiplier m gives each input channel only m spatial filters, "
         "shared by all outputs: every output map is a weighted sum of the same few filtered "
         "channels, so it cannot shape, per output, how red and blue structure must co-occur. "
         "The standard layer has one filter per (output, input) pair."

@@ -611,7 +611,7 @@ def profile(
     fold_bn: bool = True,
     memory_format: str = "auto",
     inference_mode: bool = True,
-    compile: bool = False,
+    compile: bool | str = False,
     warmup: int = 3,
     repeats: int = 10,
     name: str | None = None,
@@ -635,9 +635,10 @@ def profile(
         ``'auto'`` times the whole model in both (2-D/3-D inputs) and keeps the faster.
     inference_mode : bool
         Time under ``torch.inference_mode()`` (else ``torch.no_grad()``).
-    compile : bool
-        ``torch.compile`` (inductor, frozen weights) the whole model for the end-to-end
-        latency; the layers are still timed eagerly. Compiling takes seconds to minutes.
+    compile : bool or {'inductor', 'torchscript'}
+        Compile the whole model for the end-to-end latency (True: ``'inductor'``, i.e.
+        ``torch.compile`` with frozen weights; ``'torchscript'``: frozen and optimized for
+        inference, often the fastest on CPU); the layers are still timed eagerly.
     warmup, repeats : int
         Calls before timing, and timed calls (the median is reported).
     name : str, optional
@@ -665,6 +666,10 @@ def profile(
     if memory_format not in MEMORY_FORMATS:
         raise ValueError(
             f"memory_format must be one of {list(MEMORY_FORMATS)}, got {memory_format!r}"
+        )
+    if compile not in (False, True, *COMPILERS):
+        raise ValueError(
+            f"compile must be False, True or one of {list(COMPILERS)}, got {compile!r}"
         )
     warmup = check_nonnegative_int(warmup, "warmup", minimum=0)
     repeats = check_nonnegative_int(repeats, "repeats", minimum=1)
@@ -699,7 +704,7 @@ def _measure(
     fold_bn: bool,
     memory_format: str,
     inference_mode: bool,
-    compile: bool,
+    compile: bool | str,
     warmup: int,
     repeats: int,
 ) -> None:
@@ -787,12 +792,36 @@ def _measure(
         if not compile:
             result.latency_s = _median_time(lambda: prepared(x), warmup, repeats)
     if compile:
-        # inductor with frozen weights (constant-folded, prepacked for oneDNN); freezing
-        # needs autograd off but not inference tensors
-        runner = torch.compile(prepared, options={"freezing": True})
         with torch.no_grad():
             t0 = time.perf_counter()
-            runner(x)
+            runner = compiled(prepared, x, compile)
             settings["compile_s"] = round(time.perf_counter() - t0, 2)
             result.latency_s = _median_time(lambda: runner(x), warmup + 2, repeats)
     result.settings = settings
+
+
+#: Whole-model compilers :func:`profile` (``compile=``) and the benchmark know.
+COMPILERS = ("inductor", "torchscript")
+
+
+def compiled(model: nn.Module, example: Tensor, how: str | bool) -> Callable[..., Any]:
+    """``model`` compiled for CPU inference (call under ``torch.no_grad()``), run once.
+
+    ``'inductor'`` (or True): ``torch.compile`` with frozen weights (constant-folded and
+    prepacked for oneDNN). ``'torchscript'``: ``torch.jit.optimize_for_inference`` of the
+    scripted model (freezing, conv + BN + ReLU fusion, prepacked oneDNN convs); TorchScript is
+    deprecated in torch >= 2.9 and its deprecation warning is silenced here.
+    """
+    how = "inductor" if how is True else how
+    if how == "inductor":
+        runner: Callable[..., Any] = torch.compile(model, options={"freezing": True})
+    elif how == "torchscript":
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            runner = torch.jit.optimize_for_inference(torch.jit.script(model.eval()))
+    else:
+        raise ValueError(f"compile must be False, True or one of {list(COMPILERS)}, got {how!r}")
+    runner(example)
+    return runner
