@@ -3,7 +3,8 @@
 ``numba_cpu`` runs separable / low-rank filters as 1-D passes (the last two axes fused) and
 direct correlation as a multithreaded shift-and-add; ``fft`` runs large dense kernels through
 ``scipy.fft`` with worker threads. ``threads(workers)`` scopes the thread count of both. The
-filters module only calls these three functions, so speed work changes this package only.
+filters module only calls ``separable``, ``direct``, ``fft`` and ``round_saturate``, so
+speed work changes this package only.
 """
 
 from __future__ import annotations
