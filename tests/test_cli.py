@@ -417,6 +417,43 @@ def test_version_prints_the_package_version():
     assert result.stdout.strip() == f"sepconv {sepconv.__version__}"
 
 
+# every command, with the flags it must show as plain flags (they take no value)
+HELP_FLAGS = {
+    (): ["--version", "--help"],
+    ("analyze",): ["--json"],
+    ("cost",): ["--help"],
+    ("cost", "conv"): ["--json", "--bias"],
+    ("cost", "kernel"): ["--json"],
+    ("calibrate",): ["--quick", "--json"],
+    ("experiment",): ["--quick"],
+    ("profile",): ["--json", "--full-conv", "--measure", "--no-measure"],
+    ("filter",): ["--overwrite", "--quiet"],
+    ("demo",): ["--quick"],
+}
+
+
+@pytest.mark.parametrize("command", list(HELP_FLAGS), ids=lambda c: " ".join(c) or "sepconv")
+def test_help_shows_flags_without_a_value_type(command):
+    result = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "120"})
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    for flag in [*HELP_FLAGS[command], "--help"]:
+        line = next((ln for ln in lines if f" {flag} " in ln), None)
+        assert line is not None, (flag, result.stdout)
+        # nothing between the flag and its help text but spaces (and its --no- twin)
+        assert "<bool>" not in line and "BOOLEAN" not in line, line
+    assert "<bool>" not in result.stdout
+    # options that take a value still show its type
+    if command == ("profile",):
+        assert any("--width" in ln and "float" in ln.lower() for ln in lines), result.stdout
+
+
+def test_quick_and_bias_are_plain_flags_without_a_negative_twin():
+    for command in (["demo"], ["experiment"], ["calibrate"], ["cost", "conv"]):
+        result = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "120"})
+        assert "--no-quick" not in result.stdout and "--no-bias" not in result.stdout
+
+
 def test_no_arguments_prints_help():
     result = run()
     assert result.exit_code in (0, 2)

@@ -261,7 +261,7 @@ def test_laplace_matches_scipy(image, volume) -> None:
 
 
 def test_gabor_closed_form_at_one_pixel() -> None:
-    sigma, theta, f, g, ph = 2.0, 30.0, 0.15, 0.6, 0.4
+    sigma, theta, f, g, ph = 2.0, 30.0, 0.15, 0.6, 23.0  # phase in degrees, like theta
     k = gabor(sigma, theta=theta, frequency=f, gamma=g, phase=ph, truncate=2.0)
     r = int(2.0 * max(sigma, sigma / g) + 0.5)
     assert k.shape == (2 * r + 1, 2 * r + 1)
@@ -271,11 +271,45 @@ def test_gabor_closed_form_at_one_pixel() -> None:
     xr, yr = x * math.cos(t) + y * math.sin(t), -x * math.sin(t) + y * math.cos(t)
     expected = (
         math.exp(-(xr**2 + g**2 * yr**2) / (2 * sigma**2))
-        * math.cos(2 * math.pi * f * xr + ph)
+        * math.cos(2 * math.pi * f * xr + math.radians(ph))
         * g
         / (2 * math.pi * sigma**2)
     )
     assert k[row, col] == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("theta", [0.0, 30.0, 45.0, 90.0, 117.0])
+@pytest.mark.parametrize("phase", [90.0, -90.0, 270.0])
+def test_gabor_phase_90_degrees_is_odd_antisymmetric(theta, phase) -> None:
+    # phase is in degrees like theta: 90 (or -90, 270) turns the cosine carrier into a sine,
+    # so the kernel is exactly antisymmetric about its centre and sums to zero
+    sigma, f, g = 3.0, 0.15, 0.7
+    k = gabor(sigma, theta=theta, frequency=f, gamma=g, phase=phase)
+    assert np.array_equal(k[::-1, ::-1], -k)
+    assert abs(k.sum()) < 1e-15
+    # the sine Gabor, sign included: cos(a + 90 deg) = -sin(a), cos(a - 90 deg) = sin(a)
+    r = k.shape[0] // 2
+    x = np.arange(-r, r + 1, dtype=np.float64)[None, :]
+    y = -np.arange(-r, r + 1, dtype=np.float64)[:, None]
+    t = math.radians(theta)
+    xr, yr = x * math.cos(t) + y * math.sin(t), -x * math.sin(t) + y * math.cos(t)
+    sign = -1.0 if phase % 360 == 90 else 1.0
+    expected = (
+        np.exp(-(xr**2 + g**2 * yr**2) / (2 * sigma**2))
+        * sign
+        * np.sin(2 * math.pi * f * xr)
+        * g
+        / (2 * math.pi * sigma**2)
+    )
+    assert np.abs(expected).max() > 1e-3  # not trivially zero
+    np.testing.assert_allclose(k, expected, rtol=0, atol=1e-14)
+
+
+def test_gabor_phase_0_degrees_is_even_symmetric() -> None:
+    k = gabor(3.0, theta=30.0, frequency=0.15, phase=0.0)
+    assert np.array_equal(k[::-1, ::-1], k)
+    k180 = gabor(3.0, theta=30.0, frequency=0.15, phase=180.0)
+    assert np.array_equal(k180, -k)
 
 
 def test_gabor_theta_is_counter_clockwise_as_displayed() -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from sepconv.cli import app
@@ -62,6 +64,49 @@ def test_profile_user_factory_and_input_shape():
     )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["totals"]["macs"] == 0
+
+
+MODULE_IN_CWD = """
+import torch
+
+
+def build(num_classes=10, **kwargs):
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, padding=1, bias=False), torch.nn.Flatten(),
+        torch.nn.Linear(8 * 6 * 6, num_classes, bias=False),
+    )
+"""
+
+
+def test_profile_imports_a_factory_module_from_the_current_directory(tmp_path):
+    # as with `python -m`, a module in the current directory is importable; the installed
+    # console script's sys.path[0] is its bin/ folder, so this needs the CLI's help
+    (tmp_path / "my_cwd_models.py").write_text(MODULE_IN_CWD)
+    script = Path(sys.executable).parent / "sepconv"
+    if not script.exists():
+        pytest.skip(f"console script not installed next to {sys.executable}")
+    proc = subprocess.run(
+        [str(script), "profile", "my_cwd_models:build", "--input-shape", "1,3,6,6",
+         "--no-measure", "--json"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    # independent count: conv 3->8, 3x3 over 6x6 outputs; linear 288 -> 10
+    assert doc["totals"]["macs"] == 8 * 3 * 9 * 36 + 288 * 10
+    assert doc["totals"]["params"] == 8 * 3 * 9 + 288 * 10
+
+
+def test_profile_module_from_cwd_in_process_leaves_sys_path_unchanged(tmp_path, monkeypatch):
+    (tmp_path / "my_cwd_models2.py").write_text(MODULE_IN_CWD)
+    monkeypatch.chdir(tmp_path)
+    before = list(sys.path)
+    result = runner.invoke(
+        app, ["profile", "my_cwd_models2:build", "--input-shape", "1,3,6,6", "--no-measure"]
+    )
+    assert result.exit_code == 0, result.output
+    assert sys.path == before
+    sys.modules.pop("my_cwd_models2", None)
 
 
 def test_profile_user_errors_are_one_line_exit_2():

@@ -78,18 +78,48 @@ import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperGroup
 
 from . import __version__, cost, kernels
 from .factor import Factorization, separate
 
+
+def _flags_without_type(params: list[Any]) -> list[Any]:
+    """Blank the value type that help shows beside a flag (``--json <bool>``).
+
+    Recent typer prints each option's type in ``--help`` (``--width <float>``), flags included,
+    as if ``--json`` took a value. A flag takes none, so its help metavar is set to ``""``
+    (typer and click then print nothing there); parsing and error messages are unchanged.
+    """
+    for param in params:
+        if getattr(param, "is_flag", False) and not getattr(param, "count", False):
+            if param.metavar is None:
+                param.metavar = ""
+    return params
+
+
+class _Group(TyperGroup):
+    """The command groups: help shows flags as plain flags (see ``_flags_without_type``)."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _flags_without_type(super().get_params(ctx))
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            _flags_without_type(command.get_params(ctx))
+        return command
+
+
 app = typer.Typer(
     name="sepconv",
+    cls=_Group,
     help="Separable convolution: test, factorize and cost any kernel.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-cost_app = typer.Typer(help="Cost model: MACs and parameters.", no_args_is_help=True)
+cost_app = typer.Typer(cls=_Group, help="Cost model: MACs and parameters.", no_args_is_help=True)
 app.add_typer(cost_app, name="cost")
 
 # Rich assumes 80 columns when output is not a terminal; tables read better a little wider.
@@ -324,7 +354,7 @@ def cost_conv(
     kernel: Annotated[str, typer.Option("--kernel", help="Kernel size: 3 or 3,5.")] = "3",
     dims: Annotated[int, typer.Option(help="Spatial dimensions (1, 2 or 3).")] = 2,
     depth_multiplier: Annotated[int, typer.Option(help="Depthwise channel multiplier.")] = 1,
-    bias: Annotated[bool, typer.Option(help="Count bias parameters.")] = False,
+    bias: Annotated[bool, typer.Option("--bias", help="Count bias parameters.")] = False,
     input_size: Annotated[
         str | None, typer.Option(help="Input spatial size (e.g. 224) for total MACs.")
     ] = None,
@@ -409,7 +439,9 @@ def cost_kernel(
 @app.command()
 @_user_errors
 def calibrate(
-    quick: Annotated[bool, typer.Option(help="One image size, fewer kernels (~2 s).")] = False,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="One image size, fewer kernels (~2 s).")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Measure this machine's time model for method='auto' and cache it (~15 s)."""
@@ -445,7 +477,7 @@ def experiment(
             help="speedup | ds-cost | capacity | layers | lowrank | all",
         ),
     ],
-    quick: Annotated[bool, typer.Option(help="Small sizes: under a minute.")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="Small sizes: under a minute.")] = False,
     out: Annotated[Path, typer.Option(help="Folder for the reports.")] = Path(
         "sepconv-experiments"
     ),
@@ -474,11 +506,32 @@ def experiment(
 # ----------------------------------------------------------------------------------------------
 
 
+def _import_from_cwd(mod_name: str) -> Any:
+    """Import a module as ``python -m`` would: the current directory first on the path.
+
+    An installed console script has its own folder, not the current directory, as
+    ``sys.path[0]``; ``sepconv profile mymodels:build`` should still find ``./mymodels.py``.
+    The path is restored afterwards.
+    """
+    import importlib
+    import os
+
+    cwd = os.getcwd()
+    added = cwd not in sys.path and "" not in sys.path
+    if added:
+        sys.path.insert(0, cwd)
+    importlib.invalidate_caches()  # a module written since start-up must be found
+    try:
+        return importlib.import_module(mod_name)
+    finally:
+        if added:
+            sys.path.remove(cwd)
+
+
 def _build_model(
     name: str, width: float, resolution: int, full_conv: bool, num_classes: int | None
 ) -> Any:
     """A model by registry name or ``package.module:factory`` with the CLI's options."""
-    import importlib
     import inspect
 
     from torch import nn
@@ -488,7 +541,7 @@ def _build_model(
     if ":" in name:
         mod_name, _, attr = name.partition(":")
         try:
-            factory = getattr(importlib.import_module(mod_name), attr)
+            factory = getattr(_import_from_cwd(mod_name), attr)
         except (ImportError, AttributeError) as exc:
             raise ValueError(f"model {name!r} cannot be imported: {exc}") from None
     elif name in models.MODELS:
@@ -801,7 +854,9 @@ def _axes_option(text: str | None) -> tuple[int, ...] | None:
 @_user_errors
 def demo(
     out: Annotated[Path, typer.Option(help="Folder for the demo's files.")] = Path("sepconv-demo"),
-    quick: Annotated[bool, typer.Option(help="A smaller volume (for tests).")] = False,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="Smaller data and a smaller volume (~20 s).")
+    ] = False,
 ) -> None:
     """A tour: kernel ranks, filtering a photo and a volume vs scipy, DS cost, MobileNet v1."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn

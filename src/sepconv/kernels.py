@@ -17,8 +17,9 @@ Conventions
   For the 2-D kernels with an orientation (``gabor``, ``line``) ``x`` is the column offset
   (axis 1) and ``y`` is the row offset measured *upward* (``y = -row_offset``), so angles are
   in **degrees, counter-clockwise as displayed** (with row 0 at the top, as ``imshow`` shows
-  an array). Multiples of 90 degrees use exact cosines/sines, so those kernels are exactly
-  separable.
+  an array). Every angle is in degrees, ``gabor``'s carrier ``phase`` included. Multiples of
+  90 degrees use exact cosines/sines, so those kernels are exactly separable (``gabor``) and
+  an odd Gabor (``phase=90``) is exactly antisymmetric.
 * **Per-axis parameters.** ``sigma``, ``order``, ``radius`` and ``size`` accept a scalar or
   one value per axis. Where a builder takes ``ndim=None`` the number of axes is the length of
   whichever per-axis argument is a sequence, else 2.
@@ -577,10 +578,12 @@ def gabor(
 ) -> np.ndarray:
     """Real 2-D Gabor kernel.
 
-    ``exp(-(x'^2 + gamma^2 y'^2) / (2 sigma^2)) * cos(2 pi frequency x' + phase)`` scaled by
-    ``gamma / (2 pi sigma^2)`` (``skimage.filters.gabor_kernel``'s normalisation), with
-    ``x' = x cos t + y sin t``, ``y' = -x sin t + y cos t``, ``t = radians(theta)``; ``x`` is the
-    column offset and ``y = -row_offset`` (so ``theta`` is counter-clockwise as displayed).
+    ``exp(-(x'^2 + gamma^2 y'^2) / (2 sigma^2)) * cos(2 pi frequency x' + radians(phase))``
+    scaled by ``gamma / (2 pi sigma^2)`` (``skimage.filters.gabor_kernel``'s normalisation),
+    with ``x' = x cos t + y sin t``, ``y' = -x sin t + y cos t``, ``t = radians(theta)``; ``x``
+    is the column offset and ``y = -row_offset`` (so ``theta`` is counter-clockwise as
+    displayed). Both angles, ``theta`` and ``phase``, are in **degrees**, like ``line``'s
+    ``angle``.
 
     Parameters
     ----------
@@ -593,7 +596,10 @@ def gabor(
     gamma : float, default 1.0
         Spatial aspect ratio, > 0.
     phase : float, default 0.0
-        Carrier phase offset in radians (0: even/cosine, ``-pi/2``: odd/sine).
+        Carrier phase offset in **degrees** (not radians): ``0`` gives the even (cosine)
+        Gabor, symmetric about the centre; ``90`` or ``-90`` the odd (sine) Gabor,
+        antisymmetric (``K[::-1, ::-1] == -K`` exactly). Multiples of 90 use exact
+        cosines/sines.
     truncate : float, default 3.0
         Radius ``int(truncate * max(sigma, sigma / gamma) + 0.5)``; must be > 0.
 
@@ -607,6 +613,9 @@ def gabor(
     --------
     >>> gabor(2.0, theta=30, frequency=0.2).shape
     (13, 13)
+    >>> k = gabor(2.0, theta=30, frequency=0.2, phase=90)  # odd: antisymmetric
+    >>> bool((k[::-1, ::-1] == -k).all())
+    True
     """
     s = check_positive_float(sigma, "sigma")
     th = _check_real(theta, "theta")
@@ -622,7 +631,11 @@ def gabor(
     xr = x * c + y * sn
     yr = -x * sn + y * c
     env = np.exp(-(xr**2 + g**2 * yr**2) / (2.0 * s * s))
-    carrier = np.cos(2.0 * math.pi * f * xr + ph)
+    # cos(a + phase) expanded so that phases at multiples of 90 degrees are exact: phase=90
+    # gives -sin(a), exactly antisymmetric (xr is, and sin is odd), not cos(a + 1.5707963...)
+    pc, ps = _cos_sin(ph)
+    arg = 2.0 * math.pi * f * xr
+    carrier = np.cos(arg) * pc - np.sin(arg) * ps
     return np.asarray(env * carrier * (g / (2.0 * math.pi * s * s)), dtype=np.float64)
 
 
