@@ -644,6 +644,44 @@ def test_from_spec_object_npy_is_refused(tmp_path) -> None:
         from_spec(str(path))
 
 
+def test_from_spec_loads_whitespace_csv_written_by_np_savetxt(tmp_path) -> None:
+    # numpy.savetxt's default delimiter is a space ('%.18e' round-trips float64 exactly)
+    rng = np.random.default_rng(1)
+    k2 = rng.standard_normal((5, 7))
+    p2 = tmp_path / "k2.csv"
+    np.savetxt(p2, k2)
+    np.testing.assert_array_equal(from_spec(str(p2)), k2)
+    np.testing.assert_array_equal(from_spec(p2), k2)  # os.PathLike
+    # a 1-D kernel: savetxt writes one value per line
+    k1 = np.array([0.25, 0.5, 0.25])
+    p1 = tmp_path / "k1.csv"
+    np.savetxt(p1, k1, header="binomial 3, normalised")  # '# ...' header, comma inside
+    np.testing.assert_array_equal(from_spec(str(p1)), k1)
+    # tabs, repeated spaces and blank lines
+    p3 = tmp_path / "tabs.csv"
+    p3.write_text("1\t2  1\n\n2\t4\t2\n1 2 1\n")
+    assert from_spec(str(p3)).tolist() == [[1, 2, 1], [2, 4, 2], [1, 2, 1]]
+    # commas with spaces, as other tools write them
+    p4 = tmp_path / "commas.csv"
+    np.savetxt(p4, k2, delimiter=", ")
+    np.testing.assert_array_equal(from_spec(str(p4)), k2)
+
+
+@pytest.mark.parametrize(
+    "content",
+    ["1,2,1\n2 4 2\n", "1 2 1\n2 4\n", "1;2;1\n", "# only a comment\n\n", ""],
+    ids=["mixed", "ragged", "semicolons", "comment-only", "empty"],
+)
+def test_from_spec_bad_csv_says_what_a_kernel_file_looks_like(tmp_path, content) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_text(content)
+    with pytest.raises(ValueError, match=r"kernel file '.*bad\.csv'") as info:
+        from_spec(str(path))
+    msg = str(info.value)
+    assert "\n" not in msg
+    assert "commas or by whitespace" in msg and "numpy.savetxt" in msg
+
+
 def test_from_spec_non_numeric_csv(tmp_path) -> None:
     path = tmp_path / "words.csv"
     path.write_text("a,b\nc,d\n")

@@ -942,19 +942,44 @@ def _parse_value(text: str, key: str, spec: str) -> Any:
         ) from None
 
 
+_TEXT_HINT = (
+    "a .csv kernel is numbers separated by commas or by whitespace (numpy.savetxt's "
+    "default), one row per line, every row the same length; '#' starts a comment"
+)
+
+
+def _load_text(path: str) -> np.ndarray:
+    """A 1-D or 2-D kernel from a text file, comma- or whitespace-separated."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            text = fh.read()
+    except OSError as exc:
+        raise ValueError(f"spec: cannot read kernel file {path!r}: {exc.strerror}") from exc
+    rows = [line.split("#", 1)[0].strip() for line in text.splitlines()]
+    rows = [row for row in rows if row]
+    if not rows:
+        raise ValueError(f"spec: kernel file {path!r} has no numbers; {_TEXT_HINT}")
+    # commas anywhere in the data: comma-separated (spaces around the numbers are fine);
+    # otherwise whitespace-separated, as numpy.savetxt writes by default
+    delimiter = "," if any("," in row for row in rows) else None
+    try:
+        arr = np.loadtxt(rows, delimiter=delimiter, ndmin=1, dtype=np.float64)
+    except ValueError as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ValueError(f"spec: cannot read kernel file {path!r}: {reason}; {_TEXT_HINT}") from exc
+    return np.asarray(arr, dtype=np.float64)
+
+
 def _load_file(path: str) -> np.ndarray:
     if not os.path.isfile(path):
         raise ValueError(f"spec: kernel file {path!r} does not exist")
+    if not path.lower().endswith(".npy"):
+        return as_kernel(_load_text(path), "spec")
     try:
-        if path.lower().endswith(".npy"):
-            arr = np.load(path, allow_pickle=False)
-        else:
-            arr = np.loadtxt(path, delimiter=",", ndmin=1, dtype=np.float64)
+        arr = np.load(path, allow_pickle=False)
     except Exception as exc:  # unreadable, not numeric, pickled objects, ...
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ValueError(f"spec: cannot read kernel file {path!r}: {reason}") from exc
-    if arr.ndim > 2 and path.lower().endswith(".csv"):  # pragma: no cover - loadtxt is <= 2-D
-        raise ValueError(f"spec: kernel file {path!r} must be 1-D or 2-D")
     return as_kernel(arr, "spec")
 
 
@@ -968,7 +993,9 @@ def from_spec(spec: Any) -> np.ndarray:
           (case-insensitive) and keys the builder's parameters. Values are ints, floats,
           ``true``/``false`` (any case) or bracketed lists of those (``sigma=[2,3]``; commas
           inside brackets do not split).
-        * A path ending in ``.npy`` or ``.csv`` (comma-separated numbers, 1-D or 2-D).
+        * A path ending in ``.npy`` or ``.csv`` (1-D or 2-D; numbers separated by commas
+          or by whitespace as ``numpy.savetxt`` writes them, one row per line, ``#``
+          comments).
         * An array, returned as a float64 copy after the usual kernel checks.
 
     Returns
