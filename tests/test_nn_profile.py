@@ -257,6 +257,55 @@ def test_outliers_flag_layers_beyond_a_factor_either_way():
     assert [r.name for r in p.outliers(min_time=1e-6)] == ["a", "c"]
 
 
+def _timed(layer_ms: list[float], latency_ms: float, **settings) -> Profile:
+    rows = [
+        LayerProfile(f"l{i}", "Conv2d", (), (), 0, 0, 0, 0, roofline_s=1e-6, measured_s=t / 1e3)
+        for i, t in enumerate(layer_ms)
+    ]
+    return Profile("m", (1,), rows, 0, settings=settings, latency_s=latency_ms / 1e3)
+
+
+def test_profile_warns_when_layer_sum_and_end_to_end_disagree_by_a_large_factor():
+    # the case a user hit: 48 ms of layers beside 0.32 ms end to end (150x)
+    p = _timed([40.0, 7.5, 0.5], 0.32)
+    warning = p.timing_warning
+    assert warning is not None and "150x" in warning
+    assert "not trustworthy" in warning and "timed alone" in warning
+    text = str(p)
+    # both numbers are still shown, and the warning says why they differ
+    assert "end-to-end median 0.320 ms, sum of layers 48.000 ms" in text
+    assert "WARNING: the per-layer times are not trustworthy" in text
+    assert "48.000 ms vs end-to-end 0.320 ms" in text
+    doc = json.loads(json.dumps(p.to_dict()))
+    assert doc["warnings"] == [warning]
+    assert doc["totals"]["measured_layers_s"] == pytest.approx(0.048)
+    assert doc["totals"]["latency_s"] == pytest.approx(0.00032)
+    assert "WARNING" in p.to_markdown()
+
+
+def test_profile_warns_when_end_to_end_is_far_above_the_layer_sum():
+    p = _timed([0.1, 0.1], 1.0)  # 5x: time spent outside the leaf modules
+    assert "5x the sum of layers" in p.timing_warning
+    assert "outside its leaf modules" in p.timing_warning
+
+
+def test_profile_timing_warning_names_the_compiled_model():
+    p = _timed([10.0], 1.0, compile="torchscript")
+    assert "compiled model (torchscript)" in p.timing_warning
+
+
+@pytest.mark.parametrize(("layers", "latency"), [([0.3], 0.414), ([0.2, 0.4], 1.7), ([1.0], 0.4)])
+def test_profile_no_timing_warning_when_times_roughly_agree(layers, latency):
+    p = _timed(layers, latency)
+    assert p.timing_warning is None
+    assert "WARNING" not in str(p) and p.to_dict()["warnings"] == []
+
+
+def test_profile_no_timing_warning_without_measurements():
+    p = profile(small_cnn(width=4, depth=1), (1, 3, 16, 16), measure=False)
+    assert p.timing_warning is None and p.to_dict()["warnings"] == []
+
+
 def test_profile_table_text_markdown_and_json():
     p = profile(small_cnn(width=4, depth=1), (1, 3, 16, 16), measure=False)
     text = str(p)

@@ -60,6 +60,7 @@ of the exact rank (``rank * sum(shape)``); ``speedup`` is direct MACs over each.
      "totals": {"params": int, "macs": int, "bias_adds": int, "bytes": int,
                 "roofline_s": float | null, "measured_layers_s": float | null,
                 "latency_s": float | null},
+     "warnings": [str],  # e.g. the per-layer sum and end-to-end time differ by > 3x: why
      "outliers": [str]}  # layers measured beyond 2x of their roofline either way
 
 Errors in user input print one line (``sepconv: error: ...``) and exit with status 2.

@@ -457,6 +457,44 @@ class Profile:
             return None
         return sum(r.measured_s or 0.0 for r in self.layers)
 
+    @property
+    def timing_warning(self) -> str | None:
+        """Why the measured times disagree, when the sum of layers and the end-to-end latency
+        differ by more than :data:`TIMING_DISAGREEMENT` either way (else None).
+
+        Both numbers stay in the table and the totals; this says which one not to trust.
+        """
+        total, latency = self.measured_layers_s, self.latency_s
+        if not total or not latency:
+            return None
+        factor = max(total / latency, latency / total)
+        if factor < TIMING_DISAGREEMENT:
+            return None
+        both = f"sum of layers {total * 1e3:.3f} ms vs end-to-end {latency * 1e3:.3f} ms"
+        how = self.settings.get("compile")
+        if how:
+            return (
+                f"the timings differ {factor:.0f}x ({both}): the end-to-end time is of the "
+                f"compiled model ({'inductor' if how is True else how}), the layers run "
+                "eagerly one by one; compare layers with each other, not with the end-to-end "
+                "time."
+            )
+        if total > latency:
+            return (
+                f"the per-layer times are not trustworthy: they add up to {factor:.0f}x the "
+                f"end-to-end time ({both}). Each layer is timed alone, so fixed costs of a "
+                "call (Python dispatch, waking torch's worker threads, time slices lost to "
+                "other processes on a busy machine) count once per layer and dominate layers "
+                "this small; the end-to-end time is the one to quote. Retry with one thread "
+                "(--threads 1), more repeats, or on an idle machine."
+            )
+        return (
+            f"the end-to-end time is {factor:.0f}x the sum of layers ({both}): the model "
+            "spends it outside its leaf modules (Python code in forward, residual additions, "
+            "functional calls) or the run was disturbed by other processes; the per-layer "
+            "times do not explain the latency."
+        )
+
     def outliers(self, factor: float = 2.0, *, min_time: float = 0.0) -> list[LayerProfile]:
         """Layers measured more than ``factor`` times slower or faster than their roofline.
 
@@ -489,6 +527,7 @@ class Profile:
                 "measured_layers_s": self.measured_layers_s,
                 "latency_s": self.latency_s,
             },
+            "warnings": [w for w in (self.timing_warning,) if w],
         }
 
     def rows(self) -> list[list[str]]:
@@ -535,6 +574,9 @@ class Profile:
                 f"measured: end-to-end median {self.latency_s * 1e3:.3f} ms, sum of layers "
                 f"{(self.measured_layers_s or 0) * 1e3:.3f} ms"
             )
+            warning = self.timing_warning
+            if warning:
+                lines.append(f"WARNING: {warning}")
         if self.settings:
             lines.append("timed as: " + ", ".join(f"{k}={v}" for k, v in self.settings.items()))
         return lines
@@ -556,6 +598,10 @@ class Profile:
         lines += ["| " + " | ".join(row) + " |" for row in self.rows()]
         return "\n".join([*lines, "", *self.summary()])
 
+
+#: Sum of per-layer times and end-to-end latency differing by more than this factor (either
+#: way) get :attr:`Profile.timing_warning`.
+TIMING_DISAGREEMENT = 3.0
 
 #: Columns of the profile table (times in microseconds; ``c``/``m``: compute/memory bound).
 COLUMNS = [
@@ -649,7 +695,9 @@ def profile(
     Profile
         ``layers`` (one :class:`LayerProfile` per leaf module), ``params``, ``macs``,
         ``bias_adds``, ``bytes``, ``roofline_s``, ``measured_layers_s``, ``latency_s``,
-        ``settings``, ``rates``; ``outliers()`` lists layers beyond 2x of their roofline;
+        ``settings``, ``rates``; ``timing_warning`` says why the per-layer sum and the
+        end-to-end time disagree when they differ by more than 3x (else None);
+        ``outliers()`` lists layers beyond 2x of their roofline;
         ``str()`` and ``to_markdown()`` give the table, ``to_dict()`` a JSON-ready dict.
 
     Examples
