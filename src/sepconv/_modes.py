@@ -27,12 +27,14 @@ import numpy as np
 __all__ = [
     "MODES",
     "extension_table",
+    "native",
     "normalize_axes",
     "normalize_mode",
     "normalize_modes",
     "normalize_origins",
     "pad",
     "resolve_output",
+    "saturation_bounds",
     "work_dtype",
 ]
 
@@ -145,8 +147,17 @@ def extension_table(n: int, k: int, offset: int, mode: str) -> np.ndarray:
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
+def native(dtype: np.dtype) -> np.dtype:
+    """``dtype`` in this machine's byte order (big-endian files are common: NIfTI, FITS)."""
+    dtype = np.dtype(dtype)
+    return dtype if dtype.isnative else dtype.newbyteorder("=")
+
+
 def check_input(x: Any, name: str = "input") -> np.ndarray:
-    """The input as an ndarray of a supported real dtype (float32/64 or any integer)."""
+    """The input as an ndarray of a supported real dtype (float32/64, integer or bool).
+
+    Any byte order is accepted; the filters convert to native order on the way in.
+    """
     if isinstance(x, (str, bytes)) or x is None:
         raise TypeError(f"{name} must be an array of numbers, got {type(x).__name__}")
     try:
@@ -154,27 +165,53 @@ def check_input(x: Any, name: str = "input") -> np.ndarray:
     except Exception as exc:
         raise TypeError(f"{name} must be an array of numbers, got {type(x).__name__}") from exc
     dt = arr.dtype
-    if dt.kind in "iu" or dt.newbyteorder("=") in FLOAT_DTYPES:
+    if dt.kind in "iub" or native(dt) in FLOAT_DTYPES:
         return arr
     if dt.kind == "c":
         raise TypeError(
             f"{name} must be real; got complex dtype {dt} (filter .real and .imag separately)"
         )
     raise TypeError(
-        f"{name} dtype must be float32, float64 or an integer type, got {dt}"
+        f"{name} dtype must be float32, float64, an integer type or bool, got {dt}"
         + (" (convert float16 to float32 first)" if dt == np.float16 else "")
     )
 
 
-def work_dtype(dtype: np.dtype) -> np.dtype:
-    """Precision of the computation.
+#: Output dtypes that a float32 computation fills to within a small fraction of their last
+#: bit: float32 itself and integers of at most 16 bits (8-bit data times any kernel stays
+#: within ~1e-4 LSB of the exact result at those magnitudes).
+_FLOAT32_OUTPUTS = frozenset("?bBhHf")
 
-    float32 and 8-bit integers run in float32 (an 8-bit value times a kernel stays within
-    ~1e-4 LSB of the exact result); float64 and wider integers in float64.
+
+def work_dtype(dtype: np.dtype, output: np.dtype | None = None) -> np.dtype:
+    """Precision of the computation for input ``dtype`` and result ``output`` (default: same).
+
+    float32 when the input is float32, bool or 8-bit integer *and* the result is float32 or an
+    integer/bool of at most 16 bits; float64 otherwise. So ``output=np.float64`` (or a 32/64-bit
+    integer output) always gets a float64 computation, as scipy.ndimage does.
     """
-    if dtype.newbyteorder("=") == np.float32 or (dtype.kind in "iu" and dtype.itemsize == 1):
+    dt = native(dtype)
+    out = dt if output is None else native(np.dtype(output))
+    small_in = dt == np.float32 or (dt.kind in "iub" and dt.itemsize == 1)
+    if small_in and out.char in _FLOAT32_OUTPUTS:
         return np.dtype(np.float32)
     return np.dtype(np.float64)
+
+
+def saturation_bounds(lo: int, hi: int, ftype: Any) -> tuple[float, float]:
+    """The range ``[lo, hi]`` of an integer type as floats of type ``ftype`` inside it.
+
+    ``float(2**63 - 1)`` rounds *up* to ``2**63``, and converting that back to int64 overflows
+    to ``-2**63``: clipping must use the largest float that is <= ``hi`` (and the smallest that
+    is >= ``lo``). Returned as Python floats that are exactly representable in ``ftype``.
+    """
+    ft = np.dtype(ftype).type
+    fhi, flo = ft(hi), ft(lo)
+    if int(fhi) > hi:
+        fhi = np.nextafter(fhi, ft(0))
+    if int(flo) < lo:
+        flo = np.nextafter(flo, ft(0))
+    return float(flo), float(fhi)
 
 
 def pad(
@@ -201,7 +238,7 @@ def pad(
 def resolve_output(output: Any, x: np.ndarray, name: str = "output") -> tuple[np.dtype, Any]:
     """(dtype of the result, array to write into or None) from scipy's ``output`` argument."""
     if output is None:
-        return x.dtype, None
+        return native(x.dtype), None
     if isinstance(output, np.ndarray):
         if output.shape != x.shape:
             raise ValueError(f"{name} must have the input's shape {x.shape}, got {output.shape}")

@@ -62,7 +62,7 @@ import numpy as np
 
 from . import engine, filters
 from ._modes import check_input as _check_numpy_input
-from ._modes import extension_table, work_dtype
+from ._modes import extension_table, native, work_dtype
 from ._modes import resolve_output as _resolve_numpy_output
 
 __all__ = [
@@ -154,7 +154,7 @@ def run_terms(
 ) -> Any:
     """``sum_r weight_r * passes_r(x)``, lazily (or stored into ``out``)."""
     nthreads = _threads(workers)
-    xw = x.astype(work_dtype(x.dtype))
+    xw = x.astype(work_dtype(x.dtype, dtype))
     if xw.size == 0:
         return _finish(xw, dtype, out)
     return _finish(_terms(xw, terms, modes, cval, nthreads), dtype, out)
@@ -174,7 +174,7 @@ def run_dense(
 ) -> Any:
     """Direct or FFT correlation with ``kernel``: one window per chunk with the N-D halo."""
     nthreads = _threads(workers)
-    xw = x.astype(work_dtype(x.dtype))
+    xw = x.astype(work_dtype(x.dtype, dtype))
     if xw.size == 0:
         return _finish(xw, dtype, out)
     halos = {
@@ -204,7 +204,7 @@ def gradient_magnitude(
 ) -> Any:
     """``sqrt(sum_i (passes_i applied to x) ** 2)`` (Gaussian gradient magnitude)."""
     nthreads = _threads(workers)
-    xw = x.astype(work_dtype(x.dtype))
+    xw = x.astype(work_dtype(x.dtype, dtype))
     if xw.size == 0:
         return _finish(xw, dtype, out)
     acc = None
@@ -224,11 +224,19 @@ def _threads(workers: int | None) -> int:
     return 1 if workers is None else engine.check_workers(workers)
 
 
+def _round_block(block: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    out = np.empty(block.shape, dtype=native(dtype))
+    with _engine_guard(), engine.threads(1):
+        engine.round_saturate(block, out)
+    return out if out.dtype == dtype else out.astype(dtype)
+
+
 def _finish(result: da.Array, dtype: np.dtype, out: Any) -> Any:
-    """Round and saturate to an integer dtype, cast, and store into ``out`` if given."""
-    if dtype.kind in "iu":
-        info = np.iinfo(dtype)
-        result = da.clip(da.rint(result), info.min, info.max)
+    """Round and saturate to an integer dtype (the engine's rule), cast, store into ``out``."""
+    if dtype.kind in "iub":
+        result = result.map_blocks(
+            _round_block, dtype, dtype=dtype, meta=np.empty((0,) * result.ndim, dtype)
+        )
     result = result.astype(dtype)
     if out is None:
         return result

@@ -32,6 +32,7 @@ import numpy as np
 from . import engine, kernels
 from ._modes import (
     check_input,
+    native,
     normalize_axes,
     normalize_mode,
     normalize_modes,
@@ -181,17 +182,20 @@ def _mode_map(mode: Any, axes: Sequence[int]) -> dict[int, str]:
 # ----------------------------------------------------------------------------------------------
 
 
-def _work(x: np.ndarray) -> np.ndarray:
-    """C-contiguous, native-endian working copy (a view when already so)."""
-    return np.ascontiguousarray(x, dtype=work_dtype(x.dtype))
+def _work(x: np.ndarray, wd: np.dtype) -> np.ndarray:
+    """C-contiguous, native-endian working copy in ``wd`` (a view when already so)."""
+    return np.ascontiguousarray(x, dtype=wd)
 
 
-def _engine_input(x: np.ndarray) -> np.ndarray:
-    """What the separable engine reads: floats in their work dtype; 8/16-bit ints as they are
-    (the first pass converts while reading, so no converted copy is made)."""
+def _engine_input(x: np.ndarray, wd: np.dtype) -> np.ndarray:
+    """What the separable engine reads: floats in the work dtype ``wd``; 8/16-bit ints (and
+    bool, as uint8) as they are, in native byte order (the first pass converts while reading,
+    so no converted copy is made)."""
+    if x.dtype.kind == "b":
+        return np.ascontiguousarray(x).view(np.uint8)
     if x.dtype.kind in "iu" and x.dtype.itemsize <= 2:
-        return np.ascontiguousarray(x, dtype=x.dtype.newbyteorder("="))
-    return _work(x)
+        return np.ascontiguousarray(x, dtype=native(x.dtype))
+    return _work(x, wd)
 
 
 def _target(x: np.ndarray, wd: np.dtype, out: np.ndarray | None) -> np.ndarray | None:
@@ -207,16 +211,18 @@ def _target(x: np.ndarray, wd: np.dtype, out: np.ndarray | None) -> np.ndarray |
 
 
 def _finish(result: np.ndarray, x: np.ndarray, dtype: np.dtype, out: np.ndarray | None):
-    """Round/saturate to an integer dtype once, then write into ``out`` or return a new array."""
+    """Round/saturate to an integer (or bool) dtype once, then write into ``out`` or return
+    a new array of ``dtype``."""
     if result is out:
         return out
-    if dtype.kind in "iu":
-        target = out if out is not None and out.dtype == dtype else np.empty(x.shape, dtype)
+    if dtype.kind in "iub":
+        direct = out is not None and out.dtype == dtype and dtype.isnative
+        target = out if direct else np.empty(x.shape, native(dtype))
         engine.round_saturate(result, target)
         if out is not None and target is not out:
             np.copyto(out, target, casting="unsafe")
             return out
-        return target
+        return target if target.dtype == dtype else target.astype(dtype)
     if out is not None:
         np.copyto(out, result, casting="unsafe")
         return out
@@ -243,10 +249,10 @@ def _run(x: np.ndarray, terms, modes, cval, dtype, out, workers) -> np.ndarray:
         return _backend(x).run_terms(x, terms, modes, cval, dtype, out, workers)
     macs = sum(len(w) for _, passes in terms for _, w, _ in passes) or 1
     nthreads = _threads_for(workers, x.size, macs)
+    wd = work_dtype(x.dtype, dtype)
     if x.size == 0:
-        return _finish(np.empty(x.shape, dtype=work_dtype(x.dtype)), x, dtype, out)
-    xe = _engine_input(x)
-    wd = work_dtype(x.dtype)
+        return _finish(np.empty(x.shape, dtype=wd), x, dtype, out)
+    xe = _engine_input(x, wd)
     with engine.threads(nthreads):
         result = engine.separable(xe, terms, modes, cval, out=_target(x, wd, out), dtype=wd)
         return _finish(result, x, dtype, out)
@@ -762,8 +768,9 @@ def gaussian_gradient_magnitude(
     nthreads = _threads_for(workers, x.size, sum(len(w) for p in passes for _, w, _ in p))
     if x.size == 0:
         return _run(x, [], modes, c, dtype, out, workers)
-    xe = _engine_input(x)
-    acc = np.zeros(x.shape, dtype=work_dtype(x.dtype))
+    wd = work_dtype(x.dtype, dtype)
+    xe = _engine_input(x, wd)
+    acc = np.zeros(x.shape, dtype=wd)
     d = np.empty_like(acc)
     with engine.threads(nthreads):
         for p in passes:
@@ -870,7 +877,7 @@ def correlate(
     if size == 0:
         return _run(x, [], modes, c, dtype, out, workers)
     if plan.method in ("direct", "fft"):
-        xw = _work(x)
+        xw = _work(x, work_dtype(x.dtype, dtype))
         with engine.threads(nthreads):
             if plan.method == "direct":
                 res = engine.direct(xw, K, ax, origins, modes, c, out=_target(x, xw.dtype, out))

@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 
 from . import engine, filters
-from ._modes import extension_table
+from ._modes import extension_table, saturation_bounds, work_dtype
 
 __all__ = [
     "convolve",
@@ -83,8 +83,6 @@ def check_input(x: torch.Tensor) -> torch.Tensor:
         raise TypeError(
             f"input must be real; got complex dtype {x.dtype} (filter .real and .imag separately)"
         )
-    if x.dtype == torch.bool:
-        raise TypeError("input dtype must be a float or integer type, got torch.bool")
     return x
 
 
@@ -98,8 +96,8 @@ def _torch_dtype(dtype: Any, name: str = "output") -> torch.dtype:
             raise TypeError(
                 f"{name} must be None, a dtype or a tensor, got {type(dtype).__name__}"
             ) from None
-    if dt.is_complex or dt == torch.bool:
-        raise TypeError(f"{name} dtype must be a float or integer type, got {dt}")
+    if dt.is_complex:
+        raise TypeError(f"{name} dtype must be a real float, integer or bool type, got {dt}")
     return dt
 
 
@@ -129,7 +127,7 @@ def run_terms(
 ) -> torch.Tensor:
     """``sum_r weight_r * passes_r(x)`` on the tensor's device."""
     with _threads(x, workers):
-        xw = _work(x)
+        xw = _work(x, dtype)
         if xw.numel() == 0:
             return _finish(xw, dtype, out)
         return _finish(_terms(xw, terms, modes, cval), dtype, out)
@@ -149,7 +147,7 @@ def run_dense(
 ) -> torch.Tensor:
     """Direct (convNd) or FFT correlation with a dense kernel."""
     with _threads(x, workers):
-        xw = _work(x)
+        xw = _work(x, dtype)
         if xw.numel() == 0:
             return _finish(xw, dtype, out)
         padded = xw
@@ -173,7 +171,7 @@ def gradient_magnitude(
 ) -> torch.Tensor:
     """``sqrt(sum_i (passes_i applied to x) ** 2)``."""
     with _threads(x, workers):
-        xw = _work(x)
+        xw = _work(x, dtype)
         if xw.numel() == 0:
             return _finish(xw, dtype, out)
         acc = torch.zeros_like(xw)
@@ -204,19 +202,37 @@ def _threads(x: torch.Tensor, workers: int | None) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def _work(x: torch.Tensor) -> torch.Tensor:
-    """The tensor in its compute dtype (float64, float32; low floats and 8-bit ints in float32)."""
-    if x.dtype in (torch.float32, torch.float64):
-        return x
-    if x.dtype in _LOW or (not x.is_floating_point() and x.element_size() == 1):
-        return x.to(torch.float32)
-    return x.to(torch.float64)
+def _np_dtype(dt: torch.dtype) -> np.dtype:
+    """The numpy dtype of the same kind (float16/bfloat16 count as float32: they are
+    computed in float32)."""
+    if dt in _LOW:
+        return np.dtype(np.float32)
+    return torch.empty(0, dtype=dt).numpy().dtype
+
+
+def _work(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The tensor in its compute dtype: the numpy API's rule (``_modes.work_dtype``) for input
+    and result dtypes; float16/bfloat16 are computed in float32."""
+    wd = work_dtype(_np_dtype(x.dtype), _np_dtype(dtype))
+    return x.to(torch.float32 if wd == np.float32 else torch.float64)
 
 
 def _finish(result: torch.Tensor, dtype: torch.dtype, out: torch.Tensor | None) -> torch.Tensor:
     if not dtype.is_floating_point:
-        info = torch.iinfo(dtype)
-        result = torch.clamp(torch.round(result), info.min, info.max)
+        # round and saturate as the numpy engine does: values past the integer range go to
+        # its ends exactly, NaN to 0
+        if dtype == torch.bool:
+            lo, hi = 0, 1
+        else:
+            info = torch.iinfo(dtype)
+            lo, hi = int(info.min), int(info.max)
+        flo, fhi = saturation_bounds(lo, hi, _np_dtype(result.dtype))
+        rounded = torch.round(torch.clamp(result, flo, fhi))
+        rounded = torch.where(result > fhi, torch.full_like(rounded, fhi), rounded)
+        ints = rounded.nan_to_num(0.0).to(torch.int64 if dtype != torch.uint64 else dtype)
+        ints = torch.where(result > fhi, torch.full_like(ints, hi), ints)
+        ints = torch.where(result < flo, torch.full_like(ints, lo), ints)
+        result = ints
     result = result.to(dtype)
     if out is None:
         return result

@@ -32,7 +32,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from .._modes import extension_table, pad
+from .._modes import extension_table, pad, saturation_bounds
 
 __all__ = ["direct", "round_saturate", "separable"]
 
@@ -255,12 +255,14 @@ def _direct_rows(
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def _round_saturate(src, dst, lo, hi, magic, nthreads):  # pragma: no cover - compiled
+def _round_saturate(src, dst, flo, fhi, ilo, ihi, magic, nthreads):  # pragma: no cover
     """dst = clip(rint(src), lo, hi) for flat arrays (float -> integer output, one pass).
 
-    Rounds half to even without a libm call: adding and subtracting ``magic`` (1.5 * 2**p,
-    p = mantissa bits) leaves the nearest integer under IEEE round-to-nearest-even, for
-    ``|v| < 2**(p-1)``; larger floats are integers already.
+    ``flo``/``fhi`` are the integer range's ends as floats inside it, ``ilo``/``ihi`` the ends
+    themselves: a value beyond a float end saturates to the integer end exactly (a float64 of
+    ``2**63`` is past int64's maximum). Rounds half to even without a libm call: adding and
+    subtracting ``magic`` (1.5 * 2**p, p = mantissa bits) leaves the nearest integer under IEEE
+    round-to-nearest-even, for ``|v| < 2**(p-1)``; larger floats are integers already.
     """
     n = src.shape[0]
     nthreads = max(1, min(nthreads, n))
@@ -269,32 +271,48 @@ def _round_saturate(src, dst, lo, hi, magic, nthreads):  # pragma: no cover - co
     for th in prange(nthreads):
         for i in range(th * per, min(n, (th + 1) * per)):
             v = src[i]
-            if v != v:  # NaN (only from a NaN cval): 0, rather than undefined behaviour
-                v = lo - lo
-            v = min(max(v, lo), hi)
-            if abs(v) < half:
-                v = (v + magic) - magic
-            dst[i] = v
+            if v > fhi:
+                dst[i] = ihi
+            elif v < flo:
+                dst[i] = ilo
+            elif v != v:  # NaN: 0, rather than undefined behaviour
+                dst[i] = 0
+            else:
+                if abs(v) < half:
+                    v = (v + magic) - magic
+                dst[i] = v
 
 
 def round_saturate(src: np.ndarray, dst: np.ndarray) -> None:
-    """Write float ``src`` into integer ``dst`` rounded to nearest and saturated, in parallel.
+    """Write float ``src`` into integer (or bool) ``dst`` rounded to nearest and saturated.
 
-    NaN (possible only with a NaN ``cval``) becomes 0.
+    Saturation clips to the largest float of ``src``'s type that fits the integer type
+    (``float(2**63 - 1)`` is ``2**63``, which would wrap around). bool is the integer range
+    ``[0, 1]``. NaN (from NaN data or a NaN ``cval``) becomes 0.
     """
-    info = np.iinfo(dst.dtype)
-    flat = dst.reshape(-1) if dst.flags.c_contiguous else np.empty(dst.size, dtype=dst.dtype)
+    if dst.dtype.kind == "b":
+        lo, hi = 0, 1
+        target = dst.view(np.uint8)
+    else:
+        info = np.iinfo(dst.dtype)
+        lo, hi = int(info.min), int(info.max)
+        target = dst
+    flo, fhi = saturation_bounds(lo, hi, src.dtype)
+    contiguous = target.flags.c_contiguous
+    flat = target.reshape(-1) if contiguous else np.empty(target.size, dtype=target.dtype)
     ft = src.dtype.type
     _round_saturate(
         np.ascontiguousarray(src).reshape(-1),
         flat,
-        ft(info.min),
-        ft(info.max),
+        ft(flo),
+        ft(fhi),
+        target.dtype.type(lo),
+        target.dtype.type(hi),
         ft(1.5 * 2.0 ** np.finfo(src.dtype).nmant),
         numba.get_num_threads(),
     )
-    if flat.base is not dst and not dst.flags.c_contiguous:
-        dst[...] = flat.reshape(dst.shape)
+    if not contiguous:
+        target[...] = flat.reshape(target.shape)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -312,12 +330,17 @@ def _view3(a: np.ndarray, axis: int) -> np.ndarray:
     return a.reshape(a.size // (n * inner), n, inner)
 
 
-def _symmetry(w: np.ndarray) -> int:
-    """1 if w is symmetric, -1 if antisymmetric (exactly, in the work dtype), else 0."""
+def _symmetry(w: np.ndarray, src: np.dtype | None = None) -> int:
+    """1 if w is symmetric, -1 if antisymmetric (exactly, in the work dtype), else 0.
+
+    A pass reading ``src`` directly folds tap pairs on the raw values: antisymmetric folding
+    subtracts two of them, which wraps around for unsigned integers (``10 - 20`` is
+    ``2**64 - 10`` in uint64 arithmetic), so it is not used there.
+    """
     if len(w) > 1 and np.array_equal(w, w[::-1]):
         return 1
     if len(w) > 1 and np.array_equal(w, -w[::-1]):
-        return -1
+        return 0 if src is not None and src.kind == "u" else -1
     return 0
 
 
@@ -336,7 +359,7 @@ def _run_stage(src, dst, stage, modes, cval, alpha, accumulate) -> float:
         _fused_pass(
             src.reshape(shape3),
             w0,
-            _symmetry(w0),
+            _symmetry(w0, src.dtype),
             t0,
             dt(cval),
             w1,
@@ -374,7 +397,7 @@ def _run_stage(src, dst, stage, modes, cval, alpha, accumulate) -> float:
         _rows_pass(
             _view3(src, axis),
             w,
-            _symmetry(w),
+            _symmetry(w, src.dtype),
             table,
             dt(cval),
             _view3(dst, axis),

@@ -1,0 +1,198 @@
+"""Real inputs that broke the filters silently (issue 10): unsigned images, the ends of the
+integer ranges, output precision, byte order and bool. Every backend, scipy as the oracle.
+
+Integer outputs are compared with scipy's float64 result rounded to nearest and saturated,
+computed here with Python integers so the reference itself cannot overflow.
+"""
+
+from __future__ import annotations
+
+import dask.array as da
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+import sepconv
+
+pytestmark = pytest.mark.engine
+
+BACKENDS = ["numpy", "dask", "torch"]
+
+
+def run(backend: str, fn, x: np.ndarray, *args, **kwargs) -> np.ndarray:
+    """``fn(x, ...)`` on ``backend``, returned as a numpy array."""
+    if backend == "numpy":
+        return np.asarray(fn(x, *args, **kwargs))
+    if backend == "dask":
+        return np.asarray(fn(da.from_array(x, chunks=3), *args, **kwargs).compute())
+    t = torch.from_numpy(np.ascontiguousarray(x, dtype=x.dtype.newbyteorder("=")))
+    return fn(t, *args, **kwargs).numpy()
+
+
+def rounded_saturated(ref: np.ndarray, dtype) -> np.ndarray:
+    """scipy's float64 result rounded half to even and saturated, in exact integers."""
+    info = np.iinfo(dtype)
+    out = [
+        min(max(int(np.rint(v)), info.min), info.max) if np.isfinite(v) else 0
+        for v in np.asarray(ref, dtype=np.float64).ravel()
+    ]
+    return np.array(out, dtype=object).reshape(ref.shape)
+
+
+# ---------------------------------------------------------------------------------------------
+# unsigned input through folded antisymmetric passes
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_sobel_along_outer_axis_of_unsigned_image_matches_scipy(backend, dtype) -> None:
+    img = np.array([[10] * 3, [20] * 3, [90] * 3, [30] * 3], dtype)
+    got = run(backend, sepconv.sobel, img, 0, output=np.float32)
+    np.testing.assert_array_equal(got[:, 0], [40, 320, 40, -240])
+    ref = ndimage.sobel(img.astype(np.float64), 0)
+    got_int = run(backend, sepconv.sobel, img, 0)
+    assert got_int.dtype == dtype
+    np.testing.assert_array_equal(got_int, rounded_saturated(ref, dtype).astype(dtype))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_antisymmetric_passes_on_random_unsigned_volume(backend, dtype, axis) -> None:
+    info = np.iinfo(dtype)
+    x = np.random.default_rng(axis).integers(0, info.max, (7, 9, 70), endpoint=True, dtype=dtype)
+    for fn in (sepconv.sobel, sepconv.prewitt):
+        ref = getattr(ndimage, fn.__name__)(x.astype(np.float64), axis)
+        got = run(backend, fn, x, axis, output=np.float64)
+        np.testing.assert_allclose(got, ref, rtol=0, atol=1e-9 * info.max)
+    ref = ndimage.gaussian_filter1d(x.astype(np.float64), 1.5, axis=axis, order=1)
+    got = run(backend, sepconv.gaussian_filter1d, x, 1.5, axis=axis, order=1, output=np.float64)
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-9 * info.max)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_gaussian_gradient_magnitude_of_uint8_image(backend) -> None:
+    x = np.random.default_rng(3).integers(0, 256, (40, 70), dtype=np.uint8)
+    ref = ndimage.gaussian_gradient_magnitude(x.astype(np.float64), 2.0)
+    got = run(backend, sepconv.gaussian_gradient_magnitude, x, 2.0, output=np.float32)
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-4)
+    got8 = run(backend, sepconv.gaussian_gradient_magnitude, x, 2.0)
+    assert np.abs(got8.astype(int) - rounded_saturated(ref, np.uint8).astype(int)).max() <= 1
+
+
+# ---------------------------------------------------------------------------------------------
+# saturation at the ends of the integer ranges
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_saturation_at_int64_max_does_not_wrap(backend) -> None:
+    x = np.full(4, 2**63 - 1, np.int64)
+    got = run(backend, sepconv.uniform_filter1d, x, 3)
+    np.testing.assert_array_equal(got, x)
+    got = run(backend, sepconv.uniform_filter1d, np.full(4, -(2**63), np.int64), 3)
+    assert (got == -(2**63)).all()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(
+    ("dtype", "src"),
+    [
+        (np.uint32, np.float32),
+        (np.int32, np.float32),
+        (np.uint64, np.float64),
+        (np.int64, np.float64),
+        (np.uint16, np.float32),
+        (np.int8, np.float64),
+    ],
+)
+def test_saturation_to_every_integer_output(backend, dtype, src) -> None:
+    info = np.iinfo(dtype)
+    big = np.full((4, 4), 1e30, src)
+    got = run(backend, sepconv.gaussian_filter, big, 1, output=dtype)
+    assert got.dtype == dtype and (got == info.max).all(), got
+    got = run(backend, sepconv.gaussian_filter, -big, 1, output=dtype)
+    assert (got == info.min).all(), got
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_huge_weight_into_int32_saturates_instead_of_flipping_sign(backend) -> None:
+    got = run(backend, sepconv.correlate1d, np.full(3, 200, np.uint8), [1e10], output=np.int32)
+    np.testing.assert_array_equal(got, np.full(3, 2**31 - 1))
+    got = run(backend, sepconv.gaussian_filter, np.full((4, 4), 1e10, np.float32), 1, output="u4")
+    np.testing.assert_array_equal(got, np.full((4, 4), 2**32 - 1))
+
+
+# ---------------------------------------------------------------------------------------------
+# precision follows the output
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.float32])
+def test_float64_output_is_computed_in_float64(backend, dtype) -> None:
+    x = (np.random.default_rng(5).random((30, 31)) * 120).astype(dtype)
+    ref = ndimage.uniform_filter(x.astype(np.float64), 5)
+    got = run(backend, sepconv.uniform_filter, x, 5, output=np.float64)
+    assert got.dtype == np.float64
+    np.testing.assert_allclose(got, ref, rtol=1e-13, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_wide_integer_output_of_float32_input_is_exact(backend) -> None:
+    # float32 arithmetic would be off by up to ~100 at 1e9; the int64 output asks for more
+    x = np.full((5, 6), 1e9, np.float32) + np.arange(30, dtype=np.float32).reshape(5, 6) * 128
+    ref = ndimage.uniform_filter(x.astype(np.float64), 3)
+    got = run(backend, sepconv.uniform_filter, x, 3, output=np.int64)
+    np.testing.assert_array_equal(got, rounded_saturated(ref, np.int64).astype(np.int64))
+
+
+# ---------------------------------------------------------------------------------------------
+# byte order and bool
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [">i2", ">u2", ">i4", ">u4", ">i8", ">f4", ">f8", "<i2", ">u1"])
+@pytest.mark.parametrize("backend", ["numpy", "dask"])
+def test_big_endian_input_matches_native(backend, dtype) -> None:
+    x = np.random.default_rng(7).integers(0, 200, (9, 10)).astype(dtype)
+    native = x.astype(np.dtype(dtype).newbyteorder("="))
+    for fn, args in (
+        (sepconv.gaussian_filter, (1.2,)),
+        (sepconv.sobel, (0,)),
+        (sepconv.correlate, (np.arange(9.0).reshape(3, 3),)),
+        (sepconv.convolve, (np.random.default_rng(1).random((4, 5)),)),
+    ):
+        got = run(backend, fn, x, *args)
+        want = fn(native, *args)
+        assert got.dtype.isnative and got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want)
+        ref = getattr(ndimage, fn.__name__)(native.astype(np.float64), *args)
+        got64 = run(backend, fn, x, *args, output=np.float64)
+        np.testing.assert_allclose(got64, ref, rtol=1e-12, atol=1e-9)
+
+
+def test_big_endian_output_array_and_dtype_are_honoured() -> None:
+    x = np.arange(20, dtype=">i2").reshape(4, 5)
+    out = np.zeros((4, 5), ">f8")
+    assert sepconv.uniform_filter(x, 3, output=out) is out
+    np.testing.assert_allclose(out, ndimage.uniform_filter(x.astype(float), 3))
+    got = sepconv.uniform_filter(x.astype(float), 3, output=">i4")
+    assert got.dtype == np.dtype(">i4")
+    np.testing.assert_array_equal(got, np.rint(ndimage.uniform_filter(x.astype(float), 3)))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_bool_input_is_accepted_and_rounded_like_integers(backend) -> None:
+    mask = np.random.default_rng(2).random((12, 13)) > 0.5
+    ref = ndimage.uniform_filter(mask.astype(np.float64), 3)
+    got = run(backend, sepconv.uniform_filter, mask, 3, output=np.float64)
+    np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-12)
+    got_bool = run(backend, sepconv.uniform_filter, mask, 3)
+    assert got_bool.dtype == np.bool_
+    # rounded to nearest and saturated to [0, 1]: a majority vote, not "any non-zero"
+    np.testing.assert_array_equal(got_bool, np.clip(np.rint(ref), 0, 1).astype(bool))
+    got_sobel = run(backend, sepconv.sobel, mask, 0, output=np.int16)
+    np.testing.assert_array_equal(got_sobel, ndimage.sobel(mask.astype(np.float64), 0))
