@@ -54,6 +54,14 @@ def leftovers(folder: Path) -> list[str]:
     return [p.name for p in folder.iterdir() if "sepconv-tmp" in p.name]
 
 
+def half_write(target) -> None:
+    """Half a file into what ``io.write`` was given: an open (unnamed) file or a path."""
+    if hasattr(target, "write"):
+        target.write(b"\x89PNG half")
+    else:
+        Path(target).write_bytes(b"\x89PNG half")
+
+
 @pytest.fixture
 def photo(tmp_path: Path) -> Path:
     y, x = np.mgrid[:96, :128]
@@ -218,7 +226,7 @@ def test_failure_while_writing_leaves_no_partial_output(photo, tmp_path, monkeyp
     from sepconv import io
 
     def broken(path, data, info=None, *, format=None):
-        Path(path).write_bytes(b"\x89PNG half")
+        half_write(path)
         raise ValueError("simulated: the disk filled up")
 
     monkeypatch.setattr(io, "write", broken)
@@ -231,15 +239,17 @@ def test_os_error_mid_run_is_one_line_exit_1_and_no_output(photo, tmp_path, monk
     from sepconv import io
 
     def broken(path, data, info=None, *, format=None):
-        Path(path).write_bytes(b"\x89PNG half")
+        half_write(path)
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(io, "write", broken)
     result = run(photo, tmp_path / "o.png", "-k", "box:size=3")
     assert result.exit_code == 1
-    assert result.stderr.strip().splitlines() == [
-        "sepconv: error: [Errno 28] No space left on device"
-    ]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(
+        f"sepconv: error: no space left on device while writing {str(tmp_path / 'o.png')!r}"
+    ), lines
     assert not (tmp_path / "o.png").exists() and leftovers(tmp_path) == []
 
 

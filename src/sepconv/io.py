@@ -16,22 +16,30 @@ zarr       ``.zarr`` (a directory)     chunked, compressed; read lazily as a das
 
 :func:`read` returns the data and an :class:`ImageInfo` (format, spacing, channel axis, what
 a writer needs to keep the metadata); :func:`write` writes an array in the format of the
-path's suffix; :func:`atomic_output` gives a temporary path beside the target that replaces
-it only when writing succeeded. Errors in what the user gave (missing, unreadable or corrupt
-file, unknown suffix, a dtype the format cannot store) are ``ValueError`` with one line naming
-the file.
+path's suffix (or into an open binary file); :func:`atomic_file` gives an unnamed temporary
+file beside the target (Linux ``O_TMPFILE``; nothing is left even after ``kill -9``) that is
+linked into place only when writing succeeded, and :func:`atomic_output` a temporary *path*
+(Zarr directories, writers that need a name). Errors in what the user gave (missing,
+unreadable, corrupt or truncated file, a pipe or device instead of a file, unknown suffix, a
+dtype the format cannot store) are ``ValueError`` with one line naming the file; a full disk
+is an ``OSError`` (``errno.ENOSPC``) that says so. Data is handed out in native byte order.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import logging
 import os
+import re
 import shutil
-import tempfile
+import stat
+import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -40,7 +48,9 @@ __all__ = [
     "SCHEDULERS",
     "FilterReport",
     "ImageInfo",
+    "atomic_file",
     "atomic_output",
+    "check_input",
     "check_writable",
     "create_zarr",
     "filter_file",
@@ -48,6 +58,7 @@ __all__ = [
     "open_zarr",
     "path_size",
     "read",
+    "remove_stale_temporaries",
     "write",
 ]
 
@@ -84,14 +95,18 @@ class ImageInfo:
     dtype : numpy.dtype
         Array dtype.
     spacing : tuple of float or None
-        Sample spacing per axis in millimetres (NIfTI voxel sizes), None when unknown.
+        Sample spacing per axis in millimetres (NIfTI voxel sizes), None when unknown (also
+        for a NIfTI file whose spatial unit is "unknown": ``meta["voxel_size"]`` has the raw
+        sizes then).
     channel_axis : int or None
         The colour/sample axis the file declares (RGB images: the last axis), else None.
     spatial_axes : tuple of int
         Axes a filter should run over by default (all but channel and NIfTI time axes).
     meta : dict
         Format details a writer uses to keep the metadata (NIfTI ``image``, TIFF
-        ``photometric``, Zarr ``chunks`` and ``attributes``).
+        ``photometric``, Zarr ``chunks`` and ``attributes``) and what the file stores when
+        it differs from ``dtype`` (NIfTI ``stored_dtype`` and ``scaling`` = (slope, inter):
+        scaled integers are read as float32, or float64 for 32/64-bit storage).
     """
 
     format: str
@@ -151,7 +166,14 @@ def read(path: str | os.PathLike[str], *, lazy: bool = False) -> tuple[Any, Imag
     Raises
     ------
     ValueError
-        Missing, unreadable or corrupt file, or an unknown suffix; one line naming the file.
+        Missing, unreadable, corrupt or truncated file, a pipe, device or socket instead of a
+        regular file (a Zarr store: a directory), or an unknown suffix; one line naming the
+        file. A damaged Zarr chunk read lazily raises the same when it is computed.
+
+    Notes
+    -----
+    Data comes back in native byte order (big-endian files are converted; lazily read ones
+    as a dask array that converts chunk by chunk), so ``info.dtype`` is never big-endian.
 
     Examples
     --------
@@ -165,13 +187,7 @@ def read(path: str | os.PathLike[str], *, lazy: bool = False) -> tuple[Any, Imag
     """
     text = os.fspath(path)
     fmt = format_of(text, "input")
-    if not os.path.exists(text):
-        raise ValueError(f"input {text!r} does not exist")
-    if fmt != "zarr" and os.path.isdir(text):
-        raise ValueError(f"input {text!r} is a directory, not a {fmt} file")
-    if not os.access(text, os.R_OK):
-        raise ValueError(f"input {text!r} is not readable (permission denied)")
-    _sniff(text, fmt)
+    check_input(text, fmt)
     reader = {
         "png": _read_imageio,
         "jpeg": _read_imageio,
@@ -183,7 +199,7 @@ def read(path: str | os.PathLike[str], *, lazy: bool = False) -> tuple[Any, Imag
     try:
         data, info = reader(text, lazy)
     except ValueError as exc:
-        if str(exc).startswith(("input ", f"{fmt} files need")):
+        if str(exc).startswith(("input ", f"{fmt} files need", "cannot read ")):
             raise
         raise ValueError(f"cannot read {text!r} as {fmt}: {_reason(exc)}") from exc
     except Exception as exc:  # corrupt files raise anything from struct.error to zlib.error
@@ -197,7 +213,73 @@ def read(path: str | os.PathLike[str], *, lazy: bool = False) -> tuple[Any, Imag
             f"input {text!r} has dtype {data.dtype}; sepconv filters real numbers "
             "(integers or floats)"
         )
+    data = _native(data, lazy)
+    info.dtype = np.dtype(data.dtype)
     return data, info
+
+
+_FILE_KINDS = (
+    (stat.S_ISFIFO, "a named pipe (FIFO)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _not_regular(mode: int) -> str | None:
+    """What a non-regular, non-directory file is ('a named pipe (FIFO)', ...), else None."""
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    return next((what for test, what in _FILE_KINDS if test(mode)), "not a regular file")
+
+
+def check_input(path: str | os.PathLike[str], fmt: str | None = None) -> str:
+    """Refuse an input that cannot be read as a file of its format; return the format.
+
+    It must exist and be readable, and be a regular file, or a directory for Zarr: a named
+    pipe, device or socket is refused at once (reading one could block forever).
+    """
+    text = os.fspath(path)
+    fmt = fmt or format_of(text, "input")
+    try:
+        st = os.stat(text)
+    except FileNotFoundError:
+        raise ValueError(f"input {text!r} does not exist") from None
+    except OSError as exc:
+        raise ValueError(f"input {text!r} cannot be opened: {_reason(exc)}") from None
+    what = _not_regular(st.st_mode)
+    if what is not None:
+        raise ValueError(
+            f"input {text!r} is {what}, not a regular file; sepconv reads files (or a Zarr "
+            "directory): save the data to a file first"
+        )
+    if fmt == "zarr" and not stat.S_ISDIR(st.st_mode):
+        raise ValueError(f"input {text!r} is a file, not a Zarr directory")
+    if fmt != "zarr" and stat.S_ISDIR(st.st_mode):
+        raise ValueError(f"input {text!r} is a directory, not a {fmt} file")
+    if not os.access(text, os.R_OK):
+        raise ValueError(f"input {text!r} is not readable (permission denied)")
+    _sniff(text, fmt)
+    return fmt
+
+
+def _native(data: Any, lazy: bool) -> Any:
+    """``data`` in native byte order (a lazy big-endian memmap becomes a lazy dask array)."""
+    dt = np.dtype(data.dtype)
+    if dt.isnative:
+        return data
+    native = dt.newbyteorder("=")
+    if isinstance(data, np.memmap) and lazy:
+        try:
+            import dask.array as da
+        except ImportError:  # pragma: no cover - dask is an extra
+            return np.asarray(data).astype(native)
+        return da.from_array(data, chunks="auto").astype(native)
+    if isinstance(data, np.ndarray) and not isinstance(data, np.memmap):
+        if data.flags.writeable and data.flags.owndata:  # no second copy of a large array
+            return data.byteswap(inplace=True).view(native)
+        return data.astype(native)
+    return data.astype(native)  # dask arrays: converted chunk by chunk
 
 
 #: How each file format begins (a corrupt or misnamed file fails here with a clear message).
@@ -212,8 +294,15 @@ _MAGIC: dict[str, tuple[bytes, ...]] = {
 def _sniff(path: str, fmt: str) -> None:
     if fmt == "zarr":
         return
-    with open(path, "rb") as f:
-        head = f.read(352)
+    # O_NONBLOCK: a file swapped for a FIFO since check_input must not hang the open
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        what = _not_regular(os.fstat(fd).st_mode)
+        if what is not None:
+            raise ValueError(f"input {path!r} is {what}, not a regular file")
+        head = os.read(fd, 352)
+    finally:
+        os.close(fd)
     if not head:
         raise ValueError(f"input {path!r} is empty (0 bytes)")
     magic = _MAGIC.get(fmt)
@@ -233,7 +322,11 @@ def _sniff(path: str, fmt: str) -> None:
 
 
 def _reason(exc: BaseException) -> str:
-    msg = " ".join(str(exc).split()) or type(exc).__name__
+    return _reason_text(str(exc)) or type(exc).__name__
+
+
+def _reason_text(text: str) -> str:
+    msg = " ".join(text.split())
     return msg if len(msg) < 200 else msg[:197] + "..."
 
 
@@ -259,13 +352,55 @@ def _read_imageio(path: str, lazy: bool) -> tuple[Any, ImageInfo]:
     return data, _info(fmt, data)
 
 
+#: Words in tifffile's log messages that mean the file is damaged (it logs and goes on).
+_TIFF_DAMAGE = ("invalid", "corrupt", "truncat", "failed to read", "suspicious", "not enough")
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def _tiff_log() -> Iterator[list[str]]:
+    """Collect tifffile's warnings instead of letting them reach stderr."""
+    logger = logging.getLogger("tifffile")
+    handler = _Collect()
+    propagate = logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield handler.messages
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+
+
 def _read_tiff(path: str, lazy: bool) -> tuple[Any, ImageInfo]:
     tifffile = _need("tifffile", "tiff")
-    with tifffile.TiffFile(path) as tif:
-        series = tif.series[0]
-        data = series.asarray()
-        axes = str(getattr(series, "axes", ""))
-        photometric = getattr(tif.pages[0], "photometric", None)
+    with _tiff_log() as messages:
+        try:
+            with tifffile.TiffFile(path) as tif:
+                series = tif.series[0]
+                data = series.asarray()
+                axes = str(getattr(series, "axes", ""))
+                photometric = getattr(tif.pages[0], "photometric", None)
+        except Exception as exc:
+            note = f" ({_reason_text(messages[0])})" if messages else ""
+            raise ValueError(
+                f"cannot read {path!r} as tiff: {_reason(exc)}{note}; is the file truncated "
+                "or damaged?"
+            ) from exc
+    damage = [m for m in messages if any(w in m.lower() for w in _TIFF_DAMAGE)]
+    if damage:  # tifffile read what it could: refuse rather than filter part of a file
+        raise ValueError(
+            f"cannot read {path!r} as tiff: the file is damaged or truncated "
+            f"({_reason_text(damage[0])})"
+        )
     channel = None
     if len(axes) == data.ndim:
         for letter in ("S", "C"):
@@ -277,17 +412,48 @@ def _read_tiff(path: str, lazy: bool) -> tuple[Any, ImageInfo]:
     return data, _info("tiff", data, channel_axis=channel, meta=meta)
 
 
+#: NIfTI spatial units in millimetres ('unknown' is not here: its voxel sizes have no unit).
+_NIFTI_MM = {"mm": 1.0, "meter": 1000.0, "micron": 1e-3}
+
+
+def _nifti_scaled(img: Any, dtype: Any) -> np.ndarray:
+    """The data of a NIfTI image with ``scl_slope``/``scl_inter`` applied, in ``dtype``."""
+    slope, inter = img.header.get_slope_inter()
+    raw = np.asarray(img.dataobj.get_unscaled())
+    out = raw.astype(dtype)
+    if slope is not None and slope != 1.0:
+        out *= np.asarray(slope, dtype=dtype)
+    if inter is not None and inter != 0.0:
+        out += np.asarray(inter, dtype=dtype)
+    return out
+
+
 def _read_nifti(path: str, lazy: bool) -> tuple[Any, ImageInfo]:
     nib = _need("nibabel", "nifti")
     img = nib.load(path)
-    data = np.asanyarray(img.dataobj)
+    stored = np.dtype(img.get_data_dtype())
+    slope, inter = img.header.get_slope_inter()
+    scaled = (slope is not None and slope != 1.0) or (inter is not None and inter != 0.0)
+    meta: dict[str, Any] = {"image": img, "stored_dtype": stored}
+    if scaled:  # integers x slope + inter: float32 for 8/16-bit storage, not float64
+        wide = stored.itemsize > 2 and stored != np.float32
+        data = _nifti_scaled(img, np.float64 if wide else np.float32)
+        meta["scaling"] = (float(slope if slope is not None else 1.0), float(inter or 0.0))
+    else:
+        data = np.asanyarray(img.dataobj)
     zooms = tuple(float(z) for z in img.header.get_zooms())
     unit = img.header.get_xyzt_units()[0]
-    to_mm = {"meter": 1000.0, "micron": 1e-3}.get(unit, 1.0)  # 'mm' and 'unknown': mm
     ndim = data.ndim
-    spacing = tuple(z * to_mm if a < 3 else z for a, z in enumerate(zooms[:ndim]))
+    meta["spatial_unit"] = unit
+    meta["voxel_size"] = zooms[:ndim]
+    to_mm = _NIFTI_MM.get(unit)
+    spacing = (
+        None
+        if to_mm is None
+        else tuple(z * to_mm if a < 3 else z for a, z in enumerate(zooms[:ndim]))
+    )
     spatial = tuple(range(min(3, ndim)))  # axes 3+ are time / components
-    return data, _info("nifti", data, spacing=spacing, spatial_axes=spatial, meta={"image": img})
+    return data, _info("nifti", data, spacing=spacing, spatial_axes=spatial, meta=meta)
 
 
 def _read_npy(path: str, lazy: bool) -> tuple[Any, ImageInfo]:
@@ -313,11 +479,49 @@ def open_zarr(path: str | os.PathLike[str], mode: str = "r") -> Any:
         ) from exc
 
 
+class _ZarrChunks:
+    """A Zarr array for ``dask.array.from_array`` whose damaged chunks fail with one line.
+
+    Decompression errors in a chunk (a corrupt or truncated chunk file) surface as a
+    ``ValueError`` naming the store and the region, whichever scheduler computes it.
+    """
+
+    def __init__(self, array: Any, path: str) -> None:
+        self.array = array
+        self.path = path
+        self.shape = tuple(array.shape)
+        self.dtype = np.dtype(array.dtype)
+        self.ndim = len(self.shape)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        try:
+            return np.asarray(self.array[key])
+        except Exception as exc:
+            where = _region(key)
+            raise ValueError(
+                f"cannot read {self.path!r} as zarr: the chunk(s) at {where} are damaged "
+                f"({_reason(exc)})"
+            ) from None
+
+
+def _region(key: Any) -> str:
+    parts = key if isinstance(key, tuple) else (key,)
+    out = []
+    for k in parts:
+        if isinstance(k, slice):
+            out.append(f"{'' if k.start is None else k.start}:{'' if k.stop is None else k.stop}")
+        else:
+            out.append(str(k))
+    return "[" + ", ".join(out) + "]"
+
+
 def _read_zarr(path: str, lazy: bool) -> tuple[Any, ImageInfo]:
     import dask.array as da
 
     z = open_zarr(path)
-    data = da.from_zarr(z)
+    data = da.from_array(
+        _ZarrChunks(z, path), chunks=tuple(z.chunks), name=False, asarray=False, fancy=False
+    )
     attrs = dict(z.attrs)
     info = _info("zarr", data, meta={"chunks": tuple(z.chunks), "attributes": attrs})
     return (data if lazy else data.compute()), info
@@ -387,7 +591,7 @@ def create_zarr(
 
 
 def write(
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str] | BinaryIO,
     data: np.ndarray,
     info: ImageInfo | None = None,
     *,
@@ -397,21 +601,75 @@ def write(
 
     ``info`` (from :func:`read`) carries metadata over where both files are the same format
     family: the NIfTI header and affine, TIFF photometric, Zarr chunks and attributes. A NIfTI
-    written from another format gets an affine with ``info.spacing`` on the diagonal.
-    Use :func:`atomic_output` for a path that appears only once complete.
+    written from another format gets an affine with ``info.spacing`` on the diagonal (unit mm).
+
+    ``path`` may also be a binary file open for writing (what :func:`atomic_file` gives);
+    then ``format`` is required: a format name or a suffix (``'.nii.gz'`` for gzipped
+    NIfTI). A file that ``write`` created is removed again if writing fails; a full disk is
+    an ``OSError`` with ``errno.ENOSPC`` that says so and names the file. Use
+    :func:`atomic_file` / :func:`atomic_output` for a path that appears only once complete.
     """
-    fmt = format or format_of(path, "output")
+    if hasattr(path, "write"):
+        if format is None:
+            raise ValueError("write to an open file needs format= (e.g. 'npy' or '.nii.gz')")
+        suffix = _suffix_of(format)
+        channel = None if info is None else info.channel_axis
+        check_writable(f"x{suffix}", data.dtype, data.shape, channel)
+        if suffix == ".zarr":
+            raise ValueError("a Zarr store is a directory: write it to a path, not a file")
+        _write_stream(path, suffix, data, info)  # type: ignore[arg-type]
+        return
     text = os.fspath(path)
+    suffix = _suffix_of(format) if format is not None else _suffix_of_path(text)
     channel = None if info is None else info.channel_axis
-    check_writable(
-        text if format is None else f"x{FORMATS[fmt][0]}", data.dtype, data.shape, channel
-    )
-    if fmt in ("png", "jpeg"):
-        iio = _need("imageio.v3", fmt)
-        kw = {"quality": 95} if fmt == "jpeg" else {}
+    check_writable(text if format is None else f"x{suffix}", data.dtype, data.shape, channel)
+    created = not os.path.lexists(text)
+    try:
+        if suffix == ".zarr":
+            meta = info.meta if info is not None and info.format == "zarr" else {}
+            chunks = meta.get("chunks") or _auto_chunks(data.shape, data.dtype)
+            z = create_zarr(text, data.shape, chunks, data.dtype, attributes=meta.get("attributes"))
+            z[...] = data
+        else:
+            with open(text, "xb" if created else "wb") as f:
+                _write_stream(f, suffix, data, info)
+    except BaseException as exc:
+        failure = _write_failure(exc, text)
+        if created:
+            _remove(text)
+        if failure is not None:
+            raise failure from None
+        raise
+
+
+def _suffix_of(format: str) -> str:
+    """The file suffix for a format name ('nifti' -> '.nii') or a suffix ('.nii.gz')."""
+    text = format.lower()
+    if text in FORMATS:
+        return FORMATS[text][0]
+    suffixes = {s for group in FORMATS.values() for s in group}
+    if text in suffixes:
+        return text
+    raise ValueError(f"format must be one of {sorted(FORMATS)} or a suffix, got {format!r}")
+
+
+def _suffix_of_path(path: str) -> str:
+    base = os.path.basename(path.rstrip("/\\")).lower()
+    format_of(path, "output")
+    return max((s for g in FORMATS.values() for s in g if base.endswith(s)), key=len)
+
+
+def _write_stream(f: BinaryIO, suffix: str, data: np.ndarray, info: ImageInfo | None) -> None:
+    """Write ``data`` into the open binary file ``f`` as a ``suffix`` file."""
+    channel = None if info is None else info.channel_axis
+    if suffix in (".png", ".jpg", ".jpeg"):
+        iio = _need("imageio.v3", "png" if suffix == ".png" else "jpeg")
+        kw = {"quality": 95} if suffix != ".png" else {}
         img = data[..., 0] if data.ndim == 3 and data.shape[-1] == 1 else data
-        iio.imwrite(text, np.ascontiguousarray(img), extension=FORMATS[fmt][0], **kw)
-    elif fmt == "tiff":
+        # encoded in memory, then written here: a failed write is one clean OSError
+        encoded = iio.imwrite("<bytes>", np.ascontiguousarray(img), extension=suffix, **kw)
+        f.write(encoded)
+    elif suffix in (".tif", ".tiff"):
         tifffile = _need("tifffile", "tiff")
         photometric = "minisblack"
         if info is not None and info.format == "tiff":
@@ -426,31 +684,38 @@ def write(
             )
         ):
             photometric = "rgb"
-        tifffile.imwrite(text, data, photometric=photometric)
-    elif fmt == "nifti":
-        nib = _need("nibabel", "nifti")
-        source = None if info is None else info.meta.get("image")
-        if source is not None:
-            img = type(source)(data, source.affine, source.header.copy())
-        else:
-            spacing = (info.spacing if info is not None else None) or ()
-            affine = np.eye(4)
-            for a, s in enumerate(spacing[:3]):
-                affine[a, a] = s
-            img = nib.Nifti1Image(data, affine)
-        img.header.set_data_dtype(data.dtype)
-        img.header.set_slope_inter(1.0, 0.0)
-        nib.save(img, text)
-    elif fmt == "npy":
-        with open(text, "xb" if not os.path.exists(text) else "wb") as f:
-            np.save(f, data, allow_pickle=False)
-    elif fmt == "zarr":
-        meta = info.meta if info is not None and info.format == "zarr" else {}
-        chunks = meta.get("chunks") or _auto_chunks(data.shape, data.dtype)
-        z = create_zarr(text, data.shape, chunks, data.dtype, attributes=meta.get("attributes"))
-        z[...] = data
-    else:  # pragma: no cover - format_of only returns known formats
-        raise ValueError(f"unknown format {fmt!r}")
+        tifffile.imwrite(f, data, photometric=photometric)
+    elif suffix in (".nii", ".nii.gz"):
+        _write_nifti(f, suffix, data, info)
+    elif suffix == ".npy":
+        np.save(f, data, allow_pickle=False)
+    else:  # pragma: no cover - _suffix_of only returns known suffixes
+        raise ValueError(f"cannot write {suffix} to a file")
+    f.flush()
+
+
+def _write_nifti(f: BinaryIO, suffix: str, data: np.ndarray, info: ImageInfo | None) -> None:
+    import gzip
+
+    nib = _need("nibabel", "nifti")
+    source = None if info is None else info.meta.get("image")
+    if source is not None:
+        img = type(source)(data, source.affine, source.header.copy())
+    else:
+        spacing = (info.spacing if info is not None else None) or ()
+        affine = np.eye(4)
+        for a, s in enumerate(spacing[:3]):
+            affine[a, a] = s
+        img = nib.Nifti1Image(data, affine)
+        if spacing:
+            img.header.set_xyzt_units("mm")
+    img.header.set_data_dtype(data.dtype)
+    img.header.set_slope_inter(1.0, 0.0)
+    if suffix == ".nii.gz":  # as nibabel writes it: level 1, no name or time in the header
+        with gzip.GzipFile(filename="", mode="wb", fileobj=f, compresslevel=1, mtime=0) as gz:
+            img.to_file_map(img.make_file_map({"image": gz}))
+    else:
+        img.to_file_map(img.make_file_map({"image": f}))
 
 
 def _auto_chunks(shape: Sequence[int], dtype: Any, target: int = 2**22) -> tuple[int, ...]:
@@ -481,6 +746,193 @@ def _same_file(a: str, b: str) -> bool:
         return False
 
 
+class _OutputError(OSError):
+    """An ``OSError`` whose message says everything (no ``[Errno N]`` prefix)."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def _bytes(n: float) -> str:
+    for scale, unit in ((2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{int(n)} B"
+
+
+def _write_failure(exc: BaseException, name: str) -> OSError | None:
+    """A one-line ``OSError`` for a write that failed for lack of space, else None.
+
+    Libraries report a full disk as ``ENOSPC``/``EDQUOT``, or (numpy's ``tofile``, used by
+    tifffile) as "N requested and M written" with no errno; the free space decides then.
+    """
+    if not isinstance(exc, OSError):
+        return None
+    folder = os.path.dirname(os.path.abspath(name))
+    try:
+        st = os.statvfs(folder)
+        free: int | None = st.f_bavail * st.f_frsize
+    except (OSError, AttributeError):  # pragma: no cover - no statvfs
+        free = None
+    where = "" if free is None else f" ({_bytes(free)} free in {folder})"
+    short = re.search(r"(\d+) requested and (\d+) written", str(exc))
+    code = exc.errno
+    if code in (errno.ENOSPC, errno.EDQUOT) or (
+        code is None and short is not None and free is not None and free < int(short[1])
+    ):
+        what = "disk quota exceeded" if code == errno.EDQUOT else "no space left on device"
+        return _OutputError(code or errno.ENOSPC, f"{what} while writing {name!r}{where}")
+    if code == errno.EFBIG:
+        return _OutputError(code, f"file too large for this file system or limit: {name!r}")
+    if short is not None:
+        return _OutputError(
+            errno.EIO, f"short write to {name!r}: {short[2]} of {short[1]} bytes written{where}"
+        )
+    return None
+
+
+#: Every temporary sepconv writes beside an output has this in its name.
+_TMP_TAG = ".sepconv-tmp"
+#: A temporary untouched this long whose owner cannot be checked is an abandoned one.
+STALE_SECONDS = 24 * 3600.0
+
+
+def _host_id() -> str:
+    import hashlib
+    import socket
+
+    return hashlib.sha1(socket.gethostname().encode()).hexdigest()[:6]
+
+
+def _split_output(text: str) -> tuple[str, str, str]:
+    """(folder, stem, suffix) of an output path; the suffix keeps its case."""
+    parent = os.path.dirname(os.path.abspath(text))
+    base = os.path.basename(text.rstrip("/\\"))
+    fmt = format_of(text, "output")
+    longest_first = sorted(FORMATS[fmt], key=len, reverse=True)
+    suffix = next(s for s in longest_first if base.lower().endswith(s))
+    cut = len(base) - len(suffix)
+    return parent, base[:cut], base[cut:]
+
+
+def _temp_path(text: str) -> str:
+    """A fresh temporary name beside ``text``: ``.STEM.<host>-<pid>-<random>.sepconv-tmpSUFFIX``."""
+    import secrets
+
+    parent, stem, suffix = _split_output(text)
+    tag = f"{_host_id()}-{os.getpid()}-{secrets.token_hex(4)}"
+    return os.path.join(parent, f".{stem}.{tag}{_TMP_TAG}{suffix}")
+
+
+def _remove(path: str) -> None:
+    """Remove a file or directory tree; retried briefly (a late writer may recreate it)."""
+    for delay in (0.0, 0.02, 0.05, 0.1, 0.2):
+        time.sleep(delay)
+        try:
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            elif os.path.lexists(path):
+                os.unlink(path)
+        except FileNotFoundError:
+            pass
+        if not os.path.lexists(path):
+            return
+
+
+def _newest_mtime(path: str) -> float:
+    newest = os.lstat(path).st_mtime
+    if os.path.isdir(path) and not os.path.islink(path):
+        for root, dirs, files in os.walk(path):
+            for name in dirs + files:
+                with contextlib.suppress(OSError):
+                    newest = max(newest, os.lstat(os.path.join(root, name)).st_mtime)
+    return newest
+
+
+def _abandoned(host: str | None, pid: int | None, path: str) -> bool:
+    """Whether a temporary's writer is gone: its process died (same host) or it is stale."""
+    if host == _host_id() and pid is not None:
+        if pid == os.getpid():
+            return False  # this process writes it (another output of the same run)
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except OSError:  # EPERM: alive, another user's
+            pass
+    try:
+        return time.time() - _newest_mtime(path) > STALE_SECONDS
+    except OSError:
+        return False
+
+
+def remove_stale_temporaries(path: str | os.PathLike[str]) -> list[str]:
+    """Remove what an earlier, killed run left beside the output ``path``; return the names.
+
+    Temporaries are recognised by sepconv's naming (``.STEM.<host>-<pid>-<random>.sepconv-tmp
+    SUFFIX``) and removed when the process that made them is gone (same host, pid no longer
+    running) or, when that cannot be checked (another host, an older sepconv), when nothing
+    in them changed for :data:`STALE_SECONDS`. A previous Zarr output that a killed
+    swap left aside (``....sepconv-tmp.zarr.old``) is put back when ``path`` is missing.
+    Single-file outputs on Linux use unnamed temporaries and leave nothing to clean.
+    """
+    text = os.fspath(path)
+    parent, stem, suffix = _split_output(text)
+    pattern = re.compile(
+        r"\."
+        + re.escape(stem)
+        + r"\.(?:(?P<host>[0-9a-f]{6})-(?P<pid>\d+)-)?[A-Za-z0-9_]+"
+        + re.escape(_TMP_TAG + suffix)
+        + r"(?P<old>\.old)?"
+    )
+    removed: list[str] = []
+    try:
+        entries = list(os.scandir(parent))
+    except OSError:
+        return removed
+    for entry in entries:
+        m = pattern.fullmatch(entry.name)
+        if m is None:
+            continue
+        pid = None if m["pid"] is None else int(m["pid"])
+        if not _abandoned(m["host"], pid, entry.path):
+            continue
+        if m["old"] and not os.path.lexists(text):
+            with contextlib.suppress(OSError):
+                os.rename(entry.path, text)
+                removed.append(f"{entry.name} (the previous output, put back)")
+                continue
+        _remove(entry.path)
+        if not os.path.lexists(entry.path):
+            removed.append(entry.name)
+    return removed
+
+
+def _check_output(text: str, overwrite: bool, protect: Sequence[str | os.PathLike[str]]) -> str:
+    """The checks :func:`atomic_output` makes before anything is written; returns the folder."""
+    for p in protect:
+        if _same_file(os.fspath(p), text):
+            raise ValueError(
+                f"output {text!r} is the input {os.fspath(p)!r} (or inside it); sepconv never "
+                "writes over its input: choose another output path"
+            )
+    parent = os.path.dirname(os.path.abspath(text))
+    if not os.path.isdir(parent):
+        raise ValueError(f"output directory {parent!r} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise ValueError(f"output directory {parent!r} is not writable")
+    with contextlib.suppress(OSError):
+        remove_stale_temporaries(text)
+    exists = os.path.lexists(text)
+    if exists and not overwrite:
+        raise ValueError(f"output {text!r} exists; pass --overwrite to replace it")
+    is_dir = format_of(text, "output") == "zarr"
+    if exists and os.path.isdir(text) != is_dir:
+        kind = "a directory" if os.path.isdir(text) else "a file"
+        raise ValueError(f"output {text!r} exists and is {kind}; remove it or choose another name")
+    return parent
+
+
 @contextlib.contextmanager
 def atomic_output(
     path: str | os.PathLike[str],
@@ -493,10 +945,14 @@ def atomic_output(
     Refuses (``ValueError``, before the block runs) to write over any path in ``protect``
     (the inputs) or inside it, over an existing ``path`` unless ``overwrite``, and into a
     directory that does not exist. The temporary has the same suffix, so writers pick the
-    same format. Files are moved into place with one atomic rename; a Zarr directory that
+    same format. Files are moved into place with one atomic rename (a hard link when not
+    overwriting, so a file that appeared meanwhile is not clobbered); a Zarr directory that
     replaces an existing one is swapped in with two renames, the old one being removed only
-    after the new one is in place. On any error (or Ctrl-C) the temporary is deleted and the
-    target is left as it was.
+    after the new one is in place. On any error (or Ctrl-C, SIGTERM, SIGHUP in
+    ``sepconv filter``) the temporary is deleted and the target is left as it was; what a
+    killed process (``kill -9``) left is removed by the next run on the same output
+    (:func:`remove_stale_temporaries`). For a single file, :func:`atomic_file` leaves
+    nothing even then.
 
     Examples
     --------
@@ -509,30 +965,9 @@ def atomic_output(
     True
     """
     text = os.fspath(path)
-    for p in protect:
-        if _same_file(os.fspath(p), text):
-            raise ValueError(
-                f"output {text!r} is the input {os.fspath(p)!r} (or inside it); sepconv never "
-                "writes over its input: choose another output path"
-            )
-    parent = os.path.dirname(os.path.abspath(text))
-    if not os.path.isdir(parent):
-        raise ValueError(f"output directory {parent!r} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise ValueError(f"output directory {parent!r} is not writable")
-    exists = os.path.lexists(text)
-    if exists and not overwrite:
-        raise ValueError(f"output {text!r} exists; pass --overwrite to replace it")
+    _check_output(text, overwrite, protect)
     is_dir = format_of(text, "output") == "zarr"
-    if exists and os.path.isdir(text) != is_dir:
-        kind = "a directory" if os.path.isdir(text) else "a file"
-        raise ValueError(f"output {text!r} exists and is {kind}; remove it or choose another name")
-    base = os.path.basename(text.rstrip("/\\"))
-    suffix = next(s for s in FORMATS[format_of(text)] if base.lower().endswith(s))
-    stem = base[: len(base) - len(suffix)]
-    fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".sepconv-tmp{suffix}", dir=parent)
-    os.close(fd)
-    os.unlink(tmp)  # writers create it (exclusively); the unique name stays reserved enough
+    tmp = _temp_path(text)  # writers create it (exclusively); the random part keeps it ours
     try:
         yield tmp
         if not os.path.lexists(tmp):
@@ -545,18 +980,37 @@ def atomic_output(
             except BaseException:
                 os.rename(old, text)
                 raise
-            shutil.rmtree(old, ignore_errors=True)
+            _remove(old)
         elif is_dir:
             os.rename(tmp, text)
-        elif overwrite:
-            os.replace(tmp, text)
         else:
-            _link_no_clobber(tmp, text)
+            _place_file(tmp, text, overwrite)
+    except OSError as exc:
+        failure = _write_failure(exc, text)
+        if failure is None:
+            raise
+        raise failure from None
     finally:
-        if os.path.isdir(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
-        elif os.path.lexists(tmp):
-            os.unlink(tmp)
+        if os.path.lexists(tmp):
+            _remove(tmp)
+
+
+def _place_file(tmp: str, target: str, overwrite: bool) -> None:
+    """Move the written file ``tmp`` to ``target`` (synced first when replacing a file)."""
+    if overwrite:
+        if os.path.lexists(target):
+            _fsync_path(tmp)
+        os.replace(tmp, target)
+    else:
+        _link_no_clobber(tmp, target)
+
+
+def _fsync_path(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _link_no_clobber(tmp: str, target: str) -> None:
@@ -571,6 +1025,96 @@ def _link_no_clobber(tmp: str, target: str) -> None:
         os.replace(tmp, target)
         return
     os.unlink(tmp)
+
+
+def _open_unnamed(folder: str) -> int | None:
+    """An unnamed file in ``folder`` (Linux ``O_TMPFILE``), or None where unsupported."""
+    flag = getattr(os, "O_TMPFILE", None)
+    if flag is None or not os.path.isdir("/proc/self/fd"):
+        return None
+    try:
+        return os.open(folder, flag | os.O_RDWR | os.O_CLOEXEC, 0o666)
+    except OSError:  # EOPNOTSUPP, EISDIR (old kernels), EINVAL: the file system cannot
+        return None
+
+
+def _link_unnamed(fd: int, target: str, overwrite: bool) -> None:
+    """Give the unnamed file ``fd`` the name ``target`` (never clobbering unless overwrite)."""
+    parent = os.path.dirname(os.path.abspath(target))
+    name = os.path.basename(target)
+    source = f"/proc/self/fd/{fd}"
+    dirfd = os.open(parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | os.O_CLOEXEC)
+    try:
+        if not overwrite:
+            try:  # dst_dir_fd makes this linkat(..., AT_SYMLINK_FOLLOW): the file, not /proc's link
+                os.link(source, name, dst_dir_fd=dirfd)
+            except FileExistsError:
+                raise ValueError(
+                    f"output {target!r} appeared while writing; not replaced"
+                ) from None
+            return
+        if os.path.lexists(target):
+            os.fsync(fd)
+        tmp = os.path.basename(_temp_path(target))
+        os.link(source, tmp, dst_dir_fd=dirfd)
+        try:
+            os.replace(tmp, name, src_dir_fd=dirfd, dst_dir_fd=dirfd)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp, dir_fd=dirfd)
+            raise
+    finally:
+        os.close(dirfd)
+
+
+@contextlib.contextmanager
+def atomic_file(
+    path: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+    protect: Sequence[str | os.PathLike[str]] = (),
+) -> Iterator[BinaryIO]:
+    """An open binary file that becomes ``path`` only if the block succeeds.
+
+    The same checks and guarantees as :func:`atomic_output` (never over an input, never
+    over an existing file without ``overwrite``, never clobbering a file that appeared
+    meanwhile), for single-file formats. On Linux the file has no name until it is complete
+    (``O_TMPFILE``, then linked into place), so even ``kill -9`` or a power cut leaves
+    nothing behind; elsewhere (or where the file system cannot) it is a named temporary as
+    in :func:`atomic_output`. Write to it with :func:`write` and ``format=``.
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile, os
+    >>> from sepconv import io
+    >>> target = os.path.join(tempfile.mkdtemp(), "y.nii.gz")
+    >>> with io.atomic_file(target) as f:
+    ...     io.write(f, np.zeros((2, 3, 4), np.float32), format=".nii.gz")
+    >>> io.read(target)[1].shape
+    (2, 3, 4)
+    """
+    text = os.fspath(path)
+    if format_of(text, "output") == "zarr":
+        raise ValueError(f"output {text!r} is a Zarr directory: use atomic_output")
+    parent = _check_output(text, overwrite, protect)
+    fd = _open_unnamed(parent)
+    if fd is None:
+        with atomic_output(text, overwrite=overwrite, protect=protect) as tmp:
+            with open(tmp, "xb") as f:
+                yield f
+        return
+    with os.fdopen(fd, "w+b") as f:
+        with contextlib.suppress(AttributeError):
+            f.raw.name = f"/proc/self/fd/{fd}"  # type: ignore[attr-defined]  # tifffile wants str
+        try:
+            yield f
+            f.flush()
+            _link_unnamed(fd, text, overwrite)
+        except OSError as exc:
+            failure = _write_failure(exc, text)
+            if failure is None:
+                raise
+            raise failure from None
 
 
 def path_size(path: str | os.PathLike[str]) -> int:
@@ -590,7 +1134,13 @@ SCHEDULERS = ("threads", "processes", "sync")
 
 @dataclass
 class FilterReport:
-    """What :func:`filter_file` did (the CLI's summary line is made from it)."""
+    """What :func:`filter_file` did (the CLI's summary line is made from it).
+
+    ``dtype_in`` is what the file stores; a scaled NIfTI (``scaling`` = slope, inter) was
+    read as ``dtype_read``. ``seconds`` is the whole run, ``compile_seconds`` the part of it
+    spent compiling (or loading from numba's cache) the engine in this process, which
+    :meth:`summary` reports apart. ``removed`` names what a killed earlier run had left.
+    """
 
     input: str
     output: str
@@ -607,13 +1157,17 @@ class FilterReport:
     seconds: float
     chunks: tuple[int, ...] | None = None
     scheduler: str | None = None
+    compile_seconds: float = 0.0
+    dtype_read: str | None = None
+    scaling: tuple[float, float] | None = None
+    removed: tuple[str, ...] = ()
 
     @property
     def nbytes(self) -> int:
         return int(np.prod(self.shape)) * np.dtype(self.dtype_in).itemsize
 
     def summary(self) -> str:
-        """One line: shape, dtypes, kernel, plan, time and throughput."""
+        """One line: shape, dtypes, kernel, plan, time (without compilation) and throughput."""
         shape = "x".join(map(str, self.shape))
         ks = "x".join(map(str, self.kernel_shape))
         if self.rank is None:
@@ -626,11 +1180,23 @@ class FilterReport:
             if self.chunks is None
             else (f", dask chunks {'x'.join(map(str, self.chunks))} on {self.scheduler}")
         )
-        t = max(self.seconds, 1e-9)
+        dtype_in = self.dtype_in
+        if self.scaling is not None:
+            slope, inter = self.scaling
+            dtype_in += f" x {slope:.6g}" + (f" + {inter:.6g}" if inter else "")
+            dtype_in += f" (NIfTI scaling, read as {self.dtype_read})"
+        compiled = max(0.0, min(self.compile_seconds, self.seconds))
+        seconds = self.seconds - compiled
+        t = max(seconds, 1e-9)
+        timing = f"{seconds:.2f} s (read, filter, write)"
+        if compiled >= 0.01:
+            timing += f" + {compiled:.2f} s compiling the engine (not counted)"
+        if self.scheduler not in (None, "threads", "sync"):
+            timing += " (incl. the workers' start-up and engine compilation)"
         return (
-            f"{self.input} -> {self.output}: {shape} {self.dtype_in} -> {self.dtype_out}, "
+            f"{self.input} -> {self.output}: {shape} {dtype_in} -> {self.dtype_out}, "
             f"kernel {self.kernel} ({ks} over axes {','.join(map(str, self.axes))}), "
-            f"plan {plan}{mode}; {self.seconds:.2f} s (read, filter, write), "
+            f"plan {plan}{mode}; {timing}, "
             f"{_rate(np.prod(self.shape) / t, 'voxel/s')}, {_rate(self.nbytes / t, 'B/s')}"
         )
 
@@ -698,25 +1264,6 @@ def _kernel_for(
     return kernels.from_spec(text), text
 
 
-def _parse_chunks(chunks: Any, ndim: int) -> Any:
-    if chunks is None or isinstance(chunks, (int, tuple)):
-        return chunks
-    text = str(chunks).strip().lower()
-    if text == "auto":
-        return "auto"
-    try:
-        values = tuple(int(p) for p in text.replace("x", ",").split(",") if p.strip())
-    except ValueError:
-        raise ValueError(
-            f"chunks must be 'auto', an int or one int per axis (e.g. 64,256,256), got {chunks!r}"
-        ) from None
-    if not values or min(values) < 1 or len(values) not in (1, ndim):
-        raise ValueError(
-            f"chunks must be 'auto', a positive int or {ndim} positive ints, got {chunks!r}"
-        )
-    return values[0] if len(values) == 1 else values
-
-
 def filter_file(
     input: str | os.PathLike[str],
     output: str | os.PathLike[str],
@@ -740,67 +1287,51 @@ def filter_file(
     """Filter the image or volume in ``input`` with ``kernel`` and write it to ``output``.
 
     The work behind ``sepconv filter``; parameters are the CLI's options. Everything is checked
-    before any pixel is read where possible (formats, paths, kernel against the data's
-    dimensions, what the output format can store). The output appears atomically and only
-    when complete (:func:`atomic_output`). Zarr input, or ``chunks``, runs on dask
-    (:mod:`sepconv.dask`), slab by slab within ``memory_limit``; ``scheduler`` is 'threads'
-    (default), 'processes', 'sync' or the address of a ``dask.distributed`` scheduler.
+    before any pixel is read where possible (formats, paths, the input being a regular file,
+    kernel against the data's dimensions, what the output format can store). The output
+    appears atomically and only when complete (:func:`atomic_file` for single files: nothing
+    is left even by ``kill -9``; :func:`atomic_output` for Zarr), and what an earlier killed
+    run left beside it is removed first (:func:`remove_stale_temporaries`). Zarr input, or
+    ``chunks``, runs on dask (:mod:`sepconv.dask`), slab by slab within ``memory_limit``;
+    ``scheduler`` is 'threads' (default), 'processes', 'sync' or the address of a
+    ``dask.distributed`` scheduler. A NIfTI file with ``scl_slope``/``scl_inter`` is filtered
+    in float32 (float64 when ``dtype`` is float64) and written as ``dtype`` (default float32).
+    ``--sigma-mm`` is refused for a NIfTI file whose spatial unit is 'unknown'.
 
-    ``progress``, if given, is called as ``progress(done, total, stage)``.
+    ``progress``, if given, is called as ``progress(done, total, stage)``; ``stage`` says
+    what runs (reading, compiling the engine, filtering with the plan's time estimate,
+    writing).
     """
-    import time
-
-    from . import filters
-    from ._modes import normalize_axes
     from .plan import make_plan
 
+    # 1. names, options and the input file, before anything is created
     src, dst = os.fspath(input), os.fspath(output)
     in_fmt = format_of(src, "input")
-    format_of(dst, "output")
+    suffix = _suffix_of_path(dst)
     if scheduler is not None and scheduler not in SCHEDULERS and "://" not in scheduler:
         raise ValueError(
             f"scheduler must be one of {list(SCHEDULERS)} or a dask.distributed address "
             f"like tcp://host:8786, got {scheduler!r}"
         )
-    if not os.path.exists(src):
-        raise ValueError(f"input {src!r} does not exist")
-    with atomic_output(dst, overwrite=overwrite, protect=[src]) as tmp:
-        use_dask = in_fmt == "zarr" or chunks is not None or scheduler is not None
+    check_input(src, in_fmt)
+    removed: list[str] = []
+    if os.path.isdir(os.path.dirname(os.path.abspath(dst))) and not _same_file(src, dst):
+        with contextlib.suppress(OSError):
+            removed = remove_stale_temporaries(dst)
+    use_dask = in_fmt == "zarr" or chunks is not None or scheduler is not None
+    stage = _Stage(progress)
+    with _CompileClock(stage) as clock, _atomic_target(dst, suffix, overwrite, src) as target:
         t0 = time.perf_counter()
+        # 2. read (native byte order; scaled NIfTI as float32)
+        stage(0, 1, "reading")
         data, info = read(src, lazy=use_dask)
-        ndim = len(info.shape)
-        if channel_axis == "auto":
-            channel = info.channel_axis
-        elif channel_axis is None or (isinstance(channel_axis, str) and channel_axis == "none"):
-            channel = None
-        else:
-            channel = normalize_axes(int(channel_axis), ndim)[0]
-        if axes is None:
-            ax = tuple(a for a in info.spatial_axes if a != channel)
-            if channel is not None and channel not in info.spatial_axes:
-                ax = tuple(a for a in range(ndim) if a != channel)
-        else:
-            ax = normalize_axes(tuple(axes), ndim)
-            if channel is not None and channel in ax:
-                raise ValueError(
-                    f"axes {tuple(axes)} include the channel axis {channel}; colour channels "
-                    "are not filtered across (pass --channel-axis none to do so)"
-                )
-        spacing = None if info.spacing is None else tuple(info.spacing[a] for a in ax)
-        K, spec = _kernel_for(kernel, len(ax), spacing, sigma_mm)
-        if K.ndim > ndim:
-            raise ValueError(
-                f"kernel {spec} is {K.ndim}-D but {src!r} has only {ndim} dimensions "
-                f"(shape {info.shape})"
-            )
-        if K.ndim != len(ax):
-            raise ValueError(
-                f"kernel {spec} is {K.ndim}-D but {len(ax)} axes {ax} of {src!r} (shape "
-                f"{info.shape}) are filtered; pass --axes with {K.ndim} axes or a "
-                f"{len(ax)}-D kernel"
-            )
+        # 3. axes and kernel, checked against the data
+        channel, ax = _filter_axes(info, axes, channel_axis)
+        K, spec = _checked_kernel(kernel, info, ax, sigma_mm, src)
+        # 4. what the output format can store, the plan
         out_dtype = np.dtype(info.dtype if dtype is None else dtype)
         check_writable(dst, out_dtype, info.shape, channel)
+        data, info = _rescaled(data, info, out_dtype)
         plan = make_plan(
             K, [info.shape[a] for a in ax], method=method, tol=tol, size=int(np.prod(info.shape))
         )
@@ -808,25 +1339,32 @@ def filter_file(
         out_info = ImageInfo(
             info.format, info.shape, out_dtype, info.spacing, channel, ax, dict(info.meta)
         )
+        # 5. filter (in memory or on dask) and write
         if not use_dask:
-            if progress is not None:
-                progress(0, 1, "filtering")
-            result = filters.correlate(np.asarray(data), K, output=out_dtype, **kw)
-            if progress is not None:
-                progress(1, 1, "writing")
-            write(tmp, result, out_info)
+            _filter_in_memory(data, K, kw, out_dtype, out_info, target, suffix, plan, stage)
             used_chunks, sched_name = None, None
         else:
             used_chunks, sched_name = _filter_dask(
-                data, K, kw, out_dtype, out_info, tmp, chunks, scheduler, memory_limit, progress
+                data,
+                K,
+                kw,
+                out_dtype,
+                out_info,
+                target,
+                suffix,
+                chunks,
+                scheduler,
+                memory_limit,
+                stage,
             )
         seconds = time.perf_counter() - t0
     f = plan.factorization
+    meta = info.meta
     return FilterReport(
         input=src,
         output=dst,
         shape=info.shape,
-        dtype_in=str(info.dtype),
+        dtype_in=str(meta.get("stored_dtype", info.dtype)),
         dtype_out=str(out_dtype),
         axes=ax,
         kernel=spec,
@@ -838,12 +1376,229 @@ def filter_file(
         seconds=seconds,
         chunks=used_chunks,
         scheduler=sched_name,
+        compile_seconds=clock.seconds,
+        dtype_read=str(info.dtype),
+        scaling=meta.get("scaling"),
+        removed=tuple(removed),
     )
 
 
+@contextlib.contextmanager
+def _atomic_target(dst: str, suffix: str, overwrite: bool, src: str) -> Iterator[Any]:
+    """An unnamed file (single-file formats) or a temporary directory path (Zarr)."""
+    if suffix == ".zarr":
+        with atomic_output(dst, overwrite=overwrite, protect=[src]) as tmp:
+            yield tmp
+    else:
+        with atomic_file(dst, overwrite=overwrite, protect=[src]) as f:
+            yield f
+
+
+def _filter_axes(
+    info: ImageInfo, axes: Sequence[int] | None, channel_axis: int | str | None
+) -> tuple[int | None, tuple[int, ...]]:
+    """The channel axis and the filtered axes (default: the file's spatial axes)."""
+    from ._modes import normalize_axes
+
+    ndim = len(info.shape)
+    if channel_axis == "auto":
+        channel = info.channel_axis
+    elif channel_axis is None or (isinstance(channel_axis, str) and channel_axis == "none"):
+        channel = None
+    else:
+        channel = normalize_axes(int(channel_axis), ndim)[0]
+    if axes is None:
+        ax = tuple(a for a in info.spatial_axes if a != channel)
+        if channel is not None and channel not in info.spatial_axes:
+            ax = tuple(a for a in range(ndim) if a != channel)
+    else:
+        ax = normalize_axes(tuple(axes), ndim)
+        if channel is not None and channel in ax:
+            raise ValueError(
+                f"axes {tuple(axes)} include the channel axis {channel}; colour channels "
+                "are not filtered across (pass --channel-axis none to do so)"
+            )
+    return channel, ax
+
+
+def _checked_kernel(
+    kernel: Any, info: ImageInfo, ax: tuple[int, ...], sigma_mm: float | None, src: str
+) -> tuple[np.ndarray, str]:
+    """The kernel for the filtered axes, refused when it cannot fit the data."""
+    ndim = len(info.shape)
+    if sigma_mm is not None and info.format == "nifti" and info.spacing is None:
+        sizes = ", ".join(f"{z:g}" for z in info.meta.get("voxel_size", ())[: len(ax)])
+        raise ValueError(
+            f"--sigma-mm: {src!r} has no spatial unit (its NIfTI header says "
+            f"{info.meta.get('spatial_unit', 'unknown')!r}), so its voxel sizes ({sizes}) "
+            "are not known to be mm; give sigma in voxels (--kernel gaussian:sigma=...) or "
+            "set the unit in the header (nibabel: img.header.set_xyzt_units('mm'))"
+        )
+    spacing = None if info.spacing is None else tuple(info.spacing[a] for a in ax)
+    K, spec = _kernel_for(kernel, len(ax), spacing, sigma_mm)
+    if K.ndim > ndim:
+        raise ValueError(
+            f"kernel {spec} is {K.ndim}-D but {src!r} has only {ndim} dimensions "
+            f"(shape {info.shape})"
+        )
+    if K.ndim != len(ax):
+        raise ValueError(
+            f"kernel {spec} is {K.ndim}-D but {len(ax)} axes {ax} of {src!r} (shape "
+            f"{info.shape}) are filtered; pass --axes with {K.ndim} axes or a "
+            f"{len(ax)}-D kernel"
+        )
+    return K, spec
+
+
+def _rescaled(data: Any, info: ImageInfo, out_dtype: np.dtype) -> tuple[Any, ImageInfo]:
+    """A scaled NIfTI read as float32 is read again in float64 when float64 is asked for."""
+    if info.meta.get("scaling") is None or out_dtype != np.float64 or info.dtype == out_dtype:
+        return data, info
+    data = _nifti_scaled(info.meta["image"], np.float64)
+    return data, ImageInfo(
+        info.format,
+        info.shape,
+        np.dtype(np.float64),
+        info.spacing,
+        info.channel_axis,
+        info.spatial_axes,
+        info.meta,
+    )
+
+
+class _Stage:
+    """Forwards ``progress(done, total, stage)`` calls and remembers the last one."""
+
+    def __init__(self, progress: Any) -> None:
+        self.progress = progress
+        self.last: tuple[int, int, str] = (0, 1, "reading")
+
+    def __call__(self, done: int, total: int, stage: str) -> None:
+        self.last = (done, total, stage)
+        if self.progress is not None:
+            self.progress(done, total, stage)
+
+    def compiling(self, active: bool) -> None:
+        if self.progress is None:
+            return
+        done, total, stage = self.last
+        self.progress(done, total, "compiling the engine (first run)" if active else stage)
+
+
+class _CompileClock:
+    """Wall time during which numba compiles (or loads from its cache) in this process.
+
+    Listens to numba's ``numba:compiler_lock`` events (any thread); overlapping compilations
+    count once. Tells ``stage`` so a progress bar can say what the wait is.
+    """
+
+    def __init__(self, stage: _Stage) -> None:
+        self.seconds = 0.0
+        self.stage = stage
+        self._depth = 0
+        self._start = 0.0
+        self._lock = threading.Lock()
+        self._listener: Any = None
+
+    def __enter__(self) -> _CompileClock:
+        try:
+            from numba.core import event
+        except ImportError:  # pragma: no cover - numba is a dependency
+            return self
+        clock = self
+
+        class Listener(event.Listener):  # type: ignore[misc]
+            def on_start(self, ev: Any) -> None:
+                clock._enter()
+
+            def on_end(self, ev: Any) -> None:
+                clock._exit()
+
+        self._listener = Listener()
+        event.register("numba:compiler_lock", self._listener)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._listener is not None:
+            from numba.core import event
+
+            event.unregister("numba:compiler_lock", self._listener)
+            self._listener = None
+
+    def _enter(self) -> None:
+        with self._lock:
+            self._depth += 1
+            first = self._depth == 1
+            if first:
+                self._start = time.perf_counter()
+        if first:
+            self.stage.compiling(True)
+
+    def _exit(self) -> None:
+        with self._lock:
+            self._depth = max(0, self._depth - 1)
+            last = self._depth == 0
+            if last:
+                self.seconds += time.perf_counter() - self._start
+        if last:
+            self.stage.compiling(False)
+
+
+def _seconds(t: float) -> str:
+    if t < 60:
+        return f"{t:.2g} s" if t < 10 else f"{t:.0f} s"
+    return f"{t / 60:.1f} min"
+
+
+def _filter_in_memory(
+    data: Any,
+    K: np.ndarray,
+    kw: dict[str, Any],
+    out_dtype: np.dtype,
+    out_info: ImageInfo,
+    target: Any,
+    suffix: str,
+    plan: Any,
+    stage: _Stage,
+) -> None:
+    from . import filters
+
+    estimate = float(getattr(plan, "time_ms", float("nan"))) / 1000.0
+    label = "filtering"
+    if np.isfinite(estimate) and estimate > 0:
+        label += f" (about {_seconds(estimate)} by the plan's time model)"
+    stage(0, 1, label)
+    result = filters.correlate(np.asarray(data), K, output=out_dtype, **kw)
+    stage(1, 1, "writing")
+    write(target, result, out_info, format=suffix)
+
+
+def _parse_chunks(chunks: Any, ndim: int) -> Any:
+    if chunks is None or isinstance(chunks, (int, tuple)):
+        return chunks
+    text = str(chunks).strip().lower()
+    if text == "auto":
+        return "auto"
+    try:
+        values = tuple(int(p) for p in text.replace("x", ",").split(",") if p.strip())
+    except ValueError:
+        raise ValueError(
+            f"chunks must be 'auto', an int or one int per axis (e.g. 64,256,256), got {chunks!r}"
+        ) from None
+    if not values or min(values) < 1 or len(values) not in (1, ndim):
+        raise ValueError(
+            f"chunks must be 'auto', a positive int or {ndim} positive ints, got {chunks!r}"
+        )
+    return values[0] if len(values) == 1 else values
+
+
 def _filter_dask(
-    data, K, kw, out_dtype, out_info, tmp, chunks, scheduler, memory_limit, progress
+    data, K, kw, out_dtype, out_info, target, suffix, chunks, scheduler, memory_limit, stage
 ) -> tuple[tuple[int, ...], str]:
+    """Filter on dask into ``target`` (a Zarr path, or an open file written at the end)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import dask
     import dask.array as da
 
     from . import dask as sdask
@@ -857,37 +1612,40 @@ def _filter_dask(
     if any(len(set(c[:-1])) > 1 or (len(c) > 1 and c[-1] > c[0]) for c in x.chunks):
         x = x.rechunk(x.chunksize)  # regular chunks (what a Zarr output needs)
     y = filters.correlate(x, K, output=out_dtype, **kw)
-    client = None
     sched: Any = scheduler or "threads"
     name = sched
-    if isinstance(scheduler, str) and "://" in scheduler:
-        distributed = _need("distributed", "a dask.distributed scheduler")
-        try:
-            client = distributed.Client(scheduler, timeout=10, set_as_default=False)
-        except (OSError, TimeoutError) as exc:
-            raise ValueError(f"cannot reach the dask scheduler at {scheduler!r}: {exc}") from None
-        sched = client
-    try:
+    with contextlib.ExitStack() as stack:
+        if isinstance(scheduler, str) and "://" in scheduler:
+            distributed = _need("distributed", "a dask.distributed scheduler")
+            try:
+                client = distributed.Client(scheduler, timeout=10, set_as_default=False)
+            except (OSError, TimeoutError) as exc:
+                raise ValueError(
+                    f"cannot reach the dask scheduler at {scheduler!r}: {exc}"
+                ) from None
+            stack.callback(client.close)
+            sched = client
+        elif sched == "threads":
+            # our own pool, shut down (running tasks finished, queued ones dropped) before
+            # the temporary is removed on an error or a signal: no chunk is written after
+            pool = ThreadPoolExecutor(dask.system.CPU_COUNT)
+            stack.callback(pool.shutdown, wait=True, cancel_futures=True)
+            stack.enter_context(dask.config.set(pool=pool))
         total = int(np.prod(y.numblocks))
 
         def report(done: int, _total: int) -> None:
-            if progress is not None:
-                progress(done, total, "filtering")
+            stage(done, total, "filtering")
 
         report(0, total)
-        if format_of(tmp) == "zarr":
+        if suffix == ".zarr":
             meta = out_info.meta if out_info.format == "zarr" else {}
-            target = create_zarr(
-                tmp, y.shape, y.chunksize, out_dtype, attributes=meta.get("attributes")
+            z = create_zarr(
+                target, y.shape, y.chunksize, out_dtype, attributes=meta.get("attributes")
             )
-            sdask.store(y, target, memory_limit=memory_limit, scheduler=sched, progress=report)
+            sdask.store(y, z, memory_limit=memory_limit, scheduler=sched, progress=report)
         else:
-            target = np.empty(y.shape, dtype=out_dtype)
-            sdask.store(y, target, memory_limit=memory_limit, scheduler=sched, progress=report)
-            if progress is not None:
-                progress(total, total, "writing")
-            write(tmp, target, out_info)
-    finally:
-        if client is not None:
-            client.close()
+            result = np.empty(y.shape, dtype=out_dtype)
+            sdask.store(y, result, memory_limit=memory_limit, scheduler=sched, progress=report)
+            stage(total, total, "writing")
+            write(target, result, out_info, format=suffix)
     return tuple(int(c) for c in y.chunksize), str(name)
