@@ -28,11 +28,30 @@ How the terms are found
 
 Sign convention: each factor is flipped so its sum is positive (or, for a zero-sum factor such
 as ``[-1, 0, 1]``, its last non-zero entry is positive); the sign goes into the weight.
+
+Precision: ranks are judged at the precision of the kernel as given
+----------------------------------------------------------------------
+A float32 kernel is only known to float32 rounding, so "exact" means "reproduces it to float32
+rounding": ``np.outer(g, g).astype(np.float32)`` for a Gaussian ``g`` is rank 1, although its
+float64 singular values beyond the first are not zero (they are the float32 rounding, ~1e-8
+relative). The precision is taken from the kernel's dtype -- float16 and float32 kernels are
+judged at their own rounding; float64, integer and bool kernels (and kernel specs, which are
+float64) at float64 -- or given explicitly with ``precision=`` (for a kernel already converted
+to float64, or to judge a float64 kernel more coarsely). It is recorded in
+``Factorization.precision`` and used by every rank and exactness decision: the rank of a
+spectrum is the smallest ``r`` whose discarded tail ``sqrt(sum_{i>=r} s_i**2) / ||s||`` is at
+most :func:`exact_tolerance` (per mode unfolding ``exact_tolerance / sqrt(ndim)`` for N-D
+kernels, so the multilinear truncation error stays within it), CP fits stop at it, the exact
+recursive SVD truncates at it and ``Factorization.exact`` compares the error with it. So a
+float64 kernel with a relative rank-2 component of 1e-9 is rank 2, while the same kernel
+judged at float32 (``precision=np.float32``) is rank 1: 1e-9 is below float32 rounding.
+Weights and factors are always float64 and ``error`` is relative to the kernel as given.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -53,10 +72,132 @@ CP_SEARCH_SECONDS = 3.0
 DEGENERACY_THRESHOLD = 10.0
 
 
-def exact_tolerance(shape: Sequence[int]) -> float:
-    """Relative Frobenius error that counts as "reproduces the kernel to float rounding"."""
+#: The precisions ranks can be judged at (dtype names).
+PRECISIONS = ("float16", "float32", "float64")
+
+
+def _precision_of_dtype(dtype: Any) -> np.dtype | None:
+    """float16/float32 stay; float64, longer floats, integers and bools -> float64; else None."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        return None
+    if dt.kind == "f":
+        return np.dtype(
+            np.float16 if dt.itemsize == 2 else np.float32 if dt.itemsize == 4 else np.float64
+        )
+    if dt.kind in "biu":
+        return np.dtype(np.float64)
+    return None
+
+
+def kernel_precision(kernel: Any, precision: Any = None) -> np.dtype:
+    """The floating-point precision the ranks of ``kernel`` are judged at.
+
+    Parameters
+    ----------
+    kernel : array_like or str or os.PathLike
+        The kernel as given (before any conversion to float64): its dtype decides -- float16
+        and float32 are kept, float64, integer and bool kernels mean float64. A ``.npy`` path
+        gives the dtype stored in the file; other specs (named kernels, ``.csv``) are float64.
+    precision : dtype or str, optional
+        Explicit precision (``numpy.float32``, ``'float32'``, ...); overrides the inference.
+        Integer and bool dtypes mean float64.
+
+    Returns
+    -------
+    numpy.dtype
+        float16, float32 or float64.
+
+    Raises
+    ------
+    TypeError
+        ``precision`` is not a dtype.
+    ValueError
+        ``precision`` is a dtype that is not real (complex, string, object, datetime).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> kernel_precision(np.ones((3, 3), np.float32)), kernel_precision([[1, 2], [3, 4]])
+    (dtype('float32'), dtype('float64'))
+    >>> kernel_precision(np.ones(3), precision="float16")
+    dtype('float16')
+    """
+    if precision is not None:
+        try:
+            dt = np.dtype(precision)
+        except (TypeError, ValueError):
+            raise TypeError(
+                f"precision must be None or a dtype such as numpy.float32 or 'float32', "
+                f"got {precision!r}"
+            ) from None
+        out = _precision_of_dtype(dt)
+        if out is None:
+            raise ValueError(
+                f"precision must be a real dtype ({', '.join(PRECISIONS)}; integer and bool "
+                f"mean float64), got {dt.name}"
+            )
+        return out
+    if isinstance(kernel, (str, os.PathLike)):
+        path = os.fspath(kernel)
+        if isinstance(path, str) and path.strip().lower().endswith(".npy"):
+            try:
+                stored = np.load(path.strip(), mmap_mode="r", allow_pickle=False).dtype
+            except Exception:  # unreadable: from_spec reports it
+                return np.dtype(np.float64)
+            return _precision_of_dtype(stored) or np.dtype(np.float64)
+        return np.dtype(np.float64)
+    dtype = getattr(kernel, "dtype", None)
+    if not isinstance(dtype, np.dtype):
+        try:
+            dtype = np.asarray(kernel).dtype
+        except Exception:  # ragged lists and the like: as_kernel reports it
+            return np.dtype(np.float64)
+    return _precision_of_dtype(dtype) or np.dtype(np.float64)
+
+
+def exact_tolerance(shape: Sequence[int], precision: Any = np.float64) -> float:
+    """Relative Frobenius error that counts as "reproduces the kernel to float rounding".
+
+    ``max(16 * max(shape) * sqrt(prod(shape)) * eps64, 8 * eps)`` with ``eps`` the machine
+    epsilon of ``precision``: the float64 computation's own rounding, or 16 units of rounding
+    of a float32/float16 kernel (rounding a kernel changes it by at most half a unit
+    relative, so the rounding of a rank-r kernel is within it of rank r).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> f"{exact_tolerance((9, 9)):.2g}", f"{exact_tolerance((9, 9), np.float32):.2g}"
+    ('2.9e-13', '9.5e-07')
+    """
+    prec = kernel_precision(None, precision)
     size = math.prod(shape)
-    return 16.0 * max(shape) * math.sqrt(size) * _EPS
+    computation = 16.0 * max(shape) * math.sqrt(size) * _EPS
+    return max(computation, 8.0 * float(np.finfo(prec).eps))
+
+
+def _mode_tolerance(shape: Sequence[int], precision: Any) -> float:
+    """Tail allowed per mode unfolding: the truncation errors of all modes add in squares."""
+    tol = exact_tolerance(shape, precision)
+    return tol / math.sqrt(len(shape)) if len(shape) > 2 else tol
+
+
+def rank_lower_bound(kernel: Any, *, precision: Any = None) -> int:
+    """No fewer separable terms reproduce ``kernel`` to its precision: the largest mode rank.
+
+    Cheap (one SVD per axis); equals the separable rank for 1-D and 2-D kernels. A sum of
+    ``r`` separable terms within ``exact_tolerance`` has every mode unfolding within it of
+    rank ``r``, so the largest mode rank at that tolerance is a lower bound.
+    """
+    prec = kernel_precision(kernel, precision)
+    K = as_kernel(kernel)
+    if not np.any(K):
+        return 0
+    if K.ndim == 1:
+        return 1
+    tol = exact_tolerance(K.shape, prec)
+    return max(_numerical_rank(s, tol) for s in _mode_spectra(K))
 
 
 @dataclass(frozen=True, eq=False)
@@ -88,6 +229,10 @@ class Factorization:
         useless (terms cancel with diverging norms); the terms returned are a bounded fit.
     notes : tuple of str
         Human-readable remarks on how the factorization was chosen.
+    precision : str
+        The floating-point precision (dtype name: ``'float16'``, ``'float32'`` or
+        ``'float64'``) at which the ranks and ``exact`` were judged: that of the kernel as
+        given unless ``separate(..., precision=)`` said otherwise (see the module notes).
 
     Examples
     --------
@@ -96,8 +241,8 @@ class Factorization:
     >>> f = separate(np.outer([1, 2, 1], [-1, 0, 1]))
     >>> f.rank, f.factors[0][0], f.factors[0][1], f.weights
     (1, array([1., 2., 1.]), array([-1., 0., 1.]), array([1.]))
-    >>> f.error
-    0.0
+    >>> f.error, f.precision
+    (0.0, 'float64')
     """
 
     weights: np.ndarray
@@ -109,6 +254,7 @@ class Factorization:
     method: str = "svd"
     degenerate: bool = False
     notes: tuple[str, ...] = ()
+    precision: str = "float64"
 
     def __post_init__(self) -> None:
         for arr in (self.weights, self.kernel, *(f for term in self.factors for f in term)):
@@ -127,8 +273,13 @@ class Factorization:
 
     @property
     def multilinear_rank(self) -> tuple[int, ...]:
-        """Numerical rank of each mode unfolding (to float rounding)."""
-        return tuple(_numerical_rank(s, self.shape) for s in self.mode_spectra)
+        """Numerical rank of each mode unfolding, to the rounding of ``precision``.
+
+        The smallest rank whose discarded singular values have a relative norm within
+        ``exact_tolerance(shape, precision)`` (divided by ``sqrt(ndim)`` for N-D kernels).
+        """
+        tol = _mode_tolerance(self.shape, self.precision)
+        return tuple(_numerical_rank(s, tol) for s in self.mode_spectra)
 
     def to_dense(self) -> np.ndarray:
         """The kernel this factorization represents, as a dense float64 array."""
@@ -153,8 +304,12 @@ class Factorization:
 
     @property
     def exact(self) -> bool:
-        """True when the factorization reproduces the kernel to float rounding."""
-        return self.error <= exact_tolerance(self.shape)
+        """True when the factorization reproduces the kernel to the rounding of ``precision``.
+
+        ``error <= exact_tolerance(shape, precision)``: for a float32 kernel, to float32
+        rounding.
+        """
+        return self.error <= exact_tolerance(self.shape, self.precision)
 
     @property
     def cancellation(self) -> float:
@@ -199,9 +354,11 @@ class Factorization:
 
     def __repr__(self) -> str:
         flags = ", degenerate" if self.degenerate else ""
+        prec = "" if self.precision == "float64" else f", precision={self.precision!r}"
         return (
             f"Factorization(shape={self.shape}, rank={self.rank}, method={self.method!r}, "
-            f"error={self.error:.3g}, macs={self.macs} vs {self.direct_macs} direct{flags})"
+            f"error={self.error:.3g}, macs={self.macs} vs {self.direct_macs} direct"
+            f"{prec}{flags})"
         )
 
 
@@ -210,7 +367,9 @@ class Factorization:
 # ----------------------------------------------------------------------------------------------
 
 
-def separate(kernel: Any, *, rank: int | None = None, tol: float | None = None) -> Factorization:
+def separate(
+    kernel: Any, *, rank: int | None = None, tol: float | None = None, precision: Any = None
+) -> Factorization:
     """Factorize a kernel into a weighted sum of separable (outer-product) terms.
 
     Parameters
@@ -225,27 +384,41 @@ def separate(kernel: Any, *, rank: int | None = None, tol: float | None = None) 
     tol : float, optional
         Largest relative Frobenius error allowed; the smallest rank meeting it is returned
         (capped by ``rank`` when both are given). Values below float rounding mean "exact".
+    precision : dtype or str, optional
+        Precision at which ranks and exactness are judged (``numpy.float32``, ``'float32'``,
+        ...). Default: that of the kernel as given -- float16 and float32 kernels their own,
+        float64, integer and bool kernels and kernel specs float64 (a ``.npy`` file: its
+        stored dtype). Pass it when the kernel was converted to float64 on the way here.
 
     Returns
     -------
     Factorization
         With neither ``rank`` nor ``tol``: the smallest rank found that reproduces the kernel
-        to float rounding (guaranteed minimal in 1-D and 2-D; in N-D, CP rank is NP-hard in
-        general and the rank found is an upper bound that is minimal for the kernels in the
-        tests).
+        to the rounding of ``precision`` (guaranteed minimal in 1-D and 2-D; in N-D, CP rank is
+        NP-hard in general and the rank found is an upper bound that is minimal for the
+        kernels in the tests). ``weights`` and ``factors`` are float64 and ``error`` is
+        relative to the kernel as given.
 
     Raises
     ------
     TypeError
-        ``kernel`` is not a real numeric array (complex, object, string dtypes).
+        ``kernel`` is not a real numeric array (complex, object, string dtypes); ``precision``
+        is not a dtype.
     ValueError
         ``kernel`` is empty, 0-d or not finite; ``rank`` < 1 or above the largest useful rank
-        (``min(shape)`` in 2-D, ``prod(shape) // max(shape)`` in N-D); ``tol`` < 0 or NaN.
+        (``min(shape)`` in 2-D, ``prod(shape) // max(shape)`` in N-D); ``tol`` < 0 or NaN;
+        ``precision`` is not a real dtype.
 
     Notes
     -----
     The cost of running the result as 1-D passes is ``rank * sum(shape)`` multiply-adds per
     output element (``Factorization.macs``), against ``prod(shape)`` for the dense kernel.
+
+    Ranks are judged at the kernel's precision (``Factorization.precision``): the float32
+    rounding of a separable kernel is separable (rank 1, ``exact``: it is reproduced to
+    float32 rounding), while a float64 kernel with a relative rank-2 component of 1e-9 is rank
+    2 -- and rank 1 with ``precision=numpy.float32``, where 1e-9 is below the rounding.
+    "Exact" means a relative error of at most :func:`exact_tolerance` ``(shape, precision)``.
 
     Examples
     --------
@@ -259,7 +432,17 @@ def separate(kernel: Any, *, rank: int | None = None, tol: float | None = None) 
     >>> f = separate(kernels.disk(6, antialias=True), tol=0.05)
     >>> f.rank, bool(f.error <= 0.05)
     (4, True)
+    >>> g = kernels.gaussian1d(1.0)
+    >>> K32 = np.outer(g, g).astype(np.float32)
+    >>> f = separate(K32)
+    >>> f.rank, f.precision, f.exact
+    (1, 'float32', True)
+    >>> separate(K32.astype(np.float64)).rank > 1   # its float32 rounding is not rank 1 in float64
+    True
+    >>> separate(K32.astype(np.float64), precision=np.float32).rank
+    1
     """
+    prec = kernel_precision(kernel, precision)  # checks an explicit precision first
     if isinstance(kernel, str):
         from .kernels import from_spec
 
@@ -273,22 +456,23 @@ def separate(kernel: Any, *, rank: int | None = None, tol: float | None = None) 
             raise ValueError(
                 f"rank must be between 1 and {max_rank} for a kernel of shape {K.shape}, got {rank}"
             )
-    exact_tol = exact_tolerance(K.shape)
+    exact_tol = exact_tolerance(K.shape, prec)
     target = exact_tol if tol is None else max(tol, exact_tol)
     spectra = _mode_spectra(K)
 
     if not np.any(K):
-        return _make(K, [], spectra, "trivial", notes=("all-zero kernel: rank 0",))
+        return _make(K, [], spectra, "trivial", prec, notes=("all-zero kernel: rank 0",))
     if K.ndim == 1:
-        return _make(K, [(1.0, (K.copy(),))], spectra, "trivial")
-    if all(_numerical_rank(s, K.shape) == 1 for s in spectra):
-        return _rank_one(K, spectra)
+        return _make(K, [(1.0, (K.copy(),))], spectra, "trivial", prec)
+    mode_tol = _mode_tolerance(K.shape, prec)
+    if all(_numerical_rank(s, mode_tol) == 1 for s in spectra):
+        return _rank_one(K, spectra, prec)
     if K.ndim == 2:
-        return _separate_2d(K, spectra, rank, target)
-    return _separate_nd(K, spectra, rank, target, tol is not None)
+        return _separate_2d(K, spectra, rank, target, prec)
+    return _NDProblem(K, spectra, prec).separate(rank, target, tol is not None)
 
 
-def separable_rank(kernel: Any, *, tol: float | None = None) -> int:
+def separable_rank(kernel: Any, *, tol: float | None = None, precision: Any = None) -> int:
     """Smallest number of separable terms that reproduce ``kernel`` within ``tol``.
 
     Parameters
@@ -296,26 +480,45 @@ def separable_rank(kernel: Any, *, tol: float | None = None) -> int:
     kernel : array_like or str
         Real, finite kernel (or kernel spec).
     tol : float, optional
-        Relative Frobenius error allowed; default: exact to float rounding.
+        Relative Frobenius error allowed; default: exact to the rounding of ``precision``.
+    precision : dtype or str, optional
+        Precision the rank is judged at; default that of the kernel as given (float16 and
+        float32 kernels their own, everything else float64). See :func:`separate`.
 
     Returns
     -------
     int
         1 for a separable kernel, 0 for an all-zero kernel.
 
+    Notes
+    -----
+    The float32 rounding of a separable kernel has rank 1 (at float32); the same values
+    converted to float64 do not, unless ``precision=numpy.float32`` is passed. A float64
+    kernel with a relative rank-2 component of 1e-9 has rank 2, and rank 1 at float32.
+
     Examples
     --------
+    >>> import numpy as np
     >>> from sepconv import separable_rank, kernels
     >>> separable_rank(kernels.sobel(axis=0)), separable_rank(kernels.laplace())
     (1, 2)
+    >>> separable_rank(kernels.gaussian(1.0, ndim=3).astype(np.float32))
+    1
     """
-    return separate(kernel, tol=tol).rank
+    return separate(kernel, tol=tol, precision=precision).rank
 
 
-def is_separable(kernel: Any, *, tol: float | None = None) -> bool:
-    """True when ``kernel`` is (to float rounding, or within ``tol``) one outer product.
+def is_separable(kernel: Any, *, tol: float | None = None, precision: Any = None) -> bool:
+    """True when ``kernel`` is (to its precision's rounding, or within ``tol``) one outer product.
 
-    Exact test: every mode unfolding of the kernel has rank 1.
+    Exact test: every mode unfolding of the kernel has rank 1 at the precision of the kernel
+    as given (or ``precision``; see :func:`separate`).
+
+    Notes
+    -----
+    A float32 kernel that is the float32 rounding of a separable kernel is separable; a
+    float64 kernel with a relative rank-2 component of 1e-9 is not, but is with
+    ``precision=numpy.float32``.
 
     Examples
     --------
@@ -324,7 +527,49 @@ def is_separable(kernel: Any, *, tol: float | None = None) -> bool:
     >>> is_separable(np.outer([1, 4, 6, 4, 1], [1, 2, 1])), is_separable(np.eye(3))
     (True, False)
     """
-    return separable_rank(kernel, tol=tol) <= 1
+    return separable_rank(kernel, tol=tol, precision=precision) <= 1
+
+
+def fits_by_rank(kernel: Any, *, precision: Any = None) -> list[Factorization]:
+    """The factorization of each rank up to the exact one: what ``sepconv analyze`` tabulates.
+
+    Parameters
+    ----------
+    kernel : array_like or str
+        Real, finite kernel (or kernel spec).
+    precision : dtype or str, optional
+        As for :func:`separate` (default: that of the kernel as given).
+
+    Returns
+    -------
+    list of Factorization
+        Ranks strictly increasing, errors non-increasing, the last one exact (``[]`` for an
+        all-zero kernel). 1-D and 2-D: every rank ``1 .. separate(kernel).rank`` (the SVD
+        truncations). N-D: ``separate(kernel, rank=R)`` for ``R = 1, 2, ...`` as one chain
+        (each rank started from the previous one, so the errors cannot increase), up to where
+        more terms would cost more than the dense kernel or the search time
+        (``CP_SEARCH_SECONDS``) runs out, then the exact factorization -- so ranks may be
+        skipped before the last entry. If the chain finds an exact fit below the rank
+        ``separate`` found, that fit ends the list.
+
+    Examples
+    --------
+    >>> from sepconv import kernels
+    >>> [(f.rank, f.exact) for f in fits_by_rank(kernels.laplacian_of_gaussian(1.5))]
+    [(1, False), (2, True)]
+    """
+    prec = kernel_precision(kernel, precision)
+    if isinstance(kernel, str):
+        from .kernels import from_spec
+
+        kernel = from_spec(kernel)
+    K = as_kernel(kernel)
+    exact = separate(K, precision=prec)
+    if exact.rank <= 1:
+        return [exact] if exact.rank else []
+    if K.ndim <= 2:
+        return [separate(K, rank=r, precision=prec) for r in range(1, exact.rank)] + [exact]
+    return _NDProblem(K, _mode_spectra(K), prec).sweep(exact)
 
 
 def max_useful_rank(shape: Sequence[int]) -> int:
@@ -350,6 +595,7 @@ def _make(
     terms: Sequence[Term],
     spectra: tuple[np.ndarray, ...],
     method: str,
+    precision: np.dtype,
     *,
     degenerate: bool = False,
     notes: Sequence[str] = (),
@@ -369,6 +615,7 @@ def _make(
         method=method,
         degenerate=degenerate,
         notes=tuple(notes),
+        precision=np.dtype(precision).name,
     )
 
 
@@ -391,12 +638,13 @@ def _normalise_signs(weight: float, factors: Sequence[np.ndarray]) -> Term:
 
 
 def _dense(weights: np.ndarray, factors: Sequence[Sequence[np.ndarray]], shape) -> np.ndarray:
+    """``sum_r weights[r] * outer(factors[r][0], factors[r][1], ...)``, in that order."""
     out = np.zeros(shape, dtype=np.float64)
     for w, fs in zip(weights, factors, strict=True):
-        term = np.asarray(w, dtype=np.float64)
-        for f in fs:
+        term = np.asarray(fs[0], dtype=np.float64)
+        for f in fs[1:]:
             term = np.multiply.outer(term, f)
-        out += term
+        out += float(w) * term
     return out
 
 
@@ -413,23 +661,34 @@ def _mode_spectra(K: np.ndarray) -> tuple[np.ndarray, ...]:
     return tuple(np.linalg.svd(_unfold(K, k), compute_uv=False) for k in range(K.ndim))
 
 
-def _numerical_rank(s: np.ndarray, shape: Sequence[int]) -> int:
-    """numpy.linalg.matrix_rank's rule: singular values above ``s_max * max(shape) * eps``."""
+def _tail(s: np.ndarray) -> np.ndarray:
+    """``tail[r]``: relative Frobenius error of keeping the first ``r`` singular values."""
+    sq = np.asarray(s, dtype=np.float64) ** 2
+    tail = np.sqrt(np.concatenate([np.cumsum(sq[::-1])[::-1], [0.0]]))
+    return tail / tail[0] if tail[0] > 0 else tail
+
+
+def _numerical_rank(s: np.ndarray, tol: float) -> int:
+    """Smallest ``r`` whose discarded singular values have relative norm ``<= tol``.
+
+    ``tol`` is relative to ``||s||`` (the Frobenius norm of the matrix): the same criterion as
+    ``Factorization.exact``, so a truncation at this rank is exact and one below it is not.
+    """
     if s.size == 0 or s[0] == 0:
         return 0
-    return int(np.count_nonzero(s > s[0] * max(shape) * _EPS * 4))
+    return max(1, int(np.count_nonzero(_tail(s)[:-1] > tol)))
 
 
-def _rank_one(K: np.ndarray, spectra: tuple[np.ndarray, ...]) -> Factorization:
-    exact_int = _integer_rank_one(K)
+def _rank_one(K: np.ndarray, spectra: tuple[np.ndarray, ...], prec: np.dtype) -> Factorization:
+    exact_int = _integer_rank_one(K, prec)
     if exact_int is not None:
-        return _make(K, [exact_int], spectra, "integer")
+        return _make(K, [exact_int], spectra, "integer", prec)
     vecs = []
     for k in range(K.ndim):
         u, _, _ = np.linalg.svd(_unfold(K, k), full_matrices=False)
         vecs.append(u[:, 0])
     weight = float(_contract(K, vecs))
-    return _make(K, [(weight, tuple(vecs))], spectra, "svd")
+    return _make(K, [(weight, tuple(vecs))], spectra, "svd", prec)
 
 
 def _contract(T: np.ndarray, vecs: Sequence[np.ndarray]) -> np.ndarray:
@@ -439,42 +698,77 @@ def _contract(T: np.ndarray, vecs: Sequence[np.ndarray]) -> np.ndarray:
     return out
 
 
-def _integer_rank_one(K: np.ndarray) -> Term | None:
-    """Exact integer factors when ``K`` is ``c * (integer outer product)`` for some scale c."""
+def _integer_rank_one(K: np.ndarray, prec: np.dtype) -> Term | None:
+    """Exact integer factors when ``K`` is ``c * (integer outer product)`` for some scale c.
+
+    First exactly (the values times ``c`` are integers and their integer rank-1 structure is
+    exact); then to the rounding of ``prec``: the values times ``c`` are within a few units of
+    rounding of integers small enough for that to mean something (``< 1 / (16 eps)``, at most
+    2**40), those integers are exactly an integer outer product, and the least-squares weight
+    reproduces ``K`` within ``exact_tolerance(shape, prec)`` -- e.g. the float32 rounding of
+    ``0.37 * outer([1, 4, 6, 4, 1], [1, 2, 3, 2, 1])``.
+    """
     nz = np.abs(K[K != 0])
-    scales = [1.0, 1.0 / float(nz.min())]
+    base = 1.0 / float(nz.min())
+    scales = [1.0, base]
     scales += [2.0**e for e in range(1, 60)]
+    scales += [k * base for k in range(2, 17)]
     idx = np.unravel_index(int(np.argmax(np.abs(K))), K.shape)
-    for c in scales:
-        scaled = K * c
-        if not np.all(scaled == np.round(scaled)) or np.abs(scaled).max() > 2.0**40:
-            continue
+
+    def integer_factors(n: np.ndarray) -> tuple[float, list[np.ndarray]] | None:
+        """``n == m * outer(factors)`` exactly, factors from the fibres through ``idx``."""
         factors = []
         for k in range(K.ndim):
             sl: list[Any] = list(idx)
             sl[k] = slice(None)
-            fib = scaled[tuple(sl)]
+            fib = n[tuple(sl)]
             g = math.gcd(*(int(v) for v in fib))
             factors.append(fib / g)
         denom = math.prod(float(f[i]) for f, i in zip(factors, idx, strict=True))
-        w_int = scaled[idx] / denom
-        dense = _dense(np.array([w_int]), [factors], K.shape)
-        if np.array_equal(dense, scaled):
-            return (w_int / c, tuple(factors))
+        m = n[idx] / denom
+        dense = _dense(np.array([m]), [factors], K.shape)
+        return (m, factors) if np.array_equal(dense, n) else None
+
+    for c in scales:
+        scaled = K * c
+        if not np.all(scaled == np.round(scaled)) or np.abs(scaled).max() > 2.0**40:
+            continue
+        found = integer_factors(scaled)
+        if found is not None:
+            return (found[0] / c, tuple(found[1]))
+
+    eps = float(np.finfo(prec).eps)
+    limit = min(2.0**40, 1.0 / (16.0 * eps))
+    tol = exact_tolerance(K.shape, prec)
+    norm = float(np.linalg.norm(K))
+    for c in scales:
+        scaled = K * c
+        n = np.round(scaled)
+        if np.abs(n).max() > limit or not np.all(np.abs(scaled - n) <= 2.0 * eps * np.abs(n)):
+            continue
+        found = integer_factors(n)
+        if found is None:
+            continue
+        D = _dense(np.array([1.0]), [found[1]], K.shape)
+        w = float(np.vdot(D, K) / np.vdot(D, D))
+        if float(np.linalg.norm(K - w * D)) <= tol * norm:
+            return (w, tuple(found[1]))
     return None
 
 
 def _separate_2d(
-    K: np.ndarray, spectra: tuple[np.ndarray, ...], rank: int | None, target: float
+    K: np.ndarray,
+    spectra: tuple[np.ndarray, ...],
+    rank: int | None,
+    target: float,
+    prec: np.dtype,
 ) -> Factorization:
     u, s, vt = np.linalg.svd(K, full_matrices=False)
-    exact_rank = _numerical_rank(s, K.shape)
-    # tail[r] = relative error of keeping r terms
-    sq = s.astype(np.float64) ** 2
-    tail = np.sqrt(np.maximum(np.concatenate([np.cumsum(sq[::-1])[::-1], [0.0]]), 0.0))
-    tail /= math.sqrt(sq.sum())
+    exact_tol = exact_tolerance(K.shape, prec)
+    exact_rank = _numerical_rank(s, exact_tol)
+    tail = _tail(s)  # tail[r] = relative error of keeping r terms
     r = exact_rank
-    if target > exact_tolerance(K.shape):
+    if target > exact_tol:
         r = min(r, next(i for i in range(1, len(tail)) if tail[i] <= target))
     notes = []
     if rank is not None and rank < r:
@@ -482,18 +776,18 @@ def _separate_2d(
     elif rank is not None and rank > r:
         notes.append(f"rank={rank} requested; {r} term(s) already reproduce the kernel")
     terms = [(float(s[i]), (u[:, i], vt[i])) for i in range(r)]
-    return _make(K, terms, spectra, "svd", notes=notes)
+    return _make(K, terms, spectra, "svd", prec, notes=notes)
 
 
 # -- N-D -----------------------------------------------------------------------------------------
 
 
-def _hosvd(K: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
-    """Orthonormal mode bases (truncated at float rounding) and the core tensor."""
+def _hosvd(K: np.ndarray, tol: float) -> tuple[list[np.ndarray], np.ndarray]:
+    """Orthonormal mode bases (each truncated at relative tail ``tol``) and the core tensor."""
     bases = []
     for k in range(K.ndim):
         u, s, _ = np.linalg.svd(_unfold(K, k), full_matrices=False)
-        bases.append(u[:, : max(1, _numerical_rank(s, K.shape))])
+        bases.append(u[:, : max(1, _numerical_rank(s, tol))])
     core = K
     for k, U in enumerate(bases):
         core = np.moveaxis(np.tensordot(U.T, core, axes=(1, k)), 0, k)
@@ -657,10 +951,20 @@ def _cp_polish(G: np.ndarray, fit: _CPFit, target: float, max_iter: int = 200) -
     return best
 
 
-def _cp_best(G: np.ndarray, R: int, target: float, *, n_random: int = 4) -> list[_CPFit]:
-    """Fits from a HOSVD-style start and seeded random restarts; stops at the first good one."""
+def _cp_best(
+    G: np.ndarray,
+    R: int,
+    target: float,
+    *,
+    n_random: int = 4,
+    warm: list[np.ndarray] | None = None,
+) -> list[_CPFit]:
+    """Fits from ``warm`` (if given), a HOSVD-style start and seeded random restarts.
+
+    Stops at the first fit that meets ``target`` without being degenerate.
+    """
     rng = np.random.default_rng(20261124 + R)
-    starts = []
+    starts = [] if warm is None else [[M.copy() for M in warm]]
     eye_start = []
     for n in G.shape:
         M = np.zeros((n, R))
@@ -696,21 +1000,25 @@ def _cp_bounded(G: np.ndarray, start: _CPFit) -> _CPFit:
     return best
 
 
-def _recursive_svd(T: np.ndarray) -> list[Term]:
-    """Exact decomposition by peeling one axis at a time with the SVD (rank <= prod(shape)/max)."""
+def _recursive_svd(T: np.ndarray, tol: float) -> list[Term]:
+    """Exact decomposition by peeling one axis at a time with the SVD (rank <= prod(shape)/max).
+
+    Every SVD is truncated at relative tail ``tol``; the errors of the ``ndim - 1`` levels add
+    in squares, so the result is within ``sqrt(ndim - 1) * tol`` of ``T``.
+    """
     if T.ndim == 1:
         return [(1.0, (T,))] if np.any(T) else []
     if T.ndim == 2:
         u, s, vt = np.linalg.svd(T, full_matrices=False)
-        r = _numerical_rank(s, T.shape)
+        r = _numerical_rank(s, tol)
         return [(float(s[i]), (u[:, i], vt[i])) for i in range(r)]
     best: list[Term] | None = None
     for k in range(T.ndim):
         u, s, vt = np.linalg.svd(_unfold(T, k), full_matrices=False)
         rest_shape = tuple(n for j, n in enumerate(T.shape) if j != k)
         terms: list[Term] = []
-        for i in range(_numerical_rank(s, T.shape)):
-            for w, fs in _recursive_svd(vt[i].reshape(rest_shape)):
+        for i in range(_numerical_rank(s, tol)):
+            for w, fs in _recursive_svd(vt[i].reshape(rest_shape), tol):
                 fl = list(fs)
                 fl.insert(k, u[:, i])
                 terms.append((float(s[i]) * w, tuple(fl)))
@@ -720,23 +1028,66 @@ def _recursive_svd(T: np.ndarray) -> list[Term]:
     return best
 
 
-def _separate_nd(
-    K: np.ndarray,
-    spectra: tuple[np.ndarray, ...],
-    rank: int | None,
-    target: float,
-    approximate: bool,
-) -> Factorization:
-    bases, core = _hosvd(K)
-    mlrank = core.shape
-    fallback = _recursive_svd(K)
-    notes = [f"multilinear rank {tuple(int(n) for n in mlrank)}"]
-    upper = len(fallback)
-    lower = 1 if approximate else max(mlrank)
-    cap = upper if rank is None else min(rank, upper)
+def _rank_one_fit(T: np.ndarray, iterations: int = 30) -> list[np.ndarray]:
+    """Best rank-1 approximation of ``T`` (higher-order power method from the HOSVD vectors).
 
-    def expand(fit: _CPFit) -> list[Term]:
-        full = [U @ M for U, M in zip(bases, fit.A, strict=True)]
+    Returned as one column per mode whose outer product is the approximation.
+    """
+    vecs = [np.linalg.svd(_unfold(T, k), full_matrices=False)[0][:, 0] for k in range(T.ndim)]
+    for _ in range(iterations):
+        for k in range(T.ndim):
+            v = T
+            for j in reversed(range(T.ndim)):
+                if j != k:
+                    v = np.tensordot(v, vecs[j], axes=(j, 0))
+            n = float(np.linalg.norm(v))
+            if n == 0:
+                break
+            vecs[k] = v / n
+    lam = float(_contract(T, vecs))
+    scale = abs(lam) ** (1.0 / T.ndim)
+    cols = [v * scale for v in vecs]
+    cols[0] = cols[0] * (1.0 if lam >= 0 else -1.0)
+    return [c[:, None] for c in cols]
+
+
+@dataclass
+class _Step:
+    """The fit of one rank in the N-D chain."""
+
+    fit: _CPFit
+    meets: bool  # error <= target and not degenerate
+    degenerate: bool
+    note: str | None
+
+
+class _NDProblem:
+    """An N-D kernel compressed by the HOSVD, with the exact fallback and the rank bounds.
+
+    Fixed-rank fits are a chain: the fit of rank ``R`` is also started from the fit of rank
+    ``R - 1`` plus the best rank-1 fit of its residual (ALS never increases the error), and
+    when every fit of rank ``R`` is worse than that start the start itself is kept, so the
+    errors of ranks 1, 2, ... never increase.
+    """
+
+    def __init__(self, K: np.ndarray, spectra: tuple[np.ndarray, ...], prec: np.dtype) -> None:
+        self.K = K
+        self.spectra = spectra
+        self.prec = prec
+        self.tol = exact_tolerance(K.shape, prec)
+        self.bases, self.core = _hosvd(K, _mode_tolerance(K.shape, prec))
+        self.norm = float(np.linalg.norm(self.core))
+        self.fallback = _recursive_svd(K, self.tol / math.sqrt(K.ndim - 1))
+        self.upper = len(self.fallback)
+        #: no sum of fewer terms is within ``tol`` (every unfolding would be)
+        self.lower = max(_numerical_rank(s, self.tol) for s in spectra)
+        # Beyond this many terms, separable passes cost more than the dense kernel and the CP
+        # search (the expensive part) is not worth it: the exact fallback is returned instead.
+        self.useful = max(1, (math.prod(K.shape) - 1) // sum(K.shape))
+        self.notes = [f"multilinear rank {tuple(int(n) for n in self.core.shape)}"]
+
+    def expand(self, fit: _CPFit) -> list[Term]:
+        full = [U @ M for U, M in zip(self.bases, fit.A, strict=True)]
         terms = []
         for r in range(full[0].shape[1]):
             vecs = [M[:, r] for M in full]
@@ -747,49 +1098,120 @@ def _separate_nd(
             )
         return terms
 
-    # Beyond this many terms, separable passes cost more than the dense kernel and the CP
-    # search (the expensive part) is not worth it: the exact fallback is returned instead.
-    useful = max(1, (math.prod(K.shape) - 1) // sum(K.shape))
-    search_cap = min(cap, upper - 1, max(useful, lower + 2, 1 if rank is None else rank))
-    start = time.perf_counter()
-    stopped_at = None
-    for R in range(min(lower, cap), search_cap + 1):
-        searching = rank is None or R < cap  # looking for the smallest rank, not fitting one
-        if searching and R > lower + 2 and time.perf_counter() - start > CP_SEARCH_SECONDS:
-            stopped_at = R - 1
-            break
-        fits = _cp_best(core, R, target, n_random=4 if R <= lower + 2 else 1)
+    def make(self, step: _Step, extra: Sequence[str] = ()) -> Factorization:
+        method = "cp-als-ridge" if step.degenerate else "cp-als"
+        notes = [*self.notes, *([step.note] if step.note else []), *extra]
+        return _make(
+            self.K,
+            self.expand(step.fit),
+            self.spectra,
+            method,
+            self.prec,
+            degenerate=step.degenerate,
+            notes=notes,
+        )
+
+    def make_fallback(self, extra: Sequence[str] = ()) -> Factorization:
+        notes = [
+            *self.notes,
+            *extra,
+            "exact decomposition by recursive SVD of the mode unfoldings",
+        ]
+        return _make(self.K, self.fallback, self.spectra, "recursive-svd", self.prec, notes=notes)
+
+    def step(self, R: int, prev: _CPFit | None, target: float, n_random: int) -> _Step:
+        """The rank-``R`` fit: meets ``target``, or the best (bounded if degenerate) found."""
+        G = self.core
+        warm = None
+        if prev is not None:
+            resid = G - _cp_dense(prev.A, G.shape)
+            new = _rank_one_fit(resid)
+            warm = [np.hstack([M, c]) for M, c in zip(prev.A, new, strict=True)]
+        fits = _cp_best(G, R, target, n_random=n_random, warm=warm)
         good = [f for f in fits if not f.degenerate]
         best = min(good or fits, key=lambda f: f.error)
         if best.error <= target and not best.degenerate:
-            return _make(K, expand(best), spectra, "cp-als", notes=notes)
-        if R < cap:
-            continue
-        # a fixed rank below the exact rank that does not meet the target
+            return _Step(best, True, False, None)
+        greedy = None if warm is None else _assess(G, warm, self.norm)
         if any(f.degenerate for f in fits):
             worst = min((f for f in fits if f.degenerate), key=lambda f: f.error)
-            bounded = _cp_bounded(core, worst)
-            if good and good[0].error < bounded.error:
+            bounded = _cp_bounded(G, worst)
+            if good and min(good, key=lambda f: f.error).error < bounded.error:
                 bounded = min(good, key=lambda f: f.error)
-            notes.append(
+            if greedy is not None and greedy.error < bounded.error:
+                bounded = greedy  # the errors of ranks 1, 2, ... never increase
+            note = (
                 f"degenerate: no best rank-{R} approximation exists; the error falls only as "
                 f"terms cancel with diverging norms (ALS reached {worst.error:.3g} at "
                 f"cancellation {worst.cancellation:.3g} and kept going); returned a "
                 "bounded-norm fit instead"
             )
-            return _make(K, expand(bounded), spectra, "cp-als-ridge", degenerate=True, notes=notes)
-        notes.append(f"best rank-{R} CP fit found by ALS (a local optimum)")
-        return _make(K, expand(best), spectra, "cp-als", notes=notes)
-    if rank is not None and rank > upper:
-        notes.append(f"rank={rank} requested; {upper} term(s) reproduce the kernel")
-    if stopped_at is not None:
-        notes.append(
-            f"CP search stopped at rank {stopped_at} after {CP_SEARCH_SECONDS:g} s (tensor rank "
-            "is NP-hard); a lower exact rank may exist"
-        )
-    elif search_cap < min(cap, upper - 1):
-        notes.append(
-            f"CP search stopped at rank {search_cap}: more terms cost more than the dense kernel"
-        )
-    notes.append("exact decomposition by recursive SVD of the mode unfoldings")
-    return _make(K, fallback, spectra, "recursive-svd", notes=notes)
+            return _Step(bounded, False, True, note)
+        if greedy is not None and greedy.error < best.error:
+            best = greedy
+        return _Step(best, False, False, f"best rank-{R} CP fit found by ALS (a local optimum)")
+
+    def separate(self, rank: int | None, target: float, approximate: bool) -> Factorization:
+        """``separate`` for this kernel: the exact/``tol`` search, or a fit of ``rank`` terms."""
+        upper, lower = self.upper, self.lower
+        if rank is None:
+            first = 1 if approximate else lower
+            last = min(upper - 1, max(self.useful, first + 2))
+            cap = upper
+        else:
+            first, cap = 1, min(rank, upper)
+            last = min(cap, upper - 1)
+        start = time.perf_counter()
+        stopped_at = None
+        prev: _CPFit | None = None
+        for R in range(first, last + 1):
+            late = R > lower + 2 and time.perf_counter() - start > CP_SEARCH_SECONDS
+            if late and rank is None:
+                stopped_at = R - 1
+                break
+            n_random = 4 if R <= lower + 2 else 1
+            if late and R < cap:
+                n_random = 0  # out of search time: intermediate ranks only feed the chain
+            step = self.step(R, prev, target, n_random)
+            if step.meets:
+                extra = []
+                if rank is not None and R < rank and not approximate:
+                    extra.append(f"rank={rank} requested; {R} term(s) already reproduce the kernel")
+                return self.make(step, extra)
+            if R == cap:  # a fixed rank below the exact rank that does not meet the target
+                return self.make(step)
+            prev = step.fit
+        extra = []
+        if rank is not None and rank > upper:
+            extra.append(f"rank={rank} requested; {upper} term(s) reproduce the kernel")
+        if stopped_at is not None:
+            extra.append(
+                f"CP search stopped at rank {stopped_at} after {CP_SEARCH_SECONDS:g} s (tensor "
+                "rank is NP-hard); a lower exact rank may exist"
+            )
+        elif last < upper - 1:
+            extra.append(
+                f"CP search stopped at rank {last}: more terms cost more than the dense kernel"
+            )
+        return self.make_fallback(extra)
+
+    def sweep(self, exact: Factorization) -> list[Factorization]:
+        """The fits of ranks 1, 2, ... below ``exact.rank`` (as ``separate(rank=R)``), then exact.
+
+        Stops at the CP search's last rank (more terms would cost more than the dense kernel)
+        or when the search time runs out; if a rank below ``exact.rank`` turns out exact, it
+        ends the list instead.
+        """
+        last = min(exact.rank - 1, max(self.useful, self.lower + 2))
+        start = time.perf_counter()
+        out: list[Factorization] = []
+        prev: _CPFit | None = None
+        for R in range(1, last + 1):
+            if R > self.lower + 2 and time.perf_counter() - start > CP_SEARCH_SECONDS:
+                break
+            step = self.step(R, prev, self.tol, 4 if R <= self.lower + 2 else 1)
+            out.append(self.make(step))
+            if step.meets:
+                return out
+            prev = step.fit
+        return [*out, exact]
