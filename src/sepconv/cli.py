@@ -25,16 +25,26 @@ JSON schemas (stable; new keys may be added, existing keys keep their meaning)
 ``analyze --json``::
 
     {"schema": 1, "kernel": str, "shape": [int], "rank": int,  # exact separable rank
+     "precision": str,  # "float16" | "float32" | "float64": what "exact" is judged at
+     "exact_tolerance": float,  # relative error counted as exact at that precision
      "multilinear_rank": [int], "singular_values": [float] | null,  # null for N-D kernels
      "mode_spectra": [[float]], "tol": float | null, "tol_rank": int | null,
      "errors": [{"rank": int, "error": float, "error_bound": float, "macs": int,
                  "speedup": float, "exact": bool, "degenerate": bool, "method": str}],
      "data_shape": [int],
      "macs": {"direct": int, "separable": int, "lowrank": int, "fft": float},
-     "speedup": {"separable": float, "lowrank": float, "fft": float}}
+     "speedup": {"separable": float, "lowrank": float, "fft": float},
+     "notes": [str]}  # how the exact factorization was found
 
-``macs.separable`` is the cost of one separable term (``sum(shape)``), ``macs.lowrank`` that
-of the exact rank (``rank * sum(shape)``); ``speedup`` is direct MACs over each.
+``precision`` is that of the kernel as given (a float32 ``.npy`` file: float32; named kernels,
+``.csv`` and integer kernels: float64) unless ``--precision`` says otherwise; ``rank`` is the
+smallest number of terms reproducing the kernel to that rounding. ``errors`` has one row per
+rank fitted, ranks increasing and errors non-increasing, the last row being the exact rank
+(``errors[-1].rank == rank``, ``errors[-1].macs == macs.lowrank``); for N-D kernels ranks
+between the last CP fit and an exact recursive-SVD rank are not fitted (more terms cost more
+than the dense kernel), so rows may skip them. ``macs.separable`` is the cost of one
+separable term (``sum(shape)``), ``macs.lowrank`` that of the exact rank
+(``rank * sum(shape)``); ``speedup`` is direct MACs over each.
 
 ``cost conv --json``::
 
@@ -82,7 +92,7 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from . import __version__, cost, kernels
-from .factor import Factorization, separate
+from .factor import Factorization, exact_tolerance, fits_by_rank, kernel_precision, separate
 
 
 def _flags_without_type(params: list[Any]) -> list[Any]:
@@ -190,15 +200,24 @@ def _root(
 
 
 def analyze_kernel(
-    spec: str | np.ndarray, *, tol: float | None = None, data_shape: Sequence[int] | None = None
+    spec: str | np.ndarray,
+    *,
+    tol: float | None = None,
+    data_shape: Sequence[int] | None = None,
+    precision: Any = None,
 ) -> tuple[dict[str, Any], list[Factorization]]:
-    """The data behind ``sepconv analyze``: a JSON-ready dict and the factorization per rank."""
+    """The data behind ``sepconv analyze``: a JSON-ready dict and the factorization per rank.
+
+    Ranks are judged at ``precision`` (default: that of the kernel as given -- the dtype of
+    an array or of a ``.npy`` file; float64 for named kernels and ``.csv``). The fits are
+    :func:`sepconv.factor.fits_by_rank`: ranks increasing, errors non-increasing, the last
+    one exact.
+    """
+    prec = kernel_precision(spec, precision)
     K = kernels.from_spec(spec)
-    exact = separate(K)
-    fits: list[Factorization] = []
-    for r in range(1, exact.rank + 1):
-        fits.append(exact if r == exact.rank else separate(K, rank=r))
-    tol_rank = None if tol is None else separate(K, tol=tol).rank
+    fits = fits_by_rank(K, precision=prec)
+    exact = fits[-1] if fits else separate(K, precision=prec)
+    tol_rank = None if tol is None else separate(K, tol=tol, precision=prec).rank
     if data_shape is None:
         data_shape = (1024,) * K.ndim if K.ndim <= 2 else (256,) * K.ndim
     elif len(data_shape) != K.ndim:
@@ -217,6 +236,8 @@ def analyze_kernel(
         "kernel": spec if isinstance(spec, str) else "<array>",
         "shape": list(K.shape),
         "rank": exact.rank,
+        "precision": prec.name,
+        "exact_tolerance": exact_tolerance(K.shape, prec),
         "multilinear_rank": list(exact.multilinear_rank),
         "singular_values": None
         if exact.singular_values is None
@@ -240,6 +261,7 @@ def analyze_kernel(
         "data_shape": list(data_shape),
         "macs": macs,
         "speedup": {k: direct / v if v else None for k, v in macs.items() if k != "direct"},
+        "notes": list(exact.notes),
     }
     return result, fits
 
@@ -265,27 +287,47 @@ def analyze(
         str | None,
         typer.Option(help="Data size for the FFT cost, e.g. 1024,1024 (default 1024^2, 256^3)."),
     ] = None,
+    precision: Annotated[
+        str,
+        typer.Option(
+            help="Precision ranks are judged at: auto (the kernel's dtype; float64 for named "
+            "kernels and .csv), float16, float32 or float64."
+        ),
+    ] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON (stable schema).")] = False,
 ) -> None:
     """Separable rank, spectra, error and cost of each rank for a kernel."""
-    result, fits = analyze_kernel(spec, tol=tol, data_shape=_ints(data_shape, "data_shape"))
+    if precision not in ("auto", "float16", "float32", "float64"):
+        raise ValueError(
+            f"--precision must be auto, float16, float32 or float64, got {precision!r}"
+        )
+    result, fits = analyze_kernel(
+        spec,
+        tol=tol,
+        data_shape=_ints(data_shape, "data_shape"),
+        precision=None if precision == "auto" else precision,
+    )
     if as_json:
         sys.stdout.write(json.dumps(result, indent=2) + "\n")
         return
     exact = fits[-1] if fits else None
     shape = "x".join(str(n) for n in result["shape"])
+    prec = result["precision"]
     console.print(
-        f"[bold]{result['kernel']}[/]  shape {shape}  ({math.prod(result['shape'])} taps)"
+        f"[bold]{result['kernel']}[/]  shape {shape}  ({math.prod(result['shape'])} taps)  "
+        f"precision {prec} (exact = relative error <= {_fmt(result['exact_tolerance'])})"
     )
     if result["rank"] == 0:
         console.print("all-zero kernel: rank 0, nothing to compute")
         return
     if result["rank"] == 1:
-        console.print("separable rank 1: the kernel is one outer product of 1-D kernels")
+        console.print(
+            f"separable rank 1: the kernel is one outer product of 1-D kernels (to {prec} rounding)"
+        )
     else:
         console.print(
             f"separable rank {result['rank']}: not separable, "
-            f"a sum of {result['rank']} separable terms"
+            f"a sum of {result['rank']} separable terms (to {prec} rounding)"
         )
     if result["singular_values"] is not None and len(result["shape"]) == 2:
         console.print(f"singular values: {_spectrum_text(result['singular_values'])}")
@@ -293,7 +335,7 @@ def analyze(
         console.print(f"multilinear rank {tuple(result['multilinear_rank'])}")
         for k, spec_k in enumerate(result["mode_spectra"]):
             console.print(f"  mode-{k} spectrum: {_spectrum_text(spec_k)}")
-    table = Table(title="Error and cost per rank (MACs per output element)")
+    table = Table(title=f"Error and cost per rank (MACs per output element; exact at {prec})")
     for col in ("rank", "rel. error", "max abs error / unit input", "MACs", "speed-up", "note"):
         table.add_column(col, justify="right" if col != "note" else "left")
     for row in result["errors"]:
@@ -313,6 +355,12 @@ def analyze(
             ", ".join(note),
         )
     console.print(table)
+    ranks = [row["rank"] for row in result["errors"]]
+    if len(ranks) >= 2 and ranks[-1] - ranks[-2] > 1:
+        console.print(
+            f"ranks {ranks[-2] + 1}-{ranks[-1] - 1} not fitted: CP fits of that many terms "
+            "cost more than the dense kernel (or the search time ran out)"
+        )
     m = result["macs"]
     ds = "x".join(str(n) for n in result["data_shape"])
     methods = Table(title=f"Predicted cost of exact methods (FFT for data {ds})")
