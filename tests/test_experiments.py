@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from sepconv import kernels
 from sepconv.cli import app
-from sepconv.experiments import EXPERIMENTS, run_experiment
+from sepconv.experiments import EXPERIMENTS, demo, run_experiment
 
 runner = CliRunner()
 
@@ -86,6 +88,10 @@ def test_cli_runs_an_experiment_and_refuses_unknown_names(tmp_path) -> None:
     result = runner.invoke(app, ["experiment", "ds-cost", "--quick", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "ds-cost" / "report.md").is_file()
+    # the report names the command that made it, options included
+    head = (tmp_path / "ds-cost" / "report.md").read_text().splitlines()[:3]
+    assert head[0] == "# Standard vs depthwise-separable convolution" and head[1] == ""
+    assert f"`sepconv experiment ds-cost --quick --out {tmp_path}`" in head[2]
     result = runner.invoke(app, ["experiment", "nope", "--out", str(tmp_path)])
     assert result.exit_code == 2
     assert "experiment must be one of" in result.output
@@ -98,9 +104,42 @@ def test_every_registered_experiment_has_a_module() -> None:
         assert hasattr(importlib.import_module(f"sepconv.experiments.{module}"), "run")
 
 
+def test_demo_odd_gabor_is_antisymmetric_and_rank_2() -> None:
+    # the demo's "odd Gabor" (phase=90 degrees) must be odd: K flipped on both axes is -K
+    specs = [spec for label, spec in demo.IMAGE_KERNELS if "odd Gabor" in label]
+    assert len(specs) == 1
+    K = kernels.from_spec(specs[0])
+    assert np.array_equal(K[::-1, ::-1], -K)
+    assert np.linalg.matrix_rank(K, tol=1e-12 * np.abs(K).max()) == 2  # "rank 2" as labelled
+
+
+def test_demo_axial_slice_puts_the_front_of_the_head_at_the_top() -> None:
+    # anatomical.nii is stored (x: right to left, y: back to front, z: up)
+    vol = np.zeros((4, 6, 5))
+    vol[:, -1, 2] = 1.0  # the frontmost row of the middle axial slice
+    vol[0, :, 2] = 2.0  # the patient's right side (x = 0) of that slice
+    img, label = demo.axial_slice(vol)
+    assert img.shape == (6, 4)  # rows: back-to-front reversed, columns: x
+    assert np.all(img[0, 1:] == 1.0)  # front at the top
+    assert np.all(img[:, 0] == 2.0)  # x = 0 on the left of the image
+    assert "axial slice 2 of 5" in label
+
+
+def test_demo_mri_is_a_native_float_volume_of_the_real_data() -> None:
+    pytest.importorskip("nibabel")
+    vol, name = demo.volume(zoom=1)
+    assert vol.shape == (33, 41, 25) and vol.dtype == np.float32 and vol.dtype.isnative
+    assert "anatomical.nii" in name and vol.max() == 1.0
+
+
 def test_demo_writes_a_report_and_a_figure(tmp_path) -> None:
     result = runner.invoke(app, ["demo", "--quick", "--out", str(tmp_path / "demo")])
     assert result.exit_code == 0, result.output
+    # report.md starts with the command that made it, not an experiment name
+    head = (tmp_path / "demo" / "report.md").read_text().splitlines()[:3]
+    assert head[0] == "# sepconv demo"
+    assert head[2].startswith(f"Made by `sepconv demo --out {tmp_path / 'demo'} --quick`")
+    assert "sepconv experiment" not in head[2]
     assert "Filtering a photograph" in result.output
     assert "73,728" in result.output
     assert (tmp_path / "demo" / "report.md").is_file()

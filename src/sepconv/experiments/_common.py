@@ -13,7 +13,15 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Report", "Timer", "fmt", "median_times", "setup_matplotlib", "write_index"]
+__all__ = [
+    "Report",
+    "Timer",
+    "fmt",
+    "median_times",
+    "setup_matplotlib",
+    "shell_command",
+    "write_index",
+]
 
 
 def setup_matplotlib() -> Any:
@@ -86,6 +94,9 @@ class Report:
     results: dict[str, Any] = field(default_factory=dict)
     figures: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    #: the command that makes this report (default: ``sepconv experiment NAME [--quick]
+    #: --out OUT``), shown in its first lines
+    command: str | None = None
 
     @property
     def folder(self) -> Path:
@@ -118,10 +129,13 @@ class Report:
 
     def write(self) -> Path:
         mode = "quick run (--quick): small sizes, fewer repeats" if self.quick else "full run"
+        command = self.command or shell_command(
+            "sepconv", "experiment", self.name, *(["--quick"] if self.quick else []),
+            "--out", str(self.out),
+        )  # fmt: skip
         head = [
             f"# {self.title}",
-            "",
-            f"`sepconv experiment {self.name}` — {mode}; machine `{platform.node()}` "
+            f"Made by `{command}` — {mode}; machine `{platform.node()}` "
             f"({platform.machine()}), {time.strftime('%Y-%m-%d')}; took {self.seconds:.0f} s.",
         ]
         body = "\n\n".join(head + self.parts) + "\n"
@@ -135,6 +149,13 @@ class Report:
         }
         (self.folder / "results.json").write_text(json.dumps(payload, indent=2, default=_json))
         return self.folder / "report.md"
+
+
+def shell_command(*words: str) -> str:
+    """A command line as a person would type it (quoted only where the shell needs it)."""
+    import shlex
+
+    return " ".join(shlex.quote(w) for w in words)
 
 
 def _json(obj: Any) -> Any:

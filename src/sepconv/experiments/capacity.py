@@ -228,21 +228,31 @@ def run(out: Path, *, quick: bool = False, progress: Any = None) -> Report:
             color=["tab:blue", "tab:orange", "tab:orange", "tab:orange"],
         )
         for i, n in enumerate(names):
-            ax.plot([i] * len(acc[n]), acc[n], "k.", ms=5)
+            ax.plot([i] * len(acc[n]), acc[n], "k.", ms=6, label="one seed" if i == 0 else None)
         ax.set_xticks(range(len(names)))
-        ax.set_xticklabels(names, fontsize=8)
+        ax.set_xticklabels([n.replace(", ", "\n") for n in names], fontsize=9)
         ax.set_ylim(0.4, 1.0)
-        ax.axhline(0.5, color="gray", ls=":", label="chance")
+        ax.axhline(0.5, color="gray", ls=":", label="chance (0.5)")
         ax.set_ylabel("test accuracy")
-        ax.set_title(f"Crossing lines: mean ± std over {len(seeds)} seeds (dots: runs)")
-        ax.legend()
+        ax.set_title(
+            f"Crossing lines: test accuracy\n(bars: mean ± std over {len(seeds)} seeds)",
+            fontsize=11,
+        )
+        ax.legend(loc="upper right", fontsize=9)
         ax = axes[1]
-        for i, (s, c) in enumerate(zip(spectra, ("red", "green", "blue"), strict=True)):
-            ax.semilogy(np.arange(1, len(s) + 1), s, "o-", color=c, label=f"input channel {i}")
-        ax.set_xlabel("singular value index")
-        ax.set_ylabel("s_i / s_1")
-        ax.set_title("Learned standard filters: per-input-channel rank spectrum")
-        ax.legend()
+        for s_k, color in zip(spectra, ("red", "green", "blue"), strict=True):
+            ax.plot(np.arange(1, len(s_k) + 1), s_k, "o-", color=color, label=f"{color} channel")
+        ax.set_xticks(np.arange(1, len(spectra[0]) + 1))
+        ax.set_ylim(0.0, 1.05)
+        ax.set_xlabel("singular value index i")
+        ax.set_ylabel("relative singular value s_i / s_1")
+        ax.set_title(
+            "Trained standard layer: singular values of each input\n"
+            "channel's filters (a DS layer with multiplier m has only m)",
+            fontsize=11,
+        )
+        ax.legend(loc="upper right", fontsize=9)
+        fig.tight_layout()
         report.figure(
             fig,
             "capacity.png",

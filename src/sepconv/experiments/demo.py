@@ -20,7 +20,10 @@ from .. import cost, kernels
 from ..factor import separate
 from ..filters import correlate, gaussian_filter
 from ..plan import make_plan
-from ._common import Report, Timer, median_times, setup_matplotlib
+from ._common import Report, Timer, median_times, setup_matplotlib, shell_command
+
+#: where ``sepconv demo`` writes when ``--out`` is not given
+DEFAULT_OUT = Path("sepconv-demo")
 
 ANALYSED = (
     "gaussian:sigma=2",
@@ -35,7 +38,8 @@ ANALYSED = (
 # (label, spec, scipy's way of doing the same thing)
 IMAGE_KERNELS = (
     ("separable: Gaussian sigma=3", "gaussian:sigma=3"),
-    ("low rank: odd Gabor 30 deg (rank 2)", "gabor:sigma=4,theta=30,frequency=0.08,phase=90"),
+    # phase=90 (degrees) makes the carrier a sine: an odd, edge-detecting Gabor
+    ("low rank: odd Gabor at 30 deg (rank 2)", "gabor:sigma=4,theta=30,frequency=0.08,phase=90"),
     ("non-separable: motion blur 21 px at 30 deg", "line:length=21,angle=30"),
 )
 VOLUME_KERNELS = (
@@ -66,11 +70,23 @@ def volume(zoom: int = 4) -> tuple[np.ndarray, str]:
         vol = np.asarray(image.get_fdata(), dtype=np.float32)
         vol = ndimage.zoom(vol, zoom, order=1)  # 33x41x25 -> 132x164x100 for zoom 4
         vol /= vol.max()
-        return vol, f"MRI (nibabel anatomical.nii x{zoom}, {'x'.join(map(str, vol.shape))})"
+        shape = "x".join(map(str, vol.shape))
+        return vol, f"T1 MRI {shape} (nibabel's anatomical.nii upsampled x{zoom})"
     except ImportError:  # pragma: no cover - nibabel is in the io extra
         z, y, x = np.mgrid[-1:1:96j, -1:1:96j, -1:1:96j]
         vol = ((x**2 + y**2 + z**2) < 0.5).astype(np.float32)
         return vol, "synthetic 96^3 sphere"
+
+
+def axial_slice(vol: np.ndarray) -> tuple[np.ndarray, str]:
+    """The middle axial slice of a volume as a person expects to see it, and its label.
+
+    ``anatomical.nii`` is stored (x: right to left, y: back to front, z: up), so the slice
+    ``vol[:, :, k]`` is transposed and flipped to put the front of the head at the top and
+    the patient's left on the right (the radiological convention).
+    """
+    k = vol.shape[2] // 2
+    return vol[:, :, k].T[::-1], f"axial slice {k} of {vol.shape[2]}, front at top"
 
 
 def _filter_all(img: np.ndarray, table: Any, repeats: int) -> list[dict[str, Any]]:
@@ -131,6 +147,10 @@ def mobilenet_summary() -> list[str]:
 def run(out: Path, *, quick: bool = False, progress: Any = None) -> Report:
     report = Report("demo", "sepconv demo", out.parent, quick)
     report.name = out.name
+    args = ["sepconv", "demo"]
+    if Path(out) != DEFAULT_OUT:
+        args += ["--out", str(out)]
+    report.command = shell_command(*args, *(["--quick"] if quick else []))
     repeats = 3
     with Timer() as timer:
         analysed = []
@@ -215,16 +235,18 @@ def run(out: Path, *, quick: bool = False, progress: Any = None) -> Report:
 
     plt = setup_matplotlib()
     fig, axes = plt.subplots(2, 4, figsize=(17, 8.6))
-    mid = vol.shape[0] // 2
+    vol_slice, slice_name = axial_slice(vol)
     for row, (img, rows, name) in enumerate(
-        ((photo, image_rows, photo_name), (vol[mid], volume_rows, vol_name))
+        ((photo, image_rows, photo_name), (vol_slice, volume_rows, vol_name))
     ):
         ax = axes[row, 0]
         im = ax.imshow(img, cmap="gray")
-        ax.set_title(f"input: {name}" if row == 0 else f"input: {name},\nslice {mid}", fontsize=9)
+        # the volume's name on two lines, then which slice is shown
+        title = name if row == 0 else name.replace(" (", "\n(", 1) + f",\n{slice_name}"
+        ax.set_title(f"input: {title}", fontsize=9)
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
         for col, r in enumerate(rows, start=1):
-            res = r["result"] if row == 0 else r["result"][mid]
+            res = r["result"] if row == 0 else axial_slice(r["result"])[0]
             ax = axes[row, col]
             signed = res.min() < -1e-3 * max(1e-12, abs(res.max()))
             lim = np.abs(res).max()
@@ -251,8 +273,8 @@ def run(out: Path, *, quick: bool = False, progress: Any = None) -> Report:
     report.figure(
         fig,
         "filters.png",
-        "Before and after: a photograph (top) and the middle "
-        "slice of an MRI volume (bottom), filtered with a separable, a low-rank and "
-        "a non-separable kernel; times are medians, sepconv vs scipy.ndimage.",
+        "Before and after: a photograph (top) and the middle axial "
+        "slice of a 3-D MRI volume (bottom; the whole volume is filtered), with a separable, "
+        "a low-rank and a non-separable kernel; times are medians, sepconv vs scipy.ndimage.",
     )
     return report
