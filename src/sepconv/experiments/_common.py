@@ -175,7 +175,12 @@ def write_index(out: Path, reports: Sequence[Report], *, quick: bool) -> Report:
     lines = [
         f"# {index.title}",
         "",
-        ("Quick run (`--quick`)." if quick else "Full run.")
+        "Made by `"
+        + shell_command(
+            "sepconv", "experiment", "all", *(["--quick"] if quick else []), "--out", str(out)
+        )
+        + "`. "
+        + ("Quick run (`--quick`)." if quick else "Full run.")
         + f" Machine `{platform.node()}`, {time.strftime('%Y-%m-%d')}, "
         f"{index.seconds:.0f} s in all.",
         "",

@@ -211,11 +211,12 @@ def run(out: Path, *, quick: bool = False, progress: Any = None) -> Report:
         "converted layer needs fine-tuning; the optimal initialisation is where it starts."
     )
     plt = setup_matplotlib()
-    fig, ax = plt.subplots(figsize=(7, 5))
-    for r in rows:
-        macs = r["macs"] or 0
-        ax.plot(macs, r["acc_converted"], "o", ms=8, alpha=0.5)
-        ax.plot(macs, r["acc_tuned"], "s", ms=8)
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    for i, r in enumerate(rows):  # one colour per variant, both markers
+        macs = (r["macs"] or 0) / 1e6
+        color = f"C{i}"
+        ax.plot(macs, r["acc_converted"], "o", ms=8, alpha=0.5, color=color)
+        ax.plot(macs, r["acc_tuned"], "s", ms=8, color=color)
         ax.annotate(
             r["variant"],
             (macs, r["acc_tuned"]),
@@ -224,9 +225,13 @@ def run(out: Path, *, quick: bool = False, progress: Any = None) -> Report:
             textcoords="offset points",
         )
         ax.plot([macs, macs], [r["acc_converted"], r["acc_tuned"]], "k:", lw=1)
-    ax.set_xlabel("MACs per image")
+    ax.plot([], [], "o", color="gray", alpha=0.5, ms=8, label="right after conversion")
+    ax.plot([], [], "s", color="gray", ms=8, label="after fine-tuning")
+    ax.legend(loc="lower right", fontsize=9)
+    ax.set_xlabel("MACs per image (millions)")
     ax.set_ylabel("test accuracy")
-    ax.set_title("Accuracy vs MACs (circles: right after conversion; squares: fine-tuned)")
+    ax.set_title("Accuracy vs MACs: the CNN and its depthwise-separable conversions")
+    fig.tight_layout()
     report.figure(
         fig,
         "pareto.png",

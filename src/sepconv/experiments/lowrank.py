@@ -177,7 +177,7 @@ def run(out: Path, *, quick: bool = False, progress: Any = None) -> Report:
     report.text("Findings:", "\n".join(f"- {f}" for f in findings))
 
     plt = setup_matplotlib()
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5))
+    fig, axes = plt.subplots(1, 2, figsize=(14, 6.5))
     ax = axes[0]
     for name, s in spectra.items():
         if any(
@@ -197,7 +197,8 @@ def run(out: Path, *, quick: bool = False, progress: Any = None) -> Report:
     ax.set_ylabel("s_i / s_1")
     ax.set_ylim(1e-17, 2)
     ax.set_title("Singular value spectra (2-D kernels)")
-    ax.legend(fontsize=7)
+    # below the axes: inside, it would hide the spectra
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2)
     ax = axes[1]
     names = [r["kernel"] for r in rows]
     ax.barh(
@@ -212,6 +213,7 @@ def run(out: Path, *, quick: bool = False, progress: Any = None) -> Report:
     ax.set_xscale("log")
     ax.set_xlabel("direct time / auto time (green: separable or low-rank plan)")
     ax.set_title("Measured speed-up of method='auto'")
+    fig.tight_layout()
     report.figure(
         fig,
         "lowrank.png",
