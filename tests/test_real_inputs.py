@@ -196,3 +196,97 @@ def test_bool_input_is_accepted_and_rounded_like_integers(backend) -> None:
     np.testing.assert_array_equal(got_bool, np.clip(np.rint(ref), 0, 1).astype(bool))
     got_sobel = run(backend, sepconv.sobel, mask, 0, output=np.int16)
     np.testing.assert_array_equal(got_sobel, ndimage.sobel(mask.astype(np.float64), 0))
+
+
+# ---------------------------------------------------------------------------------------------
+# NaN and Inf: every plan gives the direct correlation's non-finite pattern
+# ---------------------------------------------------------------------------------------------
+
+
+def assert_same_nonfinite(got: np.ndarray, ref: np.ndarray, rtol: float) -> None:
+    for test in (np.isnan, np.isposinf, np.isneginf):
+        mismatch = test(got) != test(ref)
+        assert not mismatch.any(), f"{test.__name__} differs at {np.argwhere(mismatch)[:5]}"
+    fin = np.isfinite(ref)
+    scale = float(np.abs(ref[fin]).max())
+    np.testing.assert_allclose(got[fin], ref[fin], rtol=0, atol=rtol * scale)
+
+
+def with_nonfinite(shape, dtype, seed=0) -> np.ndarray:
+    x = np.random.default_rng(seed).random(shape).astype(dtype)
+    flat = x.reshape(-1)
+    flat[0] = np.nan  # a corner: reflect folds it back in
+    flat[flat.size // 2] = np.inf
+    flat[flat.size // 2 + 3] = -np.inf
+    flat[-7] = np.inf
+    return x
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("method", ["auto", "fft", "direct", "lowrank"])
+@pytest.mark.parametrize("mode", ["reflect", "constant", "wrap", "nearest", "mirror"])
+def test_nan_and_inf_stay_where_direct_correlation_puts_them(backend, method, mode) -> None:
+    x = with_nonfinite((40, 45), np.float64)
+    K = np.random.default_rng(1).standard_normal((9, 11))
+    K[2] = 0  # zero taps: a NaN read through them is not read at all
+    K[:, 4] = 0
+    ref = ndimage.correlate(x, K, mode=mode)
+    got = run(backend, sepconv.correlate, x, K, mode=mode, method=method)
+    assert_same_nonfinite(got, ref, 1e-12)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_one_nan_in_an_image_through_an_fft_plan_stays_local(backend) -> None:
+    x = np.random.default_rng(0).random((512, 512)).astype(np.float32)
+    x[0, 0] = np.nan
+    K = np.random.default_rng(1).standard_normal((31, 31))
+    assert sepconv.make_plan(K, x.shape).method == "fft"
+    got = run(backend, sepconv.correlate, x, K)
+    ref = ndimage.correlate(x.astype(np.float64), K)
+    assert np.isnan(ref).sum() == 256
+    assert_same_nonfinite(got, ref, 1e-5)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_inf_through_a_low_rank_plan_stays_inf(backend) -> None:
+    x = np.zeros((20, 20))
+    x[10, 10] = np.inf
+    K = sepconv.kernels.laplacian_of_gaussian(1.0)  # rank 2: terms of both signs
+    assert sepconv.make_plan(K, x.shape).method in ("lowrank", "direct")
+    got = run(backend, sepconv.correlate, x, K, method="lowrank")
+    assert_same_nonfinite(got, ndimage.correlate(x, K), 1e-12)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("cval", [np.nan, np.inf, -np.inf])
+def test_non_finite_cval_in_constant_mode(backend, cval) -> None:
+    x = np.random.default_rng(4).random((15, 16))
+    K = np.random.default_rng(5).standard_normal((5, 4))
+    ref = ndimage.correlate(x, K, mode="constant", cval=cval)
+    for method in ("fft", "lowrank", "direct"):
+        got = run(backend, sepconv.correlate, x, K, mode="constant", cval=cval, method=method)
+        assert_same_nonfinite(got, ref, 1e-12)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_nan_slab_in_float32_volume_with_a_ball(backend) -> None:
+    vol = np.random.default_rng(6).random((24, 26, 28)).astype(np.float32)
+    vol[:, :, :5] = np.nan  # MRI background
+    ball = sepconv.kernels.from_spec("ball:radius=3")
+    ref = ndimage.correlate(vol.astype(np.float64), ball)
+    got = run(backend, sepconv.filter, vol, "ball:radius=3")
+    assert np.isfinite(got).any()
+    assert_same_nonfinite(got, ref, 1e-5)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_fft_of_float32_is_as_precise_as_direct_far_from_a_bright_pixel(backend) -> None:
+    x = np.random.default_rng(8).random((256, 256)).astype(np.float32)
+    x[5, 5] = 1e6
+    K = np.random.default_rng(9).random((31, 31))
+    ref = ndimage.correlate(x.astype(np.float64), K)
+    got = run(backend, sepconv.correlate, x, K, method="fft")
+    far = np.ones_like(ref, bool)
+    far[:40, :40] = False
+    rel = np.abs(got[far] - ref[far]) / np.abs(ref[far])
+    assert rel.max() < 1e-5, rel.max()

@@ -151,12 +151,25 @@ def run_terms(
     dtype: np.dtype,
     out: Any,
     workers: int | None,
+    kernel: tuple[np.ndarray, tuple[int, ...], Sequence[int]] | None = None,
 ) -> Any:
-    """``sum_r weight_r * passes_r(x)``, lazily (or stored into ``out``)."""
+    """``sum_r weight_r * passes_r(x)``, lazily (or stored into ``out``).
+
+    ``kernel`` = (dense kernel, axes, origins) when the terms factorize a kernel given to
+    ``correlate``: the result must then be the direct correlation's also where the data is NaN
+    or Inf, so each chunk runs in one window (the fused strategy) where non-finite values are
+    handled as in memory (:mod:`sepconv.engine.nonfinite`).
+    """
     nthreads = _threads(workers)
     xw = x.astype(work_dtype(x.dtype, dtype))
     if xw.size == 0:
         return _finish(xw, dtype, out)
+    if kernel is not None:
+        halos = _merged_halos(terms)
+        fn = functools.partial(
+            _terms_block, terms=tuple(terms), halos=halos, nthreads=nthreads, kernel=kernel
+        )
+        return _finish(_windowed(xw, halos, modes, cval, fn), dtype, out)
     return _finish(_terms(xw, terms, modes, cval, nthreads), dtype, out)
 
 
@@ -460,12 +473,18 @@ def _terms_block(
     terms: Sequence[Term],
     halos: dict[int, tuple[int, int]],
     nthreads: int,
+    kernel: tuple[np.ndarray, tuple[int, ...], Sequence[int]] | None = None,
 ) -> np.ndarray:
     """Run the terms on one window and crop the halo (the window holds every value read)."""
     xw = np.ascontiguousarray(block)
     modes = {a: "constant" for a in range(block.ndim)}  # never read: the halo is cropped
+    bad = None
+    if kernel is not None:
+        xw, _, bad = engine.nonfinite.split(xw, 0.0)
     with _engine_guard(), engine.threads(nthreads):
         result = engine.separable(xw, list(terms), modes, 0.0)
+        if bad is not None and kernel is not None:
+            engine.nonfinite.patch(result, bad, *kernel, modes)
     return _crop(result, halos)
 
 
@@ -483,8 +502,11 @@ def _dense_block(
     with _engine_guard(), engine.threads(nthreads):
         if method == "direct":
             result = engine.direct(xw, kernel, axes, origins, modes, 0.0)
-        else:
+        else:  # the FFT runs on finite data, non-finite outputs patched (engine.nonfinite)
+            xw, _, bad = engine.nonfinite.split(xw, 0.0)
             result = engine.fft(xw, kernel, axes, origins, modes, 0.0, workers=nthreads)
+            if bad is not None:
+                engine.nonfinite.patch(result, bad, kernel, axes, origins, modes)
     return _crop(result, halos)
 
 

@@ -871,28 +871,38 @@ def correlate(
         tol=tol,
         size=size,
     )
-    if _backend(x) is not None and plan.method in ("direct", "fft"):
-        return _backend(x).run_dense(x, K, ax, origins, modes, c, plan.method, dtype, out, workers)
+    terms: list[Term] = []
+    if plan.factorization is not None:
+        f = plan.factorization
+        terms = [
+            (float(wt), [(a, v, o) for a, v, o in zip(ax, vecs, origins, strict=True)])
+            for wt, vecs in zip(f.weights, f.factors, strict=True)
+        ] or [(0.0, [])]  # an all-zero kernel
+    backend = _backend(x)
+    if backend is not None:
+        if plan.method in ("direct", "fft"):
+            return backend.run_dense(x, K, ax, origins, modes, c, plan.method, dtype, out, workers)
+        return backend.run_terms(x, terms, modes, c, dtype, out, workers, kernel=(K, ax, origins))
     nthreads = _threads_for(workers, size, plan.macs)
+    wd = work_dtype(x.dtype, dtype)
     if size == 0:
-        return _run(x, [], modes, c, dtype, out, workers)
-    if plan.method in ("direct", "fft"):
-        xw = _work(x, work_dtype(x.dtype, dtype))
+        return _finish(np.empty(x.shape, dtype=wd), x, dtype, out)
+    if plan.method == "direct":  # reads the non-zero taps only: NaN/Inf as scipy.ndimage
         with engine.threads(nthreads):
-            if plan.method == "direct":
-                res = engine.direct(xw, K, ax, origins, modes, c, out=_target(x, xw.dtype, out))
-            else:
-                res = engine.fft(xw, K, ax, origins, modes, c, workers=nthreads)
+            res = engine.direct(_work(x, wd), K, ax, origins, modes, c, out=_target(x, wd, out))
             return _finish(res, x, dtype, out)
-    f = plan.factorization
-    assert f is not None
-    terms: list[Term] = [
-        (float(wt), [(a, v, o) for a, v, o in zip(ax, vecs, origins, strict=True)])
-        for wt, vecs in zip(f.weights, f.factors, strict=True)
-    ]
-    if not terms:  # all-zero kernel
-        terms = [(0.0, [])]
-    return _run(x, terms, modes, c, dtype, out, workers)
+    # FFT and separable terms would spread NaN/Inf differently: they run on finite data and
+    # the outputs that non-finite values reach are patched (sepconv.engine.nonfinite)
+    xw = _work(x, wd) if plan.method == "fft" else _engine_input(x, wd)
+    xw, c0, bad = engine.nonfinite.split(xw, c)
+    with engine.threads(nthreads):
+        if plan.method == "fft":
+            res = engine.fft(xw, K, ax, origins, modes, c0, workers=nthreads)
+        else:
+            res = engine.separable(xw, terms, modes, c0, out=_target(x, wd, out), dtype=wd)
+        if bad is not None:
+            engine.nonfinite.patch(res, bad, K, ax, origins, modes)
+        return _finish(res, x, dtype, out)
 
 
 @_docfill

@@ -124,13 +124,22 @@ def run_terms(
     dtype: torch.dtype,
     out: torch.Tensor | None,
     workers: int | None,
+    kernel: tuple[np.ndarray, tuple[int, ...], Sequence[int]] | None = None,
 ) -> torch.Tensor:
-    """``sum_r weight_r * passes_r(x)`` on the tensor's device."""
+    """``sum_r weight_r * passes_r(x)`` on the tensor's device.
+
+    ``kernel`` = (dense kernel, axes, origins) when the terms factorize a kernel given to
+    ``correlate``: NaN/Inf data then gets the direct correlation's result (see
+    :mod:`sepconv.engine.nonfinite`).
+    """
     with _threads(x, workers):
         xw = _work(x, dtype)
         if xw.numel() == 0:
             return _finish(xw, dtype, out)
-        return _finish(_terms(xw, terms, modes, cval), dtype, out)
+        if kernel is None:
+            return _finish(_terms(xw, terms, modes, cval), dtype, out)
+        result = _nonfinite_safe(xw, cval, *kernel, modes, lambda v, c: _terms(v, terms, modes, c))
+        return _finish(result, dtype, out)
 
 
 def run_dense(
@@ -150,13 +159,15 @@ def run_dense(
         xw = _work(x, dtype)
         if xw.numel() == 0:
             return _finish(xw, dtype, out)
-        padded = xw
-        for a, k, o in zip(axes, kernel.shape, origins, strict=True):
-            padded = _pad(padded, a, k, k // 2 + o, modes[a], cval)
-        if method == "fft":
-            result = _fft_valid(padded, kernel, axes)
-        else:
-            result = _direct_valid(padded, kernel, axes)
+        result = _nonfinite_safe(
+            xw,
+            cval,
+            kernel,
+            axes,
+            origins,
+            modes,
+            lambda v, c: _dense(v, kernel, axes, origins, modes, c, method),
+        )
         return _finish(result, dtype, out)
 
 
@@ -291,6 +302,67 @@ def _terms(
     return total
 
 
+def _dense(
+    x: torch.Tensor,
+    kernel: np.ndarray,
+    axes: Sequence[int],
+    origins: Sequence[int],
+    modes: dict[int, str],
+    cval: float,
+    method: str,
+) -> torch.Tensor:
+    padded = x
+    for a, k, o in zip(axes, kernel.shape, origins, strict=True):
+        padded = _pad(padded, a, k, k // 2 + o, modes[a], cval)
+    if method == "fft":
+        return _fft_valid(padded, kernel, axes)
+    return _direct_valid(padded, kernel, axes)
+
+
+def _nonfinite_safe(
+    x: torch.Tensor,
+    cval: float,
+    kernel: np.ndarray,
+    axes: Sequence[int],
+    origins: Sequence[int],
+    modes: dict[int, str],
+    run: Callable[[torch.Tensor, float], torch.Tensor],
+) -> torch.Tensor:
+    """``run(x, cval)`` with NaN/Inf handled as :mod:`sepconv.engine.nonfinite` does: the plan
+    runs on finite data; the outputs non-finite values reach through the kernel's non-zero
+    taps are set from exact indicator counts (NaN; +Inf/-Inf after the taps' signs)."""
+    finite = bool(torch.isfinite(x).all())
+    if finite and math.isfinite(cval):
+        return run(x, cval)
+    nan, pos, neg = torch.isnan(x), x == math.inf, x == -math.inf
+    x0 = torch.where(nan | pos | neg, torch.zeros_like(x), x)
+    result = run(x0, cval if math.isfinite(cval) else 0.0)
+    constant = any(modes[a] == "constant" for a in axes)
+    c = cval if constant else 0.0
+
+    def count(ind: torch.Tensor, cval_in: bool, support: np.ndarray) -> torch.Tensor | None:
+        if not support.any() or not (cval_in or bool(ind.any())):
+            return None
+        method = "fft" if np.count_nonzero(support) > 32 else "direct"
+        k = support.astype(np.float64)
+        cnt = _dense(ind.to(x.dtype), k, axes, origins, modes, float(cval_in), method)
+        return cnt > 0.5
+
+    def union(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
+        return b if a is None else (a if b is None else a | b)
+
+    def fill(res: torch.Tensor, mask: torch.Tensor | None, value: float) -> torch.Tensor:
+        return res if mask is None else torch.where(mask, torch.full_like(res, value), res)
+
+    up = union(count(pos, c == math.inf, kernel > 0), count(neg, c == -math.inf, kernel < 0))
+    down = union(count(pos, c == math.inf, kernel < 0), count(neg, c == -math.inf, kernel > 0))
+    result = fill(result, up, math.inf)
+    result = fill(result, down, -math.inf)
+    if up is not None and down is not None:
+        result = fill(result, up & down, math.nan)
+    return fill(result, count(nan, math.isnan(c), kernel != 0), math.nan)
+
+
 def _direct_valid(padded: torch.Tensor, kernel: np.ndarray, axes: Sequence[int]) -> torch.Tensor:
     """Valid N-D correlation of ``padded`` with ``kernel`` (kernel axis i on ``axes[i]``)."""
     ndim, d = padded.ndim, len(axes)
@@ -319,15 +391,18 @@ def _fft_valid(padded: torch.Tensor, kernel: np.ndarray, axes: Sequence[int]) ->
     """Valid correlation by FFT over ``axes`` (circular wrap-around falls in the cropped part)."""
     order = np.argsort(axes)
     ax = [int(a) for a in np.asarray(axes)[order]]
-    k = np.ascontiguousarray(kernel.transpose(order)[(slice(None, None, -1),) * kernel.ndim])
+    # .copy(): a 1-element flipped view keeps its negative strides through ascontiguousarray
+    k = kernel.transpose(order)[(slice(None, None, -1),) * kernel.ndim].copy()
     size = [padded.shape[a] for a in ax]
     kshape = [1] * padded.ndim
     for a, n in zip(ax, k.shape, strict=True):
         kshape[a] = n
-    K = torch.tensor(k, dtype=padded.dtype, device=padded.device).reshape(kshape)
-    fx = torch.fft.rfftn(padded, s=size, dim=ax)
+    # float64 transforms: an FFT's error is relative to the array's largest value (see
+    # sepconv.engine.fft), too coarse in float32
+    K = torch.tensor(k, dtype=torch.float64, device=padded.device).reshape(kshape)
+    fx = torch.fft.rfftn(padded.to(torch.float64), s=size, dim=ax)
     fk = torch.fft.rfftn(K, s=size, dim=ax)
-    full = torch.fft.irfftn(fx * fk, s=size, dim=ax)
+    full = torch.fft.irfftn(fx * fk, s=size, dim=ax).to(padded.dtype)
     sl: list[slice] = [slice(None)] * padded.ndim
     for a, n in zip(ax, k.shape, strict=True):
         sl[a] = slice(n - 1, padded.shape[a])

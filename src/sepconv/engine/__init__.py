@@ -15,6 +15,7 @@ from collections.abc import Iterator
 
 import numba
 
+from . import nonfinite
 from .fft import fft
 from .numba_cpu import direct, round_saturate, separable
 
@@ -23,6 +24,7 @@ __all__ = [
     "default_workers",
     "direct",
     "fft",
+    "nonfinite",
     "round_saturate",
     "separable",
     "threads",
