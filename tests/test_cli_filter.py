@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 import sepconv
+import sepconv.io
 from sepconv import cli
 
 iio = pytest.importorskip("imageio.v3")
@@ -364,3 +366,122 @@ def test_progress_bar_shows_after_the_delay_on_a_terminal_and_clears(monkeypatch
     quiet(1, 2, "filtering")
     quiet.close()
     assert quiet.bar is None
+
+
+# ----------------------------------------------------------------------------------------------
+# absurd parameters: one line and exit 2, never a traceback (issue 10)
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def square(tmp_path: Path) -> Path:
+    np.save(tmp_path / "sq.npy", np.random.default_rng(9).random((100, 100)))
+    return tmp_path / "sq.npy"
+
+
+@pytest.mark.parametrize("spec", ["gaussian:sigma=1e308", "gaussian:sigma=1,truncate=1e308"])
+def test_huge_gaussian_parameters_are_one_line_and_exit_2(square, tmp_path, spec) -> None:
+    """Before: sigma=1e308 ended in an OverflowError traceback (exit 1)."""
+    user_error(run(square, tmp_path / "o.npy", "-k", spec))
+    assert leftovers(tmp_path) == [] and not (tmp_path / "o.npy").exists()
+
+
+def test_box_of_a_billion_samples_is_one_line_and_exit_2_even_out_of_memory(square, tmp_path):
+    """Before: numpy's MemoryError traceback after allocating gigabytes. The child's address
+    space is capped at 3 GiB so that the test cannot take the machine's memory either way."""
+    import resource
+
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
+
+    proc = subprocess.run(
+        [*_script(), "filter", str(square), str(tmp_path / "o.npy"), "-k", "box:size=1000000000"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=cap,
+    )
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("sepconv: error: "), proc.stderr
+    assert proc.stdout == "" and leftovers(tmp_path) == []
+
+
+# ----------------------------------------------------------------------------------------------
+# honest time and progress
+# ----------------------------------------------------------------------------------------------
+
+
+def _report(**kw) -> sepconv.io.FilterReport:
+    base = dict(
+        input="a.npy", output="b.npy", shape=(1000, 1000), dtype_in="float32",
+        dtype_out="float32", axes=(0, 1), kernel="box:size=3", kernel_shape=(3, 3),
+        method="separable", rank=1, error=0.0, error_bound=0.0, seconds=3.0,
+    )  # fmt: skip
+    base.update(kw)
+    return sepconv.io.FilterReport(**base)
+
+
+def test_summary_time_and_throughput_leave_out_engine_compilation() -> None:
+    """Before: 20 s of first-run compilation were reported as filtering time."""
+    line = _report(compile_seconds=2.0).summary()
+    assert "; 1.00 s (read, filter, write) + 2.00 s compiling/loading the numba engine" in line
+    assert "1 Mvoxel/s, 4 MB/s" in line  # 1e6 voxels of 4 bytes in the 1.00 s
+    plain = _report().summary()
+    assert "3.00 s (read, filter, write), 333 kvoxel/s" in plain and "compiling" not in plain
+
+
+def test_compile_clock_measures_numba_compilation_and_names_the_stage() -> None:
+    import numba
+
+    from sepconv.io import _CompileClock, _Stage
+
+    seen: list[str] = []
+    stage = _Stage(lambda done, total, what: seen.append(what))
+    stage(0, 1, "filtering")
+
+    @numba.njit(cache=False)
+    def fresh(x):  # compiled on first call, in the clock
+        return x * 2.0 + 1.0
+
+    with _CompileClock(stage) as clock:
+        t0 = time.perf_counter()
+        assert fresh(1.0) == 3.0
+        elapsed = time.perf_counter() - t0
+    assert 0 < clock.seconds <= elapsed
+    assert seen[1:] == ["compiling the engine (first run)", "filtering"]
+    with _CompileClock(_Stage(None)) as again:
+        fresh(2.0)  # compiled already: nothing counted
+    assert again.seconds == 0.0
+
+
+def test_in_memory_filter_reports_the_plans_time_estimate_as_its_stage(tmp_path) -> None:
+    np.save(tmp_path / "a.npy", np.zeros((64, 64), np.float32))
+    stages: list[tuple[int, int, str]] = []
+    sepconv.io.filter_file(
+        tmp_path / "a.npy", tmp_path / "b.npy", "box:size=5",
+        progress=lambda d, t, s: stages.append((d, t, s)),
+    )  # fmt: skip
+    filtering = [s for s in stages if s[2].startswith("filtering")]
+    assert len(filtering) == 1 and filtering[0][:2] == (0, 1)
+    assert "by the plan's time model" in filtering[0][2] and " s " in filtering[0][2]
+    assert stages[0][2] == "reading" and stages[-1][2] == "writing"
+
+
+def test_progress_bar_for_a_single_step_shows_elapsed_time_not_a_stuck_0_of_1(monkeypatch):
+    """Before: a long in-memory filter showed '0/1' for its whole duration."""
+    import io as pyio
+
+    from rich.console import Console
+
+    buf = pyio.StringIO()
+    monkeypatch.setattr(cli, "err_console", Console(file=buf, force_terminal=True, width=100))
+    bar = cli._DelayedProgress(delay=0.01)
+    bar(0, 1, "filtering (about 3 s by the plan's time model)")
+    time.sleep(0.4)
+    bar(3, 8, "filtering")
+    time.sleep(0.3)
+    bar.close()
+    text = buf.getvalue()
+    assert "filtering (about 3 s by the plan's time model)" in text
+    assert "0/1" not in text and "3/8" in text and "0:00:0" in text

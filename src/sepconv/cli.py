@@ -709,8 +709,11 @@ def profile_command(
 class _DelayedProgress:
     """A progress bar on stderr that appears only after ``delay`` seconds, on a terminal.
 
-    Called as ``progress(done, total, stage)``; when stderr is not a terminal (a pipe, a log
-    file, CI) nothing is drawn, so output stays one summary line.
+    Called as ``progress(done, total, stage)``. A stage of several steps (dask chunks) shows
+    ``done/total``; a single step (reading, compiling the engine, filtering in memory with
+    the plan's time estimate in ``stage``, writing) a moving bar instead of a stuck "0/1".
+    Elapsed time is always shown. When stderr is not a terminal (a pipe, a log file, CI)
+    nothing is drawn, so output stays one summary line.
     """
 
     def __init__(self, delay: float = 1.0, enabled: bool | None = None) -> None:
@@ -726,34 +729,61 @@ class _DelayedProgress:
         if self.enabled:
             self.timer.start()
 
+    @staticmethod
+    def _count(done: int, total: int) -> str:
+        return f"{done}/{total}" if total > 1 else ""
+
     def __call__(self, done: int, total: int, stage: str) -> None:
         with self.lock:
             self.state = (done, total, stage)
             if self.bar is not None:
-                self.bar.update(self.task, completed=done, total=total, description=stage)
+                self.bar.update(
+                    self.task,
+                    completed=done,
+                    total=max(total, 1),
+                    description=stage,
+                    count=self._count(done, total),
+                )
 
     def _show(self) -> None:
         from rich.progress import (
             BarColumn,
-            MofNCompleteColumn,
             Progress,
+            ProgressBar,
             SpinnerColumn,
             TextColumn,
             TimeElapsedColumn,
         )
+
+        class StepBar(BarColumn):
+            """A pulsing bar for single-step stages (nothing to count)."""
+
+            def render(self, task: Any) -> ProgressBar:
+                if task.fields.get("count"):
+                    return super().render(task)
+                return ProgressBar(
+                    total=None,
+                    width=None if self.bar_width is None else max(1, self.bar_width),
+                    pulse=True,
+                    animation_time=task.get_time(),
+                    style=self.style,
+                    pulse_style=self.pulse_style,
+                )
 
         with self.lock:
             done, total, stage = self.state
             self.bar = Progress(
                 SpinnerColumn(),
                 TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
+                StepBar(),
+                TextColumn("{task.fields[count]}"),
                 TimeElapsedColumn(),
                 console=err_console,
                 transient=True,
             )
-            self.task = self.bar.add_task(stage, total=total, completed=done)
+            self.task = self.bar.add_task(
+                stage, total=max(total, 1), completed=done, count=self._count(done, total)
+            )
             self.bar.start()
 
     def close(self) -> None:
@@ -841,7 +871,8 @@ def filter_command(
     """Filter an image or volume file with any kernel; the output appears only when complete.
 
     Never writes over INPUT, nor over an existing OUTPUT without --overwrite; writes to a
-    temporary file beside OUTPUT and renames it into place, so an error leaves nothing behind.
+    temporary file beside OUTPUT and renames it into place, so an error, Ctrl-C, SIGTERM or
+    SIGHUP leaves nothing behind (exit status 130, 143, 129).
     """
     from . import io
 
@@ -853,35 +884,54 @@ def filter_command(
             raise ValueError(
                 f"channel_axis must be auto, none or an axis number, got {channel_axis!r}"
             ) from None
+
+    def fail(message: str, status: int) -> typer.Exit:
+        bar.close()
+        msg = " ".join(message.split())
+        err_console.print(f"sepconv: error: {msg}", markup=False, soft_wrap=True)
+        return typer.Exit(status)
+
     bar = _DelayedProgress()
     try:
-        report = io.filter_file(
-            input,
-            output,
-            kernel,
-            sigma_mm=sigma_mm,
-            mode=mode,
-            cval=cval,
-            axes=_axes_option(axes),
-            channel_axis=channel,
-            method=method,
-            tol=tol,
-            dtype=_dtype_option(dtype),
-            workers=workers,
-            chunks=chunks,
-            scheduler=scheduler,
-            memory_limit=memory_limit,
-            overwrite=overwrite,
-            progress=bar,
-        )
-    except OSError as exc:  # disk full, permission changed mid-way: not a usage error
+        with io.signals_as_exceptions():  # SIGTERM, SIGHUP: cleaned up like Ctrl-C
+            report = io.filter_file(
+                input,
+                output,
+                kernel,
+                sigma_mm=sigma_mm,
+                mode=mode,
+                cval=cval,
+                axes=_axes_option(axes),
+                channel_axis=channel,
+                method=method,
+                tol=tol,
+                dtype=_dtype_option(dtype),
+                workers=workers,
+                chunks=chunks,
+                scheduler=scheduler,
+                memory_limit=memory_limit,
+                overwrite=overwrite,
+                progress=bar,
+            )
+    except io.Terminated as stop:  # the output's temporary is already removed
         bar.close()
-        msg = " ".join(str(exc).split())
-        err_console.print(f"sepconv: error: {msg}", markup=False, soft_wrap=True)
-        raise typer.Exit(1) from None
+        err_console.print(f"sepconv: terminated by {stop.name}; nothing was written", markup=False)
+        raise typer.Exit(128 + stop.signum) from None
+    except OverflowError as exc:  # absurd parameters: still the user's input
+        raise fail(f"a value is too large ({exc}); check the kernel's parameters", 2) from None
+    except MemoryError as exc:
+        detail = f": {exc}" if str(exc) else ""
+        raise fail(f"not enough memory{detail}", 2) from None
+    except OSError as exc:  # disk full, permission changed mid-way: not a usage error
+        raise fail(str(exc), 1) from None
     finally:
         bar.close()
     if not quiet:
+        if report.removed:
+            names = ", ".join(report.removed)
+            err_console.print(
+                f"sepconv: removed what an interrupted run left: {names}", markup=False
+            )
         console.print(report.summary(), markup=False, soft_wrap=True)
 
 

@@ -48,6 +48,7 @@ __all__ = [
     "SCHEDULERS",
     "FilterReport",
     "ImageInfo",
+    "Terminated",
     "atomic_file",
     "atomic_output",
     "check_input",
@@ -59,6 +60,7 @@ __all__ = [
     "path_size",
     "read",
     "remove_stale_temporaries",
+    "signals_as_exceptions",
     "write",
 ]
 
@@ -418,27 +420,34 @@ _NIFTI_MM = {"mm": 1.0, "meter": 1000.0, "micron": 1e-3}
 
 def _nifti_scaled(img: Any, dtype: Any) -> np.ndarray:
     """The data of a NIfTI image with ``scl_slope``/``scl_inter`` applied, in ``dtype``."""
-    slope, inter = img.header.get_slope_inter()
-    raw = np.asarray(img.dataobj.get_unscaled())
-    out = raw.astype(dtype)
-    if slope is not None and slope != 1.0:
+    slope, inter = _nifti_scaling(img)
+    out = np.asarray(img.dataobj.get_unscaled()).astype(dtype)
+    if slope != 1.0:
         out *= np.asarray(slope, dtype=dtype)
-    if inter is not None and inter != 0.0:
+    if inter != 0.0:
         out += np.asarray(inter, dtype=dtype)
     return out
+
+
+def _nifti_scaling(img: Any) -> tuple[float, float]:
+    """(slope, inter) of a loaded NIfTI image: nibabel keeps them on ``dataobj``."""
+    slope = getattr(img.dataobj, "slope", 1.0)
+    inter = getattr(img.dataobj, "inter", 0.0)
+    slope = 1.0 if slope is None or not np.isfinite(slope) or slope == 0 else float(slope)
+    inter = 0.0 if inter is None or not np.isfinite(inter) else float(inter)
+    return slope, inter
 
 
 def _read_nifti(path: str, lazy: bool) -> tuple[Any, ImageInfo]:
     nib = _need("nibabel", "nifti")
     img = nib.load(path)
-    stored = np.dtype(img.get_data_dtype())
-    slope, inter = img.header.get_slope_inter()
-    scaled = (slope is not None and slope != 1.0) or (inter is not None and inter != 0.0)
+    stored = np.dtype(img.get_data_dtype()).newbyteorder("=")  # what, not which byte order
+    slope, inter = _nifti_scaling(img)
     meta: dict[str, Any] = {"image": img, "stored_dtype": stored}
-    if scaled:  # integers x slope + inter: float32 for 8/16-bit storage, not float64
+    if (slope, inter) != (1.0, 0.0):  # stored x slope + inter: float32 for 8/16-bit storage
         wide = stored.itemsize > 2 and stored != np.float32
         data = _nifti_scaled(img, np.float64 if wide else np.float32)
-        meta["scaling"] = (float(slope if slope is not None else 1.0), float(inter or 0.0))
+        meta["scaling"] = (slope, inter)
     else:
         data = np.asanyarray(img.dataobj)
     zooms = tuple(float(z) for z in img.header.get_zooms())
@@ -1027,6 +1036,52 @@ def _link_no_clobber(tmp: str, target: str) -> None:
     os.unlink(tmp)
 
 
+class Terminated(BaseException):
+    """Raised in the main thread by :func:`signals_as_exceptions` for SIGTERM or SIGHUP.
+
+    A ``BaseException`` like ``KeyboardInterrupt``, so ``except Exception`` does not swallow
+    it and every ``finally`` (the temporaries of :func:`atomic_output`) runs on the way out.
+    """
+
+    def __init__(self, signum: int) -> None:
+        import signal
+
+        super().__init__(signum)
+        self.signum = int(signum)
+        try:
+            self.name = signal.Signals(signum).name
+        except ValueError:  # pragma: no cover - not a known signal number
+            self.name = f"signal {signum}"
+
+
+@contextlib.contextmanager
+def signals_as_exceptions(names: Sequence[str] = ("SIGTERM", "SIGHUP")) -> Iterator[None]:
+    """Within the block, the signals ``names`` raise :class:`Terminated` in the main thread.
+
+    So ``kill`` (SIGTERM) or a closed terminal (SIGHUP) clean up as Ctrl-C does; the next
+    such signal while cleaning up is ignored. Previous handlers come back after the block.
+    Outside the main thread (where handlers cannot be set) it does nothing.
+    """
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    signums = [getattr(signal, n) for n in names if hasattr(signal, n)]
+
+    def handler(signum: int, frame: Any) -> None:
+        for s in signums:
+            signal.signal(s, signal.SIG_IGN)  # one clean-up, not a second one half-way
+        raise Terminated(signum)
+
+    previous = {s: signal.signal(s, handler) for s in signums}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
 def _open_unnamed(folder: str) -> int | None:
     """An unnamed file in ``folder`` (Linux ``O_TMPFILE``), or None where unsupported."""
     flag = getattr(os, "O_TMPFILE", None)
@@ -1190,7 +1245,7 @@ class FilterReport:
         t = max(seconds, 1e-9)
         timing = f"{seconds:.2f} s (read, filter, write)"
         if compiled >= 0.01:
-            timing += f" + {compiled:.2f} s compiling the engine (not counted)"
+            timing += f" + {compiled:.2f} s compiling/loading the numba engine (not counted)"
         if self.scheduler not in (None, "threads", "sync"):
             timing += " (incl. the workers' start-up and engine compilation)"
         return (
@@ -1507,7 +1562,7 @@ class _CompileClock:
             return self
         clock = self
 
-        class Listener(event.Listener):  # type: ignore[misc]
+        class Listener(event.Listener):
             def on_start(self, ev: Any) -> None:
                 clock._enter()
 
