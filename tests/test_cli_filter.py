@@ -449,7 +449,7 @@ def test_compile_clock_measures_numba_compilation_and_names_the_stage() -> None:
         assert fresh(1.0) == 3.0
         elapsed = time.perf_counter() - t0
     assert 0 < clock.seconds <= elapsed
-    assert seen[1:] == ["compiling the engine (first run)", "filtering"]
+    assert seen[1:] == ["loading/compiling the numba engine", "filtering"]
     with _CompileClock(_Stage(None)) as again:
         fresh(2.0)  # compiled already: nothing counted
     assert again.seconds == 0.0

@@ -1354,8 +1354,8 @@ def filter_file(
     ``--sigma-mm`` is refused for a NIfTI file whose spatial unit is 'unknown'.
 
     ``progress``, if given, is called as ``progress(done, total, stage)``; ``stage`` says
-    what runs (reading, compiling the engine, filtering with the plan's time estimate,
-    writing).
+    what runs (reading, loading/compiling the numba engine, filtering with the plan's time
+    estimate, writing).
     """
     from .plan import make_plan
 
@@ -1537,7 +1537,7 @@ class _Stage:
         if self.progress is None:
             return
         done, total, stage = self.last
-        self.progress(done, total, "compiling the engine (first run)" if active else stage)
+        self.progress(done, total, "loading/compiling the numba engine" if active else stage)
 
 
 class _CompileClock:
