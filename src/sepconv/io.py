@@ -907,10 +907,12 @@ def remove_stale_temporaries(path: str | os.PathLike[str]) -> list[str]:
         if not _abandoned(m["host"], pid, entry.path):
             continue
         if m["old"] and not os.path.lexists(text):
-            with contextlib.suppress(OSError):
+            try:
                 os.rename(entry.path, text)
-                removed.append(f"{entry.name} (the previous output, put back)")
+            except OSError:  # never delete a previous output that could not be put back
                 continue
+            removed.append(f"{entry.name} (the previous output, put back)")
+            continue
         _remove(entry.path)
         if not os.path.lexists(entry.path):
             removed.append(entry.name)
