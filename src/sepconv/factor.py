@@ -1180,7 +1180,9 @@ class _NDProblem:
                 return self.make(step, extra)
             if R == cap:  # a fixed rank below the exact rank that does not meet the target
                 return self.make(step)
-            prev = step.fit
+            # a fixed rank is reached by the chain (errors never increase); the search for the
+            # smallest exact or tol rank starts every rank afresh, as a chain start adds time
+            prev = step.fit if rank is not None else None
         extra = []
         if rank is not None and rank > upper:
             extra.append(f"rank={rank} requested; {upper} term(s) reproduce the kernel")
