@@ -22,15 +22,19 @@ How the terms are found
   detected by the cancellation between their terms, flagged ``degenerate``, and replaced by a
   bounded-norm (ridge-regularised) fit instead of returning exploding terms. When no CP fit
   reproduces the kernel, an exact fallback (recursive SVD of the mode unfoldings) is used, so
-  an exact decomposition is always returned when no ``rank``/``tol`` limit is set.
+  an exact decomposition is always returned when no ``rank``/``tol`` limit is set. A fit of a
+  fixed ``rank`` is the end of a chain of fits of ranks 1, 2, ..., each started from the one
+  before plus the best rank-1 fit of its residual, so errors never increase with the rank and
+  never more than ``rank`` terms are returned (:func:`fits_by_rank` returns the whole chain).
 * Rank-1 kernels whose values are integers up to one common scale (Sobel, binomial, box) are
-  factored into exactly those integer 1-D kernels.
+  factored into exactly those integer 1-D kernels (also when the values are the float32
+  rounding of such a kernel).
 
 Sign convention: each factor is flipped so its sum is positive (or, for a zero-sum factor such
 as ``[-1, 0, 1]``, its last non-zero entry is positive); the sign goes into the weight.
 
 Precision: ranks are judged at the precision of the kernel as given
-----------------------------------------------------------------------
+-------------------------------------------------------------------
 A float32 kernel is only known to float32 rounding, so "exact" means "reproduces it to float32
 rounding": ``np.outer(g, g).astype(np.float32)`` for a Gaussian ``g`` is rank 1, although its
 float64 singular values beyond the first are not zero (they are the float32 rounding, ~1e-8
