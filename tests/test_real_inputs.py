@@ -290,3 +290,115 @@ def test_fft_of_float32_is_as_precise_as_direct_far_from_a_bright_pixel(backend)
     far[:40, :40] = False
     rel = np.abs(got[far] - ref[far]) / np.abs(ref[far])
     assert rel.max() < 1e-5, rel.max()
+
+
+# ---------------------------------------------------------------------------------------------
+# huge parameters: a clear error before allocating, or folded to what the data needs
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda x: sepconv.gaussian_filter(x, 1e308), r"sigma=1e\+308 with truncate=4.0"),
+        (lambda x: sepconv.gaussian_filter(x, 2, truncate=1e308), r"truncate=1e\+308"),
+        (lambda x: sepconv.gaussian_filter1d(x, 1, radius=10**12), "radius=1000000000000"),
+        (lambda x: sepconv.uniform_filter(x, 10**9), "size=1000000000"),
+        (lambda x: sepconv.uniform_filter1d(x, 10**9), "size=1000000000"),
+        (lambda x: sepconv.filter(x, "gaussian:sigma=1e308"), "sigma=1e"),
+        (lambda x: sepconv.filter(x, "box:size=1000000000"), "size=1000000000"),
+        (lambda x: sepconv.filter(x, "disk:radius=1e5"), "radius=100000.0 gives a dense"),
+        (lambda x: sepconv.kernels.ball(1e4), "radius=10000.0 gives a dense"),
+        (lambda x: sepconv.kernels.binomial(5000), "at most 1025"),
+    ],
+)
+def test_huge_parameters_are_refused_naming_the_parameter(call, match) -> None:
+    x = np.zeros((100, 100))
+    with pytest.raises(ValueError, match=match):
+        call(x)
+
+
+@pytest.mark.parametrize("mode", ["reflect", "mirror", "wrap", "nearest", "constant"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_kernels_far_longer_than_the_axis_match_scipy(backend, mode) -> None:
+    x = np.random.default_rng(3).random((7, 9))
+    ref = ndimage.gaussian_filter(x, 40, mode=mode, cval=0.5)
+    got = run(backend, sepconv.gaussian_filter, x, 40, mode=mode, cval=0.5)
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-13)
+    ref = ndimage.uniform_filter(x, (30, 51), mode=mode, cval=0.5, origin=(3, -7))
+    got = run(backend, sepconv.uniform_filter, x, (30, 51), mode=mode, cval=0.5, origin=(3, -7))
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-13)
+
+
+def test_huge_sigma_runs_in_the_time_of_the_data() -> None:
+    # 800001 taps on a 60-sample axis: folded to at most 121 taps
+    x = np.random.default_rng(4).random((50, 60))
+    got = sepconv.gaussian_filter(x, 1e5, mode="wrap")
+    np.testing.assert_allclose(got, np.full_like(x, x.mean()), rtol=0, atol=1e-9)
+
+
+# ---------------------------------------------------------------------------------------------
+# named kernels: adapted to the data's dimensions, never built dense to be factorized again
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("spec", "reference"),
+    [
+        ("gaussian:sigma=2", lambda v: ndimage.gaussian_filter(v, 2)),
+        ("sobel:axis=0", lambda v: ndimage.sobel(v, 0)),
+        ("prewitt:axis=-1", lambda v: ndimage.prewitt(v, -1)),
+        ("laplace", lambda v: ndimage.laplace(v)),
+        ("log:sigma=1.5", lambda v: ndimage.gaussian_laplace(v, 1.5)),
+        ("box:size=4", lambda v: ndimage.uniform_filter(v, 4)),
+    ],
+)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_named_kernel_spec_adapts_to_a_volume(backend, spec, reference) -> None:
+    vol = np.random.default_rng(5).random((11, 12, 13))
+    got = run(backend, sepconv.filter, vol, spec)
+    np.testing.assert_allclose(got, reference(vol), rtol=0, atol=1e-12)
+    got2 = run(backend, sepconv.filter, vol, spec, axes=(0, 2))
+    assert got2.shape == vol.shape
+
+
+def test_named_separable_kernel_is_never_built_dense() -> None:
+    # dense, this kernel would have 24001^3 elements
+    vol = np.random.default_rng(6).random((6, 7, 8))
+    got = sepconv.filter(vol, "gaussian:sigma=3000", mode="wrap")
+    ref = ndimage.gaussian_filter(vol, 3000, mode="wrap")
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-13)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "gaussian:sigma=[1.5,2.5],order=[1,2]",
+        "gaussian:sigma=1.2,ndim=3",
+        "box:size=[2,5]",
+        "binomial:size=6,ndim=3",
+        "sobel:axis=1,ndim=3",
+        "prewitt:axis=0",
+        "scharr:axis=-1",
+        "laplace:ndim=3",
+        "log:sigma=[1,2]",
+        "dog:sigma1=1,sigma2=2.5",
+    ],
+)
+def test_spec_terms_multiply_out_to_the_dense_kernel_exactly(spec) -> None:
+    terms = sepconv.kernels.spec_terms(spec)
+    assert terms is not None
+    dense = np.zeros_like(sepconv.kernels.from_spec(spec))
+    for w, vs in terms:
+        term = vs[0]
+        for v in vs[1:]:
+            term = np.multiply.outer(term, v)
+        dense = dense + w * term
+    np.testing.assert_array_equal(dense, sepconv.kernels.from_spec(spec))
+    x = np.random.default_rng(7).random((9,) * dense.ndim)
+    np.testing.assert_allclose(
+        sepconv.filter(x, spec, mode="nearest"),
+        ndimage.correlate(x, dense, mode="nearest"),
+        rtol=0,
+        atol=1e-12,
+    )

@@ -27,6 +27,7 @@ import numpy as np
 __all__ = [
     "MODES",
     "extension_table",
+    "fold_pass",
     "native",
     "normalize_axes",
     "normalize_mode",
@@ -141,6 +142,46 @@ def extension_table(n: int, k: int, offset: int, mode: str) -> np.ndarray:
         idx = np.mod(idx, 2 * n - 2)
         return np.where(idx >= n, 2 * n - 2 - idx, idx)
     raise ValueError(f"unknown canonical mode {mode!r}")  # pragma: no cover
+
+
+def fold_pass(w: np.ndarray, origin: int, n: int, mode: str) -> tuple[np.ndarray, int]:
+    """An equivalent shorter 1-D kernel for an axis of ``n`` samples: ``(weights, origin)``.
+
+    Correlating with ``w`` reads the padded line at offsets ``d = j - (len(w) // 2 + origin)``
+    from each output. The padded line repeats with period ``P`` for wrap (``n``), reflect
+    (``2n``) and mirror (``2n - 2``), so taps whose offsets agree modulo ``P`` read the same
+    sample and add up into one tap; for nearest, every offset ``<= -(n - 1)`` reads the first
+    sample and every offset ``>= n - 1`` the last; for constant, offsets ``<= -n`` and ``>= n``
+    read only ``cval``. The folded kernel has at most ``max(P, 2n + 1)`` taps and gives the
+    same result up to the rounding of the summed taps, so a kernel far longer than the axis
+    (a huge ``sigma`` or ``size``) costs what one of about twice the axis length costs.
+    Kernels that are not longer than that are returned unchanged.
+    """
+    k = len(w)
+    offset = k // 2 + origin
+    if mode == "wrap":
+        period = n
+    elif mode == "reflect":
+        period = 2 * n
+    elif mode == "mirror":
+        period = max(1, 2 * n - 2)
+    else:
+        period = 0
+    if period:
+        if k <= period:
+            return w, origin
+        d = np.arange(k) - offset
+        half = period // 2
+        folded = np.zeros(period, dtype=w.dtype)
+        np.add.at(folded, (d + half) % period, w)
+        return folded, 0  # offset ``half`` = the centre of the folded kernel
+    reach = n - 1 if mode == "nearest" else n
+    if k <= 2 * reach + 1:
+        return w, origin
+    d = np.clip(np.arange(k) - offset, -reach, reach)
+    folded = np.zeros(2 * reach + 1, dtype=w.dtype)
+    np.add.at(folded, d + reach, w)
+    return folded, 0
 
 
 #: dtypes filtered natively; everything else integer is computed in float64 and rounded.

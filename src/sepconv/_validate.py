@@ -13,7 +13,10 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "MAX_KERNEL_SIZE",
+    "MAX_TAPS",
     "as_kernel",
+    "check_kernel_size",
     "check_nonnegative_int",
     "check_positive_float",
     "check_tol",
@@ -55,6 +58,31 @@ def as_kernel(kernel: Any, name: str = "kernel") -> np.ndarray:
         bad = "NaN" if np.isnan(out).any() else "Inf"
         raise ValueError(f"{name} must be finite, got {bad} at index {_first_bad(out)}")
     return out
+
+
+#: Longest 1-D kernel sepconv builds (a pass along an axis of n samples never needs more than
+#: about 2n + 1 taps: longer kernels are folded onto the border extension before running).
+MAX_TAPS = 2**24
+#: Most elements of a dense N-D kernel sepconv builds (512 MiB of float64).
+MAX_KERNEL_SIZE = 2**26
+
+
+def check_kernel_size(shape: Sequence[float], what: str) -> None:
+    """Refuse, before allocating, a kernel longer than ``MAX_TAPS`` on an axis or larger than
+    ``MAX_KERNEL_SIZE`` in all. ``shape`` may hold floats (a radius computed from a huge
+    ``sigma``); ``what`` names the parameter(s) that set it, e.g. ``"sigma=1e+308"``."""
+    longest = max(shape)
+    if not longest <= MAX_TAPS:
+        raise ValueError(
+            f"{what} gives a kernel of {longest:.4g} taps along an axis; at most {MAX_TAPS} are "
+            "supported (no filter needs more taps than about twice the samples it filters)"
+        )
+    size = math.prod(float(n) for n in shape)
+    if len(shape) > 1 and not size <= MAX_KERNEL_SIZE:
+        raise ValueError(
+            f"{what} gives a dense kernel of {size:.4g} elements; at most {MAX_KERNEL_SIZE} are "
+            "supported"
+        )
 
 
 def _first_bad(arr: np.ndarray) -> tuple[int, ...]:

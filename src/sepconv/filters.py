@@ -21,6 +21,7 @@ Deliberate differences from scipy.ndimage (where scipy hurts users):
 
 from __future__ import annotations
 
+import math
 import operator
 import sys
 from collections.abc import Sequence
@@ -32,6 +33,7 @@ import numpy as np
 from . import engine, kernels
 from ._modes import (
     check_input,
+    fold_pass,
     native,
     normalize_axes,
     normalize_mode,
@@ -40,7 +42,7 @@ from ._modes import (
     resolve_output,
     work_dtype,
 )
-from ._validate import as_kernel, check_nonnegative_int, check_tol, per_axis
+from ._validate import as_kernel, check_kernel_size, check_nonnegative_int, check_tol, per_axis
 from .factor import Factorization
 from .plan import make_plan
 
@@ -243,8 +245,18 @@ def _threads_for(workers: Any, size: int, macs: float) -> int:
     return max(1, min(cap, int(size * macs // SERIAL_WORK)))
 
 
+def _fold(terms: Sequence[Term], shape: Sequence[int], modes: dict[int, str]) -> list[Term]:
+    """Passes with kernels much longer than their axis folded to at most ~2n taps (exact:
+    ``_modes.fold_pass``), so a huge sigma or size costs what the data's size allows."""
+    return [
+        (weight, [(a, *fold_pass(w, o, shape[a], modes[a])) for a, w, o in passes])
+        for weight, passes in terms
+    ]
+
+
 def _run(x: np.ndarray, terms, modes, cval, dtype, out, workers) -> np.ndarray:
     """Run a sum of separable terms through the engine and deliver it as ``output`` asks."""
+    terms = _fold(terms, x.shape, modes)
     if _backend(x) is not None:
         return _backend(x).run_terms(x, terms, modes, cval, dtype, out, workers)
     macs = sum(len(w) for _, passes in terms for _, w, _ in passes) or 1
@@ -389,6 +401,7 @@ def uniform_filter1d(
            6.        , 3.        ])
     """
     size = check_nonnegative_int(size, "size", minimum=1)
+    check_kernel_size([size], f"size={size!r}")
     return correlate1d(
         input, np.full(size, 1.0 / size), axis, output, mode, cval, origin, workers=workers
     )
@@ -549,6 +562,8 @@ def uniform_filter(
     x = _input(input)
     ax = normalize_axes(axes, x.ndim)
     sizes = [check_nonnegative_int(s, "size", minimum=1) for s in per_axis(size, len(ax), "size")]
+    for s in sizes:
+        check_kernel_size([s], f"size={size!r}")
     origins = normalize_origins(origin, sizes)
     passes = [
         (a, np.full(s, 1.0 / s), o) for a, s, o in zip(ax, sizes, origins, strict=True) if s > 1
@@ -761,6 +776,7 @@ def gaussian_gradient_magnitude(
     ax = normalize_axes(axes, x.ndim)
     passes = _gaussian_derivative_terms(x, sigma, ax, truncate, radius, lambda i, j: int(i == j))
     modes = _mode_map(mode, ax)
+    passes = [p for _, p in _fold([(1.0, p) for p in passes], x.shape, modes)]
     c = _cval(cval)
     dtype, out = _output(output, x)
     if _backend(x) is not None:
@@ -783,6 +799,50 @@ def gaussian_gradient_magnitude(
 # ----------------------------------------------------------------------------------------------
 # N-D correlation with any kernel
 # ----------------------------------------------------------------------------------------------
+
+
+#: Largest named kernel (elements) whose dense form is built for NaN/Inf handling; beyond it the
+#: separable passes define the result for non-finite data too (NaN reaches every output whose
+#: passes read it, zero taps of a 1-D factor included, as scipy's separable filters do).
+_DENSE_FOR_NONFINITE = 2**22  # elements
+
+
+def _correlate_terms(x, named, output, mode, cval, origin, axes, method, workers):
+    """``correlate`` with a kernel given as its separable terms (``kernels.spec_terms``)."""
+    ax = normalize_axes(axes, x.ndim)
+    shape = tuple(len(v) for v in named[0][1])
+    if len(shape) != len(ax):
+        raise ValueError(
+            f"kernel must have one dimension per filtered axis: got a {len(shape)}-D kernel of "
+            f"shape {shape} for {len(ax)} axes {ax} of a {x.ndim}-D input"
+        )
+    if method == "separable" and len(named) > 1:
+        raise ValueError(
+            f"method='separable' needs a separable kernel, but this {shape} kernel is a sum of "
+            f"{len(named)} separable terms; use method='lowrank' or 'auto'"
+        )
+    origins = normalize_origins(origin, shape)
+    modes = _mode_map(mode, ax)
+    c = _cval(cval)
+    dtype, out = _output(output, x)
+    terms: list[Term] = []
+    for weight, vectors in named:
+        passes = [
+            (a, v, o) for a, v, o in zip(ax, vectors, origins, strict=True) if not _identity(v, o)
+        ]
+        terms.append((weight, passes))
+    if math.prod(shape) > _DENSE_FOR_NONFINITE:
+        return _run(x, terms, modes, c, dtype, out, workers)
+    K = kernels._dense(named)
+    macs = sum(len(w) for _, p in terms for _, w, _ in p) or 1
+    method = "separable" if len(terms) == 1 else "lowrank"
+    return _execute(x, K, terms, method, macs, ax, origins, modes, c, dtype, out, workers)
+
+
+def _identity(w: np.ndarray, origin: int) -> bool:
+    """A 1-D kernel that copies its input: one tap of 1 at the centre (``laplace``'s others)."""
+    centre = len(w) // 2 + origin
+    return bool(w[centre] == 1.0) and np.count_nonzero(w) == 1
 
 
 def _flip_factorization(f: Factorization) -> Factorization:
@@ -878,25 +938,35 @@ def correlate(
             (float(wt), [(a, v, o) for a, v, o in zip(ax, vecs, origins, strict=True)])
             for wt, vecs in zip(f.weights, f.factors, strict=True)
         ] or [(0.0, [])]  # an all-zero kernel
+    return _execute(x, K, terms, plan.method, plan.macs, ax, origins, modes, c, dtype, out, workers)
+
+
+def _execute(x, K, terms, method, macs, ax, origins, modes, c, dtype, out, workers):
+    """Run a planned correlation: the dense kernel ``K`` by direct/FFT, or its ``terms``.
+
+    The result is the direct correlation with ``K`` also for NaN/Inf data: FFT and separable
+    terms would spread non-finite values differently (the FFT everywhere; terms through a
+    factor's zero or by cancelling +Inf - Inf), so they run on finite data and the outputs
+    that non-finite values reach are patched (:mod:`sepconv.engine.nonfinite`).
+    """
     backend = _backend(x)
     if backend is not None:
-        if plan.method in ("direct", "fft"):
-            return backend.run_dense(x, K, ax, origins, modes, c, plan.method, dtype, out, workers)
+        if method in ("direct", "fft"):
+            return backend.run_dense(x, K, ax, origins, modes, c, method, dtype, out, workers)
         return backend.run_terms(x, terms, modes, c, dtype, out, workers, kernel=(K, ax, origins))
-    nthreads = _threads_for(workers, size, plan.macs)
+    size = x.size
+    nthreads = _threads_for(workers, size, macs)
     wd = work_dtype(x.dtype, dtype)
     if size == 0:
         return _finish(np.empty(x.shape, dtype=wd), x, dtype, out)
-    if plan.method == "direct":  # reads the non-zero taps only: NaN/Inf as scipy.ndimage
+    if method == "direct":  # reads the non-zero taps only: NaN/Inf as scipy.ndimage
         with engine.threads(nthreads):
             res = engine.direct(_work(x, wd), K, ax, origins, modes, c, out=_target(x, wd, out))
             return _finish(res, x, dtype, out)
-    # FFT and separable terms would spread NaN/Inf differently: they run on finite data and
-    # the outputs that non-finite values reach are patched (sepconv.engine.nonfinite)
-    xw = _work(x, wd) if plan.method == "fft" else _engine_input(x, wd)
+    xw = _work(x, wd) if method == "fft" else _engine_input(x, wd)
     xw, c0, bad = engine.nonfinite.split(xw, c)
     with engine.threads(nthreads):
-        if plan.method == "fft":
+        if method == "fft":
             res = engine.fft(xw, K, ax, origins, modes, c0, workers=nthreads)
         else:
             res = engine.separable(xw, terms, modes, c0, out=_target(x, wd, out), dtype=wd)
@@ -982,7 +1052,12 @@ def filter(
     """Correlate ``input`` with a kernel given as a spec, an array or a Factorization.
 
     ``sepconv.filter(img, "gaussian:sigma=2")`` is ``correlate(img, kernels.from_spec(...))``;
-    see :func:`correlate` for the parameters.
+    see :func:`correlate` for the parameters. A named kernel that takes ``ndim`` gets one
+    dimension per filtered axis unless the spec fixes it (``filter(volume, "gaussian:sigma=2")``
+    is 3-D). Named kernels that are sums of separable terms by construction (gaussian, box,
+    binomial, sobel, prewitt, scharr, laplace, log, dog) run as those 1-D passes directly: the
+    dense kernel is never built to be factorized again (``gaussian:sigma=300`` costs what
+    ``gaussian_filter(x, 300)`` costs), and ``tol`` has nothing to approximate.
 
     Examples
     --------
@@ -994,7 +1069,14 @@ def filter(
     True
     """
     if isinstance(kernel, str):
-        kernel = kernels.from_spec(kernel)
+        x = _input(input)
+        ndim = len(normalize_axes(axes, x.ndim))
+        named = None
+        if method in ("auto", "separable", "lowrank"):
+            named = kernels.spec_terms(kernel, ndim=ndim)
+        if named is not None:
+            return _correlate_terms(x, named, output, mode, cval, origin, axes, method, workers)
+        kernel = kernels.from_spec(kernel, ndim=ndim)
     return correlate(
         input,
         kernel,

@@ -44,7 +44,13 @@ from typing import Any
 
 import numpy as np
 
-from sepconv._validate import as_kernel, check_nonnegative_int, check_positive_float, per_axis
+from sepconv._validate import (
+    as_kernel,
+    check_kernel_size,
+    check_nonnegative_int,
+    check_positive_float,
+    per_axis,
+)
 
 __all__ = [
     "KERNELS",
@@ -64,6 +70,7 @@ __all__ = [
     "prewitt",
     "scharr",
     "sobel",
+    "spec_terms",
 ]
 
 #: Number of slices (midpoint rule along axis 0) used per boundary voxel by ``ball``.
@@ -120,6 +127,24 @@ def _outer(vectors: Sequence[np.ndarray]) -> np.ndarray:
     return np.ascontiguousarray(out, dtype=np.float64)
 
 
+#: A kernel as a weighted sum of separable terms: ``[(weight, [vector per axis]), ...]``.
+Terms = list[tuple[float, list[np.ndarray]]]
+
+
+def _dense(terms: Terms, what: str = "") -> np.ndarray:
+    """The dense kernel ``sum_r weight_r * outer(vectors_r)`` (refused when too large: ``what``
+    names the parameters that set its size)."""
+    check_kernel_size([len(v) for v in terms[0][1]], what or "these parameters")
+    out = None
+    for weight, vectors in terms:
+        term = _outer(vectors)
+        if weight != 1.0:
+            term = weight * term
+        out = term if out is None else out + term
+    assert out is not None
+    return out
+
+
 def _cos_sin(degrees: float) -> tuple[float, float]:
     """cos and sin of an angle in degrees, exact at multiples of 90 degrees."""
     if degrees % 90.0 == 0.0:
@@ -172,14 +197,24 @@ def _gaussian_axis(sigma: Any, order: Any, truncate: float, radius: Any) -> np.n
                 f"order must be 0 where sigma is 0 (a zero-width Gaussian has no derivative), "
                 f"got sigma={sigma!r}, order={order!r}"
             )
-        r = 0 if radius is None else check_nonnegative_int(radius, "radius")
+        r = 0 if radius is None else _check_radius_taps(radius)
         return _gaussian_weights(0.0, 0, r)
-    r = int(truncate * s + 0.5) if radius is None else check_nonnegative_int(radius, "radius")
+    r = _radius_for(s, truncate) if radius is None else _check_radius_taps(radius)
     return _gaussian_weights(s, o, r)[::-1].copy()
 
 
+def _check_radius_taps(radius: Any) -> int:
+    r = check_nonnegative_int(radius, "radius")
+    check_kernel_size([2.0 * r + 1], f"radius={radius!r}")
+    return r
+
+
 def _radius_for(sigma: Any, truncate: float) -> int:
-    return int(truncate * check_positive_float(sigma, "sigma", allow_zero=True) + 0.5)
+    """``int(truncate * sigma + 0.5)``, refused before it overflows or allocates gigabytes."""
+    s = check_positive_float(sigma, "sigma", allow_zero=True)
+    r = truncate * s + 0.5
+    check_kernel_size([2.0 * r], f"sigma={sigma!r} with truncate={truncate!r}")
+    return int(r)
 
 
 # --------------------------------------------------------------------------------------------
@@ -260,13 +295,26 @@ def gaussian(
     >>> gaussian([1.0, 2.0], order=[0, 1], truncate=2.0).shape
     (5, 9)
     """
+    terms = _gaussian_terms(sigma, order=order, truncate=truncate, radius=radius, ndim=ndim)
+    return _dense(terms, f"sigma={sigma!r}")
+
+
+def _gaussian_terms(
+    sigma: float | Sequence[float],
+    *,
+    order: int | Sequence[int] = 0,
+    truncate: float = 4.0,
+    radius: int | Sequence[int] | None = None,
+    ndim: int | None = None,
+) -> Terms:
     t = check_positive_float(truncate, "truncate")
     n = _infer_ndim(ndim, sigma=sigma, order=order, radius=radius)
     sigmas = per_axis(sigma, n, "sigma")
     orders = per_axis(order, n, "order")
     radii = per_axis(radius, n, "radius")
     axes = zip(sigmas, orders, radii, strict=True)
-    return _outer([_gaussian_axis(s, o, t, r) for s, o, r in axes])
+    vecs = [_gaussian_axis(s, o, t, r) for s, o, r in axes]
+    return [(1.0, vecs)]
 
 
 def laplacian_of_gaussian(
@@ -296,17 +344,26 @@ def laplacian_of_gaussian(
     >>> laplacian_of_gaussian(1.5).shape
     (13, 13)
     """
+    return _dense(_log_terms(sigma, ndim=ndim, truncate=truncate), f"sigma={sigma!r}")
+
+
+def _log_terms(
+    sigma: float | Sequence[float], *, ndim: int | None = None, truncate: float = 4.0
+) -> Terms:
     t = check_positive_float(truncate, "truncate")
     n = _infer_ndim(ndim, sigma=sigma)
     sigmas = [check_positive_float(s, "sigma") for s in per_axis(sigma, n, "sigma")]
-    out: np.ndarray | None = None
-    for axis in range(n):
-        term = _outer(
-            [_gaussian_axis(s, 2 if ax == axis else 0, t, None) for ax, s in enumerate(sigmas)]
+    smooth = [_gaussian_axis(s, 0, t, None) for s in sigmas]
+    return [
+        (
+            1.0,
+            [
+                _gaussian_axis(s, 2, t, None) if ax == axis else smooth[ax]
+                for ax, s in enumerate(sigmas)
+            ],
         )
-        out = term if out is None else out + term
-    assert out is not None
-    return out
+        for axis in range(n)
+    ]
 
 
 def difference_of_gaussians(
@@ -351,6 +408,19 @@ def difference_of_gaussians(
     >>> difference_of_gaussians(1.0, 2.0, ndim=1).round(2).max()
     np.float64(0.2)
     """
+    terms = _dog_terms(sigma1, sigma2, ratio=ratio, ndim=ndim, truncate=truncate)
+    return _dense(terms, f"sigma1={sigma1!r}, sigma2={sigma2!r}")
+
+
+def _dog_terms(
+    sigma1: float | Sequence[float],
+    sigma2: float | Sequence[float] | None = None,
+    *,
+    ratio: float = 1.6,
+    ndim: int | None = None,
+    truncate: float = 4.0,
+) -> Terms:
+    """The terms of :func:`difference_of_gaussians`: ``G(sigma1)`` minus ``G(sigma2)``."""
     t = check_positive_float(truncate, "truncate")
     n = _infer_ndim(ndim, sigma1=sigma1, sigma2=sigma2)
     s1 = [check_positive_float(s, "sigma1", allow_zero=True) for s in per_axis(sigma1, n, "sigma1")]
@@ -368,9 +438,9 @@ def difference_of_gaussians(
                 f"got sigma1={sigma1!r}, sigma2={sigma2 if sigma2 is not None else s2!r}"
             )
     radii = [_radius_for(b, t) for b in s2]
-    g1 = _outer([_gaussian_axis(a, 0, t, r) for a, r in zip(s1, radii, strict=True)])
-    g2 = _outer([_gaussian_axis(b, 0, t, r) for b, r in zip(s2, radii, strict=True)])
-    return g1 - g2
+    g1 = [_gaussian_axis(a, 0, t, r) for a, r in zip(s1, radii, strict=True)]
+    g2 = [_gaussian_axis(b, 0, t, r) for b, r in zip(s2, radii, strict=True)]
+    return [(1.0, g1), (-1.0, g2)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -401,9 +471,14 @@ def box(size: int | Sequence[int], *, ndim: int | None = None) -> np.ndarray:
            [0.111..., 0.111..., 0.111...],
            [0.111..., 0.111..., 0.111...]])
     """
+    return _dense(_box_terms(size, ndim=ndim), f"size={size!r}")
+
+
+def _box_terms(size: int | Sequence[int], *, ndim: int | None = None) -> Terms:
     n = _infer_ndim(ndim, size=size)
     sizes = [check_nonnegative_int(s, "size", minimum=1) for s in per_axis(size, n, "size")]
-    return _outer([np.full(s, 1.0 / s) for s in sizes])
+    check_kernel_size([max(sizes)], f"size={size!r}")
+    return [(1.0, [np.full(s, 1.0 / s) for s in sizes])]
 
 
 def binomial(
@@ -432,22 +507,42 @@ def binomial(
            [2., 4., 2.],
            [1., 2., 1.]])
     """
+    return _dense(_binomial_terms(size, ndim=ndim, normalize=normalize), f"size={size!r}")
+
+
+#: Most taps of a binomial kernel (its integer coefficients overflow float64 beyond ~1030; a
+#: binomial that long is a sampled Gaussian to float precision: use ``gaussian``).
+_BINOMIAL_TAPS = 1025
+
+
+def _binomial_terms(
+    size: int | Sequence[int], *, ndim: int | None = None, normalize: bool = True
+) -> Terms:
     n = _infer_ndim(ndim, size=size)
     sizes = [check_nonnegative_int(s, "size", minimum=1) for s in per_axis(size, n, "size")]
     norm = _check_bool(normalize, "normalize")
+    if max(sizes) > _BINOMIAL_TAPS:
+        raise ValueError(
+            f"size must be at most {_BINOMIAL_TAPS} for a binomial kernel (a longer one is a "
+            f"Gaussian to float precision: use gaussian), got {size!r}"
+        )
     vecs = []
     for s in sizes:
         v = np.array([math.comb(s - 1, i) for i in range(s)], dtype=np.float64)
         vecs.append(v / v.sum() if norm else v)
-    return _outer(vecs)
+    return [(1.0, vecs)]
 
 
-def _derivative_stencil(axis: Any, ndim: Any, smooth: Sequence[float]) -> np.ndarray:
+def _derivative_terms(axis: Any, ndim: Any, smooth: Sequence[float]) -> Terms:
     n = check_nonnegative_int(ndim, "ndim", minimum=1)
     ax = _check_axis(axis, n)
     deriv = np.array([-1.0, 0.0, 1.0])
     sm = np.asarray(smooth, dtype=np.float64)
-    return _outer([deriv if i == ax else sm for i in range(n)])
+    return [(1.0, [deriv if i == ax else sm for i in range(n)])]
+
+
+def _derivative_stencil(axis: Any, ndim: Any, smooth: Sequence[float]) -> np.ndarray:
+    return _dense(_derivative_terms(axis, ndim, smooth))
 
 
 def sobel(axis: int = -1, *, ndim: int = 2) -> np.ndarray:
@@ -553,13 +648,13 @@ def laplace(*, ndim: int = 2) -> np.ndarray:
            [ 1., -4.,  1.],
            [ 0.,  1.,  0.]])
     """
+    return _dense(_laplace_terms(ndim=ndim))
+
+
+def _laplace_terms(*, ndim: int = 2) -> Terms:
     n = check_nonnegative_int(ndim, "ndim", minimum=1)
-    out = np.zeros((3,) * n)
-    for axis in range(n):
-        idx: list[Any] = [1] * n
-        idx[axis] = slice(None)
-        out[tuple(idx)] += np.array([1.0, -2.0, 1.0])
-    return out
+    stencil, delta = np.array([1.0, -2.0, 1.0]), np.array([0.0, 1.0, 0.0])
+    return [(1.0, [stencil if i == axis else delta for i in range(n)]) for axis in range(n)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -672,8 +767,9 @@ def _rect_disk_area(
     return np.where(rpos, np.maximum(area, 0.0), 0.0)
 
 
-def _check_radius(radius: Any) -> tuple[float, int]:
+def _check_radius(radius: Any, ndim: int) -> tuple[float, int]:
     r = check_positive_float(radius, "radius", allow_zero=True)
+    check_kernel_size([2.0 * math.ceil(r) + 1] * ndim, f"radius={radius!r}")
     return r, math.ceil(r)
 
 
@@ -707,7 +803,7 @@ def disk(radius: float, *, antialias: bool = False, normalize: bool = True) -> n
     >>> round(float(disk(5, antialias=True, normalize=False).sum()), 6)
     78.539816
     """
-    r, big_r = _check_radius(radius)
+    r, big_r = _check_radius(radius, 2)
     aa = _check_bool(antialias, "antialias")
     norm = _check_bool(normalize, "normalize")
     off = np.arange(-big_r, big_r + 1, dtype=np.float64)
@@ -750,7 +846,7 @@ def ball(radius: float, *, antialias: bool = False, normalize: bool = True) -> n
     >>> ball(2.5, antialias=True).shape
     (7, 7, 7)
     """
-    r, big_r = _check_radius(radius)
+    r, big_r = _check_radius(radius, 3)
     aa = _check_bool(antialias, "antialias")
     norm = _check_bool(normalize, "normalize")
     off = np.arange(-big_r, big_r + 1, dtype=np.float64)
@@ -889,6 +985,21 @@ KERNELS: dict[str, Callable[..., np.ndarray]] = {
     "sobel": sobel,
 }
 
+#: The kernels that are sums of separable terms by construction, as those terms (the dense
+#: builders above are these terms multiplied out): filters run them as 1-D passes directly,
+#: without building and factorizing the dense kernel.
+KERNEL_TERMS: dict[Callable[..., np.ndarray], Callable[..., Terms]] = {
+    binomial: _binomial_terms,
+    box: _box_terms,
+    difference_of_gaussians: _dog_terms,
+    gaussian: _gaussian_terms,
+    laplace: _laplace_terms,
+    laplacian_of_gaussian: _log_terms,
+    prewitt: lambda axis=-1, *, ndim=2: _derivative_terms(axis, ndim, [1.0, 1.0, 1.0]),
+    scharr: lambda axis=-1, *, ndim=2: _derivative_terms(axis, ndim, [3.0, 10.0, 3.0]),
+    sobel: lambda axis=-1, *, ndim=2: _derivative_terms(axis, ndim, [1.0, 2.0, 1.0]),
+}
+
 _FILE_SUFFIXES = (".npy", ".csv")
 
 
@@ -983,7 +1094,7 @@ def _load_file(path: str) -> np.ndarray:
     return as_kernel(arr, "spec")
 
 
-def from_spec(spec: Any) -> np.ndarray:
+def from_spec(spec: Any, *, ndim: int | None = None) -> np.ndarray:
     """Build a kernel from a spec string, a ``.npy``/``.csv`` file or an array.
 
     Parameters
@@ -997,6 +1108,11 @@ def from_spec(spec: Any) -> np.ndarray:
           or by whitespace as ``numpy.savetxt`` writes them, one row per line, ``#``
           comments).
         * An array, returned as a float64 copy after the usual kernel checks.
+    ndim : int, optional
+        Number of axes for a named kernel that takes ``ndim`` (``gaussian``, ``box``,
+        ``sobel``, ``laplace``, ...) when the spec does not fix it itself (by ``ndim=`` or a
+        bracketed per-axis list): ``from_spec("gaussian:sigma=2", ndim=3)`` is 3-D. Kernels
+        with a fixed dimension (``gabor``, ``disk``, ``ball``, files) ignore it.
 
     Returns
     -------
@@ -1016,6 +1132,8 @@ def from_spec(spec: Any) -> np.ndarray:
     (5, 9)
     >>> from_spec("sobel:axis=0")[0]
     array([-1., -2., -1.])
+    >>> from_spec("gaussian:sigma=1", ndim=3).shape
+    (9, 9, 9)
     """
     if isinstance(spec, os.PathLike):
         return _load_file(os.fspath(spec))
@@ -1023,9 +1141,43 @@ def from_spec(spec: Any) -> np.ndarray:
         raise TypeError(f"spec must be a str, path or array, got bytes {spec!r}")
     if not isinstance(spec, str):
         return as_kernel(spec, "spec")
+    if spec.strip().lower().endswith(_FILE_SUFFIXES):
+        return _load_file(spec.strip())
+    builder, kwargs = _parse_spec(spec, ndim)
+    try:
+        return builder(**kwargs)
+    except (ValueError, TypeError) as exc:
+        raise type(exc)(f"spec {spec!r}: {exc}") from exc
+
+
+def spec_terms(spec: str, *, ndim: int | None = None) -> Terms | None:
+    """The separable terms ``[(weight, [1-D vector per axis]), ...]`` of a named kernel spec,
+    or None when the kernel is not a sum of separable terms by construction (``gabor``,
+    ``disk``, files, ...). ``sum_r weight_r * outer(vectors_r)`` is exactly
+    ``from_spec(spec, ndim=ndim)``; nothing N-D is allocated.
+
+    Examples
+    --------
+    >>> [(w, [v.tolist() for v in vs]) for w, vs in spec_terms("sobel:axis=0")]
+    [(1.0, [[-1.0, 0.0, 1.0], [1.0, 2.0, 1.0]])]
+    >>> spec_terms("disk:radius=3") is None
+    True
+    """
+    if not isinstance(spec, str) or spec.strip().lower().endswith(_FILE_SUFFIXES):
+        return None
+    builder, kwargs = _parse_spec(spec, ndim)
+    terms_of = KERNEL_TERMS.get(builder)
+    if terms_of is None:
+        return None
+    try:
+        return terms_of(**kwargs)
+    except (ValueError, TypeError) as exc:
+        raise type(exc)(f"spec {spec!r}: {exc}") from exc
+
+
+def _parse_spec(spec: str, ndim: int | None) -> tuple[Callable[..., np.ndarray], dict[str, Any]]:
+    """The builder and its keyword arguments for a ``name:key=value,...`` spec."""
     text = spec.strip()
-    if text.lower().endswith(_FILE_SUFFIXES):
-        return _load_file(text)
     if not text:
         raise ValueError(
             "spec must not be empty; give a kernel name, 'name:key=value,...' or a file"
@@ -1069,7 +1221,11 @@ def from_spec(spec: Any) -> np.ndarray:
             f"spec: kernel {name!r} requires {', '.join(missing)} (e.g. "
             f"'{name}:{missing[0]}=...'), got {spec!r}"
         )
-    try:
-        return builder(**kwargs)
-    except (ValueError, TypeError) as exc:
-        raise type(exc)(f"spec {spec!r}: {exc}") from exc
+    if (
+        ndim is not None
+        and "ndim" in params
+        and "ndim" not in kwargs
+        and not any(_is_seq(v) for v in kwargs.values())
+    ):
+        kwargs["ndim"] = check_nonnegative_int(ndim, "ndim", minimum=1)
+    return builder, kwargs
