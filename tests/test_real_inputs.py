@@ -25,7 +25,8 @@ def run(backend: str, fn, x: np.ndarray, *args, **kwargs) -> np.ndarray:
     if backend == "numpy":
         return np.asarray(fn(x, *args, **kwargs))
     if backend == "dask":
-        return np.asarray(fn(da.from_array(x, chunks=3), *args, **kwargs).compute())
+        chunks = tuple(max(3, n // 3) for n in x.shape)  # several chunks, never thousands
+        return np.asarray(fn(da.from_array(x, chunks=chunks), *args, **kwargs).compute())
     t = torch.from_numpy(np.ascontiguousarray(x, dtype=x.dtype.newbyteorder("=")))
     return fn(t, *args, **kwargs).numpy()
 
@@ -402,3 +403,75 @@ def test_spec_terms_multiply_out_to_the_dense_kernel_exactly(spec) -> None:
         rtol=0,
         atol=1e-12,
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# planning: kernel precision, thread safety, absurd explicit methods
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_float32_kernel_gets_the_plan_of_its_float64_original(ndim) -> None:
+    g = sepconv.kernels.gaussian1d(1.0)
+    K64 = g
+    for _ in range(ndim - 1):
+        K64 = np.multiply.outer(K64, g)
+    K32 = K64.astype(np.float32)
+    shape = (512, 512) if ndim == 2 else (64, 64, 64)
+    p32, p64 = sepconv.make_plan(K32, shape), sepconv.make_plan(K64, shape)
+    assert p32.method == p64.method == "separable"
+    x = np.random.default_rng(0).random(shape).astype(np.float32)
+    ref = ndimage.correlate(x.astype(np.float64), K32.astype(np.float64))
+    for K in (K32, K64):
+        np.testing.assert_allclose(sepconv.correlate(x, K), ref, rtol=0, atol=2e-6)
+        np.testing.assert_allclose(sepconv.convolve(x, K), ndimage.convolve(x, K), atol=2e-6)
+
+
+def test_float64_kernel_on_float32_data_is_judged_at_float32_rounding() -> None:
+    rng = np.random.default_rng(1)
+    K = np.outer(rng.random(7), rng.random(7)) + 1e-10 * rng.random((7, 7))
+    assert sepconv.make_plan(K, (512, 512)).method != "separable"  # float64 data: rank 2
+    x = rng.random((512, 512)).astype(np.float32)
+    assert sepconv.make_plan(K, (512, 512), precision=np.float32).method == "separable"
+    np.testing.assert_allclose(
+        sepconv.correlate(x, K), ndimage.correlate(x.astype(np.float64), K), rtol=0, atol=2e-6
+    )
+
+
+def test_plan_cache_is_thread_safe() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sepconv import plan as plan_module
+
+    rng = np.random.default_rng(2)
+    kernels = [rng.standard_normal((3, 3)) for _ in range(40)]
+    plan_module._PLANS.clear()
+
+    def work(i: int) -> str:
+        out = ""
+        for j in range(300):
+            K = kernels[(i * 7 + j) % len(kernels)]
+            out = sepconv.make_plan(K, (32 + j % 5, 32)).method
+        return out
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(work, range(16)))
+    assert len(results) == 16 and len(plan_module._PLANS) <= 128
+
+
+def test_absurd_explicit_method_warns_with_the_estimated_time() -> None:
+    K = np.ones((99, 99, 99))
+    with pytest.warns(sepconv.plan.SlowMethodWarning, match=r"estimated to take [\d,]+ s"):
+        sepconv.make_plan(K, (200, 200, 200), method="direct")
+    assert sepconv.make_plan(K, (200, 200, 200)).method != "direct"
+
+
+def test_rank_one_factors_of_a_large_kernel_match_the_svd() -> None:
+    rng = np.random.default_rng(3)
+    u, v = rng.standard_normal(700), rng.standard_normal(500)
+    K = np.outer(u, v) + 1e-15 * rng.standard_normal((700, 500))
+    f = sepconv.separate(K)
+    assert f.rank == 1
+    U, s, Vt = np.linalg.svd(K, full_matrices=False)
+    best = s[0] * np.outer(U[:, 0], Vt[0])
+    assert np.linalg.norm(f.to_dense() - best) <= 1e-14 * np.linalg.norm(K)

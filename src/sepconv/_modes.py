@@ -153,11 +153,14 @@ def fold_pass(w: np.ndarray, origin: int, n: int, mode: str) -> tuple[np.ndarray
     sample and add up into one tap; for nearest, every offset ``<= -(n - 1)`` reads the first
     sample and every offset ``>= n - 1`` the last; for constant, offsets ``<= -n`` and ``>= n``
     read only ``cval``. The folded kernel has at most ``max(P, 2n + 1)`` taps and gives the
-    same result up to the rounding of the summed taps, so a kernel far longer than the axis
-    (a huge ``sigma`` or ``size``) costs what one of about twice the axis length costs.
-    Kernels that are not longer than that are returned unchanged.
+    same result up to the rounding of the summed taps for finite data (not for Inf: folding
+    ``inf * w1 + inf * w2`` into ``inf * (w1 + w2)`` loses the NaN of opposite signs), so a
+    kernel far longer than the axis (a huge ``sigma`` or ``size``) costs what one of about
+    twice the axis length costs. Kernels that are not longer than that are returned unchanged.
     """
     k = len(w)
+    if n == 0:
+        return w, origin
     offset = k // 2 + origin
     if mode == "wrap":
         period = n

@@ -220,12 +220,13 @@ def gradient_magnitude(
     xw = x.astype(work_dtype(x.dtype, dtype))
     if xw.size == 0:
         return _finish(xw, dtype, out)
-    acc = None
-    for p in passes:
+    acc = nan = None
+    for p in passes:  # hypot: sqrt(a^2 + d^2) without overflowing where d^2 would
         d = _terms(xw, [(1.0, p)], modes, cval, nthreads)
-        acc = d * d if acc is None else acc + d * d
-    assert acc is not None
-    return _finish(da.sqrt(acc), dtype, out)
+        acc = abs(d) if acc is None else da.hypot(acc, d)
+        nan = da.isnan(d) if nan is None else nan | da.isnan(d)  # hypot(inf, nan) is inf
+    assert acc is not None and nan is not None
+    return _finish(da.where(nan, np.nan, acc), dtype, out)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -247,9 +248,8 @@ def _round_block(block: np.ndarray, dtype: np.dtype) -> np.ndarray:
 def _finish(result: da.Array, dtype: np.dtype, out: Any) -> Any:
     """Round and saturate to an integer dtype (the engine's rule), cast, store into ``out``."""
     if dtype.kind in "iub":
-        result = result.map_blocks(
-            _round_block, dtype, dtype=dtype, meta=np.empty((0,) * result.ndim, dtype)
-        )
+        meta = np.empty((0,) * result.ndim, dtype)
+        result = da.map_blocks(_round_block, result, dtype, dtype=dtype, meta=meta)
     result = result.astype(dtype)
     if out is None:
         return result

@@ -43,7 +43,7 @@ from ._modes import (
     work_dtype,
 )
 from ._validate import as_kernel, check_kernel_size, check_nonnegative_int, check_tol, per_axis
-from .factor import Factorization
+from .factor import Factorization, kernel_precision
 from .plan import make_plan
 
 __all__ = [
@@ -219,7 +219,7 @@ def _finish(result: np.ndarray, x: np.ndarray, dtype: np.dtype, out: np.ndarray 
         return out
     if dtype.kind in "iub":
         direct = out is not None and out.dtype == dtype and dtype.isnative
-        target = out if direct else np.empty(x.shape, native(dtype))
+        target = out if out is not None and direct else np.empty(x.shape, native(dtype))
         engine.round_saturate(result, target)
         if out is not None and target is not out:
             np.copyto(out, target, casting="unsafe")
@@ -245,18 +245,42 @@ def _threads_for(workers: Any, size: int, macs: float) -> int:
     return max(1, min(cap, int(size * macs // SERIAL_WORK)))
 
 
-def _fold(terms: Sequence[Term], shape: Sequence[int], modes: dict[int, str]) -> list[Term]:
-    """Passes with kernels much longer than their axis folded to at most ~2n taps (exact:
-    ``_modes.fold_pass``), so a huge sigma or size costs what the data's size allows."""
-    return [
-        (weight, [(a, *fold_pass(w, o, shape[a], modes[a])) for a, w, o in passes])
+def _fold(x: Any, terms: Sequence[Term], modes: dict[int, str]) -> list[Term]:
+    """Passes with kernels much longer than their axis folded to at most ~2n taps
+    (``_modes.fold_pass``), so a huge sigma or size costs what the data's size allows.
+
+    Exact for finite data; with Inf in the data the taps stay apart (folded weights would turn
+    ``inf * w1 - inf * w2``, which is NaN, into an infinity)."""
+    folded = [
+        (weight, [(a, *fold_pass(w, o, x.shape[a], modes[a])) for a, w, o in passes])
         for weight, passes in terms
     ]
+    changed = any(
+        len(f[1]) != len(p[1])
+        for (_, fp), (_, pp) in zip(folded, terms, strict=True)
+        for f, p in zip(fp, pp, strict=True)
+    )
+    if changed and _has_nonfinite(x):
+        return list(terms)
+    return folded
+
+
+def _has_nonfinite(x: Any) -> bool:
+    """Whether a float array (numpy, torch or dask: computed) holds NaN or Inf."""
+    kind = getattr(x.dtype, "kind", None)
+    if kind is not None and kind != "f":
+        return False
+    if kind is None:  # a torch tensor
+        if not x.is_floating_point():
+            return False
+        return not bool(x.isfinite().all())
+    finite = np.isfinite(x).all()
+    return not bool(finite.compute() if hasattr(finite, "compute") else finite)
 
 
 def _run(x: np.ndarray, terms, modes, cval, dtype, out, workers) -> np.ndarray:
     """Run a sum of separable terms through the engine and deliver it as ``output`` asks."""
-    terms = _fold(terms, x.shape, modes)
+    terms = _fold(x, terms, modes)
     if _backend(x) is not None:
         return _backend(x).run_terms(x, terms, modes, cval, dtype, out, workers)
     macs = sum(len(w) for _, passes in terms for _, w, _ in passes) or 1
@@ -776,7 +800,7 @@ def gaussian_gradient_magnitude(
     ax = normalize_axes(axes, x.ndim)
     passes = _gaussian_derivative_terms(x, sigma, ax, truncate, radius, lambda i, j: int(i == j))
     modes = _mode_map(mode, ax)
-    passes = [p for _, p in _fold([(1.0, p) for p in passes], x.shape, modes)]
+    passes = [p for _, p in _fold(x, [(1.0, p) for p in passes], modes)]
     c = _cval(cval)
     dtype, out = _output(output, x)
     if _backend(x) is not None:
@@ -789,11 +813,16 @@ def gaussian_gradient_magnitude(
     acc = np.zeros(x.shape, dtype=wd)
     d = np.empty_like(acc)
     with engine.threads(nthreads):
-        for p in passes:
+        nan = None
+        for p in passes:  # hypot: sqrt(a^2 + d^2) without overflowing where d^2 would
             engine.separable(xe, [(1.0, p)], modes, c, out=d, dtype=acc.dtype)
-            np.multiply(d, d, out=d)
-            acc += d
-        return _finish(np.sqrt(acc, out=acc), x, dtype, out)
+            np.hypot(acc, d, out=acc)
+            if xe.dtype.kind == "f" or not np.isfinite(c):
+                isnan = np.isnan(d)  # hypot(inf, nan) is inf; sqrt(inf^2 + nan^2) is NaN
+                nan = isnan if nan is None else nan | isnan
+        if nan is not None and nan.any():
+            acc[nan] = np.nan
+        return _finish(acc, x, dtype, out)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -913,6 +942,7 @@ def correlate(
     ax = normalize_axes(axes, x.ndim)
     given = weights if isinstance(weights, Factorization) else None
     K = given.kernel if given is not None else as_kernel(weights, "weights")
+    kprec = given.precision if given is not None else kernel_precision(weights)
     if K.ndim != len(ax):
         raise ValueError(
             f"weights must have one dimension per filtered axis: got a {K.ndim}-D kernel of "
@@ -930,6 +960,7 @@ def correlate(
         method=method,
         tol=tol,
         size=size,
+        precision=_coarser(kprec, _work_name(x.dtype, dtype)),
     )
     terms: list[Term] = []
     if plan.factorization is not None:
@@ -939,6 +970,23 @@ def correlate(
             for wt, vecs in zip(f.weights, f.factors, strict=True)
         ] or [(0.0, [])]  # an all-zero kernel
     return _execute(x, K, terms, plan.method, plan.macs, ax, origins, modes, c, dtype, out, workers)
+
+
+def _work_name(data: Any, out: Any) -> str:
+    """'float32' or 'float64': the precision the filter computes in (numpy or torch dtypes)."""
+    names = []
+    for d in (data, out):
+        name = str(d).removeprefix("torch.")
+        names.append("float32" if name in ("float16", "bfloat16") else name)
+    return work_dtype(np.dtype(names[0]), np.dtype(names[1])).name
+
+
+def _coarser(a: Any, b: Any) -> np.dtype:
+    """The coarser of two float precisions: a kernel's rank is judged at the rounding of the
+    computation when that is coarser than the kernel's own (a float64 kernel on float32 data
+    is separable when its other terms are below float32 rounding)."""
+    da, db = np.dtype(a), np.dtype(b)
+    return da if np.finfo(da).eps >= np.finfo(db).eps else db
 
 
 def _execute(x, K, terms, method, macs, ax, origins, modes, c, dtype, out, workers):
@@ -1018,7 +1066,8 @@ def convolve(
         shape = weights.shape
     else:
         K = as_kernel(weights, "weights")
-        flipped = K[(slice(None, None, -1),) * K.ndim]
+        # flip the kernel as given: its dtype sets the precision its rank is judged at
+        flipped = np.asarray(weights)[(slice(None, None, -1),) * K.ndim]
         shape = K.shape
     origins = normalize_origins(origin, shape)
     flipped_origin = [_flip_origin(o, k) for o, k in zip(origins, shape, strict=True)]

@@ -11,6 +11,7 @@ import json
 import math
 import os
 import platform
+import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,13 +21,14 @@ from typing import Any
 import numpy as np
 
 from . import cost
-from .factor import Factorization, separate
+from .factor import Factorization, kernel_precision, rank_lower_bound, separate
 
 __all__ = [
     "DEFAULT_TIME_MODEL",
     "METHODS",
     "TIME_MODEL",
     "Plan",
+    "SlowMethodWarning",
     "calibrate",
     "calibration_path",
     "estimate_time",
@@ -140,7 +142,8 @@ def calibrate(*, repeats: int = 5, save: bool = True, quick: bool = False) -> di
         tmp.replace(path)
         result["path"] = str(path)
     TIME_MODEL.update(model)
-    _PLANS.clear()
+    with _LOCK:
+        _PLANS.clear()
     return result
 
 
@@ -157,6 +160,26 @@ _CACHE: OrderedDict[tuple, Factorization] = OrderedDict()
 _CACHE_SIZE = 64
 #: Plans of recent (kernel, data shape, method, tol) requests: planning costs SVDs.
 _PLANS: OrderedDict[tuple, Plan] = OrderedDict()
+#: Both caches are shared by every thread (filters run in thread pools and under dask's
+#: threaded scheduler): they are read and updated under this lock; planning itself runs
+#: outside it (two threads may plan the same kernel once each, never corrupt the cache).
+_LOCK = threading.Lock()
+
+
+def _cache_get(cache: OrderedDict, key: tuple) -> Any:
+    with _LOCK:
+        value = cache.get(key)
+        if value is not None:
+            cache.move_to_end(key)
+        return value
+
+
+def _cache_put(cache: OrderedDict, key: tuple, value: Any, limit: int) -> None:
+    with _LOCK:
+        cache[key] = value
+        cache.move_to_end(key)
+        while len(cache) > limit:
+            cache.popitem(last=False)
 
 
 @dataclass(frozen=True)
@@ -179,30 +202,13 @@ class Plan:
         return 0.0 if self.factorization is None else self.factorization.error
 
 
-def _factorize(K: np.ndarray, tol: float | None) -> Factorization:
-    key = (K.shape, K.tobytes(), tol)
-    f = _CACHE.get(key)
+def _factorize(K: np.ndarray, tol: float | None, precision: np.dtype) -> Factorization:
+    key = (K.shape, K.tobytes(), tol, precision.name)
+    f = _cache_get(_CACHE, key)
     if f is None:
-        f = separate(K, tol=tol)
-        _CACHE[key] = f
-        if len(_CACHE) > _CACHE_SIZE:
-            _CACHE.popitem(last=False)
-    else:
-        _CACHE.move_to_end(key)
+        f = separate(K, tol=tol, precision=precision)
+        _cache_put(_CACHE, key, f, _CACHE_SIZE)
     return f
-
-
-def _lower_rank_bound(K: np.ndarray) -> int:
-    """max multilinear rank: no sum of fewer separable terms can reproduce K (cheap)."""
-    if K.ndim == 1:
-        return 1
-    best = 1
-    for k in range(K.ndim):
-        s = np.linalg.svd(np.moveaxis(K, k, 0).reshape(K.shape[k], -1), compute_uv=False)
-        if s[0] == 0:
-            return 0
-        best = max(best, int(np.count_nonzero(s > s[0] * max(K.shape) * 4 * np.finfo(float).eps)))
-    return best
 
 
 def _stages(ndim: int) -> int:
@@ -217,6 +223,7 @@ def make_plan(
     method: str = "auto",
     tol: float | None = None,
     size: int | None = None,
+    precision: Any = None,
 ) -> Plan:
     """Plan the correlation of data whose filtered axes have ``data_shape`` with ``kernel``.
 
@@ -232,6 +239,10 @@ def make_plan(
         Relative Frobenius error allowed to a low-rank plan; default exact to float rounding.
     size : int, optional
         Total number of output elements (default ``prod(data_shape)``), for the time model.
+    precision : dtype, optional
+        Precision the kernel's separable rank is judged at (see :func:`sepconv.separate`);
+        default: the kernel's own dtype (float32 kernels at float32 rounding), so a kernel
+        gets the same plan whether it is given in float32 or float64.
 
     Returns
     -------
@@ -254,23 +265,57 @@ def make_plan(
     if method not in METHODS:
         raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
     given: Factorization | None = kernel if isinstance(kernel, Factorization) else None
-    K = given.kernel if given is not None else np.asarray(kernel)
+    if given is not None:
+        prec = kernel_precision(given.kernel, given.precision)
+    else:
+        prec = kernel_precision(kernel, precision)
+    K = given.kernel if given is not None else np.asarray(kernel, dtype=np.float64)
     data = tuple(max(1, int(n)) for n in data_shape)
     nout = math.prod(data) if size is None else max(1, int(size))
-    key = (id(given), K.shape, K.tobytes(), data, nout, method, tol)
-    plan = _PLANS.get(key) if given is None else None
+    key = (K.shape, K.tobytes(), data, nout, method, tol, prec.name)
+    plan = _cache_get(_PLANS, key) if given is None else None
     if plan is None:
-        plan = _make_plan(K, given, data, nout / 1e6, method, tol)
+        plan = _make_plan(K, given, data, nout / 1e6, method, tol, prec)
         if given is None:
-            _PLANS[key] = plan
-            if len(_PLANS) > 128:
-                _PLANS.popitem(last=False)
-    else:
-        _PLANS.move_to_end(key)
+            _cache_put(_PLANS, key, plan, 128)
+    if method != "auto":
+        _warn_if_slow(plan, K.shape, data, nout / 1e6)
     return plan
 
 
-def _make_plan(K, given, data, mpix, method, tol) -> Plan:
+class SlowMethodWarning(UserWarning):
+    """An explicitly chosen method is estimated to take far longer than another exact one."""
+
+
+#: Estimated milliseconds above which an explicitly chosen method that is at least
+#: ``SLOW_RATIO`` times slower than another exact method gets a ``SlowMethodWarning``.
+SLOW_MS = 30_000.0
+SLOW_RATIO = 10.0
+
+
+def _warn_if_slow(plan: Plan, shape: tuple[int, ...], data: tuple[int, ...], mpix: float) -> None:
+    direct = float(math.prod(shape))
+    fft = float(cost.kernel_macs(shape, "fft", data_shape=data))
+    others = {
+        "direct": estimate_time("direct", direct, 1, mpix),
+        "fft": estimate_time("fft", fft, 1, mpix),
+    }
+    others.pop(plan.method, None)
+    name, best = min(others.items(), key=lambda kv: kv[1])
+    if plan.time_ms > SLOW_MS and plan.time_ms > SLOW_RATIO * best:
+        import warnings
+
+        warnings.warn(
+            f"method={plan.method!r} is estimated to take {plan.time_ms / 1e3:,.0f} s for this "
+            f"{shape} kernel on {mpix:.3g} Mpixel, {plan.time_ms / best:,.0f}x the "
+            f"{best / 1e3:,.1f} s of method={name!r} (exact too); use method='auto' unless "
+            "you mean it",
+            SlowMethodWarning,
+            stacklevel=3,
+        )
+
+
+def _make_plan(K, given, data, mpix, method, tol, prec) -> Plan:
     shape = K.shape
     stages = _stages(K.ndim)
     direct = float(math.prod(shape))
@@ -280,7 +325,7 @@ def _make_plan(K, given, data, mpix, method, tol) -> Plan:
     if method == "fft":
         return Plan("fft", None, fft, "requested", estimate_time("fft", fft, 1, mpix))
     if method in ("separable", "lowrank"):
-        f = given if given is not None else _factorize(K, tol)
+        f = given if given is not None else _factorize(K, tol, prec)
         if method == "separable" and f.rank > 1:
             allowed = "within tol" if tol is not None else "to float rounding"
             raise ValueError(
@@ -299,13 +344,13 @@ def _make_plan(K, given, data, mpix, method, tol) -> Plan:
     if given is not None:
         f = given
     else:
-        lower = _lower_rank_bound(K)
+        lower = rank_lower_bound(K, precision=prec)
         cheapest = estimate_time("lowrank", lower * sum(shape), lower * stages, mpix)
         if tol is None and cheapest >= best_other:
             name, macs, t = min(candidates, key=lambda c: c[2])
             why = f"separable rank >= {lower}: passes would cost more than {name}"
             return Plan(name, None, macs, why, t)
-        f = _factorize(K, tol)
+        f = _factorize(K, tol, prec)
     if f.rank >= 1 and (f.exact or tol is not None or given is not None):
         name = "separable" if f.rank == 1 else "lowrank"
         t = estimate_time(name, f.macs, f.rank * stages, mpix)

@@ -186,10 +186,12 @@ def gradient_magnitude(
         if xw.numel() == 0:
             return _finish(xw, dtype, out)
         acc = torch.zeros_like(xw)
-        for p in passes:
+        nan = torch.zeros_like(xw, dtype=torch.bool)
+        for p in passes:  # hypot: sqrt(a^2 + d^2) without overflowing where d^2 would
             d = _terms(xw, [(1.0, p)], modes, cval)
-            acc = acc + d * d
-        return _finish(torch.sqrt(acc), dtype, out)
+            acc = torch.hypot(acc, d)
+            nan = nan | torch.isnan(d)  # hypot(inf, nan) is inf; sqrt(inf^2 + nan^2) is NaN
+        return _finish(torch.where(nan, torch.full_like(acc, math.nan), acc), dtype, out)
 
 
 # ----------------------------------------------------------------------------------------------
