@@ -475,3 +475,19 @@ def test_rank_one_factors_of_a_large_kernel_match_the_svd() -> None:
     U, s, Vt = np.linalg.svd(K, full_matrices=False)
     best = s[0] * np.outer(U[:, 0], Vt[0])
     assert np.linalg.norm(f.to_dense() - best) <= 1e-14 * np.linalg.norm(K)
+
+
+def test_cli_filter_runs_a_named_kernel_as_its_terms(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from sepconv.cli import app
+
+    vol = np.random.default_rng(9).random((6, 7, 8)).astype(np.float32)
+    np.save(tmp_path / "v.npy", vol)
+    # dense, this kernel would have 24001^3 elements
+    args = ["filter", str(tmp_path / "v.npy"), str(tmp_path / "o.npy")]
+    res = CliRunner().invoke(app, [*args, "-k", "gaussian:sigma=3000", "--mode", "wrap"])
+    assert res.exit_code == 0, res.output
+    assert "never" not in res.output and "plan separable rank 1" in res.output
+    ref = ndimage.gaussian_filter(vol.astype(np.float64), 3000, mode="wrap")
+    np.testing.assert_allclose(np.load(tmp_path / "o.npy"), ref, rtol=0, atol=1e-6)

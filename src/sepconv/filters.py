@@ -1118,6 +1118,7 @@ def filter(
     True
     """
     if isinstance(kernel, str):
+        check_tol(tol)  # named terms are exact: tol has nothing to allow, but is checked
         x = _input(input)
         ndim = len(normalize_axes(axes, x.ndim))
         named = None

@@ -1266,9 +1266,15 @@ def _rate(value: float, unit: str) -> str:
 
 
 def _kernel_for(
-    spec: Any, naxes: int, spacing: Sequence[float] | None, sigma_mm: float | None
-) -> tuple[np.ndarray, str]:
-    """The kernel for ``naxes`` filtered axes, and the spec it was built from.
+    spec: Any,
+    naxes: int,
+    spacing: Sequence[float] | None,
+    sigma_mm: float | None,
+    method: str = "auto",
+) -> tuple[Any, str]:
+    """The kernel for ``naxes`` filtered axes, and the spec it was built from: the dense
+    array, or the separable terms of a named kernel that is built from them (when ``method``
+    runs terms; see ``kernels.spec_terms``).
 
     A named kernel that takes ``ndim`` gets ``ndim=naxes`` unless the spec fixes it (by
     ``ndim=`` or a bracketed per-axis list); ``sigma_mm`` sets ``sigma`` per axis to
@@ -1318,7 +1324,8 @@ def _kernel_for(
         extra.append(f"ndim={naxes}")
     if extra:
         text = text + ("," if sep and rest.strip() else ":" if not sep else "") + ",".join(extra)
-    return kernels.from_spec(text), text
+    terms = kernels.spec_terms(text) if method in ("auto", "separable", "lowrank") else None
+    return (kernels.from_spec(text) if terms is None else terms), text
 
 
 def filter_file(
@@ -1359,7 +1366,8 @@ def filter_file(
     what runs (reading, loading/compiling the numba engine, filtering with the plan's time
     estimate, writing).
     """
-    from .plan import make_plan
+    from ._validate import check_tol
+    from .plan import make_plan, plan_terms
 
     # 1. names, options and the input file, before anything is created
     src, dst = os.fspath(input), os.fspath(output)
@@ -1384,14 +1392,17 @@ def filter_file(
         data, info = read(src, lazy=use_dask)
         # 3. axes and kernel, checked against the data
         channel, ax = _filter_axes(info, axes, channel_axis)
-        K, spec = _checked_kernel(kernel, info, ax, sigma_mm, src)
+        K, spec, kshape, nterms = _checked_kernel(kernel, info, ax, sigma_mm, src, method)
         # 4. what the output format can store, the plan
         out_dtype = np.dtype(info.dtype if dtype is None else dtype)
         check_writable(dst, out_dtype, info.shape, channel)
         data, info = _rescaled(data, info, out_dtype)
-        plan = make_plan(
-            K, [info.shape[a] for a in ax], method=method, tol=tol, size=int(np.prod(info.shape))
-        )
+        data_shape, size = [info.shape[a] for a in ax], int(np.prod(info.shape))
+        if nterms is not None:
+            check_tol(tol)
+            plan = plan_terms(kshape, nterms, data_shape, size=size)
+        else:
+            plan = make_plan(K, data_shape, method=method, tol=tol, size=size)
         kw = dict(mode=mode, cval=cval, axes=ax, method=method, tol=tol, workers=workers)
         out_info = ImageInfo(
             info.format, info.shape, out_dtype, info.spacing, channel, ax, dict(info.meta)
@@ -1425,9 +1436,9 @@ def filter_file(
         dtype_out=str(out_dtype),
         axes=ax,
         kernel=spec,
-        kernel_shape=tuple(K.shape),
+        kernel_shape=kshape,
         method=plan.method,
-        rank=None if f is None else f.rank,
+        rank=plan.rank,
         error=0.0 if f is None else float(f.error),
         error_bound=0.0 if f is None else float(f.error_bound),
         seconds=seconds,
@@ -1479,9 +1490,18 @@ def _filter_axes(
 
 
 def _checked_kernel(
-    kernel: Any, info: ImageInfo, ax: tuple[int, ...], sigma_mm: float | None, src: str
-) -> tuple[np.ndarray, str]:
-    """The kernel for the filtered axes, refused when it cannot fit the data."""
+    kernel: Any,
+    info: ImageInfo,
+    ax: tuple[int, ...],
+    sigma_mm: float | None,
+    src: str,
+    method: str = "auto",
+) -> tuple[Any, str, tuple[int, ...], int | None]:
+    """The kernel for the filtered axes, refused when it cannot fit the data:
+    ``(kernel, spec, shape, nterms)``. A named kernel that is a sum of separable terms by
+    construction (and a method that runs terms) stays its spec text (``nterms`` terms):
+    ``filters.filter`` runs it as 1-D passes, never building it dense; anything else is the
+    dense array (``nterms`` None)."""
     ndim = len(info.shape)
     if sigma_mm is not None and info.format == "nifti" and info.spacing is None:
         sizes = ", ".join(f"{z:g}" for z in info.meta.get("voxel_size", ())[: len(ax)])
@@ -1492,19 +1512,22 @@ def _checked_kernel(
             "set the unit in the header (nibabel: img.header.set_xyzt_units('mm'))"
         )
     spacing = None if info.spacing is None else tuple(info.spacing[a] for a in ax)
-    K, spec = _kernel_for(kernel, len(ax), spacing, sigma_mm)
-    if K.ndim > ndim:
+    K, spec = _kernel_for(kernel, len(ax), spacing, sigma_mm, method)
+    shape = tuple(K.shape) if isinstance(K, np.ndarray) else tuple(len(v) for v in K[0][1])
+    if len(shape) > ndim:
         raise ValueError(
-            f"kernel {spec} is {K.ndim}-D but {src!r} has only {ndim} dimensions "
+            f"kernel {spec} is {len(shape)}-D but {src!r} has only {ndim} dimensions "
             f"(shape {info.shape})"
         )
-    if K.ndim != len(ax):
+    if len(shape) != len(ax):
         raise ValueError(
-            f"kernel {spec} is {K.ndim}-D but {len(ax)} axes {ax} of {src!r} (shape "
-            f"{info.shape}) are filtered; pass --axes with {K.ndim} axes or a "
+            f"kernel {spec} is {len(shape)}-D but {len(ax)} axes {ax} of {src!r} (shape "
+            f"{info.shape}) are filtered; pass --axes with {len(shape)} axes or a "
             f"{len(ax)}-D kernel"
         )
-    return K, spec
+    if isinstance(K, np.ndarray):
+        return K, spec, shape, None
+    return spec, spec, shape, len(K)
 
 
 def _rescaled(data: Any, info: ImageInfo, out_dtype: np.dtype) -> tuple[Any, ImageInfo]:
@@ -1609,7 +1632,7 @@ def _seconds(t: float) -> str:
 
 def _filter_in_memory(
     data: Any,
-    K: np.ndarray,
+    K: Any,
     kw: dict[str, Any],
     out_dtype: np.dtype,
     out_info: ImageInfo,
@@ -1625,7 +1648,7 @@ def _filter_in_memory(
     if np.isfinite(estimate) and estimate > 0:
         label += f" (about {_seconds(estimate)} by the plan's time model)"
     stage(0, 1, label)
-    result = filters.correlate(np.asarray(data), K, output=out_dtype, **kw)
+    result = filters.filter(np.asarray(data), K, output=out_dtype, **kw)
     stage(1, 1, "writing")
     write(target, result, out_info, format=suffix)
 
@@ -1668,7 +1691,7 @@ def _filter_dask(
         x = x.rechunk(parsed)
     if any(len(set(c[:-1])) > 1 or (len(c) > 1 and c[-1] > c[0]) for c in x.chunks):
         x = x.rechunk(x.chunksize)  # regular chunks (what a Zarr output needs)
-    y = filters.correlate(x, K, output=out_dtype, **kw)
+    y: Any = filters.filter(x, K, output=out_dtype, **kw)
     sched: Any = scheduler or "threads"
     name = sched
     with contextlib.ExitStack() as stack:

@@ -33,6 +33,7 @@ __all__ = [
     "calibration_path",
     "estimate_time",
     "make_plan",
+    "plan_terms",
 ]
 
 #: Methods accepted by ``correlate``/``convolve``/``filter``.
@@ -191,10 +192,14 @@ class Plan:
     macs: float
     reason: str
     time_ms: float = math.nan
+    #: Separable terms run when they come from the kernel itself (``plan_terms``).
+    terms: int | None = None
 
     @property
     def rank(self) -> int | None:
-        return None if self.factorization is None else self.factorization.rank
+        if self.factorization is None:
+            return self.terms
+        return self.factorization.rank
 
     @property
     def error(self) -> float:
@@ -281,6 +286,27 @@ def make_plan(
     if method != "auto":
         _warn_if_slow(plan, K.shape, data, nout / 1e6)
     return plan
+
+
+def plan_terms(
+    shape: Sequence[int], nterms: int, data_shape: Sequence[int], *, size: int | None = None
+) -> Plan:
+    """The plan of a kernel given as its own ``nterms`` separable terms (a named kernel such
+    as ``gaussian`` or ``log``, :func:`sepconv.kernels.spec_terms`): 1-D passes, exact, no
+    factorization (the dense kernel is never built).
+
+    Examples
+    --------
+    >>> plan_terms((9, 9), 1, (512, 512)).method, plan_terms((9, 9), 2, (512, 512)).rank
+    ('separable', 2)
+    """
+    data = tuple(max(1, int(n)) for n in data_shape)
+    mpix = (math.prod(data) if size is None else max(1, int(size))) / 1e6
+    method = "separable" if nterms == 1 else "lowrank"
+    macs = float(nterms * sum(shape))
+    t = estimate_time(method, macs, nterms * _stages(len(shape)), mpix)
+    why = f"the kernel's own {nterms} separable term(s): 1-D passes, never built dense"
+    return Plan(method, None, macs, why, t, terms=nterms)
 
 
 class SlowMethodWarning(UserWarning):
