@@ -15,8 +15,17 @@ Deliberate differences from scipy.ndimage (where scipy hurts users):
   ``cval`` (scipy issue 7644); the padded input of a 2-D filter is ``cval`` outside the image,
   so after a first pass the right padding for the next one is ``cval * sum(weights)``, which
   sepconv uses. With ``cval=0`` (the default) both agree.
-* **Precision.** float32 input is computed in float32 (scipy computes in float64); float64 and
-  integer input in float64. float16 and complex input raise ``TypeError``.
+* **Precision.** float32, bool and 8-bit input with a float32 or <= 16-bit integer result is
+  computed in float32 (scipy computes in float64); everything else in float64, so a float64
+  or 32/64-bit integer result always gets a float64 computation. float16 and complex input
+  raise ``TypeError``.
+* **bool** input and output are accepted; a bool result is rounded and saturated to 0/1 like
+  an integer one (scipy's cast makes every non-zero value True).
+
+Real inputs: any byte order (converted to native on the way in); NaN/Inf give the direct
+correlation's result for every plan of ``correlate`` (:mod:`sepconv.engine.nonfinite`) and
+scipy's pass-by-pass result for the named filters; integer results saturate at the exact ends
+of their range; passes far longer than their axis are folded exactly (``_modes.fold_pass``).
 """
 
 from __future__ import annotations
