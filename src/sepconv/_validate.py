@@ -16,6 +16,7 @@ __all__ = [
     "MAX_KERNEL_SIZE",
     "MAX_TAPS",
     "as_kernel",
+    "check_bool",
     "check_kernel_size",
     "check_nonnegative_int",
     "check_positive_float",
@@ -128,3 +129,10 @@ def per_axis(value: Any, ndim: int, name: str) -> list[Any]:
             f"{name} must be a scalar or a sequence of {ndim} values (one per axis), got {value!r}"
         )
     return values
+
+
+def check_bool(value: Any, name: str) -> bool:
+    """``True`` or ``False`` (a numpy bool too); ``0``/``1``, strings and ``None`` are refused."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)

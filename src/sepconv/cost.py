@@ -30,9 +30,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import numpy as np
-
-from ._validate import check_nonnegative_int, per_axis
+from ._validate import check_bool, check_nonnegative_int, per_axis
 
 __all__ = [
     "FFT_MACS_PER_LOG2",
@@ -169,12 +167,6 @@ def _channels(cin: Any, cout: Any, groups: Any = 1) -> tuple[int, int, int]:
     return cin, cout, groups
 
 
-def _check_bias(bias: Any) -> bool:
-    if not isinstance(bias, (bool, np.bool_)):
-        raise TypeError(f"bias must be True or False, got {bias!r}")
-    return bool(bias)
-
-
 def conv_macs(
     in_channels: int,
     out_channels: int,
@@ -213,7 +205,7 @@ def conv_params(
     (73728, 73856)
     """
     cin, cout, groups = _channels(in_channels, out_channels, groups)
-    bias = _check_bias(bias)
+    bias = check_bool(bias, "bias")
     return math.prod(_ksize(kernel_size, dims)) * (cin // groups) * cout + (cout if bias else 0)
 
 
@@ -257,7 +249,7 @@ def depthwise_separable_params(
     """
     cin, cout, _ = _channels(in_channels, out_channels)
     m = check_nonnegative_int(depth_multiplier, "depth_multiplier", minimum=1)
-    bias = _check_bias(bias)
+    bias = check_bool(bias, "bias")
     K = math.prod(_ksize(kernel_size, dims))
     return K * cin * m + cin * m * cout + ((cin * m + cout) if bias else 0)
 
@@ -364,7 +356,7 @@ def compare_conv(
     cin, cout, _ = _channels(in_channels, out_channels)
     for s in per_axis(stride, dims, "stride"):
         check_nonnegative_int(s, "stride", minimum=1)
-    bias = _check_bias(bias)
+    bias = check_bool(bias, "bias")
     pixels = None
     if input_size is not None:
         pixels = math.prod(

@@ -46,6 +46,7 @@ import numpy as np
 
 from sepconv._validate import (
     as_kernel,
+    check_bool,
     check_kernel_size,
     check_nonnegative_int,
     check_positive_float,
@@ -106,12 +107,6 @@ def _check_real(value: Any, name: str) -> float:
     if not math.isfinite(v):
         raise ValueError(f"{name} must be a finite number, got {value!r}")
     return v
-
-
-def _check_bool(value: Any, name: str) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be True or False, got {value!r}")
-    return bool(value)
 
 
 def _check_axis(axis: Any, ndim: int) -> int:
@@ -520,7 +515,7 @@ def _binomial_terms(
 ) -> Terms:
     n = _infer_ndim(ndim, size=size)
     sizes = [check_nonnegative_int(s, "size", minimum=1) for s in per_axis(size, n, "size")]
-    norm = _check_bool(normalize, "normalize")
+    norm = check_bool(normalize, "normalize")
     if max(sizes) > _BINOMIAL_TAPS:
         raise ValueError(
             f"size must be at most {_BINOMIAL_TAPS} for a binomial kernel (a longer one is a "
@@ -804,8 +799,8 @@ def disk(radius: float, *, antialias: bool = False, normalize: bool = True) -> n
     78.539816
     """
     r, big_r = _check_radius(radius, 2)
-    aa = _check_bool(antialias, "antialias")
-    norm = _check_bool(normalize, "normalize")
+    aa = check_bool(antialias, "antialias")
+    norm = check_bool(normalize, "normalize")
     off = np.arange(-big_r, big_r + 1, dtype=np.float64)
     yy, xx = np.meshgrid(off, off, indexing="ij")
     if not aa:
@@ -847,8 +842,8 @@ def ball(radius: float, *, antialias: bool = False, normalize: bool = True) -> n
     (7, 7, 7)
     """
     r, big_r = _check_radius(radius, 3)
-    aa = _check_bool(antialias, "antialias")
-    norm = _check_bool(normalize, "normalize")
+    aa = check_bool(antialias, "antialias")
+    norm = check_bool(normalize, "normalize")
     off = np.arange(-big_r, big_r + 1, dtype=np.float64)
     zz, yy, xx = np.meshgrid(off, off, off, indexing="ij")
     if not aa:
@@ -931,7 +926,7 @@ def line(length: float, *, angle: float = 0.0, normalize: bool = True) -> np.nda
     """
     n = check_positive_float(length, "length")
     a = _check_real(angle, "angle")
-    norm = _check_bool(normalize, "normalize")
+    norm = check_bool(normalize, "normalize")
     c, s = _cos_sin(a)
     half = n / 2.0
     r = max(0, math.ceil(half * max(abs(c), abs(s)) - 0.5)) + 1

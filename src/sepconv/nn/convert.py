@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .._validate import check_positive_float, check_tol
+from .._validate import check_bool, check_positive_float, check_tol
 from .factorize import (
     LayerReport,
     Rank,
@@ -481,8 +481,7 @@ def convert(
             raise ValueError(
                 "mac_budget needs calibration= or input_shape= (MACs depend on the input size)"
             )
-    if not isinstance(inplace, bool):
-        raise TypeError(f"inplace must be True or False, got {inplace!r}")
+    inplace = check_bool(inplace, "inplace")
 
     structured = _inside_structured(model)
     convs: dict[str, nn.Module] = {

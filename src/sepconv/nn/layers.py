@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._validate import check_nonnegative_int
+from .._validate import check_bool, check_nonnegative_int
 from ._args import AXIS_NAMES, ConvGeometry, check_channels, make_activation, make_norm
 
 __all__ = [
@@ -97,8 +97,7 @@ class _StructuredConv(nn.Module):
     ) -> ConvGeometry:
         cin, cout, groups = check_channels(in_channels, out_channels, groups)
         geo = ConvGeometry(self._dims, kernel_size, stride, padding, dilation, padding_mode)
-        if not isinstance(bias, bool):
-            raise TypeError(f"bias must be True or False, got {bias!r}")
+        bias = check_bool(bias, "bias")
         self.in_channels = cin
         self.out_channels = cout
         self.groups = groups

@@ -17,7 +17,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from .._validate import check_nonnegative_int, check_positive_float
+from .._validate import check_bool, check_nonnegative_int, check_positive_float
 from ._args import check_dims, make_activation, make_norm
 from .layers import (
     DepthwiseSeparableConv1d,
@@ -146,8 +146,7 @@ class MobileNetV1(nn.Module):
         resolution = check_nonnegative_int(resolution, "resolution", minimum=32)
         num_classes = check_nonnegative_int(num_classes, "num_classes", minimum=1)
         in_chans = check_nonnegative_int(in_chans, "in_chans", minimum=1)
-        if not isinstance(full_conv, bool):
-            raise TypeError(f"full_conv must be True or False, got {full_conv!r}")
+        full_conv = check_bool(full_conv, "full_conv")
 
         def ch(c: int) -> int:
             return max(1, int(c * width_mult))
