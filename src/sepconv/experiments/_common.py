@@ -1,4 +1,4 @@
-"""Shared pieces of the experiments: timing, reports, figures."""
+"""Shared pieces of the experiments: reports, figures (the timer is ``sepconv._timing``)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 import math
 import platform
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,6 @@ __all__ = [
     "Report",
     "Timer",
     "fmt",
-    "median_times",
     "setup_matplotlib",
     "shell_command",
     "write_index",
@@ -33,32 +32,6 @@ def setup_matplotlib() -> Any:
 
     plt.rcParams.update({"figure.dpi": 110, "axes.grid": True, "grid.alpha": 0.3})
     return plt
-
-
-def median_times(
-    fns: Mapping[str, Callable[..., object]], repeats: int = 5, budget_s: float = 3.0
-) -> dict[str, float]:
-    """Median seconds of each function: warm-up once, then alternate for ``repeats`` rounds.
-
-    A function whose warm-up took longer than ``budget_s`` is not repeated (its single,
-    post-warm-up time is reported) so slow references cannot blow the time budget.
-    """
-    slow = set()
-    for name, fn in fns.items():
-        t0 = time.perf_counter()
-        fn()
-        if time.perf_counter() - t0 > budget_s:
-            slow.add(name)
-    times: dict[str, list[float]] = {n: [] for n in fns}
-    names = list(fns)
-    for r in range(repeats):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
-            if name in slow and times[name]:
-                continue
-            t0 = time.perf_counter()
-            fns[name]()
-            times[name].append(time.perf_counter() - t0)
-    return {n: float(np.median(v)) for n, v in times.items()}
 
 
 class Timer:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from .. import cost
+from .._torch_threads import torch_threads
 from ._common import Report, Timer, setup_matplotlib
 
 SIZE = 24
@@ -102,8 +103,6 @@ def run(out: Path, *, quick: bool = False, progress: Any = None) -> Report:
     import torch
 
     report = Report("capacity", "What a depthwise-separable layer cannot represent", out, quick)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # 24x24 images: one thread beats waking a second
     seeds = [0, 1] if quick else [0, 1, 2, 3, 4]
     epochs = 5 if quick else 10
     n_train, n_test = (600, 400) if quick else (1500, 1000)
@@ -117,7 +116,7 @@ def run(out: Path, *, quick: bool = False, progress: Any = None) -> Report:
     acc: dict[str, list[float]] = {name: [] for name, _, _ in variants}
     standard_weights = None
     task = progress.add_task("capacity", total=len(seeds) * len(variants)) if progress else None
-    with Timer() as timer:
+    with Timer() as timer, torch_threads(1):  # 24x24 images: one thread beats waking a second
         for seed in seeds:
             rng = np.random.default_rng(1000 + seed)
             xtr, ytr = make_dataset(n_train, rng)
@@ -131,7 +130,6 @@ def run(out: Path, *, quick: bool = False, progress: Any = None) -> Report:
                     standard_weights = model.conv.weight.detach().numpy().copy()
                 if progress:
                     progress.advance(task)
-    torch.set_num_threads(threads)
     report.seconds = timer.seconds
     stats: dict[str, dict[str, Any]] = {
         n: {"mean": float(np.mean(v)), "std": float(np.std(v)), "runs": v} for n, v in acc.items()

@@ -17,10 +17,11 @@ import numpy as np
 from scipy import ndimage
 
 from .. import cost, kernels
+from .._timing import median_times
 from ..factor import separate
 from ..filters import correlate, gaussian_filter
 from ..plan import make_plan
-from ._common import Report, Timer, median_times, setup_matplotlib, shell_command
+from ._common import Report, Timer, setup_matplotlib, shell_command
 
 #: where ``sepconv demo`` writes when ``--out`` is not given
 DEFAULT_OUT = Path("sepconv-demo")

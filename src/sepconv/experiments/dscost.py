@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from .. import cost
-from ._common import Report, Timer, median_times, setup_matplotlib
+from .._timing import median_times
+from .._torch_threads import torch_threads
+from ._common import Report, Timer, setup_matplotlib
 
 
 def _torch_latency(cin: int, cout: int, k: int, size: int, repeats: int) -> dict[str, float]:
@@ -32,6 +34,30 @@ def _torch_latency(cin: int, cout: int, k: int, size: int, repeats: int) -> dict
             return m(x)
 
     return median_times({"standard": lambda: run(std), "ds": lambda: run(ds)}, repeats)
+
+
+def _latencies(
+    pairs: list[tuple[int, int]], size: int, repeats: int, progress: Any
+) -> list[dict[str, Any]]:
+    """Measured 3x3 standard and depthwise-separable latencies per channel pair."""
+    measured = []
+    task = progress.add_task("ds-cost latency", total=len(pairs)) if progress else None
+    for cin, cout in pairs:
+        t = _torch_latency(cin, cout, 3, size, repeats)
+        c = cost.compare_conv(cin, cout, 3)
+        measured.append(
+            {
+                "cin": cin,
+                "cout": cout,
+                "standard_ms": t["standard"] * 1e3,
+                "ds_ms": t["ds"] * 1e3,
+                "latency_ratio": t["standard"] / t["ds"],
+                "mac_ratio": c["ratio"]["macs"],
+            }
+        )
+        if progress:
+            progress.advance(task)
+    return measured
 
 
 def run(out: Path, *, quick: bool = False, progress: Any = None) -> Report:
@@ -55,31 +81,16 @@ def run(out: Path, *, quick: bool = False, progress: Any = None) -> Report:
     size = 28 if quick else 56
     repeats = 3 if quick else 7
     try:
-        import torch
+        import torch  # noqa: F401
 
-        torch.set_num_threads(2)
         have_torch = True
     except ImportError:  # pragma: no cover - torch is an extra
         have_torch = False
     measured = []
     with Timer() as timer:
         if have_torch:
-            task = progress.add_task("ds-cost latency", total=len(pairs)) if progress else None
-            for cin, cout in pairs:
-                t = _torch_latency(cin, cout, 3, size, repeats)
-                c = cost.compare_conv(cin, cout, 3)
-                measured.append(
-                    {
-                        "cin": cin,
-                        "cout": cout,
-                        "standard_ms": t["standard"] * 1e3,
-                        "ds_ms": t["ds"] * 1e3,
-                        "latency_ratio": t["standard"] / t["ds"],
-                        "mac_ratio": c["ratio"]["macs"],
-                    }
-                )
-                if progress:
-                    progress.advance(task)
+            with torch_threads(2):
+                measured = _latencies(pairs, size, repeats, progress)
     report.seconds = timer.seconds
 
     c = cost.compare_conv(64, 128, 3)

@@ -14,7 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from ._common import Report, Timer, median_times, setup_matplotlib
+from .._timing import median_times
+from .._torch_threads import torch_threads
+from ._common import Report, Timer, setup_matplotlib
 
 
 def load_digits_16() -> tuple[np.ndarray, np.ndarray]:
@@ -54,6 +56,7 @@ def _accuracy(model: Any, x: Any, y: Any) -> float:
 
 def run(out: Path, *, quick: bool = False, progress: Any = None) -> Report:
     import copy
+    import functools
 
     import torch
     from torch import nn
@@ -62,8 +65,6 @@ def run(out: Path, *, quick: bool = False, progress: Any = None) -> Report:
     from ..nn.models import small_cnn
 
     report = Report("layers", "Early vs late layers made depthwise-separable", out, quick)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # 16x16 images: one thread beats waking a second
     epochs, tune = (4, 1) if quick else (15, 3)
     x, y = load_digits_16()
     rng = np.random.default_rng(0)
@@ -74,7 +75,7 @@ def run(out: Path, *, quick: bool = False, progress: Any = None) -> Report:
     xte, yte = torch.from_numpy(x[te]), torch.from_numpy(y[te])
     rows: list[dict[str, Any]] = []
     task = progress.add_task("layers", total=4) if progress else None
-    with Timer() as timer:
+    with Timer() as timer, torch_threads(1):  # 16x16 images: one thread beats waking a second
         torch.manual_seed(0)
         base = small_cnn("standard", in_chans=1, num_classes=10, width=16, depth=4, resolution=16)
         _fit(base, xtr, ytr, epochs, seed=0)
@@ -141,11 +142,10 @@ def run(out: Path, *, quick: bool = False, progress: Any = None) -> Report:
                 return m(xb)
 
         t = median_times(
-            {k: (lambda m=m: infer(m)) for k, m in models.items()}, repeats=5 if quick else 9
+            {k: functools.partial(infer, m) for k, m in models.items()}, repeats=5 if quick else 9
         )
         for r in rows:
             r["latency_ms"] = t[r["variant"]] * 1e3
-    torch.set_num_threads(threads)
     report.seconds = timer.seconds
     report.results.update(rows=rows, convs=convs, epochs=epochs, fine_tune_epochs=tune)
     report.text(

@@ -15,10 +15,11 @@ from typing import Any
 import numpy as np
 
 from .. import kernels
+from .._timing import median_times
 from ..factor import separate
 from ..filters import correlate
 from ..plan import make_plan
-from ._common import Report, Timer, median_times, setup_matplotlib
+from ._common import Report, Timer, setup_matplotlib
 
 
 def rotated_gaussian(

@@ -14,8 +14,9 @@ import numpy as np
 from scipy import ndimage
 
 from .. import cost, kernels
+from .._timing import median_times
 from ..filters import correlate
-from ._common import Report, Timer, median_times, setup_matplotlib
+from ._common import Report, Timer, setup_matplotlib
 
 
 def _kernel(k: int, ndim: int) -> tuple[np.ndarray, np.ndarray]:

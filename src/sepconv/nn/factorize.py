@@ -38,8 +38,7 @@ output shape for every setting, and exactly its output when the factorization is
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -47,6 +46,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import cost
+from .._torch_threads import torch_threads
 from .._validate import check_nonnegative_int, check_tol
 from ._args import ConvGeometry, same_pads
 from .layers import (
@@ -372,7 +372,7 @@ def _tail2(S: Tensor) -> Tensor:
 
 def _svd(M: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Thin SVD of a (batch of) matrices, on ``LINALG_THREADS`` threads."""
-    with _num_threads(LINALG_THREADS):
+    with torch_threads(LINALG_THREADS):
         U, S, Vh = torch.linalg.svd(M, full_matrices=False)
     return U, S, Vh
 
@@ -590,7 +590,7 @@ def cp_als(
     certified optimum). A tiny ridge (1e-12 of the Gram's scale) keeps the normal equations
     solvable for rank-deficient factors.
     """
-    with _num_threads(LINALG_THREADS):
+    with torch_threads(LINALG_THREADS):
         return _cp_als(T, rank, max_iter=max_iter, target=target, seed=seed)
 
 
@@ -599,18 +599,6 @@ def cp_als(
 #: measured 2-50x *slower* than one thread (thread hand-off dominates), e.g. a 512x512 eigh
 #: 0.07 s on one thread and 0.25-7 s on two.
 LINALG_THREADS = 1
-
-
-@contextmanager
-def _num_threads(n: int) -> Iterator[None]:
-    old = torch.get_num_threads()
-    if n != old:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        if n != old:
-            torch.set_num_threads(old)
 
 
 def _cp_als(T: Tensor, rank: int, *, max_iter: int, target: float, seed: int) -> _CPFit:
@@ -930,7 +918,7 @@ def _refine(layer: Any, c: _Conv, x: Tensor, y: Tensor, *, chunk: int = 8) -> st
             w0 = torch.cat([w0, last.bias.detach().double().reshape(g, 1, og)], 1)
         lam = REFIT_RIDGE * G.diagonal(dim1=1, dim2=2).mean(1).clamp_min(1e-300)[:, None, None]
         eye_f = torch.eye(n_feat, dtype=torch.float64, device=c.device)
-        with _num_threads(LINALG_THREADS):
+        with torch_threads(LINALG_THREADS):
             theta = torch.linalg.solve(G + lam * eye_f, R + lam * w0)  # (g, n_feat, og)
         w = theta[:, : cg * taps, :].permute(0, 2, 1).reshape(c.cout, cg, *last.kernel_size)
         last.weight.copy_(w.to(last.weight.dtype))

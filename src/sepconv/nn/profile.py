@@ -21,7 +21,6 @@ from __future__ import annotations
 import copy
 import itertools
 import math
-import statistics
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -32,6 +31,8 @@ import torch
 from torch import Tensor, nn
 
 from .. import cost
+from .._timing import median_time, sample_times
+from .._torch_threads import torch_threads
 from .._validate import check_nonnegative_int
 
 __all__ = ["LayerProfile", "MachineRates", "Profile", "count", "machine_rates", "profile"]
@@ -88,35 +89,6 @@ class MachineRates:
 _RATES: dict[int, MachineRates] = {}
 
 
-def _times(fn: Callable[[], Any], warmup: int, repeats: int, inner: int = 1) -> list[float]:
-    """Seconds per call of ``repeats`` samples of ``inner`` calls each, after warm-up."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(inner):
-            fn()
-        times.append((time.perf_counter() - t0) / inner)
-    return times
-
-
-def _median_time(fn: Callable[[], Any], warmup: int, repeats: int, inner: int = 1) -> float:
-    """Median seconds per call over ``repeats`` samples of ``inner`` calls, after warm-up."""
-    return statistics.median(_times(fn, warmup, repeats, inner))
-
-
-@contextmanager
-def _threads(n: int | None) -> Iterator[int]:
-    old = torch.get_num_threads()
-    if n is not None:
-        torch.set_num_threads(n)
-    try:
-        yield torch.get_num_threads()
-    finally:
-        torch.set_num_threads(old)
-
-
 #: Sizes (bytes per tensor) of the copies behind the bandwidth curve.
 COPY_SIZES = tuple(2**k for k in range(13, 28, 2))  # 8 KiB ... 128 MiB
 
@@ -136,7 +108,7 @@ def machine_rates(threads: int | None = None, *, refresh: bool = False) -> Machi
     """
     if threads is not None:
         threads = check_nonnegative_int(threads, "threads", minimum=1)
-    with _threads(threads) as n:
+    with torch_threads(threads) as n:
         if n in _RATES and not refresh:
             return _RATES[n]
         gen = torch.Generator().manual_seed(0)
@@ -147,13 +119,15 @@ def machine_rates(threads: int | None = None, *, refresh: bool = False) -> Machi
                 a = torch.randn(size, size, generator=gen)
                 b = torch.randn(size, size, generator=gen)
                 out = torch.empty(size, size)
-                t = min(_times(lambda: torch.matmul(a, b, out=out), 1, 5))  # noqa: B023
+                t = min(sample_times(lambda: torch.matmul(a, b, out=out), repeats=5))  # noqa: B023
                 gemm = max(gemm, size**3 / t)
             for nbytes in COPY_SIZES:
                 src = torch.ones(nbytes // 4)
                 dst = torch.empty_like(src)
                 inner = max(1, 2**22 // nbytes)
-                t = min(_times(lambda: dst.copy_(src), 2, 7, inner))  # noqa: B023
+                t = min(
+                    sample_times(lambda: dst.copy_(src), repeats=7, warmup=2, inner=inner)  # noqa: B023
+                )
                 curve.append((2 * nbytes, 2 * nbytes / t))
         rates = MachineRates(gemm, curve[-1][1], n, tuple(curve))
         _RATES[n] = rates
@@ -736,7 +710,7 @@ def profile(
     result = Profile(name or type(model).__name__, shape, layers, params)
     if not measure:
         return result
-    with _threads(threads) as n:
+    with torch_threads(threads) as n:
         result.rates = machine_rates(n)
         _measure(
             model, example, result, fold_bn, memory_format, inference_mode, compile, warmup,
@@ -787,7 +761,7 @@ def _measure(
             for f in (torch.contiguous_format, fmt):
                 m = copy.deepcopy(prepared).to(memory_format=f)  # type: ignore[call-overload]
                 x = _to_format(example, f)
-                timed[f] = _median_time(lambda: m(x), 1, 3)  # noqa: B023
+                timed[f] = median_time(lambda: m(x), repeats=3)  # noqa: B023
             fmt = min(timed, key=lambda f: timed[f])
         prepared = prepared.to(memory_format=fmt)  # type: ignore[call-overload]
         x = _to_format(example, fmt)
@@ -826,7 +800,7 @@ def _measure(
             args = inputs.get(row.name)
             if m is None or args is None:
                 continue
-            t = _median_time(lambda: m(*args), warmup, repeats)  # noqa: B023
+            t = median_time(lambda: m(*args), repeats=repeats, warmup=warmup)  # noqa: B023
             out = m(*args)
             macs, _ = _macs(m, _first_tensor(args), _first_tensor(out))  # type: ignore[arg-type]
             pbytes = sum(p.numel() * p.element_size() for p in m.parameters(recurse=False))
@@ -838,13 +812,13 @@ def _measure(
             if row.calls > 1:
                 row.note = (row.note + "; " if row.note else "") + f"{row.calls} calls"
         if not compile:
-            result.latency_s = _median_time(lambda: prepared(x), warmup, repeats)
+            result.latency_s = median_time(lambda: prepared(x), repeats=repeats, warmup=warmup)
     if compile:
         with torch.no_grad():
             t0 = time.perf_counter()
             runner = compiled(prepared, x, compile)
             settings["compile_s"] = round(time.perf_counter() - t0, 2)
-            result.latency_s = _median_time(lambda: runner(x), warmup + 2, repeats)
+            result.latency_s = median_time(lambda: runner(x), repeats=repeats, warmup=warmup + 2)
     result.settings = settings
 
 
