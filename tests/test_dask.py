@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import sepconv
+from _helpers import MODES, assert_close, rand
 
 da = pytest.importorskip("dask.array")
 dask = pytest.importorskip("dask")
@@ -28,29 +29,7 @@ sdask = pytest.importorskip("sepconv.dask")
 
 pytestmark = pytest.mark.engine
 
-MODES = [
-    "reflect",
-    "constant",
-    "nearest",
-    "mirror",
-    "wrap",
-    "grid-mirror",
-    "grid-constant",
-    "grid-wrap",
-]
-
-
-def assert_same(got, ref, tol: float = 1e-12) -> None:
-    got = np.asarray(got, dtype=np.float64)
-    ref = np.asarray(ref, dtype=np.float64)
-    assert got.shape == ref.shape
-    scale = max(1.0, float(np.abs(ref).max())) if ref.size else 1.0
-    diff = float(np.abs(got - ref).max()) if ref.size else 0.0
-    assert diff <= tol * scale, f"max abs diff {diff:.3g} > {tol * scale:.3g}"
-
-
-def rand(shape, seed=0, dtype=np.float64):
-    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+assert_same = assert_close  # relative to max(1, max|ref|), 1e-12 unless told
 
 
 @st.composite

@@ -15,41 +15,18 @@ from hypothesis import strategies as st
 from scipy import ndimage
 
 import sepconv
+from _helpers import MODES, rand
+from _helpers import assert_close as close
 from sepconv import kernels
 
 pytestmark = pytest.mark.engine
 
-MODES = [
-    "reflect",
-    "constant",
-    "nearest",
-    "mirror",
-    "wrap",
-    "grid-mirror",
-    "grid-constant",
-    "grid-wrap",
-]
 METHODS = ["auto", "direct", "lowrank", "fft"]
 
 
 def assert_close(got: np.ndarray, ref: np.ndarray, dtype=np.float64, scale=None) -> None:
     """1e-12 (float64) / 1e-5 (float32) relative to the size of the result."""
-    ref = np.asarray(ref, dtype=np.float64)
-    got_f = np.asarray(got, dtype=np.float64)
-    assert got_f.shape == ref.shape
-    tol = 1e-12 if np.dtype(dtype) == np.float64 else 1e-5
-    if scale is None:
-        finite = ref[np.isfinite(ref)]
-        scale = max(1.0, float(np.abs(finite).max())) if finite.size else 1.0
-    diff = np.abs(got_f - ref)
-    bad = ~(diff <= tol * scale)
-    same_nonfinite = (np.isnan(got_f) & np.isnan(ref)) | (got_f == ref)
-    bad &= ~same_nonfinite
-    assert not bad.any(), f"max abs diff {np.nanmax(diff):.3g} > {tol * scale:.3g}"
-
-
-def rand(shape, seed=0, dtype=np.float64):
-    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+    close(got, ref, 1e-12 if np.dtype(dtype) == np.float64 else 1e-5, scale)
 
 
 # ---------------------------------------------------------------------------------------------

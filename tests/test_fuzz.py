@@ -75,21 +75,12 @@ from hypothesis import strategies as st
 from scipy import ndimage
 
 import sepconv
+from _helpers import MODES
 
 HAVE_DASK = importlib.util.find_spec("dask") is not None
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
 N_EXAMPLES = int(os.environ.get("SEPCONV_FUZZ_EXAMPLES", "1000"))
 
-MODES = [
-    "reflect",
-    "constant",
-    "nearest",
-    "mirror",
-    "wrap",
-    "grid-mirror",
-    "grid-constant",
-    "grid-wrap",
-]
 #: np.pad's name for each scipy mode (checked against scipy for pads longer than the axis).
 NP_PAD = {
     "reflect": "symmetric",

@@ -16,35 +16,18 @@ from hypothesis import strategies as st
 from scipy import ndimage
 
 import sepconv
+from _helpers import MODES, rand
+from _helpers import assert_close as close
 
 torch = pytest.importorskip("torch")
 storch = pytest.importorskip("sepconv.torch")
 
-MODES = [
-    "reflect",
-    "constant",
-    "nearest",
-    "mirror",
-    "wrap",
-    "grid-mirror",
-    "grid-constant",
-    "grid-wrap",
-]
 TOL = {torch.float64: 1e-12, torch.float32: 2e-6, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
 def assert_close(got, ref, dtype=torch.float64) -> None:
-    got = got.detach().cpu().to(torch.float64).numpy() if isinstance(got, torch.Tensor) else got
-    ref = np.asarray(ref, dtype=np.float64)
-    assert got.shape == ref.shape
-    scale = max(1.0, float(np.abs(ref).max())) if ref.size else 1.0
-    diff = float(np.abs(got - ref).max()) if ref.size else 0.0
-    assert diff <= TOL[dtype] * scale, f"max abs diff {diff:.3g} > {TOL[dtype] * scale:.3g}"
-
-
-def rand(shape, seed=0):
-    return np.random.default_rng(seed).standard_normal(shape)
+    close(got, ref, TOL[dtype])
 
 
 # ----------------------------------------------------------------------------------------------

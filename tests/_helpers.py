@@ -1,0 +1,54 @@
+"""What several test files share: scipy's border modes, random data and one closeness check.
+
+Imported by the test modules (``from _helpers import ...``: pytest puts ``tests/`` on the
+path). The references stay independent of sepconv: the mode names are scipy.ndimage's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+#: scipy.ndimage's border modes (each spelling that behaves differently).
+MODES = [
+    "reflect",
+    "constant",
+    "nearest",
+    "mirror",
+    "wrap",
+    "grid-mirror",
+    "grid-constant",
+    "grid-wrap",
+]
+
+
+def rand(shape: Any, seed: int = 0, dtype: Any = np.float64) -> np.ndarray:
+    """Standard normal samples of ``shape`` from a seeded generator."""
+    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+
+
+def to_numpy(a: Any) -> np.ndarray:
+    """float64 numpy copy of an array, a dask array or a torch tensor (any device)."""
+    if hasattr(a, "detach"):  # torch
+        a = a.detach().cpu().double().numpy()
+    return np.asarray(a, dtype=np.float64)
+
+
+def assert_close(got: Any, ref: Any, tol: float = 1e-12, scale: float | None = None) -> None:
+    """``|got - ref| <= tol * scale`` everywhere, and the same shape.
+
+    ``scale`` defaults to ``max(1, max |ref|)`` over the finite values of ``ref``; a NaN or
+    infinite value in ``ref`` must be matched exactly (NaN by NaN, +Inf by +Inf).
+    """
+    ref = to_numpy(ref)
+    got_f = to_numpy(got)
+    assert got_f.shape == ref.shape
+    if scale is None:
+        finite = ref[np.isfinite(ref)]
+        scale = max(1.0, float(np.abs(finite).max())) if finite.size else 1.0
+    diff = np.abs(got_f - ref)
+    bad = ~(diff <= tol * scale)
+    same_nonfinite = (np.isnan(got_f) & np.isnan(ref)) | (got_f == ref)
+    bad &= ~same_nonfinite
+    assert not bad.any(), f"max abs diff {np.nanmax(diff):.3g} > {tol * scale:.3g}"
