@@ -220,7 +220,7 @@ def test_user_errors_name_the_parameter() -> None:
 
 
 def test_auto_strategy_fuses_large_chunks_and_splits_passes_for_small_ones() -> None:
-    from sepconv.dask import _choose
+    from sepconv.backends.dask import choose as _choose
 
     g = sepconv.kernels.gaussian1d(3.0)  # 25 taps
     terms = [(1.0, [(0, g, 0), (1, g, 0), (2, g, 0)])]
@@ -231,24 +231,24 @@ def test_auto_strategy_fuses_large_chunks_and_splits_passes_for_small_ones() -> 
 
 def test_pass_by_pass_reads_only_the_halo_of_each_pass_axis() -> None:
     """With strategy 'passes' the window of a pass along axis a grows along a only."""
-    import sepconv.dask as mod
+    import sepconv.backends.dask as mod
 
     seen: list[tuple[int, ...]] = []
-    original = mod._terms_block
+    original = mod._job_block
 
     def spy(block, **kw):
         seen.append(block.shape)
         return original(block, **kw)
 
     x = da.from_array(rand((40, 40)), chunks=10)
-    mod._terms_block = spy
+    mod._job_block = spy
     try:
         with sdask.strategy("passes"):
             sepconv.gaussian_filter(x, 2.0).compute(scheduler="sync")  # radius 8
         with sdask.strategy("fused"):
             sepconv.gaussian_filter(x, 2.0).compute(scheduler="sync")
     finally:
-        mod._terms_block = original
+        mod._job_block = original
     passes, fused = seen[:32], seen[32:]
     assert sorted(set(passes)) == [(10, 26), (26, 10)]
     assert set(fused) == {(26, 26)}

@@ -32,27 +32,24 @@ from __future__ import annotations
 
 import math
 import operator
-import sys
 from collections.abc import Sequence
 from dataclasses import replace
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 
-from . import engine, kernels
+from . import backends, kernels
 from ._modes import (
-    check_input,
-    fold_pass,
-    native,
     normalize_axes,
     normalize_mode,
     normalize_modes,
     normalize_origins,
-    resolve_output,
     work_dtype,
 )
 from ._validate import as_kernel, check_kernel_size, check_nonnegative_int, check_tol, per_axis
 from .factor import Factorization, kernel_precision
+from .job import Job, Pass, dense_job, terms_job
 from .plan import make_plan
 
 __all__ = [
@@ -72,9 +69,6 @@ __all__ = [
     "uniform_filter1d",
 ]
 
-# A pass is (axis, 1-D weights, origin); a term is (weight, passes); a filter is a sum of terms.
-Pass = tuple[int, np.ndarray, int]
-Term = tuple[float, list[Pass]]
 
 _DOCS = {
     "input": "input : array_like\n        Input array: float32, float64 or any integer dtype.",
@@ -126,39 +120,13 @@ def _docfill(fn: Any) -> Any:
 # ----------------------------------------------------------------------------------------------
 
 
-def _backend(x: Any) -> Any:
-    """``sepconv.dask`` for a dask array, ``sepconv.torch`` for a torch tensor, else None.
-
-    Checked without importing dask or torch: an object can only be one of theirs if its
-    library is already loaded. Every filter accepts these inputs: the argument checks and the
-    terms are shared, and the backend runs them (lazily, or on the tensor's device).
-    """
-    if isinstance(x, np.ndarray):
-        return None
-    da = sys.modules.get("dask.array")
-    if da is not None and isinstance(x, da.Array):
-        from . import dask as dask_backend
-
-        return dask_backend
-    torch = sys.modules.get("torch")
-    if torch is not None and isinstance(x, torch.Tensor):
-        from . import torch as torch_backend
-
-        return torch_backend
-    return None
-
-
-def _output(output: Any, x: Any) -> tuple[Any, Any]:
-    backend = _backend(x)
-    return resolve_output(output, x) if backend is None else backend.resolve_output(output, x)
-
-
-def _input(x: Any) -> np.ndarray:
-    backend = _backend(x)
-    arr = check_input(x) if backend is None else backend.check_input(x)
+def _input(x: Any) -> tuple[ModuleType, Any]:
+    """The backend for ``x`` (by its array library) and the checked input."""
+    backend = backends.for_array(x)
+    arr = backend.check_input(x)
     if arr.ndim == 0:
         raise ValueError("input must have at least one dimension, got a 0-d array")
-    return arr
+    return backend, arr
 
 
 def _cval(cval: Any) -> float:
@@ -188,119 +156,19 @@ def _mode_map(mode: Any, axes: Sequence[int]) -> dict[int, str]:
     return dict(zip(axes, normalize_modes(mode, len(axes)), strict=True))
 
 
-# ----------------------------------------------------------------------------------------------
-# execution
-# ----------------------------------------------------------------------------------------------
+def _run(backend: ModuleType, x: Any, job: Job, dtype: Any, out: Any, workers: Any) -> Any:
+    """Hand the job to the backend (``dtype``, ``out``: the resolved ``output`` argument).
 
-
-def _work(x: np.ndarray, wd: np.dtype) -> np.ndarray:
-    """C-contiguous, native-endian working copy in ``wd`` (a view when already so)."""
-    return np.ascontiguousarray(x, dtype=wd)
-
-
-def _engine_input(x: np.ndarray, wd: np.dtype) -> np.ndarray:
-    """What the separable engine reads: floats in the work dtype ``wd``; 8/16-bit ints (and
-    bool, as uint8) as they are, in native byte order (the first pass converts while reading,
-    so no converted copy is made)."""
-    if x.dtype.kind == "b":
-        return np.ascontiguousarray(x).view(np.uint8)
-    if x.dtype.kind in "iu" and x.dtype.itemsize <= 2:
-        return np.ascontiguousarray(x, dtype=native(x.dtype))
-    return _work(x, wd)
-
-
-def _target(x: np.ndarray, wd: np.dtype, out: np.ndarray | None) -> np.ndarray | None:
-    """The user's output array when the engine can write the result straight into it."""
-    if (
-        out is not None
-        and out.dtype == wd
-        and out.flags.c_contiguous
-        and not np.may_share_memory(out, x)
-    ):
-        return out
-    return None
-
-
-def _finish(result: np.ndarray, x: np.ndarray, dtype: np.dtype, out: np.ndarray | None):
-    """Round/saturate to an integer (or bool) dtype once, then write into ``out`` or return
-    a new array of ``dtype``."""
-    if result is out:
-        return out
-    if dtype.kind in "iub":
-        direct = out is not None and out.dtype == dtype and dtype.isnative
-        target = out if out is not None and direct else np.empty(x.shape, native(dtype))
-        engine.round_saturate(result, target)
-        if out is not None and target is not out:
-            np.copyto(out, target, casting="unsafe")
-            return out
-        return target if target.dtype == dtype else target.astype(dtype)
-    if out is not None:
-        np.copyto(out, result, casting="unsafe")
-        return out
-    if np.may_share_memory(result, x):
-        return np.array(result, dtype=dtype, copy=True)
-    return result.astype(dtype, copy=False)
-
-
-#: Multiply-adds below which a filter runs on one thread: waking a second thread costs more
-#: than it saves, and on a busy machine a parallel region can wait a whole scheduler slice
-#: (milliseconds) for its second core.
-SERIAL_WORK = 2**22
-
-
-def _threads_for(workers: Any, size: int, macs: float) -> int:
-    """Threads for ``size`` outputs at ``macs`` multiply-adds each (``workers`` is the cap)."""
-    cap = engine.check_workers(workers)
-    return max(1, min(cap, int(size * macs // SERIAL_WORK)))
-
-
-def _fold(x: Any, terms: Sequence[Term], modes: dict[int, str]) -> list[Term]:
-    """Passes with kernels much longer than their axis folded to at most ~2n taps
-    (``_modes.fold_pass``), so a huge sigma or size costs what the data's size allows.
-
-    Exact for finite data; with Inf in the data the taps stay apart (folded weights would turn
-    ``inf * w1 - inf * w2``, which is NaN, into an infinity)."""
-    folded = [
-        (weight, [(a, *fold_pass(w, o, x.shape[a], modes[a])) for a, w, o in passes])
-        for weight, passes in terms
-    ]
-    changed = any(
-        len(f[1]) != len(p[1])
-        for (_, fp), (_, pp) in zip(folded, terms, strict=True)
-        for f, p in zip(fp, pp, strict=True)
-    )
-    if changed and _has_nonfinite(x):
-        return list(terms)
-    return folded
-
-
-def _has_nonfinite(x: Any) -> bool:
-    """Whether a float array (numpy, torch or dask: computed) holds NaN or Inf."""
-    kind = getattr(x.dtype, "kind", None)
-    if kind is not None and kind != "f":
-        return False
-    if kind is None:  # a torch tensor
-        if not x.is_floating_point():
-            return False
-        return not bool(x.isfinite().all())
-    finite = np.isfinite(x).all()
-    return not bool(finite.compute() if hasattr(finite, "compute") else finite)
-
-
-def _run(x: np.ndarray, terms, modes, cval, dtype, out, workers) -> np.ndarray:
-    """Run a sum of separable terms through the engine and deliver it as ``output`` asks."""
-    terms = _fold(x, terms, modes)
-    if _backend(x) is not None:
-        return _backend(x).run_terms(x, terms, modes, cval, dtype, out, workers)
-    macs = sum(len(w) for _, passes in terms for _, w, _ in passes) or 1
-    nthreads = _threads_for(workers, x.size, macs)
-    wd = work_dtype(x.dtype, dtype)
-    if x.size == 0:
-        return _finish(np.empty(x.shape, dtype=wd), x, dtype, out)
-    xe = _engine_input(x, wd)
-    with engine.threads(nthreads):
-        result = engine.separable(xe, terms, modes, cval, out=_target(x, wd, out), dtype=wd)
-        return _finish(result, x, dtype, out)
+    Passes far longer than their axis are folded onto the border extension first
+    (``Job.folded``: a huge sigma or size costs what the data's size allows), unless the data
+    holds NaN/Inf, where folded weights would turn ``inf * w1 - inf * w2`` (NaN) into an
+    infinity.
+    """
+    if not job.dense and job.kernel is None:
+        folded = job.folded(x.shape)
+        if folded is not job and not backend.has_nonfinite(x):
+            job = folded
+    return backend.run(x, job, dtype, out, workers)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -345,14 +213,14 @@ def correlate1d(
     >>> sepconv.correlate1d(np.array([2, 8, 0, 4, 1, 9, 9, 0]), [1, 3])
     array([ 8, 26,  8, 12,  7, 28, 36,  9])
     """
-    x = _input(input)
+    backend, x = _input(input)
     w = _weights1d(weights)
     ax = _axis(axis, x.ndim)
     m = {ax: normalize_mode(mode)}
     (o,) = normalize_origins(origin, [len(w)])
     c = _cval(cval)
-    dtype, out = _output(output, x)
-    return _run(x, [(1.0, [(ax, w, o)])], m, c, dtype, out, workers)
+    dtype, out = backend.resolve_output(output, x)
+    return _run(backend, x, terms_job([(1.0, [(ax, w, o)])], m, c), dtype, out, workers)
 
 
 @_docfill
@@ -532,13 +400,13 @@ def gaussian_filter(
     >>> sepconv.gaussian_filter(x, 1)[2].round(4)
     array([0.0233, 0.0966, 0.1592, 0.0966, 0.0233])
     """
-    x = _input(input)
+    backend, x = _input(input)
     ax = normalize_axes(axes, x.ndim)
     terms = [(1.0, _gaussian_passes(ax, sigma, order, truncate, radius))]
     modes = _mode_map(mode, ax)
     c = _cval(cval)
-    dtype, out = _output(output, x)
-    return _run(x, terms, modes, c, dtype, out, workers)
+    dtype, out = backend.resolve_output(output, x)
+    return _run(backend, x, terms_job(terms, modes, c), dtype, out, workers)
 
 
 def _gaussian_passes(axes, sigma, order, truncate, radius) -> list[Pass]:
@@ -592,31 +460,32 @@ def uniform_filter(
            [3.33333333, 4.        , 4.66666667],
            [5.33333333, 6.        , 6.66666667]])
     """
-    x = _input(input)
+    backend, x = _input(input)
     ax = normalize_axes(axes, x.ndim)
     sizes = [check_nonnegative_int(s, "size", minimum=1) for s in per_axis(size, len(ax), "size")]
     for s in sizes:
         check_kernel_size([s], f"size={size!r}")
     origins = normalize_origins(origin, sizes)
-    passes = [
-        (a, np.full(s, 1.0 / s), o) for a, s, o in zip(ax, sizes, origins, strict=True) if s > 1
-    ]
+    ((_, vectors),) = kernels.KERNEL_TERMS[kernels.box](sizes)
+    passes = list(zip(ax, vectors, origins, strict=True))
     modes = _mode_map(mode, ax)
     c = _cval(cval)
-    dtype, out = _output(output, x)
-    return _run(x, [(1.0, passes)], modes, c, dtype, out, workers)
+    dtype, out = backend.resolve_output(output, x)
+    return _run(backend, x, terms_job([(1.0, passes)], modes, c), dtype, out, workers)
 
 
-def _derivative(input, axis, output, mode, cval, smooth, workers) -> np.ndarray:
-    x = _input(input)
+def _derivative(input, axis, output, mode, cval, builder, workers) -> np.ndarray:
+    """``sobel``/``prewitt``: the kernel's own separable term (``kernels.KERNEL_TERMS``),
+    derivative along ``axis`` and smoothing along every other axis."""
+    backend, x = _input(input)
     ax = _axis(axis, x.ndim)
     all_axes = tuple(range(x.ndim))
     modes = _mode_map(mode, all_axes)
-    passes: list[Pass] = [(ax, np.array([-1.0, 0.0, 1.0]), 0)]
-    passes += [(a, np.array(smooth, dtype=float), 0) for a in all_axes if a != ax]
+    ((_, vectors),) = kernels.KERNEL_TERMS[builder](ax, ndim=x.ndim)
+    passes = [(a, v, 0) for a, v in zip(all_axes, vectors, strict=True)]
     c = _cval(cval)
-    dtype, out = _output(output, x)
-    return _run(x, [(1.0, passes)], modes, c, dtype, out, workers)
+    dtype, out = backend.resolve_output(output, x)
+    return _run(backend, x, terms_job([(1.0, passes)], modes, c), dtype, out, workers)
 
 
 @_docfill
@@ -648,7 +517,7 @@ def sobel(
            [4., 8., 4.],
            [4., 8., 4.]])
     """
-    return _derivative(input, axis, output, mode, cval, [1.0, 2.0, 1.0], workers)
+    return _derivative(input, axis, output, mode, cval, kernels.sobel, workers)
 
 
 @_docfill
@@ -678,7 +547,7 @@ def prewitt(
     >>> sepconv.prewitt(np.arange(9.0).reshape(3, 3), axis=0)[1]
     array([18., 18., 18.])
     """
-    return _derivative(input, axis, output, mode, cval, [1.0, 1.0, 1.0], workers)
+    return _derivative(input, axis, output, mode, cval, kernels.prewitt, workers)
 
 
 @_docfill
@@ -710,20 +579,23 @@ def laplace(
            [ 1., -4.,  1.],
            [ 0.,  1.,  0.]])
     """
-    x = _input(input)
+    backend, x = _input(input)
     ax = normalize_axes(axes, x.ndim)
-    stencil = np.array([1.0, -2.0, 1.0])
-    terms: list[Term] = [(1.0, [(a, stencil, 0)]) for a in ax]
+    # the kernel's own terms: [1, -2, 1] along one axis, the centred delta (dropped) elsewhere
+    named = kernels.KERNEL_TERMS[kernels.laplace](ndim=len(ax))
+    terms = [(w, [(a, v, 0) for a, v in zip(ax, vs, strict=True)]) for w, vs in named]
     modes = _mode_map(mode, ax)
     c = _cval(cval)
-    dtype, out = _output(output, x)
-    return _run(x, terms, modes, c, dtype, out, workers)
+    dtype, out = backend.resolve_output(output, x)
+    job = terms_job(terms, modes, c, drop_deltas=True)
+    return _run(backend, x, job, dtype, out, workers)
 
 
-def _gaussian_derivative_terms(x, sigma, axes, truncate, radius, order_of) -> list[list[Pass]]:
+def _gaussian_derivative_terms(sigma, axes, truncate, radius, order_of) -> list[tuple]:
+    """One term per filtered axis ``i``: Gaussian derivatives of order ``order_of(i, j)``."""
     n = len(axes)
     return [
-        _gaussian_passes(axes, sigma, [order_of(i, j) for j in range(n)], truncate, radius)
+        (1.0, _gaussian_passes(axes, sigma, [order_of(i, j) for j in range(n)], truncate, radius))
         for i in range(n)
     ]
 
@@ -762,13 +634,13 @@ def gaussian_laplace(
     >>> float(sepconv.gaussian_laplace(x, 1.0)[4, 4].round(4))
     -0.3183
     """
-    x = _input(input)
+    backend, x = _input(input)
     ax = normalize_axes(axes, x.ndim)
-    passes = _gaussian_derivative_terms(x, sigma, ax, truncate, radius, lambda i, j: 2 * (i == j))
+    terms = _gaussian_derivative_terms(sigma, ax, truncate, radius, lambda i, j: 2 * (i == j))
     modes = _mode_map(mode, ax)
     c = _cval(cval)
-    dtype, out = _output(output, x)
-    return _run(x, [(1.0, p) for p in passes], modes, c, dtype, out, workers)
+    dtype, out = backend.resolve_output(output, x)
+    return _run(backend, x, terms_job(terms, modes, c), dtype, out, workers)
 
 
 @_docfill
@@ -805,33 +677,14 @@ def gaussian_gradient_magnitude(
     >>> float(sepconv.gaussian_gradient_magnitude(x, 1.0)[3, 3].round(6))
     1.0
     """
-    x = _input(input)
+    backend, x = _input(input)
     ax = normalize_axes(axes, x.ndim)
-    passes = _gaussian_derivative_terms(x, sigma, ax, truncate, radius, lambda i, j: int(i == j))
+    terms = _gaussian_derivative_terms(sigma, ax, truncate, radius, lambda i, j: int(i == j))
     modes = _mode_map(mode, ax)
-    passes = [p for _, p in _fold(x, [(1.0, p) for p in passes], modes)]
     c = _cval(cval)
-    dtype, out = _output(output, x)
-    if _backend(x) is not None:
-        return _backend(x).gradient_magnitude(x, passes, modes, c, dtype, out, workers)
-    nthreads = _threads_for(workers, x.size, sum(len(w) for p in passes for _, w, _ in p))
-    if x.size == 0:
-        return _run(x, [], modes, c, dtype, out, workers)
-    wd = work_dtype(x.dtype, dtype)
-    xe = _engine_input(x, wd)
-    acc = np.zeros(x.shape, dtype=wd)
-    d = np.empty_like(acc)
-    with engine.threads(nthreads):
-        nan = None
-        for p in passes:  # hypot: sqrt(a^2 + d^2) without overflowing where d^2 would
-            engine.separable(xe, [(1.0, p)], modes, c, out=d, dtype=acc.dtype)
-            np.hypot(acc, d, out=acc)
-            if xe.dtype.kind == "f" or not np.isfinite(c):
-                isnan = np.isnan(d)  # hypot(inf, nan) is inf; sqrt(inf^2 + nan^2) is NaN
-                nan = isnan if nan is None else nan | isnan
-        if nan is not None and nan.any():
-            acc[nan] = np.nan
-        return _finish(acc, x, dtype, out)
+    dtype, out = backend.resolve_output(output, x)
+    job = terms_job(terms, modes, c, reduction="hypot")
+    return _run(backend, x, job, dtype, out, workers)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -845,7 +698,7 @@ def gaussian_gradient_magnitude(
 _DENSE_FOR_NONFINITE = 2**22  # elements
 
 
-def _correlate_terms(x, named, output, mode, cval, origin, axes, method, workers):
+def _correlate_terms(backend, x, named, output, mode, cval, origin, axes, method, workers):
     """``correlate`` with a kernel given as its separable terms (``kernels.spec_terms``)."""
     ax = normalize_axes(axes, x.ndim)
     shape = tuple(len(v) for v in named[0][1])
@@ -862,25 +715,13 @@ def _correlate_terms(x, named, output, mode, cval, origin, axes, method, workers
     origins = normalize_origins(origin, shape)
     modes = _mode_map(mode, ax)
     c = _cval(cval)
-    dtype, out = _output(output, x)
-    terms: list[Term] = []
-    for weight, vectors in named:
-        passes = [
-            (a, v, o) for a, v, o in zip(ax, vectors, origins, strict=True) if not _identity(v, o)
-        ]
-        terms.append((weight, passes))
-    if math.prod(shape) > _DENSE_FOR_NONFINITE:
-        return _run(x, terms, modes, c, dtype, out, workers)
-    K = kernels._dense(named)
-    macs = sum(len(w) for _, p in terms for _, w, _ in p) or 1
-    method = "separable" if len(terms) == 1 else "lowrank"
-    return _execute(x, K, terms, method, macs, ax, origins, modes, c, dtype, out, workers)
-
-
-def _identity(w: np.ndarray, origin: int) -> bool:
-    """A 1-D kernel that copies its input: one tap of 1 at the centre (``laplace``'s others)."""
-    centre = len(w) // 2 + origin
-    return bool(w[centre] == 1.0) and np.count_nonzero(w) == 1
+    dtype, out = backend.resolve_output(output, x)
+    terms = [(w, list(zip(ax, vs, origins, strict=True))) for w, vs in named]
+    # NaN/Inf as the dense kernel's direct correlation, where that kernel is small enough to
+    # build; beyond, the passes define the result for non-finite data too
+    K = kernels._dense(named) if math.prod(shape) <= _DENSE_FOR_NONFINITE else None
+    job = terms_job(terms, modes, c, kernel=K, axes=ax, origins=origins, drop_deltas=True)
+    return _run(backend, x, job, dtype, out, workers)
 
 
 def _flip_factorization(f: Factorization) -> Factorization:
@@ -947,7 +788,7 @@ def correlate(
     >>> bool(np.allclose(sepconv.correlate(x, K), ndimage.correlate(x, K), atol=1e-14))
     True
     """
-    x = _input(input)
+    backend, x = _input(input)
     ax = normalize_axes(axes, x.ndim)
     given = weights if isinstance(weights, Factorization) else None
     K = given.kernel if given is not None else as_kernel(weights, "weights")
@@ -961,7 +802,7 @@ def correlate(
     modes = _mode_map(mode, ax)
     c = _cval(cval)
     tol = check_tol(tol)
-    dtype, out = _output(output, x)
+    dtype, out = backend.resolve_output(output, x)
     size = int(np.prod(x.shape))  # (x may be a torch tensor, whose .size is a method)
     plan = make_plan(
         given if given is not None else K,
@@ -971,14 +812,16 @@ def correlate(
         size=size,
         precision=_coarser(kprec, _work_name(x.dtype, dtype)),
     )
-    terms: list[Term] = []
-    if plan.factorization is not None:
+    if plan.factorization is None:
+        job = dense_job(K, ax, origins, modes, c, plan.method)
+    else:
         f = plan.factorization
         terms = [
-            (float(wt), [(a, v, o) for a, v, o in zip(ax, vecs, origins, strict=True)])
+            (float(wt), list(zip(ax, vecs, origins, strict=True)))
             for wt, vecs in zip(f.weights, f.factors, strict=True)
-        ] or [(0.0, [])]  # an all-zero kernel
-    return _execute(x, K, terms, plan.method, plan.macs, ax, origins, modes, c, dtype, out, workers)
+        ]
+        job = terms_job(terms, modes, c, kernel=K, axes=ax, origins=origins)
+    return _run(backend, x, job, dtype, out, workers)
 
 
 def _work_name(data: Any, out: Any) -> str:
@@ -996,40 +839,6 @@ def _coarser(a: Any, b: Any) -> np.dtype:
     is separable when its other terms are below float32 rounding)."""
     da, db = np.dtype(a), np.dtype(b)
     return da if np.finfo(da).eps >= np.finfo(db).eps else db
-
-
-def _execute(x, K, terms, method, macs, ax, origins, modes, c, dtype, out, workers):
-    """Run a planned correlation: the dense kernel ``K`` by direct/FFT, or its ``terms``.
-
-    The result is the direct correlation with ``K`` also for NaN/Inf data: FFT and separable
-    terms would spread non-finite values differently (the FFT everywhere; terms through a
-    factor's zero or by cancelling +Inf - Inf), so they run on finite data and the outputs
-    that non-finite values reach are patched (:mod:`sepconv.engine.nonfinite`).
-    """
-    backend = _backend(x)
-    if backend is not None:
-        if method in ("direct", "fft"):
-            return backend.run_dense(x, K, ax, origins, modes, c, method, dtype, out, workers)
-        return backend.run_terms(x, terms, modes, c, dtype, out, workers, kernel=(K, ax, origins))
-    size = x.size
-    nthreads = _threads_for(workers, size, macs)
-    wd = work_dtype(x.dtype, dtype)
-    if size == 0:
-        return _finish(np.empty(x.shape, dtype=wd), x, dtype, out)
-    if method == "direct":  # reads the non-zero taps only: NaN/Inf as scipy.ndimage
-        with engine.threads(nthreads):
-            res = engine.direct(_work(x, wd), K, ax, origins, modes, c, out=_target(x, wd, out))
-            return _finish(res, x, dtype, out)
-    xw = _work(x, wd) if method == "fft" else _engine_input(x, wd)
-    xw, c0, bad = engine.nonfinite.split(xw, c)
-    with engine.threads(nthreads):
-        if method == "fft":
-            res = engine.fft(xw, K, ax, origins, modes, c0, workers=nthreads)
-        else:
-            res = engine.separable(xw, terms, modes, c0, out=_target(x, wd, out), dtype=wd)
-        if bad is not None:
-            engine.nonfinite.patch(res, bad, K, ax, origins, modes)
-        return _finish(res, x, dtype, out)
 
 
 @_docfill
@@ -1128,13 +937,15 @@ def filter(
     """
     if isinstance(kernel, str):
         check_tol(tol)  # named terms are exact: tol has nothing to allow, but is checked
-        x = _input(input)
+        backend, x = _input(input)
         ndim = len(normalize_axes(axes, x.ndim))
         named = None
         if method in ("auto", "separable", "lowrank"):
             named = kernels.spec_terms(kernel, ndim=ndim)
         if named is not None:
-            return _correlate_terms(x, named, output, mode, cval, origin, axes, method, workers)
+            return _correlate_terms(
+                backend, x, named, output, mode, cval, origin, axes, method, workers
+            )
         kernel = kernels.from_spec(kernel, ndim=ndim)
     return correlate(
         input,

@@ -29,11 +29,11 @@ __all__ = [
     "TIME_MODEL",
     "Plan",
     "SlowMethodWarning",
-    "calibrate",
     "calibration_path",
     "estimate_time",
     "make_plan",
     "plan_terms",
+    "set_time_model",
 ]
 
 #: Methods accepted by ``correlate``/``convolve``/``filter``.
@@ -45,7 +45,8 @@ METHODS = ("auto", "direct", "separable", "lowrank", "fft")
 #: Defaults measured on a 2-core x86-64 (AVX2) machine with float32 data; separable passes
 #: count one pass per term in 2-D (the engine fuses the last two axes); direct is one pass
 #: (plus a padded copy); FFT is scipy.fft, per MAC of :func:`sepconv.cost.kernel_macs`.
-#: ``sepconv calibrate`` measures this machine and caches the result (:func:`calibrate`).
+#: ``sepconv calibrate`` measures this machine and caches the result
+#: (:func:`sepconv.calibrate.calibrate`).
 DEFAULT_TIME_MODEL: dict[str, tuple[float, float, float]] = {
     "passes": (0.12, 0.0, 0.17),
     "direct": (0.055, 3.9, 0.09),
@@ -53,6 +54,14 @@ DEFAULT_TIME_MODEL: dict[str, tuple[float, float, float]] = {
 }
 TIME_MODEL = dict(DEFAULT_TIME_MODEL)
 _loaded = False
+
+
+def set_time_model(model: dict[str, tuple[float, float, float]]) -> None:
+    """Use ``model`` (as measured by :func:`sepconv.calibrate.calibrate`) from now on; cached
+    plans, made with the previous model, are dropped."""
+    TIME_MODEL.update(model)
+    with _LOCK:
+        _PLANS.clear()
 
 
 def calibration_path() -> Path:
@@ -84,76 +93,6 @@ def estimate_time(method: str, macs: float, passes: int = 1, mpix: float = 1.0) 
         "passes" if method in ("separable", "lowrank") else method
     ]
     return mpix * (per_mac * macs + per_pass * passes) + per_call * passes
-
-
-def calibrate(*, repeats: int = 5, save: bool = True, quick: bool = False) -> dict[str, Any]:
-    """Measure this machine's time model (a least-squares fit per method) and cache it.
-
-    Times float32 correlations of 256x256 and 1024x1024 images with random kernels of
-    several sizes and ranks by each method (median of ``repeats``) and fits the three
-    coefficients of ``TIME_MODEL``. Takes about ten seconds (``quick``: one size, fewer
-    kernels). The planner loads the cached model on first use in later processes.
-    """
-    import time
-
-    from .filters import correlate
-
-    def timed(fn: Any) -> float:
-        fn()
-        ts = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            ts.append(time.perf_counter() - t0)
-        return float(np.median(ts)) * 1e3
-
-    rows: dict[str, list[tuple[float, float, float, float]]] = {k: [] for k in TIME_MODEL}
-    rng = np.random.default_rng(1)
-    sizes = (256,) if quick else (256, 1024)
-    ks = (3, 15) if quick else (3, 7, 15, 31, 63)
-    for size in sizes:
-        x = rng.random((size, size)).astype(np.float32)
-        mpix = size * size / 1e6
-        for k in ks:
-            K = rng.standard_normal((k, k))
-            t = timed(lambda K=K, x=x: correlate(x, K, method="direct"))
-            rows["direct"].append((mpix * k * k, mpix, 1.0, t))
-            fmacs = float(cost.kernel_macs((k, k), "fft", data_shape=(size, size)))
-            t = timed(lambda K=K, x=x: correlate(x, K, method="fft"))
-            rows["fft"].append((mpix * fmacs, 0.0, 1.0, t))
-            for r in (1, 3):
-                f = separate(K, rank=min(r, k))
-                t = timed(lambda f=f, x=x: correlate(x, f, method="lowrank"))
-                rows["passes"].append((mpix * f.macs, mpix * f.rank, float(f.rank), t))
-    model: dict[str, tuple[float, float, float]] = {}
-    for name, data in rows.items():
-        A = np.array([r[:3] for r in data])
-        y = np.array([r[3] for r in data])
-        cols = [c for c in range(3) if A[:, c].any()]
-        coef = np.zeros(3)
-        coef[cols] = _nonnegative_lstsq(A[:, cols], y)
-        coef[0] = max(coef[0], 1e-4)
-        model[name] = (float(coef[0]), float(coef[1]), float(coef[2]))
-    result: dict[str, Any] = {"machine": platform.node(), "sizes": sizes, "time_model": model}
-    if save:
-        path = calibration_path()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(result, indent=2))
-        tmp.replace(path)
-        result["path"] = str(path)
-    TIME_MODEL.update(model)
-    with _LOCK:
-        _PLANS.clear()
-    return result
-
-
-def _nonnegative_lstsq(A: np.ndarray, y: np.ndarray) -> np.ndarray:
-    from scipy.optimize import nnls
-
-    # relative residuals: small and large problems matter equally
-    w = 1.0 / np.maximum(y, 1e-3)
-    return nnls(A * w[:, None], y * w)[0]
 
 
 #: Factorizations of recently planned kernels (planning a 3-D kernel can take a while).

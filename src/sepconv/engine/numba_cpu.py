@@ -33,6 +33,7 @@ import numpy as np
 from numba import njit, prange
 
 from .._modes import extension_table, pad, saturation_bounds
+from ..job import Pass, Term, carry, ordered
 
 __all__ = ["direct", "round_saturate", "separable"]
 
@@ -319,10 +320,6 @@ def round_saturate(src: np.ndarray, dst: np.ndarray) -> None:
 # drivers
 # ----------------------------------------------------------------------------------------------
 
-#: A pass: (axis, 1-D weights, origin); a term: (weight, passes).
-Pass = tuple[int, np.ndarray, int]
-Term = tuple[float, Sequence[Pass]]
-
 
 def _view3(a: np.ndarray, axis: int) -> np.ndarray:
     n = a.shape[axis]
@@ -353,7 +350,7 @@ def _run_stage(src, dst, stage, modes, cval, alpha, accumulate) -> float:
         w1 = np.ascontiguousarray(w1, dtype=dst.dtype)
         t0 = extension_table(src.shape[a0], len(w0), len(w0) // 2 + o0, modes[a0])
         t1 = extension_table(src.shape[a1], len(w1), len(w1) // 2 + o1, modes[a1])
-        c1 = cval * float(np.sum(w0))
+        c1 = carry(cval, w0)
         n, m = src.shape[-2], src.shape[-1]
         shape3 = (src.size // (n * m), n, m)
         _fused_pass(
@@ -372,7 +369,7 @@ def _run_stage(src, dst, stage, modes, cval, alpha, accumulate) -> float:
             accumulate,
             numba.get_num_threads(),
         )
-        return c1 * float(np.sum(w1))
+        return carry(c1, w1)
     ((axis, w, origin),) = stage
     w = np.ascontiguousarray(w, dtype=dst.dtype)
     table = extension_table(src.shape[axis], len(w), len(w) // 2 + origin, modes[axis])
@@ -405,14 +402,14 @@ def _run_stage(src, dst, stage, modes, cval, alpha, accumulate) -> float:
             accumulate,
             numba.get_num_threads(),
         )
-    return cval * float(np.sum(w))
+    return carry(cval, w)
 
 
 def _stages(passes: Sequence[Pass], ndim: int) -> list[list[Pass]]:
-    ordered = sorted(passes, key=lambda p: p[0])
-    stages = [[p] for p in ordered]
-    if len(ordered) >= 2 and ordered[-1][0] == ndim - 1 and ordered[-2][0] == ndim - 2:
-        stages = [*stages[:-2], list(ordered[-2:])]
+    run = ordered(passes)
+    stages = [[p] for p in run]
+    if len(run) >= 2 and run[-1][0] == ndim - 1 and run[-2][0] == ndim - 2:
+        stages = [*stages[:-2], list(run[-2:])]
     return stages
 
 

@@ -1,0 +1,320 @@
+"""The torch backend: jobs on torch tensors, on the tensor's device, differentiable.
+
+Pass along an axis
+    The input is padded along that axis with ``index_select`` through the same extension
+    table as the numpy engine (so every mode, reflect/mirror/wrap and kernels longer than the
+    axis included, is exact, and the padding is differentiable), then correlated by
+    ``conv1d``/``conv2d`` on a ``(outer, 1, n + k - 1, inner)`` view: no transposes.
+Dense kernels (``method='direct'``)
+    The padded input with the filtered axes moved last, through ``conv1d``/``conv2d``/
+    ``conv3d``; more than three filtered axes run as a shift-and-add over the kernel's taps.
+FFT (``method='fft'``)
+    ``torch.fft.rfftn`` of the padded input in float64, cropped to the valid part.
+
+See :mod:`sepconv.torch` (the public facade) for precision and threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .. import engine
+from .._modes import extension_table, saturation_bounds, work_dtype
+from ..job import Job, chain
+
+__all__ = ["check_input", "has_nonfinite", "resolve_output", "run"]
+
+_LOW = (torch.float16, torch.bfloat16)
+
+
+def check_input(x: torch.Tensor) -> torch.Tensor:
+    """Real tensors only: any float dtype, or integers (computed in floating point)."""
+    if x.is_complex():
+        raise TypeError(
+            f"input must be real; got complex dtype {x.dtype} (filter .real and .imag separately)"
+        )
+    return x
+
+
+def _torch_dtype(dtype: Any, name: str = "output") -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        dt = dtype
+    else:
+        try:
+            dt = torch.from_numpy(np.empty(0, dtype=np.dtype(dtype))).dtype
+        except TypeError:
+            raise TypeError(
+                f"{name} must be None, a dtype or a tensor, got {type(dtype).__name__}"
+            ) from None
+    if dt.is_complex:
+        raise TypeError(f"{name} dtype must be a real float, integer or bool type, got {dt}")
+    return dt
+
+
+def resolve_output(output: Any, x: torch.Tensor) -> tuple[torch.dtype, torch.Tensor | None]:
+    """None (the input's dtype), a torch or numpy dtype, or a tensor to write into."""
+    if output is None:
+        return x.dtype, None
+    if isinstance(output, torch.Tensor):
+        if output.shape != x.shape:
+            raise ValueError(
+                f"output must have the input's shape {tuple(x.shape)}, got {tuple(output.shape)}"
+            )
+        return _torch_dtype(output.dtype), output
+    if isinstance(output, np.ndarray):
+        raise TypeError("output must be None, a dtype or a tensor for a tensor input, got ndarray")
+    return _torch_dtype(output), None
+
+
+def has_nonfinite(x: torch.Tensor) -> bool:
+    """Whether a floating-point tensor holds NaN or Inf."""
+    return x.is_floating_point() and not bool(torch.isfinite(x).all())
+
+
+def run(
+    x: torch.Tensor, job: Job, dtype: torch.dtype, out: torch.Tensor | None, workers: int | None
+) -> torch.Tensor:
+    """``job`` on ``x`` (on its device); the result has ``dtype`` (or is ``out``)."""
+    with _threads(x, workers):
+        xw = _work(x, dtype)
+        if xw.numel() == 0:
+            return _finish(xw, dtype, out)
+        if job.reduction == "hypot":
+            acc = torch.zeros_like(xw)
+            nan = torch.zeros_like(xw, dtype=torch.bool)
+            for term in job.terms:  # hypot: sqrt(a^2 + d^2) without overflowing
+                d = _terms(xw, (term,), job.modes, job.cval)
+                acc = torch.hypot(acc, d)
+                nan = nan | torch.isnan(d)  # hypot(inf, nan) is inf; the root of a sum is NaN
+            return _finish(torch.where(nan, torch.full_like(acc, math.nan), acc), dtype, out)
+        if job.kernel is None:
+            return _finish(_terms(xw, job.terms, job.modes, job.cval), dtype, out)
+        kernel, axes, origins = job.kernel, job.axes, job.origins
+        if job.dense:
+
+            def compute(v: torch.Tensor, c: float) -> torch.Tensor:
+                return _dense(v, kernel, axes, origins, job.modes, c, job.method)
+        else:
+
+            def compute(v: torch.Tensor, c: float) -> torch.Tensor:
+                return _terms(v, job.terms, job.modes, c)
+
+        result = _nonfinite_safe(xw, job.cval, kernel, axes, origins, job.modes, compute)
+        return _finish(result, dtype, out)
+
+
+@contextlib.contextmanager
+def _threads(x: torch.Tensor, workers: int | None) -> Iterator[None]:
+    if workers is None or x.device.type != "cpu":
+        if workers is not None:
+            engine.check_workers(workers)
+        yield
+        return
+    n = engine.check_workers(workers)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _np_dtype(dt: torch.dtype) -> np.dtype:
+    """The numpy dtype of the same kind (float16/bfloat16 count as float32: they are
+    computed in float32)."""
+    if dt in _LOW:
+        return np.dtype(np.float32)
+    return torch.empty(0, dtype=dt).numpy().dtype
+
+
+def _work(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The tensor in its compute dtype: the numpy API's rule (``_modes.work_dtype``) for input
+    and result dtypes; float16/bfloat16 are computed in float32."""
+    wd = work_dtype(_np_dtype(x.dtype), _np_dtype(dtype))
+    return x.to(torch.float32 if wd == np.float32 else torch.float64)
+
+
+def _finish(result: torch.Tensor, dtype: torch.dtype, out: torch.Tensor | None) -> torch.Tensor:
+    if not dtype.is_floating_point:
+        # round and saturate as the numpy engine does: values past the integer range go to
+        # its ends exactly, NaN to 0
+        if dtype == torch.bool:
+            lo, hi = 0, 1
+        else:
+            info = torch.iinfo(dtype)
+            lo, hi = int(info.min), int(info.max)
+        flo, fhi = saturation_bounds(lo, hi, _np_dtype(result.dtype))
+        rounded = torch.round(torch.clamp(result, flo, fhi))
+        rounded = torch.where(result > fhi, torch.full_like(rounded, fhi), rounded)
+        ints = rounded.nan_to_num(0.0).to(torch.int64 if dtype != torch.uint64 else dtype)
+        ints = torch.where(result > fhi, torch.full_like(ints, hi), ints)
+        ints = torch.where(result < flo, torch.full_like(ints, lo), ints)
+        result = ints
+    result = result.to(dtype)
+    if out is None:
+        return result
+    out.copy_(result)
+    return out
+
+
+def _table(n: int, k: int, offset: int, mode: str, device: torch.device):
+    table = extension_table(n, k, offset, mode)
+    outside = table < 0
+    idx = torch.from_numpy(np.where(outside, 0, table)).to(device)
+    mask = torch.from_numpy(outside).to(device) if outside.any() else None
+    return idx, mask
+
+
+def _pad(x: torch.Tensor, axis: int, k: int, offset: int, mode: str, cval: float) -> torch.Tensor:
+    """``x`` extended along ``axis`` to ``n + k - 1`` by ``mode`` (differentiable)."""
+    idx, mask = _table(x.shape[axis], k, offset, mode, x.device)
+    padded = x.index_select(axis, idx)
+    if mask is not None:
+        shape = [1] * x.ndim
+        shape[axis] = -1
+        padded = padded.masked_fill(mask.reshape(shape), cval)
+    return padded
+
+
+def _pass(x: torch.Tensor, axis: int, w: np.ndarray, origin: int, mode: str, cval: float):
+    """One 1-D correlation along ``axis``: pad, then a valid convolution on a 3-D/4-D view."""
+    k = len(w)
+    padded = _pad(x, axis, k, k // 2 + origin, mode, cval).contiguous()
+    outer = math.prod(x.shape[:axis])
+    inner = math.prod(x.shape[axis + 1 :])
+    length = padded.shape[axis]
+    weight = torch.tensor(np.asarray(w), dtype=x.dtype, device=x.device)
+    if inner == 1:
+        y = F.conv1d(padded.reshape(outer, 1, length), weight.reshape(1, 1, k))
+    else:
+        y = F.conv2d(padded.reshape(outer, 1, length, inner), weight.reshape(1, 1, k, 1))
+    return y.reshape(x.shape)
+
+
+def _terms(
+    x: torch.Tensor, terms: Sequence[Any], modes: dict[int, str] | Any, cval: float
+) -> torch.Tensor:
+    total: torch.Tensor | None = None
+    for weight, passes in terms:
+        cur = x
+        for (axis, w, origin), c in chain(passes, cval):
+            cur = _pass(cur, axis, w, origin, modes[axis], c)
+        term = cur * weight if weight != 1.0 or cur is x else cur
+        total = term if total is None else total + term
+    if total is None:  # pragma: no cover - jobs always hold at least one term
+        return torch.zeros_like(x)
+    return total
+
+
+def _dense(
+    x: torch.Tensor,
+    kernel: np.ndarray,
+    axes: Sequence[int],
+    origins: Sequence[int],
+    modes: dict[int, str],
+    cval: float,
+    method: str,
+) -> torch.Tensor:
+    padded = x
+    for a, k, o in zip(axes, kernel.shape, origins, strict=True):
+        padded = _pad(padded, a, k, k // 2 + o, modes[a], cval)
+    if method == "fft":
+        return _fft_valid(padded, kernel, axes)
+    return _direct_valid(padded, kernel, axes)
+
+
+def _nonfinite_safe(
+    x: torch.Tensor,
+    cval: float,
+    kernel: np.ndarray,
+    axes: Sequence[int],
+    origins: Sequence[int],
+    modes: dict[int, str],
+    run: Callable[[torch.Tensor, float], torch.Tensor],
+) -> torch.Tensor:
+    """``run(x, cval)`` with NaN/Inf handled as :mod:`sepconv.engine.nonfinite` does: the plan
+    runs on finite data; the outputs non-finite values reach through the kernel's non-zero
+    taps are set from exact indicator counts (NaN; +Inf/-Inf after the taps' signs)."""
+    finite = bool(torch.isfinite(x).all())
+    if finite and math.isfinite(cval):
+        return run(x, cval)
+    nan, pos, neg = torch.isnan(x), x == math.inf, x == -math.inf
+    x0 = torch.where(nan | pos | neg, torch.zeros_like(x), x)
+    result = run(x0, cval if math.isfinite(cval) else 0.0)
+    constant = any(modes[a] == "constant" for a in axes)
+    c = cval if constant else 0.0
+
+    def count(ind: torch.Tensor, cval_in: bool, support: np.ndarray) -> torch.Tensor | None:
+        if not support.any() or not (cval_in or bool(ind.any())):
+            return None
+        method = "fft" if np.count_nonzero(support) > 32 else "direct"
+        k = support.astype(np.float64)
+        cnt = _dense(ind.to(x.dtype), k, axes, origins, modes, float(cval_in), method)
+        return cnt > 0.5
+
+    def union(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
+        return b if a is None else (a if b is None else a | b)
+
+    def fill(res: torch.Tensor, mask: torch.Tensor | None, value: float) -> torch.Tensor:
+        return res if mask is None else torch.where(mask, torch.full_like(res, value), res)
+
+    up = union(count(pos, c == math.inf, kernel > 0), count(neg, c == -math.inf, kernel < 0))
+    down = union(count(pos, c == math.inf, kernel < 0), count(neg, c == -math.inf, kernel > 0))
+    result = fill(result, up, math.inf)
+    result = fill(result, down, -math.inf)
+    if up is not None and down is not None:
+        result = fill(result, up & down, math.nan)
+    return fill(result, count(nan, math.isnan(c), kernel != 0), math.nan)
+
+
+def _direct_valid(padded: torch.Tensor, kernel: np.ndarray, axes: Sequence[int]) -> torch.Tensor:
+    """Valid N-D correlation of ``padded`` with ``kernel`` (kernel axis i on ``axes[i]``)."""
+    ndim, d = padded.ndim, len(axes)
+    others = [a for a in range(ndim) if a not in axes]
+    perm = [*others, *axes]
+    moved = padded.permute(perm)
+    batch_shape = moved.shape[: len(others)]
+    spatial = moved.shape[len(others) :]
+    K = torch.tensor(np.asarray(kernel), dtype=padded.dtype, device=padded.device)
+    if d <= 3:
+        conv = (F.conv1d, F.conv2d, F.conv3d)[d - 1]
+        y = conv(moved.reshape(-1, 1, *spatial), K.reshape(1, 1, *K.shape))
+        y = y.reshape(*batch_shape, *y.shape[2:])
+    else:  # shift-and-add over the non-zero taps
+        valid = [s - k + 1 for s, k in zip(spatial, kernel.shape, strict=True)]
+        y = torch.zeros((*batch_shape, *valid), dtype=padded.dtype, device=padded.device)
+        lead = (slice(None),) * len(others)
+        for tap in zip(*np.nonzero(kernel), strict=True):
+            sl = tuple(slice(int(t), int(t) + n) for t, n in zip(tap, valid, strict=True))
+            y = y + K[tuple(int(t) for t in tap)] * moved[lead + sl]
+    inverse = [perm.index(a) for a in range(ndim)]
+    return y.permute(inverse)
+
+
+def _fft_valid(padded: torch.Tensor, kernel: np.ndarray, axes: Sequence[int]) -> torch.Tensor:
+    """Valid correlation by FFT over ``axes`` (circular wrap-around falls in the cropped part)."""
+    order = np.argsort(axes)
+    ax = [int(a) for a in np.asarray(axes)[order]]
+    # .copy(): a 1-element flipped view keeps its negative strides through ascontiguousarray
+    k = kernel.transpose(order)[(slice(None, None, -1),) * kernel.ndim].copy()
+    size = [padded.shape[a] for a in ax]
+    kshape = [1] * padded.ndim
+    for a, n in zip(ax, k.shape, strict=True):
+        kshape[a] = n
+    # float64 transforms: an FFT's error is relative to the array's largest value (see
+    # sepconv.engine.fft), too coarse in float32
+    K = torch.tensor(k, dtype=torch.float64, device=padded.device).reshape(kshape)
+    fx = torch.fft.rfftn(padded.to(torch.float64), s=size, dim=ax)
+    fk = torch.fft.rfftn(K, s=size, dim=ax)
+    full = torch.fft.irfftn(fx * fk, s=size, dim=ax).to(padded.dtype)
+    sl: list[slice] = [slice(None)] * padded.ndim
+    for a, n in zip(ax, k.shape, strict=True):
+        sl[a] = slice(n - 1, padded.shape[a])
+    return full[tuple(sl)]

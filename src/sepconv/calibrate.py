@@ -1,0 +1,88 @@
+"""Measure this machine's time model for the planner: ``sepconv calibrate``.
+
+A benchmark, not part of planning: it times correlations by each method and fits the three
+coefficients per method of :data:`sepconv.plan.TIME_MODEL`, caches them in
+:func:`sepconv.plan.calibration_path` (loaded by the planner in later processes) and hands them
+to the planner (:func:`sepconv.plan.set_time_model`).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from typing import Any
+
+import numpy as np
+
+from . import cost
+from .factor import separate
+from .filters import correlate
+from .plan import TIME_MODEL, calibration_path, set_time_model
+
+__all__ = ["calibrate"]
+
+
+def calibrate(*, repeats: int = 5, save: bool = True, quick: bool = False) -> dict[str, Any]:
+    """Measure this machine's time model (a least-squares fit per method) and cache it.
+
+    Times float32 correlations of 256x256 and 1024x1024 images with random kernels of
+    several sizes and ranks by each method (median of ``repeats``) and fits the three
+    coefficients of ``TIME_MODEL``. Takes about ten seconds (``quick``: one size, fewer
+    kernels). The planner loads the cached model on first use in later processes.
+    """
+
+    def timed(fn: Any) -> float:
+        fn()
+        ts = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t0)
+        return float(np.median(ts)) * 1e3
+
+    rows: dict[str, list[tuple[float, float, float, float]]] = {k: [] for k in TIME_MODEL}
+    rng = np.random.default_rng(1)
+    sizes = (256,) if quick else (256, 1024)
+    ks = (3, 15) if quick else (3, 7, 15, 31, 63)
+    for size in sizes:
+        x = rng.random((size, size)).astype(np.float32)
+        mpix = size * size / 1e6
+        for k in ks:
+            K = rng.standard_normal((k, k))
+            t = timed(lambda K=K, x=x: correlate(x, K, method="direct"))
+            rows["direct"].append((mpix * k * k, mpix, 1.0, t))
+            fmacs = float(cost.kernel_macs((k, k), "fft", data_shape=(size, size)))
+            t = timed(lambda K=K, x=x: correlate(x, K, method="fft"))
+            rows["fft"].append((mpix * fmacs, 0.0, 1.0, t))
+            for r in (1, 3):
+                f = separate(K, rank=min(r, k))
+                t = timed(lambda f=f, x=x: correlate(x, f, method="lowrank"))
+                rows["passes"].append((mpix * f.macs, mpix * f.rank, float(f.rank), t))
+    model: dict[str, tuple[float, float, float]] = {}
+    for name, data in rows.items():
+        A = np.array([r[:3] for r in data])
+        y = np.array([r[3] for r in data])
+        cols = [c for c in range(3) if A[:, c].any()]
+        coef = np.zeros(3)
+        coef[cols] = _nonnegative_lstsq(A[:, cols], y)
+        coef[0] = max(coef[0], 1e-4)
+        model[name] = (float(coef[0]), float(coef[1]), float(coef[2]))
+    result: dict[str, Any] = {"machine": platform.node(), "sizes": sizes, "time_model": model}
+    if save:
+        path = calibration_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(result, indent=2))
+        tmp.replace(path)
+        result["path"] = str(path)
+    set_time_model(model)
+    return result
+
+
+def _nonnegative_lstsq(A: np.ndarray, y: np.ndarray) -> np.ndarray:
+    from scipy.optimize import nnls
+
+    # relative residuals: small and large problems matter equally
+    w = 1.0 / np.maximum(y, 1e-3)
+    return nnls(A * w[:, None], y * w)[0]

@@ -1,0 +1,230 @@
+"""The work a filter hands to a backend: one small value, built in one place.
+
+Every public filter turns its arguments into a :class:`Job` and hands it, with the input,
+the result's dtype, an ``output`` array (or None) and ``workers``, to the backend of the
+input's array library (:mod:`sepconv.backends`). A job is either
+
+* a sum of **separable terms**, ``sum_r weight_r * (passes_r applied to x)``, each pass a 1-D
+  correlation ``(axis, weights, origin)``; or
+* a **dense kernel** run by direct correlation or FFT over ``axes`` with ``origins``;
+
+with the border ``modes`` per filtered axis, ``cval``, and a ``reduction``: ``'sum'`` adds
+the terms, ``'hypot'`` combines them as the root of the sum of their squares (Gaussian
+gradient magnitude). A job of terms may also carry the dense ``kernel`` the terms factorize
+(``correlate``): then NaN/Inf data gets that kernel's direct correlation, whatever runs.
+
+Two rules every executor follows are written here once:
+
+* **pass order**: the passes of a term run in increasing axis order (:func:`ordered`);
+* **cval carry**: in constant mode the padded input of a 2-D filter is ``cval`` outside the
+  data, so after a pass with weights ``w`` the right padding for the next pass is
+  ``cval * sum(w)`` (:func:`carry`), which makes separable passes equal the dense
+  correlation exactly for any ``cval`` (scipy re-pads every pass with ``cval``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from ._modes import fold_pass
+
+__all__ = [
+    "REDUCTIONS",
+    "Job",
+    "Pass",
+    "Term",
+    "carry",
+    "chain",
+    "dense_job",
+    "halos",
+    "ordered",
+    "terms_job",
+]
+
+#: A 1-D correlation pass: ``(axis, weights, origin)``.
+Pass = tuple[int, np.ndarray, int]
+#: A separable term: ``(weight, passes)``.
+Term = tuple[float, Sequence[Pass]]
+#: How the results of a job's terms are combined.
+REDUCTIONS = ("sum", "hypot")
+
+
+def ordered(passes: Sequence[Pass]) -> list[Pass]:
+    """The passes of one term in the order they run: increasing axis."""
+    return sorted(passes, key=lambda p: p[0])
+
+
+def carry(cval: float, weights: np.ndarray) -> float:
+    """The constant-mode padding value after a pass with ``weights`` (``cval * sum(w)``)."""
+    return cval * float(np.sum(weights))
+
+
+def chain(passes: Sequence[Pass], cval: float) -> Iterator[tuple[Pass, float]]:
+    """``(pass, cval it pads with)`` in running order, the cval carried from pass to pass."""
+    c = cval
+    for p in ordered(passes):
+        yield p, c
+        c = carry(c, p[1])
+
+
+def halos(passes: Sequence[Pass]) -> dict[int, tuple[int, int]]:
+    """Samples read before and after each output, per axis, by a chain of passes."""
+    out: dict[int, tuple[int, int]] = {}
+    for axis, w, origin in passes:
+        left = len(w) // 2 + origin
+        lo, hi = out.get(axis, (0, 0))
+        out[axis] = (lo + left, hi + len(w) - 1 - left)
+    return out
+
+
+@dataclass(frozen=True, eq=False)
+class Job:
+    """What to compute; see the module docstring.
+
+    Attributes
+    ----------
+    terms : tuple of (weight, tuple of (axis, weights, origin))
+        Separable terms (empty for a dense job).
+    modes : mapping of axis -> canonical mode
+        Border rule per filtered axis (``_modes.MODES`` values).
+    cval : float
+        Value beyond the border in constant mode (may be NaN or Inf).
+    method : {'passes', 'direct', 'fft'}
+        How a dense ``kernel`` runs; ``'passes'`` runs the terms.
+    kernel : ndarray or None
+        The dense kernel (float64, one axis per entry of ``axes``): run by 'direct'/'fft', or
+        the kernel the terms factorize, whose direct correlation NaN/Inf data must get.
+    axes, origins : tuple of int
+        Axes of ``kernel`` and its origin on each.
+    reduction : {'sum', 'hypot'}
+        How the terms' results combine.
+    macs : float
+        Multiply-adds per output element (sets the thread count).
+    """
+
+    terms: tuple[Term, ...]
+    modes: dict[int, str]
+    cval: float
+    method: str = "passes"
+    kernel: np.ndarray | None = None
+    axes: tuple[int, ...] = ()
+    origins: tuple[int, ...] = ()
+    reduction: str = "sum"
+    macs: float = field(default=0.0)
+
+    def __post_init__(self) -> None:
+        if self.method not in ("passes", "direct", "fft"):  # pragma: no cover - internal
+            raise ValueError(f"unknown job method {self.method!r}")
+        if self.reduction not in REDUCTIONS:  # pragma: no cover - internal
+            raise ValueError(f"unknown reduction {self.reduction!r}")
+        if not self.macs:
+            macs = sum(len(w) for _, passes in self.terms for _, w, _ in passes)
+            if self.kernel is not None and self.method != "passes":
+                macs = self.kernel.size
+            object.__setattr__(self, "macs", float(max(1, macs)))
+
+    @property
+    def dense(self) -> bool:
+        """Whether the dense kernel runs (direct or FFT) rather than the terms."""
+        return self.method != "passes"
+
+    def halos(self) -> dict[int, tuple[int, int]]:
+        """Samples read before and after each output per axis (the widest over the terms,
+        or the dense kernel's)."""
+        if self.dense:
+            assert self.kernel is not None
+            return {
+                a: (k // 2 + o, k - 1 - (k // 2 + o))
+                for a, k, o in zip(self.axes, self.kernel.shape, self.origins, strict=True)
+            }
+        out: dict[int, tuple[int, int]] = {}
+        for _, passes in self.terms:
+            for a, (lo, hi) in halos(passes).items():
+                plo, phi = out.get(a, (0, 0))
+                out[a] = (max(plo, lo), max(phi, hi))
+        return out
+
+    def folded(self, shape: Sequence[int]) -> Job:
+        """The job with passes much longer than their axis folded onto the border extension
+        (:func:`sepconv._modes.fold_pass`; exact for finite data). ``self`` if none is."""
+        terms = tuple(
+            (weight, tuple((a, *fold_pass(w, o, shape[a], self.modes[a])) for a, w, o in passes))
+            for weight, passes in self.terms
+        )
+        changed = any(
+            len(f[1]) != len(p[1])
+            for (_, fp), (_, pp) in zip(terms, self.terms, strict=True)
+            for f, p in zip(fp, pp, strict=True)
+        )
+        return replace(self, terms=terms, macs=0.0) if changed else self
+
+
+def terms_job(
+    terms: Sequence[tuple[float, Sequence[Pass]]],
+    modes: Mapping[int, str],
+    cval: float,
+    *,
+    reduction: str = "sum",
+    kernel: np.ndarray | None = None,
+    axes: Sequence[int] = (),
+    origins: Sequence[int] = (),
+    drop_deltas: bool = False,
+) -> Job:
+    """A job of separable terms.
+
+    Passes with the single weight ``[1.0]`` change nothing and are dropped; with
+    ``drop_deltas`` so is any centred unit impulse (``[0, 1, 0]``: the other axes of a named
+    kernel such as ``laplace``, which scipy does not pass over at all -- a user's own 1-D
+    weights are kept, as their zero taps read NaN like scipy's ``correlate1d``).
+    """
+    clean = tuple(
+        (
+            float(weight),
+            tuple(
+                (int(a), np.asarray(w, dtype=np.float64), int(o))
+                for a, w, o in passes
+                if not _identity(w, o, drop_deltas)
+            ),
+        )
+        for weight, passes in terms
+    )
+    return Job(
+        clean or ((0.0, ()),),
+        dict(modes),
+        cval,
+        kernel=kernel,
+        axes=tuple(axes),
+        origins=tuple(origins),
+        reduction=reduction,
+    )
+
+
+def dense_job(
+    kernel: np.ndarray,
+    axes: Sequence[int],
+    origins: Sequence[int],
+    modes: Mapping[int, str],
+    cval: float,
+    method: str,
+) -> Job:
+    """A job running a dense kernel by ``method`` ('direct' or 'fft')."""
+    return Job((), dict(modes), cval, method, kernel, tuple(axes), tuple(origins))
+
+
+def _identity(w: np.ndarray, origin: int, deltas: bool) -> bool:
+    """A 1-D kernel that copies its input: ``[1.0]``, or (``deltas``) one tap of 1 at the
+    centre and zeros elsewhere."""
+    w = np.asarray(w)
+    if len(w) == 1:
+        return bool(w[0] == 1.0)
+    centre = len(w) // 2 + origin
+    return deltas and bool(w[centre] == 1.0) and int(np.count_nonzero(w)) == 1
+
+
+def size_of(shape: Sequence[int]) -> int:
+    """Number of elements of an array of ``shape`` (torch tensors' ``.size`` is a method)."""
+    return math.prod(int(n) for n in shape)
