@@ -156,9 +156,10 @@ def _ksize(kernel_size: Any, dims: int) -> tuple[int, ...]:
     )
 
 
-def _channels(cin: Any, cout: Any, groups: Any = 1) -> tuple[int, int, int]:
-    cin = check_nonnegative_int(cin, "in_channels", minimum=1)
-    cout = check_nonnegative_int(cout, "out_channels", minimum=1)
+def check_channels(in_channels: Any, out_channels: Any, groups: Any = 1) -> tuple[int, int, int]:
+    """Channel counts >= 1 that ``groups`` divides (also checked here for ``sepconv.nn``)."""
+    cin = check_nonnegative_int(in_channels, "in_channels", minimum=1)
+    cout = check_nonnegative_int(out_channels, "out_channels", minimum=1)
     groups = check_nonnegative_int(groups, "groups", minimum=1)
     if cin % groups or cout % groups:
         raise ValueError(
@@ -184,7 +185,7 @@ def conv_macs(
     >>> conv_macs(32, 32, 3, groups=32)  # depthwise
     288
     """
-    cin, cout, groups = _channels(in_channels, out_channels, groups)
+    cin, cout, groups = check_channels(in_channels, out_channels, groups)
     return math.prod(_ksize(kernel_size, dims)) * (cin // groups) * cout
 
 
@@ -197,16 +198,16 @@ def conv_params(
     groups: int = 1,
     bias: bool = False,
 ) -> int:
-    """Parameters of a (grouped) convolution layer.
+    """Parameters of a (grouped) convolution layer: a weight per MAC of an output pixel (+ bias).
 
     Examples
     --------
     >>> conv_params(64, 128, 3), conv_params(64, 128, 3, bias=True)
     (73728, 73856)
     """
-    cin, cout, groups = _channels(in_channels, out_channels, groups)
+    cin, cout, groups = check_channels(in_channels, out_channels, groups)
     bias = check_bool(bias, "bias")
-    return math.prod(_ksize(kernel_size, dims)) * (cin // groups) * cout + (cout if bias else 0)
+    return conv_macs(cin, cout, kernel_size, dims=dims, groups=groups) + (cout if bias else 0)
 
 
 def depthwise_separable_macs(
@@ -226,7 +227,7 @@ def depthwise_separable_macs(
     >>> depthwise_separable_macs(64, 128, 3)
     8768
     """
-    cin, cout, _ = _channels(in_channels, out_channels)
+    cin, cout, _ = check_channels(in_channels, out_channels)
     m = check_nonnegative_int(depth_multiplier, "depth_multiplier", minimum=1)
     return math.prod(_ksize(kernel_size, dims)) * cin * m + cin * m * cout
 
@@ -240,18 +241,19 @@ def depthwise_separable_params(
     depth_multiplier: int = 1,
     bias: bool = False,
 ) -> int:
-    """Parameters of a depthwise-separable layer (biases on both convs when ``bias``).
+    """Parameters of a depthwise-separable layer: a weight per MAC of an output pixel, plus
+    biases on both convs when ``bias``.
 
     Examples
     --------
     >>> depthwise_separable_params(64, 128, 3)
     8768
     """
-    cin, cout, _ = _channels(in_channels, out_channels)
+    cin, cout, _ = check_channels(in_channels, out_channels)
     m = check_nonnegative_int(depth_multiplier, "depth_multiplier", minimum=1)
     bias = check_bool(bias, "bias")
-    K = math.prod(_ksize(kernel_size, dims))
-    return K * cin * m + cin * m * cout + ((cin * m + cout) if bias else 0)
+    weights = depthwise_separable_macs(cin, cout, kernel_size, dims=dims, depth_multiplier=m)
+    return weights + ((cin * m + cout) if bias else 0)
 
 
 def ds_ratio(out_channels: int, kernel_size: int | Sequence[int], *, dims: int = 2) -> float:
@@ -353,7 +355,7 @@ def compare_conv(
     """
     k = _ksize(kernel_size, dims)
     m = check_nonnegative_int(depth_multiplier, "depth_multiplier", minimum=1)
-    cin, cout, _ = _channels(in_channels, out_channels)
+    cin, cout, _ = check_channels(in_channels, out_channels)
     for s in per_axis(stride, dims, "stride"):
         check_nonnegative_int(s, "stride", minimum=1)
     bias = check_bool(bias, "bias")

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from .._validate import check_nonnegative_int, per_axis
+from ..cost import check_channels
 
 __all__ = [
     "ACTIVATIONS",
@@ -66,17 +67,6 @@ def check_ints(value: Any, dims: int, name: str, *, minimum: int) -> tuple[int, 
     return tuple(
         check_nonnegative_int(v, name, minimum=minimum) for v in per_axis(value, dims, name)
     )
-
-
-def check_channels(in_channels: Any, out_channels: Any, groups: Any = 1) -> tuple[int, int, int]:
-    cin = check_nonnegative_int(in_channels, "in_channels", minimum=1)
-    cout = check_nonnegative_int(out_channels, "out_channels", minimum=1)
-    groups = check_nonnegative_int(groups, "groups", minimum=1)
-    if cin % groups or cout % groups:
-        raise ValueError(
-            f"groups must divide in_channels ({cin}) and out_channels ({cout}), got {groups}"
-        )
-    return cin, cout, groups
 
 
 def check_padding(padding: Any, dims: int) -> tuple[int, ...] | str:
