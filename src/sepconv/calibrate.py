@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 import platform
-import time
 from typing import Any
 
 import numpy as np
 
 from . import cost
+from ._timing import median_time
 from .factor import separate
 from .filters import correlate
 from .plan import TIME_MODEL, calibration_path, set_time_model
@@ -33,13 +33,7 @@ def calibrate(*, repeats: int = 5, save: bool = True, quick: bool = False) -> di
     """
 
     def timed(fn: Any) -> float:
-        fn()
-        ts = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            ts.append(time.perf_counter() - t0)
-        return float(np.median(ts)) * 1e3
+        return median_time(fn, repeats=repeats, warmup=1) * 1e3
 
     rows: dict[str, list[tuple[float, float, float, float]]] = {k: [] for k in TIME_MODEL}
     rng = np.random.default_rng(1)

@@ -122,7 +122,7 @@ def _docfill(fn: Any) -> Any:
 
 def _input(x: Any) -> tuple[ModuleType, Any]:
     """The backend for ``x`` (by its array library) and the checked input."""
-    backend = backends.for_array(x)
+    backend = backends.for_type(type(x))
     arr = backend.check_input(x)
     if arr.ndim == 0:
         raise ValueError("input must have at least one dimension, got a 0-d array")

@@ -18,12 +18,12 @@ A backend is a module with four functions:
 
 The registry
 ------------
-:func:`for_array` picks the backend by the input's type: a ``dask.array.Array`` goes to
-:mod:`sepconv.backends.dask`, a ``torch.Tensor`` to :mod:`sepconv.backends.torch`, anything else
-to :mod:`sepconv.backends.numpy`. A library is recognised without importing it: an object can
-only be one of its arrays if the library is already loaded, so ``import sepconv`` stays light.
-Adding an array library (CuPy, a GPU engine) means adding a module and one :func:`register`
-call; the filters do not change.
+:func:`for_type` (or :func:`for_array`) picks the backend by the input's type: a
+``dask.array.Array`` goes to :mod:`sepconv.backends.dask`, a ``torch.Tensor`` to
+:mod:`sepconv.backends.torch`, anything else to :mod:`sepconv.backends.numpy`. A library is
+recognised without importing it: an object can only be one of its arrays if the library is
+already loaded, so ``import sepconv`` stays light. Adding an array library (CuPy, a GPU
+engine) means adding a module and one :func:`register` call; the filters do not change.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import sys
 from types import ModuleType
 from typing import Any
 
-__all__ = ["for_array", "register"]
+__all__ = ["for_array", "for_type", "register"]
 
 #: (module that defines the array type, its attribute path, backend module), checked in order.
 _REGISTRY: list[tuple[str, str, str]] = [
@@ -50,15 +50,21 @@ def register(library: str, type_name: str, backend: str) -> None:
     _REGISTRY.insert(0, (library, type_name, backend))
 
 
-def for_array(x: Any) -> ModuleType:
-    """The backend module for ``x`` (numpy for ndarrays and every other array-like)."""
+def for_type(kind: type) -> ModuleType:
+    """The backend module for arrays of type ``kind`` (numpy for ndarrays and every other
+    array-like: lists, scalars, objects with ``__array__``)."""
     from . import numpy as numpy_backend
 
-    if type(x).__module__ == "numpy":
+    if kind.__module__ == "numpy":
         return numpy_backend
     for library, type_name, backend in _REGISTRY:
         lib = sys.modules.get(library)
         cls = getattr(lib, type_name, None) if lib is not None else None
-        if cls is not None and isinstance(x, cls):
+        if cls is not None and issubclass(kind, cls):
             return importlib.import_module(backend)
     return numpy_backend
+
+
+def for_array(x: Any) -> ModuleType:
+    """The backend module for ``x`` (``for_type(type(x))``)."""
+    return for_type(type(x))

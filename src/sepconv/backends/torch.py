@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from .. import engine
 from .._modes import extension_table, saturation_bounds, work_dtype
+from .._torch_threads import torch_threads
 from ..job import Job, chain
 
 __all__ = ["check_input", "has_nonfinite", "resolve_output", "run"]
@@ -112,18 +113,10 @@ def run(
 
 @contextlib.contextmanager
 def _threads(x: torch.Tensor, workers: int | None) -> Iterator[None]:
-    if workers is None or x.device.type != "cpu":
-        if workers is not None:
-            engine.check_workers(workers)
+    """``workers`` threads for torch's CPU kernels during the call (ignored on CUDA)."""
+    n = None if workers is None else engine.check_workers(workers)
+    with torch_threads(n if x.device.type == "cpu" else None):
         yield
-        return
-    n = engine.check_workers(workers)
-    previous = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _np_dtype(dt: torch.dtype) -> np.dtype:
