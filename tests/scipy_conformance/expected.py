@@ -206,16 +206,25 @@ def compare(results: dict[str, Any], exp: Expected) -> Check:
 
 
 def prune(check: Check, path: Path = PATH) -> None:
-    """Remove the entries that pass or no longer exist; raise the floor to the pass count."""
+    """Remove the entries that pass or no longer exist (and sections left empty); raise the
+    floor to the pass count."""
     drop = {p.split(" [", 1)[0] for p in check.unexpected_passes} | set(check.stale)
-    out = []
+    blocks: list[list[str]] = [[]]  # the header, then one block per [section]
     for line in path.read_text().splitlines():
         stripped = line.strip()
+        if stripped.startswith("[") and stripped.endswith("]"):
+            blocks.append([])
         if stripped in drop:
             continue
         if stripped.startswith("floor:") and check.passed > int(stripped.split(":")[1]):
             line = f"floor: {check.passed}"
-        out.append(line)
+        blocks[-1].append(line)
+    out = blocks[0] + [
+        line
+        for block in blocks[1:]
+        if any(s.strip() and not s.startswith("#") and not _KEY.match(s) for s in block[1:])
+        for line in block
+    ]
     path.write_text("\n".join(out) + "\n")
 
 

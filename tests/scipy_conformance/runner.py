@@ -97,14 +97,17 @@ class ConformancePlugin:
         from scipy_conformance import shim
 
         self.shim = shim
-        self.test_file = test_file
+        self.test_file = test_file.resolve()
         self.tests: dict[str, dict[str, Any]] = {}
         self.collect_errors: list[str] = []
         self.shim_in_module = False
 
     @pytest.hookimpl(wrapper=True)
     def pytest_make_collect_report(self, collector: pytest.Collector) -> Generator[Any, Any, Any]:
-        if isinstance(collector, pytest.Module) and Path(collector.path) == self.test_file:
+        if (
+            isinstance(collector, pytest.Module)
+            and Path(collector.path).resolve() == self.test_file
+        ):
             with _scipy_ndimage_is(self.shim):
                 report = yield
             module = sys.modules.get(TEST_MODULE)
