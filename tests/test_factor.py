@@ -401,3 +401,19 @@ def test_bad_rank_and_tol_are_refused(kwargs: dict, exc: type[Exception], match:
 def test_rank_above_n_d_maximum_is_refused() -> None:
     with pytest.raises(ValueError, match="rank must be between 1 and 16"):
         separate(np.ones((4, 4, 4)), rank=17)
+
+
+def test_cp_als_keeps_sweeping_while_it_converges():
+    """The shared CP-ALS (also behind ``sepconv.nn.factorize(kind='cp')``) does not stop at
+    its first progress check: an exact rank-2 tensor whose fit converges slowly is reached."""
+    from sepconv.factor import _cp_als, _unfold
+
+    rng = np.random.default_rng(6)
+    shape = (3, 2, 3, 2)
+    T = np.einsum("ir,jr,kr,lr->ijkl", *[rng.standard_normal((n, 2)) for n in shape])
+    start = [np.linalg.svd(_unfold(T, k))[0][:, :2] for k in range(T.ndim)]
+    early = _cp_als(T, [M.copy() for M in start], 0.0, max_iter=50)
+    fit = _cp_als(T, [M.copy() for M in start], 0.0, max_iter=300)
+    assert early.error > 1e-6  # slow: far from exact after 50 sweeps
+    dense = np.einsum("ir,jr,kr,lr->ijkl", *fit.A)
+    assert np.linalg.norm(dense - T) / np.linalg.norm(T) < 1e-12

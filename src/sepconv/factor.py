@@ -72,8 +72,10 @@ _EPS = float(np.finfo(np.float64).eps)
 #: three candidate ranks (which are always tried) before falling back to the exact
 #: recursive-SVD decomposition.
 CP_SEARCH_SECONDS = 3.0
-#: Cancellation ratio sum_r |w_r| / ||sum_r w_r t_r|| above which a CP fit is degenerate.
-DEGENERACY_THRESHOLD = 10.0
+#: Cancellation ratio ``sum_r ||t_r|| / ||sum_r t_r||`` above which a CP fit with two nearly
+#: opposite terms (triple-cosine product <= -``DEGENERACY_CONGRUENCE``) is degenerate: its
+#: terms cancel. The one definition, also for ``sepconv.nn.factorize(kind='cp')``.
+DEGENERACY_THRESHOLD = 2.0
 
 
 #: The precisions ranks can be judged at (dtype names).
@@ -838,11 +840,17 @@ class _CPFit:
     @property
     def degenerate(self) -> bool:
         """Harshman's diagnostic: two terms nearly parallel with opposite signs, cancelling."""
-        return self.congruence <= -DEGENERACY_CONGRUENCE and self.cancellation > 2.0
+        return (
+            self.congruence <= -DEGENERACY_CONGRUENCE and self.cancellation > DEGENERACY_THRESHOLD
+        )
 
 
 #: Triple-cosine product below minus this marks two CP terms as cancelling (degenerate fit).
 DEGENERACY_CONGRUENCE = 0.85
+#: ALS sweeps per fit of a kernel's core (Levenberg–Marquardt polish then takes a good fit to
+#: float rounding). What the search has always run: the stall test of ``_cp_als`` used to
+#: compare sweep 50 with an infinite "previous error", which stopped every fit there.
+KERNEL_ALS_SWEEPS = 50
 
 
 def _congruence(A: Sequence[np.ndarray]) -> float:
@@ -868,17 +876,41 @@ def _assess(G: np.ndarray, A: list[np.ndarray], norm: float) -> _CPFit:
     return _CPFit(A, err, canc, _congruence(A))
 
 
+class _MTTKRP:
+    """``_unfold(T, n) @ _khatri_rao([A_m for m != n])`` without the whole Khatri-Rao product.
+
+    The largest other mode is contracted by one matrix product (``T`` is laid out for it once,
+    here), the rest against their (small) Khatri-Rao product, so no intermediate is larger
+    than ``T.size / max(other sizes) * rank``: a conv weight of ``512 x 512 x 3 x 3`` never
+    needs the ``786432 x rank`` product of its other modes.
+    """
+
+    def __init__(self, T: np.ndarray, n: int) -> None:
+        others = sorted((m for m in range(T.ndim) if m != n), key=lambda m: -T.shape[m])
+        self.first = others[0]
+        self.rest = sorted(others[1:])
+        self.shape = (T.shape[n], math.prod(T.shape[m] for m in self.rest))
+        layout = T.transpose(n, *self.rest, self.first)
+        self.T = np.ascontiguousarray(layout.reshape(-1, T.shape[self.first]))
+
+    def __call__(self, A: Sequence[np.ndarray]) -> np.ndarray:
+        Z = (self.T @ A[self.first]).reshape(*self.shape, -1)  # (n_n, rest, rank)
+        return np.einsum("nsr,sr->nr", Z, _khatri_rao([A[m] for m in self.rest]))
+
+
 def _cp_als(
     G: np.ndarray, A: list[np.ndarray], target: float, *, ridge: float = 0.0, max_iter: int = 2000
 ) -> _CPFit:
-    """Alternating least squares for a CP fit of the (small) core ``G``; errors are relative.
+    """Alternating least squares for a CP fit of ``G`` from the factors ``A``; relative errors.
 
-    Stops when the error meets ``target``, when it stalls, or -- without a ridge -- when the
-    fit runs into a degeneracy (terms cancelling), which more iterations only make worse.
+    The one CP-ALS of sepconv: kernels' HOSVD cores here, conv weights in
+    ``sepconv.nn.factorize``. Stops when the error meets ``target``, when it stalls, or --
+    without a ridge -- when the fit runs into a degeneracy (terms cancelling), which more
+    iterations only make worse. ``A`` (one ``(n_k, rank)`` matrix per mode) is overwritten.
     """
     d = G.ndim
     norm = float(np.linalg.norm(G))
-    unfolded = [_unfold(G, k) for k in range(d)]
+    mttkrp = [_MTTKRP(G, k) for k in range(d)]
     R = A[0].shape[1]
     prev = math.inf
     fit = _assess(G, A, norm)
@@ -888,7 +920,7 @@ def _cp_als(
             V = np.ones((R, R))
             for M in others:
                 V *= M.T @ M
-            rhs = unfolded[k] @ _khatri_rao(others)
+            rhs = mttkrp[k](A)
             V[np.diag_indices(R)] += ridge
             A[k] = np.linalg.lstsq(V, rhs.T, rcond=None)[0].T
         if it % 10 == 0 or it == max_iter:
@@ -898,10 +930,11 @@ def _cp_als(
             if ridge == 0.0 and it >= 100 and fit.degenerate:
                 break
             if it % 50 == 0:
-                if fit.error > 1e-6 and prev - fit.error < 1e-3 * prev:
-                    break  # stalled far from an exact fit: a local optimum (or a swamp)
-                if prev - fit.error <= 1e-12 * prev:
-                    break
+                if math.isfinite(prev):  # progress over the last 50 sweeps
+                    if fit.error > 1e-6 and prev - fit.error < 1e-3 * prev:
+                        break  # stalled far from an exact fit: a local optimum (or a swamp)
+                    if prev - fit.error <= 1e-12 * prev:
+                        break
                 prev = fit.error
     return fit
 
@@ -1000,7 +1033,7 @@ def _cp_best(
         starts.append([rng.standard_normal((n, R)) for n in G.shape])
     fits = []
     for A0 in starts:
-        fit = _cp_als(G, A0, target)
+        fit = _cp_als(G, A0, target, max_iter=KERNEL_ALS_SWEEPS)
         if target < fit.error < 0.2 and not fit.degenerate:
             fit = _cp_polish(G, fit, target)
         fits.append(fit)
@@ -1014,12 +1047,14 @@ def _cp_bounded(G: np.ndarray, start: _CPFit) -> _CPFit:
     scale = float(np.linalg.norm(G)) ** (2.0 / G.ndim)
     best: _CPFit | None = None
     for exp in range(-6, 1):
-        fit = _cp_als(G, [M.copy() for M in start.A], 0.0, ridge=scale * 10.0**exp, max_iter=500)
+        A = [M.copy() for M in start.A]
+        fit = _cp_als(G, A, 0.0, ridge=scale * 10.0**exp, max_iter=KERNEL_ALS_SWEEPS)
         fit = _assess(G, fit.A, float(np.linalg.norm(G)))
         if not fit.degenerate and (best is None or fit.error < best.error):
             best = fit
     if best is None:
-        best = _cp_als(G, [M.copy() for M in start.A], 0.0, ridge=scale, max_iter=500)
+        A = [M.copy() for M in start.A]
+        best = _cp_als(G, A, 0.0, ridge=scale, max_iter=KERNEL_ALS_SWEEPS)
     return best
 
 

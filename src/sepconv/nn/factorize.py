@@ -26,9 +26,9 @@ difference, ``||W - W_r|| / ||W||``):
 ``kind='cp'`` (canonical polyadic decomposition)
     ``W ~= sum_t c_t (x) a_t (x) f_1t (x) ... (x) f_dt``: pointwise ``C_in -> r`` (the ``a_t``),
     one depthwise 1-D conv per axis (the ``f``), pointwise ``r -> C_out`` (the ``c_t``).
-    Fitted by alternating least squares from a higher-order SVD start; the error is that of
-    the dense difference (a best rank-``r`` CP fit need not exist; cancelling terms are
-    reported).
+    Fitted by :mod:`sepconv.factor`'s alternating least squares (the one CP-ALS) from a
+    higher-order SVD start; the error is that of the dense difference (a best rank-``r`` CP
+    fit need not exist; cancelling terms are reported, by ``sepconv.factor``'s rule).
 
 Grouped convolutions are factorized group by group (ranks are per group) into grouped layers.
 Bias, stride, padding, dilation and padding mode carry over: the layer has the original's
@@ -48,6 +48,7 @@ from torch import Tensor, nn
 from .. import cost
 from .._torch_threads import torch_threads
 from .._validate import check_nonnegative_int, check_tol
+from ..factor import _cp_als, _CPFit
 from ._args import ConvGeometry, same_pads
 from .layers import (
     DepthwiseSeparableConv1d,
@@ -556,42 +557,33 @@ class _SpatialDecomposition(_Decomposition):
 # -- CP ------------------------------------------------------------------------------------------
 
 
-def _unfold(T: Tensor, n: int) -> Tensor:
-    return T.movedim(n, 0).reshape(T.shape[n], -1)
-
-
-def _khatri_rao(mats: Sequence[Tensor]) -> Tensor:
-    out = mats[0]
-    for m in mats[1:]:
-        out = (out[:, None, :] * m[None, :, :]).reshape(-1, out.shape[1])
-    return out
-
-
-def _cp_dense(A: Sequence[Tensor]) -> Tensor:
-    shape = [a.shape[0] for a in A]
-    return (A[0] @ _khatri_rao(A[1:]).T).reshape(shape)
-
-
-@dataclass
-class _CPFit:
-    factors: list[Tensor]  # one (I_n, r) per mode
-    error2: float  # absolute squared error
-    cancellation: float  # sum_t prod_n ||a_nt|| / ||fit||
-    iterations: int
-
-
 def cp_als(
     T: Tensor, rank: int, *, max_iter: int = 300, target: float = 0.0, seed: int = 0
 ) -> _CPFit:
-    """CP fit of a tensor by alternating least squares from a higher-order SVD start.
+    """CP fit of a tensor by :mod:`sepconv.factor`'s alternating least squares (its one CP-ALS,
+    with its stopping and degeneracy rules), started from a higher-order SVD.
 
-    Stops at ``max_iter`` sweeps, when the relative error reaches ``target``, or when 10
-    sweeps improve it by less than 0.01 % (an initialisation for fine-tuning, not a
-    certified optimum). A tiny ridge (1e-12 of the Gram's scale) keeps the normal equations
-    solvable for rank-deficient factors.
+    The start takes the leading left singular vectors of each mode unfolding (seeded random
+    columns where a mode has fewer than ``rank``). ALS stops at ``max_iter`` sweeps, when the
+    relative error reaches ``target``, when it stalls, or when the terms start to cancel (an
+    initialisation for fine-tuning, not a certified optimum). The fit's factors ``A`` are
+    float64 numpy arrays, one ``(T.shape[n], rank)`` per mode; its ``error`` is relative.
     """
+    gen = torch.Generator().manual_seed(seed)
+    A: list[Tensor] = []
     with torch_threads(LINALG_THREADS):
-        return _cp_als(T, rank, max_iter=max_iter, target=target, seed=seed)
+        for n in range(T.ndim):
+            u = _leading_left(T.movedim(n, 0).reshape(T.shape[n], -1))
+            if u.shape[1] >= rank:
+                A.append(u[:, :rank].clone())
+            else:
+                extra = torch.randn(T.shape[n], rank - u.shape[1], generator=gen, dtype=T.dtype)
+                A.append(torch.cat([u, extra / math.sqrt(T.shape[n])], 1))
+    G = T.detach().to(dtype=torch.float64).numpy()
+    start = [a.to(dtype=torch.float64).numpy() for a in A]
+    if not G.any():  # nothing to fit: zero terms, zero error
+        return _CPFit([M * 0 for M in start], 0.0, 0.0, 0.0)
+    return _cp_als(G, start, target, max_iter=max_iter)
 
 
 #: Threads for the factorizations' dense linear algebra (SVD, eigh, solves, CP sweeps). One:
@@ -599,61 +591,6 @@ def cp_als(
 #: measured 2-50x *slower* than one thread (thread hand-off dominates), e.g. a 512x512 eigh
 #: 0.07 s on one thread and 0.25-7 s on two.
 LINALG_THREADS = 1
-
-
-def _cp_als(T: Tensor, rank: int, *, max_iter: int, target: float, seed: int) -> _CPFit:
-    N = T.ndim
-    norm = float(T.norm())
-    gen = torch.Generator().manual_seed(seed)
-    A: list[Tensor] = []
-    for n in range(N):
-        u = _leading_left(_unfold(T, n))
-        if u.shape[1] >= rank:
-            A.append(u[:, :rank].clone())
-        else:
-            extra = torch.randn(T.shape[n], rank - u.shape[1], generator=gen, dtype=T.dtype)
-            A.append(torch.cat([u, extra / math.sqrt(T.shape[n])], 1))
-    if norm == 0.0:
-        return _CPFit([a * 0 for a in A], 0.0, 0.0, 0)
-    grams = [a.T @ a for a in A]
-    mttkrp = [_MTTKRP(T, n) for n in range(N)]
-    prev = math.inf
-    err2 = math.inf
-    it = 0
-    for it in range(1, max_iter + 1):
-        for n in range(N):
-            V = torch.ones(rank, rank, dtype=T.dtype)
-            for m in range(N):
-                if m != n:
-                    V = V * grams[m]
-            rhs = mttkrp[n](A)  # (I_n, r)
-            ridge = 1e-12 * float(V.diagonal().abs().max()) + 1e-300
-            A[n] = torch.linalg.solve(V + ridge * torch.eye(rank, dtype=T.dtype), rhs.T).T
-            grams[n] = A[n].T @ A[n]
-        if it % 5 == 0 or it == max_iter:
-            # ||T - X||^2 = ||T||^2 - 2 <T, X> + ||X||^2, from the last mode's quantities
-            full = torch.ones(rank, rank, dtype=T.dtype)
-            for g_ in grams:
-                full = full * g_
-            inner = float((rhs * A[N - 1]).sum())
-            err2 = max(norm * norm - 2 * inner + float(full.sum()), 0.0)
-            err = math.sqrt(err2) / norm
-            if err < 1e-6:  # the expansion above has lost its digits: measure directly
-                err = float((T - _cp_dense(A)).norm()) / norm
-            if err <= target:
-                break
-            if it % 10 == 0:
-                if math.isfinite(prev) and prev - err <= 1e-4 * prev:
-                    break
-                prev = err
-    fit = _cp_dense(A)
-    err2 = float(((T - fit) ** 2).sum())
-    term = torch.ones(rank, dtype=T.dtype)
-    for a in A:
-        term = term * a.norm(dim=0)
-    fnorm = float(fit.norm())
-    canc = float(term.sum()) / fnorm if fnorm > 0 else 0.0
-    return _CPFit(A, err2, canc, it)
 
 
 def _leading_left(X: Tensor) -> Tensor:
@@ -664,36 +601,6 @@ def _leading_left(X: Tensor) -> Tensor:
     return evecs.flip(1)
 
 
-class _MTTKRP:
-    """``T_(n) @ khatri_rao(A_m, m != n)`` without forming the Khatri-Rao product.
-
-    The largest other mode is contracted by one matrix product (which creates the rank axis;
-    ``T`` is laid out for it once, here), the rest one at a time against that axis, so no
-    intermediate is larger than ``T.numel() / max(other sizes) * rank``.
-    """
-
-    def __init__(self, T: Tensor, n: int) -> None:
-        others = sorted((m for m in range(T.ndim) if m != n), key=lambda m: -T.shape[m])
-        self.first = others[0]
-        self.rest = others[1:]
-        self.modes = [m for m in range(T.ndim) if m != self.first]
-        self.shape = [T.shape[m] for m in self.modes]
-        self.T = T.movedim(self.first, -1).reshape(-1, T.shape[self.first]).contiguous()
-
-    def __call__(self, A: Sequence[Tensor]) -> Tensor:
-        Z = (self.T @ A[self.first]).reshape(*self.shape, -1)  # remaining modes..., r
-        modes = list(self.modes)
-        for m in self.rest:
-            p = modes.index(m)
-            Z = (Z.movedim(p, -2) * A[m]).sum(-2)
-            modes.pop(p)
-        return Z  # (I_n, r): only mode n is left
-
-
-#: A CP fit whose terms sum to this many times the norm of their sum cancels (degenerate).
-CP_CANCELLATION_LIMIT = 10.0
-
-
 class _CPDecomposition(_Decomposition):
     kind = "cp"
 
@@ -701,6 +608,7 @@ class _CPDecomposition(_Decomposition):
         super().__init__(c)
         self.max_iter = max_iter
         self.blocks = list(c.W.reshape(c.groups, c.cout_g, c.cin_g, *c.kernel))
+        self.norms = [float(T.norm()) for T in self.blocks]
         self.fits: dict[int, list[_CPFit]] = {}
 
     def max_rank(self) -> int:
@@ -716,7 +624,8 @@ class _CPDecomposition(_Decomposition):
 
     def error2(self, rank: Rank) -> float:
         fits = self.fit(_int(rank))
-        return sum(f.error2 for f in fits) / max(self.c.norm2, 1e-300)
+        error2 = sum((f.error * n) ** 2 for f, n in zip(fits, self.norms, strict=True))
+        return error2 / max(self.c.norm2, 1e-300)
 
     def rank_for(self, tol: float, cap: Rank | None) -> int:
         top = self.max_rank() if cap is None else _int(cap)
@@ -744,8 +653,9 @@ class _CPDecomposition(_Decomposition):
         return sorted(ranks, reverse=True)
 
     def notes(self, rank: Rank) -> str:
-        worst = max(f.cancellation for f in self.fit(_int(rank)))
-        if worst > CP_CANCELLATION_LIMIT:
+        fits = self.fit(_int(rank))
+        if any(f.degenerate for f in fits):  # sepconv.factor's rule (one definition)
+            worst = max(f.cancellation for f in fits)
             return (
                 f"degenerate CP fit: terms cancel (sum of term norms {worst:.0f}x the norm of "
                 "their sum); a best fit of this rank may not exist"
@@ -760,14 +670,15 @@ class _CPDecomposition(_Decomposition):
         dws: list[list[Tensor]] = [[] for _ in range(c.dims)]
         n = c.dims + 2
         for fit in self.fit(r):
-            norms = [a.norm(dim=0) for a in fit.factors]
+            factors = [torch.from_numpy(M) for M in fit.A]
+            norms = [a.norm(dim=0) for a in factors]
             lam = torch.ones(r, dtype=torch.float64)
             for nn_ in norms:
                 lam = lam * nn_
             share = lam ** (1.0 / n)
             unit = [
                 a / torch.where(nrm > 0, nrm, 1.0) * share
-                for a, nrm in zip(fit.factors, norms, strict=True)
+                for a, nrm in zip(factors, norms, strict=True)
             ]
             pw2.append(unit[0])  # (co_g, r)
             pw1.append(unit[1].T)  # (r, cin_g)
