@@ -37,15 +37,14 @@ gpu = pytest.mark.gpu
 def _fixed_tiles(monkeypatch):
     """Fixed tiles (no autotuning: one compile per case on a GPU) unless a test turns it on."""
     monkeypatch.setattr(tg, "AUTOTUNE", False)
-    monkeypatch.setattr(tg, "FIXED_TILES", dict(tg.FIXED_TILES))
 
 
 @pytest.fixture
 def small_tiles(monkeypatch):
     """Tiles of 4 x 8 (fused: BWE 16): small arrays span several tiles along both axes."""
-    monkeypatch.setattr(
-        tg, "FIXED_TILES", {"rows": (4, 8), "last": (4, 8), "fused": (4, 16), "direct": (4, 8)}
-    )
+    small = {"rows": (4, 8), "last": (4, 8), "fused": (4, 16), "direct": (4, 8)}
+    monkeypatch.setattr(tg, "FIXED_TILES", small)
+    monkeypatch.setattr(tg, "GPU_TILES", small)
 
 
 def tensor(a, dtype=None):

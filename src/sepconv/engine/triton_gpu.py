@@ -60,7 +60,15 @@ import triton.language as tl
 
 from .._modes import extension_table, saturation_bounds, work_dtype
 
-__all__ = ["AUTOTUNE", "FIXED_TILES", "compute_dtype", "direct", "interpreted", "separable"]
+__all__ = [
+    "AUTOTUNE",
+    "FIXED_TILES",
+    "GPU_TILES",
+    "compute_dtype",
+    "direct",
+    "interpreted",
+    "separable",
+]
 
 #: A pass: (axis, 1-D weights, origin); a term: (weight, passes).
 Pass = tuple[int, np.ndarray, int]
@@ -80,17 +88,24 @@ _FUSE_MAX_K = 129  # longest kernels the fused 2-D kernel takes (unrolled; else 
 _I32 = 2**31 - 1
 
 #: Whether tile sizes are autotuned on a GPU (``SEPCONV_TRITON_AUTOTUNE=0`` turns it off:
-#: the GPU then uses ``FIXED_TILES``, as the interpreter always does).
+#: the GPU then uses ``GPU_TILES``).
 AUTOTUNE = os.environ.get("SEPCONV_TRITON_AUTOTUNE", "1") != "0"
 
-#: Tiles used without autotuning (always under the interpreter, where fewer, larger
-#: programs run faster). Keys: ``rows`` (BN, BI), ``last`` (BR, BM), ``fused`` (BH, BWE; BWE
-#: is raised to fit the row kernel), ``direct`` (BR, BM).
+#: Tiles used under the interpreter (no autotuning; fewer, larger programs run faster
+#: there). Keys: ``rows`` (BN, BI), ``last`` (BR, BM), ``fused`` (BH, BWE; BWE is raised to
+#: fit the row kernel), ``direct`` (BR, BM).
 FIXED_TILES: dict[str, tuple[int, int]] = {
     "rows": (16, 32),
     "last": (16, 32),
     "fused": (16, 32),
     "direct": (16, 32),
+}
+#: Tiles used on a GPU when ``AUTOTUNE`` is off.
+GPU_TILES: dict[str, tuple[int, int]] = {
+    "rows": (16, 64),
+    "last": (4, 256),
+    "fused": (8, 128),
+    "direct": (8, 128),
 }
 
 
@@ -426,16 +441,13 @@ def _configs(pairs: Sequence[tuple[int, int, int]], names: tuple[str, str]) -> l
 
 
 _ROWS_CONFIGS = [
-    (4, 256, 4), (8, 128, 4), (16, 64, 4), (32, 32, 4), (64, 16, 4), (128, 4, 4),
-    (8, 256, 8), (16, 128, 8), (32, 64, 8), (256, 4, 4),
+    (8, 128, 4), (16, 64, 4), (4, 256, 4), (32, 32, 4), (16, 128, 8), (64, 16, 4), (128, 4, 4),
 ]  # fmt: skip
 _LAST_CONFIGS = [
-    (1, 1024, 4), (2, 512, 4), (4, 256, 4), (8, 128, 4), (16, 64, 4), (32, 32, 4),
-    (4, 512, 8), (8, 256, 8), (64, 4, 4),
+    (1, 1024, 4), (2, 512, 4), (4, 256, 4), (8, 128, 4), (4, 512, 8), (64, 4, 4),
 ]  # fmt: skip
 _FUSED_CONFIGS = [
-    (4, 128, 4), (8, 128, 4), (16, 128, 4), (4, 256, 4), (8, 256, 8), (16, 256, 8),
-    (2, 512, 4), (4, 512, 8), (8, 512, 8), (8, 64, 4), (16, 64, 4), (32, 64, 8),
+    (8, 128, 4), (16, 128, 8), (4, 256, 4), (8, 256, 8), (2, 512, 4), (4, 512, 8), (16, 64, 4),
 ]  # fmt: skip
 
 
@@ -464,6 +476,7 @@ def _prune_rows(configs: list[Any], named_args: dict[str, Any], **kwargs: Any) -
         for c in configs
         if c.kwargs["BI"] <= max(4, triton.next_power_of_2(inner))
         and c.kwargs["BN"] <= max(4, triton.next_power_of_2(n))
+        and (c.kwargs["BI"] >= 32 or inner < 64)  # narrow tiles only for short rows
     ]
     return keep or configs[:1]
 
@@ -475,6 +488,7 @@ def _prune_last(configs: list[Any], named_args: dict[str, Any], **kwargs: Any) -
         for c in configs
         if c.kwargs["BM"] <= max(4, triton.next_power_of_2(m))
         and c.kwargs["BR"] <= max(1, triton.next_power_of_2(rows))
+        and (c.kwargs["BM"] >= 64 or m < 256)  # narrow tiles only for short rows
     ]
     return keep or configs[:1]
 
@@ -751,7 +765,7 @@ class _Launcher:
             return (batch * triton.cdiv(sa, m[ta]) * triton.cdiv(sb, m[tb] - extra),)
 
         if self.interp or not AUTOTUNE:
-            a, b = FIXED_TILES[name]
+            a, b = (FIXED_TILES if self.interp else GPU_TILES)[name]
             if name == "fused":
                 b = max(b, _fused_width(meta["K1"]))
             tiles = {ta: a, tb: b}
