@@ -318,23 +318,18 @@ def _hull(points: list[tuple[int, float, Rank | None]]) -> list[tuple[int, float
     return out
 
 
-def _budget(
-    decs: dict[str, _Decomposition],
-    dense: dict[str, int],
-    sizes: dict[str, tuple[int, ...] | None],
-    model_macs: int,
-    fraction: float,
-) -> tuple[dict[str, Rank], bool]:
+def _budget(layers: list[_Layer], model_macs: int, fraction: float) -> tuple[dict[str, Rank], bool]:
     """Greedy on the convex hulls: cut MACs where the error per saved MAC is smallest."""
     hulls = {}
-    for name, dec in decs.items():
-        pts: list[tuple[int, float, Rank | None]] = [(dense[name], 0.0, None)]
-        for r in dec.candidates():
-            macs = _costs(dec.c, dec.kind, r, sizes[name])[0]
-            if macs < dense[name]:
-                pts.append((macs, dec.error2(r), r))
-        hulls[name] = _hull(pts)
-    pos = dict.fromkeys(decs, 0)
+    for lay in layers:
+        assert lay.dec is not None
+        pts: list[tuple[int, float, Rank | None]] = [(lay.macs, 0.0, None)]
+        for r in lay.dec.candidates():
+            macs = _costs(lay.conv, lay.dec.kind, r, lay.size)[0]
+            if macs < lay.macs:
+                pts.append((macs, lay.dec.error2(r), r))
+        hulls[lay.name] = _hull(pts)
+    pos = dict.fromkeys(hulls, 0)
     total = model_macs
     target = fraction * model_macs
     while total > target:
@@ -458,6 +453,40 @@ def convert(
     t0 = time.perf_counter()
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    kind, tol, mac_budget = _check_policy(kind, rank, tol, mac_budget, calibration, input_shape)
+    inplace = check_bool(inplace, "inplace")
+    structured = _inside_structured(model)
+    convs: dict[str, nn.Module] = {
+        n: m for n, m in model.named_modules() if isinstance(m, _CONV_TYPES) and n not in structured
+    }
+    params_before = sum(p.numel() for p in model.parameters())
+    trace = _trace(model, convs, calibration, input_shape)
+    chosen = _analyse(convs, _select(layers, trace.order, structured), kind, trace)
+    policy = _choose_ranks(chosen, rank, tol, mac_budget, trace)
+    new_modules = _factorize_layers(chosen, kind, trace)
+    # replace (nothing above changed the model)
+    target_model = model if inplace else copy.deepcopy(model)
+    for name, new in new_modules.items():
+        _set_module(target_model, name, new)
+    result = _report(target_model, chosen, kind, policy, trace, params_before)
+    result.seconds = time.perf_counter() - t0
+    return target_model, result
+
+
+# ----------------------------------------------------------------------------------------------
+# the steps of convert
+# ----------------------------------------------------------------------------------------------
+
+
+def _check_policy(
+    kind: Any,
+    rank: Any,
+    tol: Any,
+    mac_budget: Any,
+    calibration: Any,
+    input_shape: Any,
+) -> tuple[str, float | None, float | None]:
+    """``kind``, and at most one rank policy (``rank``, ``tol`` or ``mac_budget``), checked."""
     kind = _check_kind(kind)
     policies = (("rank", rank), ("tol", tol), ("mac_budget", mac_budget))
     given = [n for n, v in policies if v is not None]
@@ -481,187 +510,223 @@ def convert(
             raise ValueError(
                 "mac_budget needs calibration= or input_shape= (MACs depend on the input size)"
             )
-    inplace = check_bool(inplace, "inplace")
+    return kind, tol, mac_budget
 
-    structured = _inside_structured(model)
-    convs: dict[str, nn.Module] = {
-        n: m for n, m in model.named_modules() if isinstance(m, _CONV_TYPES) and n not in structured
-    }
-    example: Any = None
+
+@dataclass
+class _Trace:
+    """What one forward pass of the model on the example input showed (nothing without one)."""
+
+    order: list[str]  # convs in forward order (then those that did not run), else registration
+    order_kind: str = "registration"
+    sizes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # spatial input size
+    inputs: dict[str, Tensor] = field(default_factory=dict)  # a conv's input (calibration)
+    reference: Any = None  # the model's output on the calibration batch
+    calibration: Tensor | None = None
+    model_macs: int | None = None  # per sample
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ran(self) -> bool:
+        return self.order_kind == "forward"
+
+
+def _example(model: nn.Module, calibration: Any, input_shape: Any) -> tuple[Tensor | None, str]:
+    """The input the model is run on, and the parameter that gave it (for error messages)."""
     if calibration is not None:
         if not isinstance(calibration, Tensor):
             raise TypeError(
                 f"calibration must be a torch.Tensor batch of model inputs, got "
                 f"{type(calibration).__name__}"
             )
-        example = calibration
-        what = "calibration"
-    elif input_shape is not None:
-        try:
-            shape = tuple(int(n) for n in input_shape)
-        except (TypeError, ValueError):
-            raise TypeError(
-                f"input_shape must be a sequence of integers, got {input_shape!r}"
-            ) from None
-        if len(shape) < 2 or min(shape) < 1:
-            raise ValueError(
-                f"input_shape must be positive integers including the batch axis, got {shape}"
-            )
-        try:
-            p = next(model.parameters())
-            device, dtype = p.device, p.dtype
-        except StopIteration:
-            device, dtype = torch.device("cpu"), torch.float32
-        gen = torch.Generator().manual_seed(0)
-        example = torch.randn(shape, generator=gen, dtype=dtype).to(device)
-        what = "input_shape"
+        return calibration, "calibration"
+    if input_shape is None:
+        return None, ""
+    try:
+        shape = tuple(int(n) for n in input_shape)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"input_shape must be a sequence of integers, got {input_shape!r}"
+        ) from None
+    if len(shape) < 2 or min(shape) < 1:
+        raise ValueError(
+            f"input_shape must be positive integers including the batch axis, got {shape}"
+        )
+    try:
+        p = next(model.parameters())
+        device, dtype = p.device, p.dtype
+    except StopIteration:
+        device, dtype = torch.device("cpu"), torch.float32
+    gen = torch.Generator().manual_seed(0)
+    return torch.randn(shape, generator=gen, dtype=dtype).to(device), "input_shape"
 
-    reference = None
-    inputs: dict[str, Tensor] = {}
-    seen: dict[str, tuple[int, ...]] = {}
-    notes: list[str] = []
-    params_before = sum(p.numel() for p in model.parameters())
-    model_macs = None
-    if example is not None:
-        try:
-            order, seen, inputs, reference = _record(model, convs, example, calibration is not None)
-            # per sample, like the layers' totals
-            model_macs = sum(r.macs for r in count(model, example)) // example.shape[0]
-        except RuntimeError as exc:
-            raise ValueError(
-                f"{what} of shape {tuple(example.shape)} does not fit the model: "
-                f"{' '.join(str(exc).split())[:300]}"
-            ) from None
-        unused = [n for n in convs if n not in order]
-        order_kind = "forward"
-        if unused:
-            notes.append(f"{len(unused)} conv(s) not run by the forward pass: {unused[:5]}")
-            order += unused  # listed (and left alone) after the ones that ran
-    else:
-        order = list(convs)
-        order_kind = "registration"
-    selected = _select(layers, order, structured)
 
-    # analyse every selected conv
-    rows: dict[str, LayerReport] = {}
-    decs: dict[str, _Decomposition] = {}
-    dense: dict[str, int] = {}
-    dense_params: dict[str, int] = {}
-    sizes: dict[str, tuple[int, ...] | None] = {}
-    infos: dict[str, _Conv] = {}
+def _trace(
+    model: nn.Module, convs: dict[str, nn.Module], calibration: Any, input_shape: Any
+) -> _Trace:
+    """Run the model once on the example input (if any): forward order, sizes, MACs."""
+    example, what = _example(model, calibration, input_shape)
+    if example is None:
+        return _Trace(list(convs))
+    try:
+        order, sizes, inputs, reference = _record(model, convs, example, calibration is not None)
+        # per sample, like the layers' totals
+        model_macs = sum(r.macs for r in count(model, example)) // example.shape[0]
+    except RuntimeError as exc:
+        raise ValueError(
+            f"{what} of shape {tuple(example.shape)} does not fit the model: "
+            f"{' '.join(str(exc).split())[:300]}"
+        ) from None
+    trace = _Trace(order, "forward", sizes, inputs, reference, calibration, model_macs)
+    unused = [n for n in convs if n not in order]
+    if unused:
+        trace.notes.append(f"{len(unused)} conv(s) not run by the forward pass: {unused[:5]}")
+        order += unused  # listed (and left alone) after the ones that ran
+    return trace
+
+
+@dataclass
+class _Layer:
+    """A selected convolution on its way through :func:`convert`."""
+
+    name: str
+    conv: _Conv
+    size: tuple[int, ...] | None  # spatial input size, when the model was run
+    macs: int  # of the dense conv: total with a size, else per output pixel
+    params: int
+    dec: _Decomposition | None = None  # None once left alone
+    rank: Rank | None = None  # None: kept dense (by the MAC budget)
+    rank_note: str = ""
+    report: LayerReport | None = None
+
+    def leave(self, kind: str, reason: str) -> None:
+        self.dec = None
+        self.report = LayerReport(
+            name=self.name,
+            kind=kind,
+            rank=None,
+            converted=False,
+            macs_before=self.macs,
+            macs_after=self.macs,
+            params_before=self.params,
+            params_after=self.params,
+            macs_unit="per_output_pixel" if self.size is None else "total",
+            note=reason,
+        )
+
+
+def _analyse(
+    convs: dict[str, nn.Module], selected: list[str], kind: str, trace: _Trace
+) -> list[_Layer]:
+    """Every selected conv: its dense cost, and its decomposition unless it is left alone."""
+    out = []
     for name in selected:
         c = _as_conv(convs[name], name)
-        infos[name] = c
-        sizes[name] = seen.get(name)
-        mb, pb = _costs(c, None, None, sizes[name])
-        dense[name], dense_params[name] = mb, pb
+        size = trace.sizes.get(name)
+        lay = _Layer(name, c, size, *_costs(c, None, None, size))
         reason = _skip_reason(c, kind)
-        if example is not None and name not in seen:
+        if trace.ran and name not in trace.sizes:
             reason = "not run by the forward pass on the given input: left alone"
         if reason:
-            rows[name] = _left_alone(name, kind, mb, pb, sizes[name], reason)
-            continue
-        decs[name] = _decompose(c, kind)
+            lay.leave(kind, reason)
+        else:
+            lay.dec = _decompose(c, kind)
+        out.append(lay)
+    return out
 
-    # choose ranks
-    chosen: dict[str, Rank] = {}
-    rank_notes: dict[str, str] = {}
+
+def _choose_ranks(
+    layers: list[_Layer],
+    rank: Any,
+    tol: float | None,
+    mac_budget: float | None,
+    trace: _Trace,
+) -> str:
+    """Each layer's rank by the policy; returns the policy's name."""
+    active = [lay for lay in layers if lay.dec is not None]
     if mac_budget is not None:
-        assert model_macs is not None
-        chosen, reached = _budget(decs, dense, sizes, model_macs, mac_budget)
+        assert trace.model_macs is not None
+        chosen, reached = _budget(active, trace.model_macs, mac_budget)
         if not reached:
-            notes.append(
+            trace.notes.append(
                 f"mac_budget {mac_budget:g} not reachable: every eligible layer is at its "
                 "cheapest useful rank"
             )
-        policy = f"mac_budget={mac_budget:g}"
-    else:
-        for name, dec in decs.items():
-            if rank is not None:
-                chosen[name], rank_notes[name] = _clip_rank(dec, rank)
-            else:
-                exact = _exact_tol(infos[name].dtype)
-                chosen[name] = dec.rank_for(exact if tol is None else max(tol, exact), None)
+        for lay in active:
+            lay.rank = chosen.get(lay.name)
+        return f"mac_budget={mac_budget:g}"
+    for lay in active:
+        assert lay.dec is not None
         if rank is not None:
-            policy = f"rank={rank}"
+            lay.rank, lay.rank_note = _clip_rank(lay.dec, rank)
         else:
-            policy = "exact" if tol is None else f"tol={tol:g}"
+            exact = _exact_tol(lay.conv.dtype)
+            lay.rank = lay.dec.rank_for(exact if tol is None else max(tol, exact), None)
+    if rank is not None:
+        return f"rank={rank}"
+    return "exact" if tol is None else f"tol={tol:g}"
 
-    # factorize
+
+def _factorize_layers(layers: list[_Layer], kind: str, trace: _Trace) -> dict[str, nn.Module]:
+    """The new module of every layer its rank makes cheaper (the others are left alone)."""
     new_modules: dict[str, nn.Module] = {}
-    for name, dec in decs.items():
-        c = infos[name]
-        mb, pb = dense[name], dense_params[name]
-        if name not in chosen:
-            reason = "kept dense by the MAC budget"
-            rows[name] = _left_alone(name, kind, mb, pb, sizes[name], reason)
+    for lay in layers:
+        if lay.dec is None:
             continue
-        r = chosen[name]
-        ma, _ = _costs(c, kind, r, sizes[name])
-        if ma >= mb:
-            rows[name] = _left_alone(
-                name, kind, mb, pb, sizes[name],
-                f"factorized form (rank {r}) would cost more: {ma:,} >= {mb:,} MACs",
-            )  # fmt: skip
+        r = lay.rank
+        if r is None:
+            lay.leave(kind, "kept dense by the MAC budget")
             continue
-        x = inputs.get(name)
+        ma, _ = _costs(lay.conv, kind, r, lay.size)
+        if ma >= lay.macs:
+            lay.leave(
+                kind, f"factorized form (rank {r}) would cost more: {ma:,} >= {lay.macs:,} MACs"
+            )
+            continue
+        x = trace.inputs.get(lay.name)
         y = None
         if x is not None:
             with torch.no_grad():
-                y = c.module(x)
-        layer, report = _factorize(c, dec, r, x, y, name=name, note=rank_notes.get(name, ""))
-        if sizes[name] is not None and x is None:
-            report.macs_before, report.macs_after = mb, ma
+                y = lay.conv.module(x)
+        layer, report = _factorize(lay.conv, lay.dec, r, x, y, name=lay.name, note=lay.rank_note)
+        if lay.size is not None and x is None:
+            report.macs_before, report.macs_after = lay.macs, ma
             report.macs_unit = "total"
-        new_modules[name] = layer
-        rows[name] = report
+        new_modules[lay.name] = layer
+        lay.report = report
+    return new_modules
 
-    # replace (nothing above changed the model)
-    target_model = model if inplace else copy.deepcopy(model)
-    for name, new in new_modules.items():
-        _set_module(target_model, name, new)
 
-    layer_rows = [rows[n] for n in selected]
-    params_after = sum(p.numel() for p in target_model.parameters())
+def _report(
+    converted: nn.Module,
+    layers: list[_Layer],
+    kind: str,
+    policy: str,
+    trace: _Trace,
+    params_before: int,
+) -> ConvertReport:
+    """Totals of the converted model, and its output error on the calibration batch."""
+    rows = [lay.report for lay in layers if lay.report is not None]
     macs_after = None
-    if model_macs is not None:
-        macs_after = model_macs - sum(
-            r.macs_before - r.macs_after for r in layer_rows if r.converted
+    if trace.model_macs is not None:
+        macs_after = trace.model_macs - sum(
+            r.macs_before - r.macs_after for r in rows if r.converted
         )
     model_error = None
-    if calibration is not None and isinstance(reference, Tensor):
-        with _eval(target_model), torch.no_grad():
-            out = target_model(calibration)
-        if isinstance(out, Tensor) and out.shape == reference.shape:
-            model_error = _relative(out, reference)
-    result = ConvertReport(
-        layers=layer_rows,
+    if trace.calibration is not None and isinstance(trace.reference, Tensor):
+        with _eval(converted), torch.no_grad():
+            out = converted(trace.calibration)
+        if isinstance(out, Tensor) and out.shape == trace.reference.shape:
+            model_error = _relative(out, trace.reference)
+    return ConvertReport(
+        layers=rows,
         kind=kind,
         policy=policy,
-        macs_before=model_macs,
+        macs_before=trace.model_macs,
         macs_after=macs_after,
         params_before=params_before,
-        params_after=params_after,
+        params_after=sum(p.numel() for p in converted.parameters()),
         model_output_error=model_error,
-        order=order_kind,
-        seconds=time.perf_counter() - t0,
-        notes=notes,
-    )
-    return target_model, result
-
-
-def _left_alone(
-    name: str, kind: str, macs: int, params: int, size: tuple[int, ...] | None, note: str
-) -> LayerReport:
-    return LayerReport(
-        name=name,
-        kind=kind,
-        rank=None,
-        converted=False,
-        macs_before=macs,
-        macs_after=macs,
-        params_before=params,
-        params_after=params,
-        macs_unit="per_output_pixel" if size is None else "total",
-        note=note,
+        order=trace.order_kind,
+        notes=trace.notes,
     )
