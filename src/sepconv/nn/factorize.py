@@ -50,26 +50,12 @@ from .._torch_threads import torch_threads
 from .._validate import check_nonnegative_int, check_tol
 from ..factor import _cp_als, _CPFit
 from ._args import ConvGeometry, same_pads
-from .layers import (
-    DepthwiseSeparableConv1d,
-    DepthwiseSeparableConv2d,
-    DepthwiseSeparableConv3d,
-    LowRankConv1d,
-    LowRankConv2d,
-    LowRankConv3d,
-    SpatiallySeparableConv2d,
-    SpatiallySeparableConv3d,
-    _StructuredConv,
-)
+from .layers import LAYERS, _StructuredConv
 
 __all__ = ["KINDS", "LayerReport", "factorize"]
 
 #: Structures ``factorize`` and ``convert`` can produce.
 KINDS = ("depthwise", "spatial", "cp")
-
-_DS = {1: DepthwiseSeparableConv1d, 2: DepthwiseSeparableConv2d, 3: DepthwiseSeparableConv3d}
-_SS = {2: SpatiallySeparableConv2d, 3: SpatiallySeparableConv3d}
-_LR = {1: LowRankConv1d, 2: LowRankConv2d, 3: LowRankConv3d}
 
 Rank = int | tuple[int, int]
 
@@ -330,6 +316,11 @@ class _Decomposition:
     def __init__(self, c: _Conv) -> None:
         self.c = c
 
+    def _layer(self, **rank: Any) -> Any:
+        """A new layer of this structure with the conv's geometry (weights set by ``build``)."""
+        c = self.c
+        return LAYERS[self.kind][c.dims](c.cin, c.cout, **rank, **c.layer_kwargs())
+
     def max_rank(self) -> Rank:
         raise NotImplementedError
 
@@ -416,7 +407,7 @@ class _DepthwiseDecomposition(_Decomposition):
 
     def build(self, rank: Rank) -> _StructuredConv:
         c, m = self.c, _int(rank)
-        layer: Any = _DS[c.dims](c.cin, c.cout, depth_multiplier=m, **c.layer_kwargs())
+        layer = self._layer(depth_multiplier=m)
         sq = self.S[:, :m].sqrt()
         D = self.Vh[:, :m, :] * sq[..., None]  # (C_in, m, K)
         P = self.U[:, :, :m] * sq[:, None, :]  # (C_in, co_g, m)
@@ -528,7 +519,7 @@ class _SpatialDecomposition(_Decomposition):
     def build(self, rank: Rank) -> _StructuredConv:
         c = self.c
         g, co_g, cin_g, k = c.groups, c.cout_g, c.cin_g, c.kernel
-        layer: Any = _SS[c.dims](c.cin, c.cout, rank=rank, **c.layer_kwargs())
+        layer = self._layer(rank=rank)
         if c.dims == 2:
             r = _int(rank)
             sq = self.S1[:, :r].sqrt()
@@ -664,7 +655,7 @@ class _CPDecomposition(_Decomposition):
 
     def build(self, rank: Rank) -> _StructuredConv:
         c, r = self.c, _int(rank)
-        layer: Any = _LR[c.dims](c.cin, c.cout, rank=r, **c.layer_kwargs())
+        layer = self._layer(rank=r)
         pw1: list[Tensor] = []
         pw2: list[Tensor] = []
         dws: list[list[Tensor]] = [[] for _ in range(c.dims)]

@@ -636,3 +636,16 @@ class LowRankConv3d(_LowRankConvNd):
         x = self.conv_dw_w(x)
         x = self.conv_pw2(x)
         return x
+
+
+#: The layer class of each structure (:data:`sepconv.nn.KINDS`) by spatial dimensions:
+#: ``LAYERS["cp"][2]`` is :class:`LowRankConv2d`.
+LAYERS: dict[str, dict[int, type[_StructuredConv]]] = {
+    "depthwise": {
+        1: DepthwiseSeparableConv1d,
+        2: DepthwiseSeparableConv2d,
+        3: DepthwiseSeparableConv3d,
+    },
+    "spatial": {2: SpatiallySeparableConv2d, 3: SpatiallySeparableConv3d},
+    "cp": {1: LowRankConv1d, 2: LowRankConv2d, 3: LowRankConv3d},
+}

@@ -19,16 +19,7 @@ from torch import Tensor, nn
 
 from .._validate import check_bool, check_nonnegative_int, check_positive_float
 from ._args import check_dims, make_activation, make_norm
-from .layers import (
-    DepthwiseSeparableConv1d,
-    DepthwiseSeparableConv2d,
-    DepthwiseSeparableConv3d,
-    LowRankConv1d,
-    LowRankConv2d,
-    LowRankConv3d,
-    SpatiallySeparableConv2d,
-    SpatiallySeparableConv3d,
-)
+from .layers import LAYERS, DepthwiseSeparableConv2d
 
 __all__ = [
     "MODELS",
@@ -364,17 +355,10 @@ class SmallCNN(nn.Module):
             conv: nn.Module
             if kind == "standard":
                 conv = _CONVS[dims](c, out, kernel_size, stride, pad, bias=False)
-            elif kind == "depthwise":
-                ds = {1: DepthwiseSeparableConv1d, 2: DepthwiseSeparableConv2d}
-                conv = ds.get(dims, DepthwiseSeparableConv3d)(
-                    c, out, kernel_size, stride, pad, depth_multiplier=rank, bias=False
-                )
-            elif kind == "spatial":
-                ss = SpatiallySeparableConv2d if dims == 2 else SpatiallySeparableConv3d
-                conv = ss(c, out, kernel_size, stride, pad, rank=rank, bias=False)
-            else:
-                lr = {1: LowRankConv1d, 2: LowRankConv2d, 3: LowRankConv3d}[dims]
-                conv = lr(c, out, kernel_size, stride, pad, rank=rank, bias=False)
+            else:  # rank: the depth multiplier of a depthwise-separable layer
+                rank_arg = {"depth_multiplier" if kind == "depthwise" else "rank": rank}
+                layer: Any = LAYERS[kind][dims]
+                conv = layer(c, out, kernel_size, stride, pad, bias=False, **rank_arg)
             blocks.append(
                 nn.Sequential(
                     conv, make_norm("batch", out, dims, None, None), nn.ReLU(inplace=True)
