@@ -540,10 +540,9 @@ def _derivative_stencil(axis: Any, ndim: Any, smooth: Sequence[float]) -> np.nda
     return _dense(_derivative_terms(axis, ndim, smooth))
 
 
-def sobel(axis: int = -1, *, ndim: int = 2) -> np.ndarray:
-    """Sobel derivative kernel equal to ``scipy.ndimage.sobel``.
+_DERIVATIVE_DOC = """{title}
 
-    ``[-1, 0, 1]`` (correlation weights) along ``axis`` and ``[1, 2, 1]`` along every other.
+    ``[-1, 0, 1]`` (correlation weights) along ``axis`` and ``{smooth}`` along every other.
 
     Parameters
     ----------
@@ -559,66 +558,46 @@ def sobel(axis: int = -1, *, ndim: int = 2) -> np.ndarray:
 
     Examples
     --------
-    >>> sobel(axis=0)
-    array([[-1., -2., -1.],
-           [ 0.,  0.,  0.],
-           [ 1.,  2.,  1.]])
+    >>> {example}
     """
+
+
+def sobel(axis: int = -1, *, ndim: int = 2) -> np.ndarray:
     return _derivative_stencil(axis, ndim, [1.0, 2.0, 1.0])
 
 
 def prewitt(axis: int = -1, *, ndim: int = 2) -> np.ndarray:
-    """Prewitt derivative kernel equal to ``scipy.ndimage.prewitt``.
-
-    ``[-1, 0, 1]`` (correlation weights) along ``axis`` and ``[1, 1, 1]`` along every other.
-
-    Parameters
-    ----------
-    axis : int, default -1
-        Derivative axis, in ``[-ndim, ndim - 1]``.
-    ndim : int, default 2
-        Number of axes, >= 1.
-
-    Returns
-    -------
-    numpy.ndarray
-        Integer-valued float64 kernel of shape ``(3,) * ndim``.
-
-    Examples
-    --------
-    >>> prewitt(axis=1)
-    array([[-1., 0., 1.],
-           [-1., 0., 1.],
-           [-1., 0., 1.]])
-    """
     return _derivative_stencil(axis, ndim, [1.0, 1.0, 1.0])
 
 
 def scharr(axis: int = -1, *, ndim: int = 2) -> np.ndarray:
-    """Scharr derivative kernel (unnormalised, as ``skimage`` up to its 1/32 scale).
+    return _derivative_stencil(axis, ndim, [3.0, 10.0, 3.0])
 
-    ``[-1, 0, 1]`` (correlation weights) along ``axis`` and ``[3, 10, 3]`` along every other.
 
-    Parameters
-    ----------
-    axis : int, default -1
-        Derivative axis, in ``[-ndim, ndim - 1]``.
-    ndim : int, default 2
-        Number of axes, >= 1.
-
-    Returns
-    -------
-    numpy.ndarray
-        Integer-valued float64 kernel of shape ``(3,) * ndim``.
-
-    Examples
-    --------
-    >>> scharr(axis=1)
+sobel.__doc__ = _DERIVATIVE_DOC.format(
+    title="Sobel derivative kernel equal to ``scipy.ndimage.sobel``.",
+    smooth="[1, 2, 1]",
+    example="""sobel(axis=0)
+    array([[-1., -2., -1.],
+           [ 0.,  0.,  0.],
+           [ 1.,  2.,  1.]])""",
+)
+prewitt.__doc__ = _DERIVATIVE_DOC.format(
+    title="Prewitt derivative kernel equal to ``scipy.ndimage.prewitt``.",
+    smooth="[1, 1, 1]",
+    example="""prewitt(axis=1)
+    array([[-1., 0., 1.],
+           [-1., 0., 1.],
+           [-1., 0., 1.]])""",
+)
+scharr.__doc__ = _DERIVATIVE_DOC.format(
+    title="Scharr derivative kernel (unnormalised, as ``skimage`` up to its 1/32 scale).",
+    smooth="[3, 10, 3]",
+    example="""scharr(axis=1)
     array([[ -3., 0.,  3.],
            [-10., 0., 10.],
-           [ -3., 0.,  3.]])
-    """
-    return _derivative_stencil(axis, ndim, [3.0, 10.0, 3.0])
+           [ -3., 0.,  3.]])""",
+)
 
 
 def laplace(*, ndim: int = 2) -> np.ndarray:
