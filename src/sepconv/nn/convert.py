@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from .._validate import check_bool, check_positive_float, check_tol
+from ._table import markdown_table, text_table
 from .factorize import (
     LayerReport,
     Rank,
@@ -31,7 +32,7 @@ from .factorize import (
     _relative,
 )
 from .layers import _StructuredConv
-from .profile import _eval, count
+from .profile import _eval, count, example_input
 
 __all__ = ["ConvertReport", "convert"]
 
@@ -148,21 +149,10 @@ class ConvertReport:
         return lines
 
     def __str__(self) -> str:
-        rows = [COLUMNS, *self.rows()]
-        widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
-        text = [
-            "  ".join(
-                c.ljust(w) if i in (0, 1, 9) else c.rjust(w)
-                for i, (c, w) in enumerate(zip(row, widths, strict=True))
-            ).rstrip()
-            for row in rows
-        ]
-        return "\n".join([*text, *self.summary()])
+        return text_table(COLUMNS, self.rows(), self.summary(), left=(0, 1, 9))
 
     def to_markdown(self) -> str:
-        lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-        lines += ["| " + " | ".join(row) + " |" for row in self.rows()]
-        return "\n".join([*lines, "", *self.summary()])
+        return markdown_table(COLUMNS, self.rows(), self.summary())
 
 
 #: Columns of the conversion table.
@@ -552,13 +542,7 @@ def _example(model: nn.Module, calibration: Any, input_shape: Any) -> tuple[Tens
         raise ValueError(
             f"input_shape must be positive integers including the batch axis, got {shape}"
         )
-    try:
-        p = next(model.parameters())
-        device, dtype = p.device, p.dtype
-    except StopIteration:
-        device, dtype = torch.device("cpu"), torch.float32
-    gen = torch.Generator().manual_seed(0)
-    return torch.randn(shape, generator=gen, dtype=dtype).to(device), "input_shape"
+    return example_input(model, shape), "input_shape"
 
 
 def _trace(
@@ -601,17 +585,10 @@ class _Layer:
 
     def leave(self, kind: str, reason: str) -> None:
         self.dec = None
+        unit = "per_output_pixel" if self.size is None else "total"
+        m, p = self.macs, self.params  # before = after: rank None, not converted
         self.report = LayerReport(
-            name=self.name,
-            kind=kind,
-            rank=None,
-            converted=False,
-            macs_before=self.macs,
-            macs_after=self.macs,
-            params_before=self.params,
-            params_after=self.params,
-            macs_unit="per_output_pixel" if self.size is None else "total",
-            note=reason,
+            self.name, kind, None, False, m, m, p, p, macs_unit=unit, note=reason
         )
 
 

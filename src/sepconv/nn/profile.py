@@ -34,6 +34,7 @@ from .. import cost
 from .._timing import median_time, sample_times
 from .._torch_threads import torch_threads
 from .._validate import check_nonnegative_int
+from ._table import markdown_table, text_table
 
 __all__ = ["LayerProfile", "MachineRates", "Profile", "count", "machine_rates", "profile"]
 
@@ -556,21 +557,10 @@ class Profile:
         return lines
 
     def __str__(self) -> str:
-        rows = [COLUMNS, *self.rows()]
-        widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
-        text = [
-            "  ".join(
-                c.ljust(w) if i < 2 else c.rjust(w)
-                for i, (c, w) in enumerate(zip(row, widths, strict=True))
-            )
-            for row in rows
-        ]
-        return "\n".join([*text, *self.summary()])
+        return text_table(COLUMNS, self.rows(), self.summary(), left=(0, 1))
 
     def to_markdown(self) -> str:
-        lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-        lines += ["| " + " | ".join(row) + " |" for row in self.rows()]
-        return "\n".join([*lines, "", *self.summary()])
+        return markdown_table(COLUMNS, self.rows(), self.summary())
 
 
 #: Sum of per-layer times and end-to-end latency differing by more than this factor (either
@@ -605,6 +595,17 @@ def _size(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1000
     return f"{n:.1f} GB"  # pragma: no cover
+
+
+def example_input(model: nn.Module, shape: Sequence[int]) -> Tensor:
+    """Seeded standard normal input of ``shape`` on the model's device, in its dtype."""
+    try:
+        param = next(model.parameters())
+        device, dtype = param.device, param.dtype
+    except StopIteration:
+        device, dtype = torch.device("cpu"), torch.float32
+    gen = torch.Generator().manual_seed(0)
+    return torch.randn(tuple(shape), generator=gen, dtype=dtype).to(device)
 
 
 def _check_shape(input_shape: Any) -> tuple[int, ...]:
@@ -695,13 +696,7 @@ def profile(
         )
     warmup = check_nonnegative_int(warmup, "warmup", minimum=0)
     repeats = check_nonnegative_int(repeats, "repeats", minimum=1)
-    try:
-        param = next(model.parameters())
-        device, dtype = param.device, param.dtype
-    except StopIteration:
-        device, dtype = torch.device("cpu"), torch.float32
-    gen = torch.Generator().manual_seed(0)
-    example = torch.randn(shape, generator=gen, dtype=dtype).to(device)
+    example = example_input(model, shape)
     try:
         layers = count(model, example)
     except RuntimeError as exc:
