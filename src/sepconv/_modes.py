@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from ._validate import ArgumentError
+
 __all__ = [
     "MODES",
     "extension_table",
@@ -63,10 +65,13 @@ def normalize_modes(mode: Any, naxes: int) -> list[str]:
     """One canonical mode per filtered axis (a string applies to all of them)."""
     if isinstance(mode, str):
         return [normalize_mode(mode)] * naxes
-    if not isinstance(mode, (Sequence, np.ndarray)) or len(mode) != naxes:
-        raise ValueError(
+    if not isinstance(mode, (Sequence, np.ndarray)):
+        raise ValueError(f"mode must be one of {sorted(MODES)} or a sequence of them, got {mode!r}")
+    if len(mode) != naxes:
+        raise ArgumentError(
             f"mode must be one of {sorted(MODES)} or a sequence of {naxes} of them (one per "
-            f"filtered axis), got {mode!r}"
+            f"filtered axis), got {mode!r} (sequence argument must have length equal to input "
+            "rank)"
         )
     return [normalize_mode(m) for m in mode]
 
@@ -80,14 +85,21 @@ def normalize_axes(axes: Any, ndim: int) -> tuple[int, ...]:
     try:
         raw = [operator.index(a) for a in axes]
     except TypeError:
-        raise TypeError(f"axes must be an int or a sequence of ints, got {axes!r}") from None
+        bad = next((a for a in axes if not hasattr(a, "__index__")), axes)
+        raise TypeError(
+            f"axes must be an int or a sequence of ints, got {axes!r} "
+            f"('{type(bad).__name__}' object cannot be interpreted as an integer)"
+        ) from None
     out = []
     for a in raw:
         if not -ndim <= a < ndim:
-            raise ValueError(f"axes must be in [{-ndim}, {ndim - 1}] for a {ndim}-D input, got {a}")
+            raise ValueError(
+                f"axes must be in [{-ndim}, {ndim - 1}] for a {ndim}-D input, got {a} "
+                f"(specified axis: {a} is out of range)"
+            )
         out.append(a % ndim)
     if len(set(out)) != len(out):
-        raise ValueError(f"axes must not repeat an axis, got {tuple(raw)}")
+        raise ValueError(f"axes must be unique: axes must not repeat an axis, got {tuple(raw)}")
     return tuple(out)
 
 
@@ -96,9 +108,9 @@ def normalize_origins(origin: Any, sizes: Sequence[int]) -> list[int]:
     n = len(sizes)
     if isinstance(origin, (Sequence, np.ndarray)) and not isinstance(origin, str):
         if len(origin) != n:
-            raise ValueError(
+            raise ArgumentError(
                 f"origin must be an int or a sequence of {n} ints (one per filtered axis), "
-                f"got {origin!r}"
+                f"got {origin!r} (sequence argument must have length equal to input rank)"
             )
         values = list(origin)
     else:
@@ -113,8 +125,8 @@ def normalize_origins(origin: Any, sizes: Sequence[int]) -> list[int]:
             ) from None
         if not -(k // 2) <= o <= (k - 1) // 2:
             raise ValueError(
-                f"origin must be between {-(k // 2)} and {(k - 1) // 2} for a kernel of length "
-                f"{k}, got {o}"
+                f"Invalid origin; origin must be between {-(k // 2)} and {(k - 1) // 2} for a "
+                f"kernel of length {k}, got {o}"
             )
         out.append(int(o))
     return out
@@ -187,8 +199,10 @@ def fold_pass(w: np.ndarray, origin: int, n: int, mode: str) -> tuple[np.ndarray
     return folded, 0
 
 
-#: dtypes filtered natively; everything else integer is computed in float64 and rounded.
-FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+#: Floating-point dtypes filtered (float16 is computed in float32; complex as its real and
+#: imaginary parts); every integer dtype and bool is too, computed in float and rounded.
+FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+COMPLEX_DTYPES = (np.dtype(np.complex64), np.dtype(np.complex128))
 
 
 def native(dtype: np.dtype) -> np.dtype:
@@ -198,7 +212,7 @@ def native(dtype: np.dtype) -> np.dtype:
 
 
 def check_input(x: Any, name: str = "input") -> np.ndarray:
-    """The input as an ndarray of a supported real dtype (float32/64, integer or bool).
+    """The input as an ndarray of a supported dtype (float16/32/64, complex, integer, bool).
 
     Any byte order is accepted; the filters convert to native order on the way in.
     """
@@ -209,34 +223,31 @@ def check_input(x: Any, name: str = "input") -> np.ndarray:
     except Exception as exc:
         raise TypeError(f"{name} must be an array of numbers, got {type(x).__name__}") from exc
     dt = arr.dtype
-    if dt.kind in "iub" or native(dt) in FLOAT_DTYPES:
+    if dt.kind in "iub" or native(dt) in FLOAT_DTYPES or native(dt) in COMPLEX_DTYPES:
         return arr
-    if dt.kind == "c":
-        raise TypeError(
-            f"{name} must be real; got complex dtype {dt} (filter .real and .imag separately)"
-        )
     raise TypeError(
-        f"{name} dtype must be float32, float64, an integer type or bool, got {dt}"
-        + (" (convert float16 to float32 first)" if dt == np.float16 else "")
+        f"{name} dtype must be float16, float32, float64, complex64, complex128, an integer "
+        f"type or bool, got {dt}"
     )
 
 
 #: Output dtypes that a float32 computation fills to within a small fraction of their last
 #: bit: float32 itself and integers of at most 16 bits (8-bit data times any kernel stays
 #: within ~1e-4 LSB of the exact result at those magnitudes).
-_FLOAT32_OUTPUTS = frozenset("?bBhHf")
+_FLOAT32_OUTPUTS = frozenset("?bBhHef")
 
 
 def work_dtype(dtype: np.dtype, output: np.dtype | None = None) -> np.dtype:
     """Precision of the computation for input ``dtype`` and result ``output`` (default: same).
 
-    float32 when the input is float32, bool or 8-bit integer *and* the result is float32 or an
-    integer/bool of at most 16 bits; float64 otherwise. So ``output=np.float64`` (or a 32/64-bit
-    integer output) always gets a float64 computation, as scipy.ndimage does.
+    float32 when the input is float16/float32, bool or 8-bit integer *and* the result is
+    float16/float32 or an integer/bool of at most 16 bits; float64 otherwise (complex data is
+    filtered as its real and imaginary parts, each by this rule). So ``output=np.float64``
+    (or a 32/64-bit integer output) always gets a float64 computation, as scipy.ndimage does.
     """
     dt = native(dtype)
     out = dt if output is None else native(np.dtype(output))
-    small_in = dt == np.float32 or (dt.kind in "iub" and dt.itemsize == 1)
+    small_in = dt.char in "ef" or (dt.kind in "iub" and dt.itemsize == 1)
     if small_in and out.char in _FLOAT32_OUTPUTS:
         return np.dtype(np.float32)
     return np.dtype(np.float64)

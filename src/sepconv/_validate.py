@@ -15,6 +15,8 @@ import numpy as np
 __all__ = [
     "MAX_KERNEL_SIZE",
     "MAX_TAPS",
+    "ArgumentError",
+    "IntegerArgumentError",
     "as_kernel",
     "check_bool",
     "check_kernel_size",
@@ -25,11 +27,12 @@ __all__ = [
 ]
 
 
-def as_kernel(kernel: Any, name: str = "kernel") -> np.ndarray:
+def as_kernel(kernel: Any, name: str = "kernel", *, complex_ok: bool = False) -> np.ndarray:
     """Return ``kernel`` as a finite, non-empty float64 array of ndim >= 1.
 
-    Integer and boolean kernels are converted exactly; complex, object, string and other
-    dtypes are refused with a ``TypeError``.
+    Integer and boolean kernels are converted exactly; object, string and other dtypes are
+    refused with a ``TypeError``, and so are complex ones unless ``complex_ok`` (the linear
+    filters take complex weights: a complex kernel comes back as complex128).
 
     The copy no longer says what precision the kernel was given in: where ranks or exactness
     will be judged, take ``sepconv.factor.kernel_precision(kernel)`` first and pass it on as
@@ -43,7 +46,7 @@ def as_kernel(kernel: Any, name: str = "kernel") -> np.ndarray:
         raise TypeError(f"{name} must be an array of numbers, got {type(kernel).__name__}") from exc
     if arr.dtype == object:
         raise TypeError(f"{name} must have a real numeric dtype, got dtype object")
-    if np.iscomplexobj(arr):
+    if np.iscomplexobj(arr) and not complex_ok:
         raise TypeError(
             f"{name} must be real; got dtype {arr.dtype} (filter the real and imaginary parts "
             "separately)"
@@ -54,11 +57,26 @@ def as_kernel(kernel: Any, name: str = "kernel") -> np.ndarray:
         raise ValueError(f"{name} must have at least one dimension, got a 0-d array ({arr!r})")
     if arr.size == 0:
         raise ValueError(f"{name} must not be empty, got shape {arr.shape}")
-    out = np.array(arr, dtype=np.float64, copy=True)
+    out = np.array(arr, dtype=np.complex128 if np.iscomplexobj(arr) else np.float64, copy=True)
     if not np.all(np.isfinite(out)):
         bad = "NaN" if np.isnan(out).any() else "Inf"
         raise ValueError(f"{name} must be finite, got {bad} at index {_first_bad(out)}")
     return out
+
+
+class ArgumentError(ValueError, RuntimeError):
+    """A bad argument where scipy.ndimage raises ``RuntimeError``.
+
+    sepconv raises ``ValueError`` for bad values; for the cases where scipy.ndimage raises
+    ``RuntimeError`` (a sequence argument of the wrong length, a kernel of the wrong rank, an
+    output of the wrong shape) the exception is both, so code written for either catches it,
+    and its message carries scipy's phrase.
+    """
+
+
+class IntegerArgumentError(TypeError, ValueError):
+    """A non-integer where an integer is required: a ``TypeError`` (sepconv's rule) that is
+    also the ``ValueError`` scipy.ndimage raises for e.g. ``radius=1.1``."""
 
 
 #: Longest 1-D kernel sepconv builds (a pass along an axis of n samples never needs more than
@@ -105,7 +123,7 @@ def check_positive_float(value: Any, name: str, *, allow_zero: bool = False) -> 
 def check_nonnegative_int(value: Any, name: str, *, minimum: int = 0) -> int:
     """An integer >= ``minimum`` (floats with an integral value are refused: say what you mean)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an integer, got {value!r}")
+        raise IntegerArgumentError(f"{name} must be an integer, got {value!r}")
     v = int(value)
     if v < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
@@ -125,8 +143,9 @@ def per_axis(value: Any, ndim: int, name: str) -> list[Any]:
         return [value] * ndim
     values = list(value)
     if len(values) != ndim:
-        raise ValueError(
-            f"{name} must be a scalar or a sequence of {ndim} values (one per axis), got {value!r}"
+        raise ArgumentError(
+            f"{name} must be a scalar or a sequence of {ndim} values (one per axis), got "
+            f"{value!r} (sequence argument must have length equal to input rank)"
         )
     return values
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 import operator
+import warnings
 from collections.abc import Sequence
 from dataclasses import replace
 from types import ModuleType
@@ -47,7 +48,14 @@ from ._modes import (
     normalize_origins,
     work_dtype,
 )
-from ._validate import as_kernel, check_kernel_size, check_nonnegative_int, check_tol, per_axis
+from ._validate import (
+    ArgumentError,
+    as_kernel,
+    check_kernel_size,
+    check_nonnegative_int,
+    check_tol,
+    per_axis,
+)
 from .factor import Factorization, kernel_precision
 from .job import Job, Pass, dense_job, terms_job
 from .plan import make_plan
@@ -129,11 +137,12 @@ def _input(x: Any) -> tuple[ModuleType, Any]:
     return backend, arr
 
 
-def _cval(cval: Any) -> float:
-    if isinstance(cval, (bool, np.bool_)) or not isinstance(cval, (int, float, np.number)):
-        raise TypeError(f"cval must be a real number, got {cval!r}")
+def _cval(cval: Any) -> float | complex:
+    """A real number, or a complex one (for complex data or weights)."""
+    if isinstance(cval, (bool, np.bool_)) or not isinstance(cval, (int, float, complex, np.number)):
+        raise TypeError(f"cval must be a number, got {cval!r}")
     if isinstance(cval, (complex, np.complexfloating)):
-        raise TypeError(f"cval must be a real number, got {cval!r}")
+        return complex(cval)
     return float(cval)
 
 
@@ -146,7 +155,7 @@ def _axis(axis: Any, ndim: int) -> int:
 
 
 def _weights1d(weights: Any) -> np.ndarray:
-    w = as_kernel(weights, "weights")
+    w = as_kernel(weights, "weights", complex_ok=True)
     if w.ndim != 1:
         raise ValueError(f"weights must be 1-D for a 1-D filter, got shape {w.shape}")
     return w
@@ -156,19 +165,88 @@ def _mode_map(mode: Any, axes: Sequence[int]) -> dict[int, str]:
     return dict(zip(axes, normalize_modes(mode, len(axes)), strict=True))
 
 
-def _run(backend: ModuleType, x: Any, job: Job, dtype: Any, out: Any, workers: Any) -> Any:
+def _run(
+    backend: ModuleType,
+    x: Any,
+    job: Job,
+    dtype: Any,
+    out: Any,
+    workers: Any,
+    *,
+    imag: Job | None = None,
+    default_output: bool = False,
+) -> Any:
     """Hand the job to the backend (``dtype``, ``out``: the resolved ``output`` argument).
 
-    Passes far longer than their axis are folded onto the border extension first
-    (``Job.folded``: a huge sigma or size costs what the data's size allows), unless the data
-    holds NaN/Inf, where folded weights would turn ``inf * w1 - inf * w2`` (NaN) into an
-    infinity.
+    Complex data, a complex kernel (``imag``: the job of its imaginary part) or a complex
+    ``cval`` run as real jobs on the real and imaginary parts, combined as scipy.ndimage does
+    (:func:`_run_complex`). Passes far longer than their axis are folded onto the border
+    extension first (``Job.folded``: a huge sigma or size costs what the data's size allows),
+    unless the data holds NaN/Inf, where folded weights would turn ``inf * w1 - inf * w2``
+    (NaN) into an infinity.
     """
+    if backend.is_complex(x.dtype) or imag is not None:
+        return _run_complex(backend, x, job, imag, dtype, out, workers, default_output)
+    if job.cval_imag:
+        raise ValueError(
+            f"cval must be real for real input and weights, got "
+            f"{complex(job.cval, job.cval_imag)!r} (Cannot provide a complex-valued cval when "
+            "the input is real)"
+        )
     if not job.dense and job.kernel is None:
         folded = job.folded(x.shape)
         if folded is not job and not backend.has_nonfinite(x):
             job = folded
     return backend.run(x, job, dtype, out, workers)
+
+
+def _run_complex(backend, x, job, imag, dtype, out, workers, default_output):
+    """``(x_re + i x_im) (*) (K_re + i K_im)`` from real correlations of the parts:
+    ``re = x_re * K_re - x_im * K_im``, ``im = x_re * K_im + x_im * K_re``, each part with the
+    matching part of ``cval`` (scipy.ndimage's rule). A Gaussian gradient magnitude of complex
+    data is ``sqrt(sum_i d_i ** 2)`` of the complex derivatives, as scipy computes it."""
+    if not backend.is_complex(dtype):
+        if out is not None:
+            raise ArgumentError(
+                f"output must have complex dtype for a complex result, got {dtype} (output "
+                "must have complex dtype)"
+            )
+        if not default_output:
+            warnings.warn("promoting specified output dtype to complex", UserWarning, stacklevel=3)
+        dtype = backend.complex_of(dtype)
+    part = backend.real_of(dtype)
+    xr, xi = backend.split(x)
+    c = complex(job.cval, job.cval_imag)
+    if xi is None and c.imag != 0:
+        raise ValueError(
+            f"cval must be real for real input, got {c!r} (Cannot provide a complex-valued cval "
+            "when the input is real)"
+        )
+
+    def real(xp: Any, j: Job, cv: float) -> Any:
+        return _run(backend, xp, replace(j, cval=cv, cval_imag=0.0), part, None, workers)
+
+    def parts(j: Job, ji: Job | None) -> tuple[Any, Any]:
+        if xi is None:
+            assert ji is not None
+            return real(xr, j, c.real), real(xr, ji, c.real)
+        if ji is None:
+            return real(xr, j, c.real), real(xi, j, c.imag)
+        return (
+            real(xr, j, c.real) - real(xi, ji, c.imag),
+            real(xr, ji, c.real) + real(xi, j, c.imag),
+        )
+
+    if job.reduction == "hypot":  # scipy: sqrt(sum d_i * d_i) of the complex derivatives
+        acc = None
+        for term in job.terms:
+            re, im = parts(replace(job, terms=(term,), reduction="sum"), None)
+            d = backend.join(re, im, dtype, None)
+            acc = d * d if acc is None else acc + d * d
+        acc = acc.sqrt() if hasattr(acc, "sqrt") else np.sqrt(acc)
+        return backend.join(acc.real, acc.imag, dtype, out)
+    re, im = parts(job, imag)
+    return backend.join(re, im, dtype, out)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -220,7 +298,10 @@ def correlate1d(
     (o,) = normalize_origins(origin, [len(w)])
     c = _cval(cval)
     dtype, out = backend.resolve_output(output, x)
-    return _run(backend, x, terms_job([(1.0, [(ax, w, o)])], m, c), dtype, out, workers)
+    w = np.conj(w)  # complex weights are conjugated, as np.correlate does
+    job = terms_job([(1.0, [(ax, w.real, o)])], m, c)
+    imag = terms_job([(1.0, [(ax, w.imag, o)])], m, c) if np.iscomplexobj(w) else None
+    return _run(backend, x, job, dtype, out, workers, imag=imag, default_output=output is None)
 
 
 @_docfill
@@ -259,8 +340,9 @@ def convolve1d(
     """
     w = _weights1d(weights)
     (o,) = normalize_origins(origin, [len(w)])
+    flipped = np.conj(w[::-1])  # correlate1d conjugates complex weights back
     return correlate1d(
-        input, w[::-1], axis, output, mode, cval, _flip_origin(o, len(w)), workers=workers
+        input, flipped, axis, output, mode, cval, _flip_origin(o, len(w)), workers=workers
     )
 
 
@@ -301,7 +383,9 @@ def uniform_filter1d(
     array([4.        , 3.33333333, 4.        , 1.66666667, 4.66666667, 6.33333333,
            6.        , 3.        ])
     """
-    size = check_nonnegative_int(size, "size", minimum=1)
+    size = check_nonnegative_int(size, "size")
+    if size < 1:
+        raise ArgumentError(f"size must be an integer >= 1, got {size} (incorrect filter size)")
     check_kernel_size([size], f"size={size!r}")
     return correlate1d(
         input, np.full(size, 1.0 / size), axis, output, mode, cval, origin, workers=workers
@@ -462,9 +546,11 @@ def uniform_filter(
     """
     backend, x = _input(input)
     ax = normalize_axes(axes, x.ndim)
-    sizes = [check_nonnegative_int(s, "size", minimum=1) for s in per_axis(size, len(ax), "size")]
+    # size 0 along an axis, as 1, leaves it alone (scipy's rule)
+    sizes = [check_nonnegative_int(s, "size") for s in per_axis(size, len(ax), "size")]
     for s in sizes:
         check_kernel_size([s], f"size={size!r}")
+    sizes = [max(s, 1) for s in sizes]
     origins = normalize_origins(origin, sizes)
     ((_, vectors),) = kernels.KERNEL_TERMS[kernels.box](sizes)
     passes = list(zip(ax, vectors, origins, strict=True))
@@ -789,39 +875,56 @@ def correlate(
     True
     """
     backend, x = _input(input)
-    ax = normalize_axes(axes, x.ndim)
+    given_axes = normalize_axes(axes, x.ndim)
     given = weights if isinstance(weights, Factorization) else None
-    K = given.kernel if given is not None else as_kernel(weights, "weights")
-    kprec = given.precision if given is not None else kernel_precision(weights)
-    if K.ndim != len(ax):
-        raise ValueError(
+    K = given.kernel if given is not None else as_kernel(weights, "weights", complex_ok=True)
+    if K.ndim != len(given_axes):
+        raise ArgumentError(
             f"weights must have one dimension per filtered axis: got a {K.ndim}-D kernel of "
-            f"shape {K.shape} for {len(ax)} axes {ax} of a {x.ndim}-D input"
+            f"shape {K.shape} for {len(given_axes)} axes {given_axes} of a {x.ndim}-D input "
+            f"(weights.ndim ({K.ndim}) must match len(axes) ({len(given_axes)}))"
         )
-    origins = normalize_origins(origin, K.shape)
-    modes = _mode_map(mode, ax)
+    # scipy's axes rule: the kernel's dimensions follow the axes in increasing order, while
+    # origin and mode sequences follow ``axes`` as given
+    ax = tuple(sorted(given_axes))
+    lengths = [K.shape[ax.index(a)] for a in given_axes]
+    by_axis = dict(zip(given_axes, normalize_origins(origin, lengths), strict=True))
+    origins = [by_axis[a] for a in ax]
+    modes = _mode_map(mode, given_axes)
     c = _cval(cval)
     tol = check_tol(tol)
     dtype, out = backend.resolve_output(output, x)
-    size = int(np.prod(x.shape))  # (x may be a torch tensor, whose .size is a method)
-    plan = make_plan(
-        given if given is not None else K,
-        [x.shape[a] for a in ax],
+    kprec: Any = given.precision if given is not None else None
+    if given is None:  # a complex kernel's parts have the precision of its real dtype
+        kprec = kernel_precision(np.asarray(weights).real)
+    plan_args = dict(
+        data_shape=[x.shape[a] for a in ax],
         method=method,
         tol=tol,
-        size=size,
+        size=math.prod(x.shape),
         precision=_coarser(kprec, _work_name(x.dtype, dtype)),
     )
+    if np.iscomplexobj(K):  # conjugated, as np.correlate does; each part planned on its own
+        Kc = np.conj(K)
+        job = _planned_job(Kc.real, ax, origins, modes, c, plan_args)
+        imag = _planned_job(Kc.imag, ax, origins, modes, c, plan_args)
+        return _run(backend, x, job, dtype, out, workers, imag=imag, default_output=output is None)
+    job = _planned_job(given if given is not None else K, ax, origins, modes, c, plan_args)
+    return _run(backend, x, job, dtype, out, workers, default_output=output is None)
+
+
+def _planned_job(kernel, ax, origins, modes, c, plan_args) -> Job:
+    """The job ``make_plan`` chooses for a real kernel (or Factorization)."""
+    plan = make_plan(kernel, **plan_args)
+    K = kernel.kernel if isinstance(kernel, Factorization) else kernel
     if plan.factorization is None:
-        job = dense_job(K, ax, origins, modes, c, plan.method)
-    else:
-        f = plan.factorization
-        terms = [
-            (float(wt), list(zip(ax, vecs, origins, strict=True)))
-            for wt, vecs in zip(f.weights, f.factors, strict=True)
-        ]
-        job = terms_job(terms, modes, c, kernel=K, axes=ax, origins=origins)
-    return _run(backend, x, job, dtype, out, workers)
+        return dense_job(K, ax, origins, modes, c, plan.method)
+    f = plan.factorization
+    terms = [
+        (float(wt), list(zip(ax, vecs, origins, strict=True)))
+        for wt, vecs in zip(f.weights, f.factors, strict=True)
+    ]
+    return terms_job(terms, modes, c, kernel=K, axes=ax, origins=origins)
 
 
 def _work_name(data: Any, out: Any) -> str:
@@ -883,12 +986,26 @@ def convolve(
         flipped: Any = _flip_factorization(weights)
         shape = weights.shape
     else:
-        K = as_kernel(weights, "weights")
-        # flip the kernel as given: its dtype sets the precision its rank is judged at
+        K = as_kernel(weights, "weights", complex_ok=True)
+        # flip the kernel as given (its dtype sets the precision its rank is judged at);
+        # complex weights are pre-conjugated, as correlate conjugates them back
         flipped = np.asarray(weights)[(slice(None, None, -1),) * K.ndim]
+        if np.iscomplexobj(flipped):
+            flipped = np.conj(flipped)
         shape = K.shape
-    origins = normalize_origins(origin, shape)
-    flipped_origin = [_flip_origin(o, k) for o, k in zip(origins, shape, strict=True)]
+    # origins follow ``axes`` as given, kernel dimensions the sorted axes (scipy's rule): the
+    # kernel length that origin i refers to is that of axes[i]'s rank among the sorted axes
+    lengths = list(shape)
+    ndim = getattr(input, "ndim", None)
+    if ndim is None:
+        ndim = np.ndim(input)
+    if ndim:
+        given_axes = normalize_axes(axes, ndim)
+        if len(given_axes) == len(shape):
+            rank = sorted(given_axes)
+            lengths = [shape[rank.index(a)] for a in given_axes]
+    origins = normalize_origins(origin, lengths)
+    flipped_origin = [_flip_origin(o, k) for o, k in zip(origins, lengths, strict=True)]
     return correlate(
         input,
         flipped,

@@ -92,7 +92,8 @@ class Job:
     modes : mapping of axis -> canonical mode
         Border rule per filtered axis (``_modes.MODES`` values).
     cval : float
-        Value beyond the border in constant mode (may be NaN or Inf).
+        Value beyond the border in constant mode (may be NaN or Inf); ``cval_imag`` holds the
+        imaginary part of a complex one.
     method : {'passes', 'direct', 'fft'}
         How a dense ``kernel`` runs; ``'passes'`` runs the terms.
     kernel : ndarray or None
@@ -115,6 +116,9 @@ class Job:
     origins: tuple[int, ...] = ()
     reduction: str = "sum"
     macs: float = field(default=0.0)
+    #: Imaginary part of a complex ``cval`` (complex data: ``sepconv.filters`` runs the real
+    #: and imaginary parts as real jobs; backends only ever see ``cval_imag == 0``).
+    cval_imag: float = 0.0
 
     def __post_init__(self) -> None:
         if self.method not in ("passes", "direct", "fft"):  # pragma: no cover - internal
@@ -166,7 +170,7 @@ class Job:
 def terms_job(
     terms: Sequence[tuple[float, Sequence[Pass]]],
     modes: Mapping[int, str],
-    cval: float,
+    cval: float | complex,
     *,
     reduction: str = "sum",
     kernel: np.ndarray | None = None,
@@ -195,11 +199,12 @@ def terms_job(
     return Job(
         clean or ((0.0, ()),),
         dict(modes),
-        cval,
+        complex(cval).real,
         kernel=kernel,
         axes=tuple(axes),
         origins=tuple(origins),
         reduction=reduction,
+        cval_imag=complex(cval).imag,
     )
 
 
@@ -208,11 +213,14 @@ def dense_job(
     axes: Sequence[int],
     origins: Sequence[int],
     modes: Mapping[int, str],
-    cval: float,
+    cval: float | complex,
     method: str,
 ) -> Job:
     """A job running a dense kernel by ``method`` ('direct' or 'fft')."""
-    return Job((), dict(modes), cval, method, kernel, tuple(axes), tuple(origins))
+    c = complex(cval)
+    return Job(
+        (), dict(modes), c.real, method, kernel, tuple(axes), tuple(origins), cval_imag=c.imag
+    )
 
 
 def _identity(w: np.ndarray, origin: int, deltas: bool) -> bool:

@@ -26,8 +26,20 @@ from .._modes import check_input as _check_numpy_input
 from .._modes import extension_table, native, work_dtype
 from .._modes import resolve_output as _resolve_numpy_output
 from ..job import Job, Term, chain, halos
+from .numpy import complex_of, is_complex, real_of  # the same dtype rules as numpy
 
-__all__ = ["STRATEGIES", "check_input", "has_nonfinite", "resolve_output", "run"]
+__all__ = [
+    "STRATEGIES",
+    "check_input",
+    "complex_of",
+    "has_nonfinite",
+    "is_complex",
+    "join",
+    "real_of",
+    "resolve_output",
+    "run",
+    "split",
+]
 
 #: How separable and low-rank filters are split into tasks (see :mod:`sepconv.dask`).
 STRATEGIES = ("auto", "passes", "fused")
@@ -320,3 +332,22 @@ def _job_block(
             assert job.kernel is not None
             engine.nonfinite.patch(result, bad, job.kernel, job.axes, job.origins, modes)
     return _crop(result, halos)
+
+
+# ----------------------------------------------------------------------------------------------
+# complex data: filtered as its real and imaginary parts (sepconv.filters assembles them)
+# ----------------------------------------------------------------------------------------------
+
+
+def split(x: da.Array) -> tuple[da.Array, da.Array | None]:
+    """Real and imaginary parts (lazy); ``(x, None)`` for real data."""
+    return (x.real, x.imag) if x.dtype.kind == "c" else (x, None)
+
+
+def join(re: da.Array, im: da.Array, dtype: Any, out: Any) -> Any:
+    """``re + 1j * im`` as ``dtype``, lazily (or stored into ``out``)."""
+    result = (re + 1j * im).astype(dtype)
+    if out is None:
+        return result
+    da.store(result, out, lock=not isinstance(out, np.ndarray))
+    return out

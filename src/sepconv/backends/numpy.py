@@ -142,3 +142,35 @@ def _finish(result: np.ndarray, x: np.ndarray, dtype: np.dtype, out: np.ndarray 
     if np.may_share_memory(result, x):
         return np.array(result, dtype=dtype, copy=True)
     return result.astype(dtype, copy=False)
+
+
+# ----------------------------------------------------------------------------------------------
+# complex data: filtered as its real and imaginary parts (sepconv.filters assembles them)
+# ----------------------------------------------------------------------------------------------
+
+
+def is_complex(dtype: Any) -> bool:
+    return np.dtype(dtype).kind == "c"
+
+
+def complex_of(dtype: Any) -> np.dtype:
+    """The complex dtype a complex result of ``dtype`` data has (float32 -> complex64)."""
+    return np.promote_types(np.dtype(dtype), np.complex64)
+
+
+def real_of(dtype: Any) -> np.dtype:
+    """The real dtype of each part of a complex ``dtype`` (complex64 -> float32)."""
+    return np.dtype(np.float32) if np.dtype(dtype) == np.complex64 else np.dtype(np.float64)
+
+
+def split(x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Real and imaginary parts (views); ``(x, None)`` for real data."""
+    return (x.real, x.imag) if x.dtype.kind == "c" else (x, None)
+
+
+def join(re: np.ndarray, im: np.ndarray, dtype: Any, out: np.ndarray | None) -> np.ndarray:
+    """``re + 1j * im`` as ``dtype``, written into ``out`` if given."""
+    res = out if out is not None else np.empty(re.shape, dtype)
+    res.real = re
+    res.imag = im
+    return res

@@ -36,11 +36,7 @@ _LOW = (torch.float16, torch.bfloat16)
 
 
 def check_input(x: torch.Tensor) -> torch.Tensor:
-    """Real tensors only: any float dtype, or integers (computed in floating point)."""
-    if x.is_complex():
-        raise TypeError(
-            f"input must be real; got complex dtype {x.dtype} (filter .real and .imag separately)"
-        )
+    """Any float, complex, integer or bool tensor."""
     return x
 
 
@@ -54,8 +50,6 @@ def _torch_dtype(dtype: Any, name: str = "output") -> torch.dtype:
             raise TypeError(
                 f"{name} must be None, a dtype or a tensor, got {type(dtype).__name__}"
             ) from None
-    if dt.is_complex:
-        raise TypeError(f"{name} dtype must be a real float, integer or bool type, got {dt}")
     return dt
 
 
@@ -311,3 +305,44 @@ def _fft_valid(padded: torch.Tensor, kernel: np.ndarray, axes: Sequence[int]) ->
     for a, n in zip(ax, k.shape, strict=True):
         sl[a] = slice(n - 1, padded.shape[a])
     return full[tuple(sl)]
+
+
+# ----------------------------------------------------------------------------------------------
+# complex data: filtered as its real and imaginary parts (sepconv.filters assembles them)
+# ----------------------------------------------------------------------------------------------
+
+
+def is_complex(dtype: torch.dtype) -> bool:
+    return dtype.is_complex
+
+
+def complex_of(dtype: torch.dtype) -> torch.dtype:
+    """The complex dtype a complex result of ``dtype`` data has (float32 -> complex64)."""
+    if dtype.is_complex:
+        return dtype
+    return (
+        torch.complex64
+        if dtype in (torch.float16, torch.bfloat16, torch.float32)
+        else (torch.complex128)
+    )
+
+
+def real_of(dtype: torch.dtype) -> torch.dtype:
+    """The real dtype of each part of a complex ``dtype`` (complex64 -> float32)."""
+    return dtype.to_real()
+
+
+def split(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Real and imaginary parts; ``(x, None)`` for real data."""
+    return (x.real, x.imag) if x.is_complex() else (x, None)
+
+
+def join(
+    re: torch.Tensor, im: torch.Tensor, dtype: torch.dtype, out: torch.Tensor | None
+) -> torch.Tensor:
+    """``re + 1j * im`` as ``dtype`` (differentiable), written into ``out`` if given."""
+    result = torch.complex(re, im).to(dtype)
+    if out is None:
+        return result
+    out.copy_(result)
+    return out
