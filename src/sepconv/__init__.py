@@ -7,6 +7,7 @@
 """
 
 from . import cost, kernels
+from ._validate import ArgumentError
 from .factor import Factorization, is_separable, separable_rank, separate
 from .filters import (
     convolve,
@@ -29,6 +30,7 @@ from .plan import Plan, make_plan
 __version__ = "0.1.0"
 
 __all__ = [
+    "ArgumentError",
     "Factorization",
     "Plan",
     "__version__",

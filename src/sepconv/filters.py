@@ -15,10 +15,15 @@ Deliberate differences from scipy.ndimage (where scipy hurts users):
   ``cval`` (scipy issue 7644); the padded input of a 2-D filter is ``cval`` outside the image,
   so after a first pass the right padding for the next one is ``cval * sum(weights)``, which
   sepconv uses. With ``cval=0`` (the default) both agree.
-* **Precision.** float32, bool and 8-bit input with a float32 or <= 16-bit integer result is
-  computed in float32 (scipy computes in float64); everything else in float64, so a float64
-  or 32/64-bit integer result always gets a float64 computation. float16 and complex input
-  raise ``TypeError``.
+* **Precision.** float16, float32, bool and 8-bit input with a float16/32 or <= 16-bit
+  integer result is computed in float32 (scipy computes in float64); everything else in
+  float64, so a float64 or 32/64-bit integer result always gets a float64 computation.
+  float16 (which scipy refuses) is returned as float16.
+* **Complex** data, weights and ``cval`` follow scipy: correlation conjugates complex weights;
+  the result is assembled from real filters of the real and imaginary parts.
+* **axes** follow scipy: a kernel's dimensions go to the filtered axes in increasing order,
+  ``origin``/``mode`` sequences follow ``axes`` as given. Where scipy raises ``RuntimeError``,
+  sepconv raises :class:`sepconv.ArgumentError` (a ``ValueError`` and a ``RuntimeError``).
 * **bool** input and output are accepted; a bool result is rounded and saturated to 0/1 like
   an integer one (scipy's cast makes every non-zero value True).
 
@@ -79,7 +84,11 @@ __all__ = [
 
 
 _DOCS = {
-    "input": "input : array_like\n        Input array: float32, float64 or any integer dtype.",
+    "input": (
+        "input : array_like\n"
+        "        Input array (numpy, dask or torch): float16/32/64, complex64/128, any integer\n"
+        "        dtype or bool, any byte order."
+    ),
     "output": (
         "output : ndarray or dtype, optional\n"
         "        Array to write the result into (may be ``input`` itself), or the dtype of the\n"
@@ -861,9 +870,9 @@ def correlate(
     passes: ``r * sum(k)`` multiply-adds per element instead of ``prod(k)``. See
     :func:`sepconv.plan.make_plan` for the choice.
 
-    Kernel axis ``i`` (and ``origin[i]``, ``mode[i]``) applies to ``axes[i]``, in the order
-    given. scipy.ndimage agrees when ``axes`` is increasing; for unsorted ``axes`` scipy maps
-    the kernel's axes to the sorted axes but the origins to the given order.
+    As in scipy.ndimage, the kernel's dimensions go to the filtered axes in increasing order,
+    while ``origin[i]`` and ``mode[i]`` apply to ``axes[i]`` in the order given. Complex
+    weights are conjugated (as ``np.correlate`` does).
 
     Examples
     --------
