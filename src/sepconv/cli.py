@@ -997,16 +997,10 @@ def demo(
             )
         console.print(t)
     layers = Table(title="Standard vs depthwise-separable 3x3 conv (MACs per output pixel)")
-    for col in ("C_in -> C_out", "standard", "depthwise-separable", "ratio"):
+    for col in demo_module.CONV_COLUMNS:
         layers.add_column(col, justify="right")
-    for cin, cout in ((32, 64), (64, 128), (128, 256), (256, 512), (512, 1024)):
-        c = cost.compare_conv(cin, cout, 3)
-        layers.add_row(
-            f"{cin} -> {cout}",
-            f"{c['standard'].macs_per_pixel:,}",
-            f"{c['depthwise_separable'].macs_per_pixel:,}",
-            f"{c['ratio']['macs']:.2f}x",
-        )
+    for row in res["conv_costs"]:
+        layers.add_row(*row)
     console.print(layers)
     console.print(
         "The article's numbers: 7x7 kernel "

@@ -16,7 +16,7 @@ import numpy as np
 
 from .. import cost
 from .._torch_threads import torch_threads
-from ._common import Report, Timer, setup_matplotlib
+from ._common import Report, Timer, accuracy, setup_matplotlib, train
 
 SIZE = 24
 
@@ -81,22 +81,10 @@ def _model(kind: str, channels: int, k: int, m: int) -> Any:
 
 
 def _train(model: Any, data: tuple[Any, ...], epochs: int, seed: int) -> float:
-    import torch
-
+    """Train on the first half of ``data``, return the accuracy on the second."""
     xtr, ytr, xte, yte = data
-    torch.manual_seed(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    gen = torch.Generator().manual_seed(seed)
-    for _ in range(epochs):
-        perm = torch.randperm(len(xtr), generator=gen)
-        for b in range(0, len(xtr), 64):
-            idx = perm[b : b + 64]
-            loss = torch.nn.functional.cross_entropy(model(xtr[idx]), ytr[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    with torch.no_grad():
-        return float((model(xte).argmax(1) == yte).float().mean())
+    train(model, xtr, ytr, epochs, seed)
+    return accuracy(model, xte, yte)
 
 
 def run(out: Path, *, quick: bool = False, progress: Any = None) -> Report:

@@ -145,6 +145,20 @@ def mobilenet_summary() -> list[str]:
     return lines
 
 
+#: Columns of the demo's conv cost table (:func:`conv_cost_rows`).
+CONV_COLUMNS = ["C_in -> C_out", "standard", "depthwise-separable", "ratio"]
+
+
+def conv_cost_rows() -> list[list[str]]:
+    """MACs per output pixel of typical 3x3 layers, standard vs depthwise-separable."""
+    rows = []
+    for cin, cout in ((32, 64), (64, 128), (128, 256), (256, 512), (512, 1024)):
+        c = cost.compare_conv(cin, cout, 3)
+        standard, ds = c["standard"].macs_per_pixel, c["depthwise_separable"].macs_per_pixel
+        rows.append([f"{cin} -> {cout}", f"{standard:,}", f"{ds:,}", f"{c['ratio']['macs']:.2f}x"])
+    return rows
+
+
 def run(out: Path, *, quick: bool = False, progress: Any = None) -> Report:
     report = Report("demo", "sepconv demo", out.parent, quick)
     report.name = out.name
@@ -209,19 +223,9 @@ def run(out: Path, *, quick: bool = False, progress: Any = None) -> Report:
             ],
             "llrrrrr",
         )
-    conv_rows = []
-    for cin, cout in ((32, 64), (64, 128), (128, 256), (256, 512), (512, 1024)):
-        c = cost.compare_conv(cin, cout, 3)
-        conv_rows.append(
-            [
-                f"{cin} -> {cout}",
-                f"{c['standard'].macs_per_pixel:,}",
-                f"{c['depthwise_separable'].macs_per_pixel:,}",
-                f"{c['ratio']['macs']:.2f}x",
-            ]
-        )
+    conv_rows = conv_cost_rows()
     report.text("## Standard vs depthwise-separable 3x3 convolution (MACs per output pixel)")
-    report.table(["C_in -> C_out", "standard", "depthwise-separable", "ratio"], conv_rows)
+    report.table(CONV_COLUMNS, conv_rows)
     mobilenet = mobilenet_summary()
     report.text(
         "## MobileNet v1, profiled by `sepconv.nn.profile`",
@@ -229,6 +233,7 @@ def run(out: Path, *, quick: bool = False, progress: Any = None) -> Report:
     )
     report.results.update(
         analysed=analysed,
+        conv_costs=conv_rows,
         mobilenet=mobilenet,
         image=[{k: v for k, v in r.items() if k != "result"} for r in image_rows],
         volume=[{k: v for k, v in r.items() if k != "result"} for r in volume_rows],

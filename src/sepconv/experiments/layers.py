@@ -16,7 +16,7 @@ import numpy as np
 
 from .._timing import median_times
 from .._torch_threads import torch_threads
-from ._common import Report, Timer, setup_matplotlib
+from ._common import Report, Timer, accuracy, setup_matplotlib, train
 
 
 def load_digits_16() -> tuple[np.ndarray, np.ndarray]:
@@ -26,32 +26,6 @@ def load_digits_16() -> tuple[np.ndarray, np.ndarray]:
     x = d.images.astype(np.float32) / 16.0
     x = np.kron(x, np.ones((1, 2, 2), dtype=np.float32))[:, None]  # (n, 1, 16, 16)
     return x, d.target.astype(np.int64)
-
-
-def _fit(model: Any, x: Any, y: Any, epochs: int, seed: int, lr: float = 3e-3) -> None:
-    import torch
-
-    torch.manual_seed(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    gen = torch.Generator().manual_seed(seed)
-    model.train()
-    for _ in range(epochs):
-        perm = torch.randperm(len(x), generator=gen)
-        for b in range(0, len(x), 64):
-            idx = perm[b : b + 64]
-            loss = torch.nn.functional.cross_entropy(model(x[idx]), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    model.eval()
-
-
-def _accuracy(model: Any, x: Any, y: Any) -> float:
-    import torch
-
-    model.eval()
-    with torch.no_grad():
-        return float((model(x).argmax(1) == y).float().mean())
 
 
 def run(out: Path, *, quick: bool = False, progress: Any = None) -> Report:
@@ -78,7 +52,7 @@ def run(out: Path, *, quick: bool = False, progress: Any = None) -> Report:
     with Timer() as timer, torch_threads(1):  # 16x16 images: one thread beats waking a second
         torch.manual_seed(0)
         base = small_cnn("standard", in_chans=1, num_classes=10, width=16, depth=4, resolution=16)
-        _fit(base, xtr, ytr, epochs, seed=0)
+        train(base, xtr, ytr, epochs, seed=0)
         # body convs in forward order; the one-channel stem stays standard, as in MobileNet
         convs = [
             n
@@ -90,7 +64,7 @@ def run(out: Path, *, quick: bool = False, progress: Any = None) -> Report:
         ]
         half = len(convs) // 2
         policies = {"early": convs[:half], "late": convs[half:], "all": convs}
-        original_acc = _accuracy(base, xte, yte)
+        original_acc = accuracy(base, xte, yte)
         _, ref = convert(base, "depthwise", layers=[], input_shape=(1, 1, 16, 16))
         rows.append(
             {
@@ -113,9 +87,9 @@ def run(out: Path, *, quick: bool = False, progress: Any = None) -> Report:
                 rank=1,
                 input_shape=(1, 1, 16, 16),
             )
-            acc0 = _accuracy(model, xte, yte)
-            _fit(model, xtr, ytr, tune, seed=1, lr=1e-3)
-            acc1 = _accuracy(model, xte, yte)
+            acc0 = accuracy(model, xte, yte)
+            train(model, xtr, ytr, tune, seed=1, lr=1e-3)
+            acc1 = accuracy(model, xte, yte)
             errs = [r.weight_error for r in rep.converted if r.weight_error is not None]
             rows.append(
                 {
