@@ -165,6 +165,19 @@ def assert_close(a, b, dtype=torch.float64, what=""):
     assert diff <= TOL[dtype] * scale, f"{what}: max abs difference {diff:.3g}"
 
 
+def output_and_dense(layer, batch, stride, padding, dilation, padding_mode, groups):
+    """The layer's output on a random float64 batch, and the dense conv's (dense_reference)."""
+    d = len(layer.kernel_size)
+    x = torch.randn(batch, layer.in_channels, *SIZE[d], dtype=torch.float64)
+    with torch.no_grad():
+        y = layer(x)
+    ref = dense_reference(
+        layer, x, kernel=KERNEL[d], stride=stride, padding=padding, dilation=dilation,
+        padding_mode=padding_mode, groups=groups,
+    )  # fmt: skip
+    return y, ref
+
+
 # ----------------------------------------------------------------------------------------------
 # layers == dense conv
 # ----------------------------------------------------------------------------------------------
@@ -178,13 +191,7 @@ def assert_close(a, b, dtype=torch.float64, what=""):
 def test_layer_equals_dense_conv_for_padding_stride_dilation(family, d, padding, stride, dilation):
     torch.manual_seed(0)
     layer = build(family, d, stride=stride, padding=padding, dilation=dilation)
-    x = torch.randn(2, 4, *SIZE[d], dtype=torch.float64)
-    with torch.no_grad():
-        y = layer(x)
-    ref = dense_reference(
-        layer, x, kernel=KERNEL[d], stride=stride, padding=padding, dilation=dilation,
-        padding_mode="zeros", groups=1,
-    )  # fmt: skip
+    y, ref = output_and_dense(layer, 2, stride, padding, dilation, "zeros", 1)
     assert_close(y, ref, what=f"{type(layer).__name__} p={padding} s={stride} d={dilation}")
 
 
@@ -194,13 +201,7 @@ def test_layer_equals_dense_conv_for_padding_stride_dilation(family, d, padding,
 def test_layer_equals_dense_conv_for_padding_modes(family, d, padding_mode, padding, stride):
     torch.manual_seed(1)
     layer = build(family, d, stride=stride, padding=padding, padding_mode=padding_mode)
-    x = torch.randn(1, 4, *SIZE[d], dtype=torch.float64)
-    with torch.no_grad():
-        y = layer(x)
-    ref = dense_reference(
-        layer, x, kernel=KERNEL[d], stride=stride, padding=padding, dilation=1,
-        padding_mode=padding_mode, groups=1,
-    )  # fmt: skip
+    y, ref = output_and_dense(layer, 1, stride, padding, 1, padding_mode, 1)
     assert_close(y, ref, what=f"{type(layer).__name__} {padding_mode} p={padding} s={stride}")
 
 
@@ -208,13 +209,7 @@ def test_layer_equals_dense_conv_for_padding_modes(family, d, padding_mode, padd
 def test_grouped_layer_equals_grouped_dense_conv(family, d):
     torch.manual_seed(2)
     layer = build(family, d, cin=6, cout=4, groups=2, stride=2, padding=1)
-    x = torch.randn(2, 6, *SIZE[d], dtype=torch.float64)
-    with torch.no_grad():
-        y = layer(x)
-    ref = dense_reference(
-        layer, x, kernel=KERNEL[d], stride=2, padding=1, dilation=1, padding_mode="zeros",
-        groups=2,
-    )  # fmt: skip
+    y, ref = output_and_dense(layer, 2, 2, 1, 1, "zeros", 2)
     assert_close(y, ref, what=type(layer).__name__)
 
 
