@@ -83,7 +83,7 @@ import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import numpy as np
 import typer
@@ -93,6 +93,9 @@ from typer.core import TyperGroup
 
 from . import __version__, cost, kernels
 from .factor import Factorization, exact_tolerance, fits_by_rank, kernel_precision, separate
+
+if TYPE_CHECKING:  # sepconv.io is imported only by ``sepconv filter``
+    from .io import FilterReport
 
 
 def _flags_without_type(params: list[Any]) -> list[Any]:
@@ -874,16 +877,31 @@ def filter_command(
     temporary file beside OUTPUT and renames it into place, so an error, Ctrl-C, SIGTERM or
     SIGHUP leaves nothing behind (exit status 130, 143, 129).
     """
+    report = _run_filter(
+        input, output, kernel, sigma_mm=sigma_mm, mode=mode, cval=cval,
+        channel_axis=_channel_option(channel_axis), axes=_axes_option(axes), method=method,
+        tol=tol, dtype=_dtype_option(dtype), workers=workers, chunks=chunks,
+        scheduler=scheduler, memory_limit=memory_limit, overwrite=overwrite,
+    )  # fmt: skip
+    if not quiet:
+        if report.removed:
+            names = ", ".join(report.removed)
+            err_console.print(
+                f"sepconv: removed what an interrupted run left: {names}", markup=False
+            )
+        console.print(report.summary(), markup=False, soft_wrap=True)
+
+
+def _run_filter(input: Path, output: Path, kernel: str | None, **options: Any) -> FilterReport:
+    """``io.filter_file`` with a progress bar; how it can fail becomes one line and a status.
+
+    SIGTERM and SIGHUP are handled like Ctrl-C (the output's temporary is removed, exit
+    ``128 + signal``); absurd values and lack of memory are the user's (status 2); other
+    ``OSError`` (disk full, permissions changed mid-way) status 1.
+    """
     from . import io
 
-    channel: int | str | None = channel_axis
-    if channel_axis not in ("auto", "none"):
-        try:
-            channel = int(channel_axis)
-        except ValueError:
-            raise ValueError(
-                f"channel_axis must be auto, none or an axis number, got {channel_axis!r}"
-            ) from None
+    bar = _DelayedProgress()
 
     def fail(message: str, status: int) -> typer.Exit:
         bar.close()
@@ -891,28 +909,9 @@ def filter_command(
         err_console.print(f"sepconv: error: {msg}", markup=False, soft_wrap=True)
         return typer.Exit(status)
 
-    bar = _DelayedProgress()
     try:
         with io.signals_as_exceptions():  # SIGTERM, SIGHUP: cleaned up like Ctrl-C
-            report = io.filter_file(
-                input,
-                output,
-                kernel,
-                sigma_mm=sigma_mm,
-                mode=mode,
-                cval=cval,
-                axes=_axes_option(axes),
-                channel_axis=channel,
-                method=method,
-                tol=tol,
-                dtype=_dtype_option(dtype),
-                workers=workers,
-                chunks=chunks,
-                scheduler=scheduler,
-                memory_limit=memory_limit,
-                overwrite=overwrite,
-                progress=bar,
-            )
+            return io.filter_file(input, output, kernel, progress=bar, **options)
     except io.Terminated as stop:  # the output's temporary is already removed
         bar.close()
         err_console.print(f"sepconv: terminated by {stop.name}; nothing was written", markup=False)
@@ -926,13 +925,17 @@ def filter_command(
         raise fail(str(exc), 1) from None
     finally:
         bar.close()
-    if not quiet:
-        if report.removed:
-            names = ", ".join(report.removed)
-            err_console.print(
-                f"sepconv: removed what an interrupted run left: {names}", markup=False
-            )
-        console.print(report.summary(), markup=False, soft_wrap=True)
+
+
+def _channel_option(text: str) -> int | str | None:
+    if text in ("auto", "none"):
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(
+            f"channel_axis must be auto, none or an axis number, got {text!r}"
+        ) from None
 
 
 def _axes_option(text: str | None) -> tuple[int, ...] | None:
