@@ -39,7 +39,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeAlias
 
 import numpy as np
 
@@ -63,6 +63,9 @@ __all__ = [
     "signals_as_exceptions",
     "write",
 ]
+
+#: A file or directory name, as ``open`` takes it.
+StrPath: TypeAlias = "str | os.PathLike[str]"
 
 #: Format name -> path suffixes (lower case).
 FORMATS: dict[str, tuple[str, ...]] = {
@@ -120,7 +123,7 @@ class ImageInfo:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-def format_of(path: str | os.PathLike[str], name: str = "path") -> str:
+def format_of(path: StrPath, name: str = "path") -> str:
     """The format of ``path`` from its suffix (``ValueError`` naming the known suffixes)."""
     p = os.fspath(path).rstrip("/\\").lower()
     for fmt, suffixes in FORMATS.items():
@@ -149,7 +152,7 @@ def _need(module: str, fmt: str) -> Any:
 # ----------------------------------------------------------------------------------------------
 
 
-def read(path: str | os.PathLike[str], *, lazy: bool = False) -> tuple[Any, ImageInfo]:
+def read(path: StrPath, *, lazy: bool = False) -> tuple[Any, ImageInfo]:
     """Read an image or volume.
 
     Parameters
@@ -235,7 +238,7 @@ def _not_regular(mode: int) -> str | None:
     return next((what for test, what in _FILE_KINDS if test(mode)), "not a regular file")
 
 
-def check_input(path: str | os.PathLike[str], fmt: str | None = None) -> str:
+def check_input(path: StrPath, fmt: str | None = None) -> str:
     """Refuse an input that cannot be read as a file of its format; return the format.
 
     It must exist and be readable, and be a regular file, or a directory for Zarr: a named
@@ -472,7 +475,7 @@ def _read_npy(path: str, lazy: bool) -> tuple[Any, ImageInfo]:
     return data, _info("npy", data)
 
 
-def open_zarr(path: str | os.PathLike[str], mode: str = "r") -> Any:
+def open_zarr(path: StrPath, mode: str = "r") -> Any:
     """Open the Zarr array at ``path`` (``ValueError`` for a group or a non-Zarr directory)."""
     zarr = _need("zarr", "zarr")
     text = os.fspath(path)
@@ -544,7 +547,7 @@ _PNG = {np.dtype(np.uint8), np.dtype(np.uint16)}
 
 
 def check_writable(
-    path: str | os.PathLike[str], dtype: Any, shape: Sequence[int], channel_axis: int | None
+    path: StrPath, dtype: Any, shape: Sequence[int], channel_axis: int | None
 ) -> str:
     """Refuse, before any work, an array that ``path``'s format cannot store; return the format.
 
@@ -575,7 +578,7 @@ def check_writable(
 
 
 def create_zarr(
-    path: str | os.PathLike[str],
+    path: StrPath,
     shape: Sequence[int],
     chunks: Sequence[int],
     dtype: Any,
@@ -600,7 +603,7 @@ def create_zarr(
 
 
 def write(
-    path: str | os.PathLike[str] | BinaryIO,
+    path: StrPath | BinaryIO,
     data: np.ndarray,
     info: ImageInfo | None = None,
     *,
@@ -634,20 +637,19 @@ def write(
     check_writable(text if format is None else f"x{suffix}", data.dtype, data.shape, channel)
     created = not os.path.lexists(text)
     try:
-        if suffix == ".zarr":
-            meta = info.meta if info is not None and info.format == "zarr" else {}
-            chunks = meta.get("chunks") or _auto_chunks(data.shape, data.dtype)
-            z = create_zarr(text, data.shape, chunks, data.dtype, attributes=meta.get("attributes"))
-            z[...] = data
-        else:
-            with open(text, "xb" if created else "wb") as f:
-                _write_stream(f, suffix, data, info)
-    except BaseException as exc:
-        failure = _write_failure(exc, text)
+        with _write_failures(text):
+            if suffix == ".zarr":
+                meta = info.meta if info is not None and info.format == "zarr" else {}
+                chunks = meta.get("chunks") or _auto_chunks(data.shape, data.dtype)
+                attrs = meta.get("attributes")
+                z = create_zarr(text, data.shape, chunks, data.dtype, attributes=attrs)
+                z[...] = data
+            else:
+                with open(text, "xb" if created else "wb") as f:
+                    _write_stream(f, suffix, data, info)
+    except BaseException:
         if created:
             _remove(text)
-        if failure is not None:
-            raise failure from None
         raise
 
 
@@ -769,6 +771,18 @@ def _bytes(n: float) -> str:
     return f"{int(n)} B"
 
 
+@contextlib.contextmanager
+def _write_failures(name: str) -> Iterator[None]:
+    """Raise an ``OSError`` of the block as :func:`_write_failure`'s one line, where it has one."""
+    try:
+        yield
+    except OSError as exc:
+        failure = _write_failure(exc, name)
+        if failure is None:
+            raise
+        raise failure from None
+
+
 def _write_failure(exc: BaseException, name: str) -> OSError | None:
     """A one-line ``OSError`` for a write that failed for lack of space, else None.
 
@@ -875,7 +889,7 @@ def _abandoned(host: str | None, pid: int | None, path: str) -> bool:
         return False
 
 
-def remove_stale_temporaries(path: str | os.PathLike[str]) -> list[str]:
+def remove_stale_temporaries(path: StrPath) -> list[str]:
     """Remove what an earlier, killed run left beside the output ``path``; return the names.
 
     Temporaries are recognised by sepconv's naming (``.STEM.<host>-<pid>-<random>.sepconv-tmp
@@ -919,7 +933,7 @@ def remove_stale_temporaries(path: str | os.PathLike[str]) -> list[str]:
     return removed
 
 
-def _check_output(text: str, overwrite: bool, protect: Sequence[str | os.PathLike[str]]) -> str:
+def _check_output(text: str, overwrite: bool, protect: Sequence[StrPath]) -> str:
     """The checks :func:`atomic_output` makes before anything is written; returns the folder."""
     for p in protect:
         if _same_file(os.fspath(p), text):
@@ -946,10 +960,7 @@ def _check_output(text: str, overwrite: bool, protect: Sequence[str | os.PathLik
 
 @contextlib.contextmanager
 def atomic_output(
-    path: str | os.PathLike[str],
-    *,
-    overwrite: bool = False,
-    protect: Sequence[str | os.PathLike[str]] = (),
+    path: StrPath, *, overwrite: bool = False, protect: Sequence[StrPath] = ()
 ) -> Iterator[str]:
     """A temporary path beside ``path`` that becomes ``path`` only if the block succeeds.
 
@@ -969,38 +980,34 @@ def atomic_output(
     --------
     >>> import numpy as np, tempfile, os
     >>> from sepconv import io
-    >>> target = os.path.join(tempfile.mkdtemp(), "y.npy")
-    >>> with io.atomic_output(target) as tmp:
+    >>> folder = tempfile.mkdtemp()
+    >>> with io.atomic_output(os.path.join(folder, "y.npy")) as tmp:
     ...     io.write(tmp, np.zeros(3))
-    >>> os.path.exists(target)
-    True
+    >>> os.listdir(folder)  # the temporary became y.npy
+    ['y.npy']
     """
     text = os.fspath(path)
     _check_output(text, overwrite, protect)
     is_dir = format_of(text, "output") == "zarr"
     tmp = _temp_path(text)  # writers create it (exclusively); the random part keeps it ours
     try:
-        yield tmp
-        if not os.path.lexists(tmp):
-            raise ValueError(f"nothing was written to {text!r}")
-        if is_dir and os.path.isdir(text):
-            old = tmp + ".old"
-            os.rename(text, old)
-            try:
+        with _write_failures(text):
+            yield tmp
+            if not os.path.lexists(tmp):
+                raise ValueError(f"nothing was written to {text!r}")
+            if is_dir and os.path.isdir(text):
+                old = tmp + ".old"
+                os.rename(text, old)
+                try:
+                    os.rename(tmp, text)
+                except BaseException:
+                    os.rename(old, text)
+                    raise
+                _remove(old)
+            elif is_dir:
                 os.rename(tmp, text)
-            except BaseException:
-                os.rename(old, text)
-                raise
-            _remove(old)
-        elif is_dir:
-            os.rename(tmp, text)
-        else:
-            _place_file(tmp, text, overwrite)
-    except OSError as exc:
-        failure = _write_failure(exc, text)
-        if failure is None:
-            raise
-        raise failure from None
+            else:
+                _place_file(tmp, text, overwrite)
     finally:
         if os.path.lexists(tmp):
             _remove(tmp)
@@ -1126,10 +1133,7 @@ def _link_unnamed(fd: int, target: str, overwrite: bool) -> None:
 
 @contextlib.contextmanager
 def atomic_file(
-    path: str | os.PathLike[str],
-    *,
-    overwrite: bool = False,
-    protect: Sequence[str | os.PathLike[str]] = (),
+    path: StrPath, *, overwrite: bool = False, protect: Sequence[StrPath] = ()
 ) -> Iterator[BinaryIO]:
     """An open binary file that becomes ``path`` only if the block succeeds.
 
@@ -1163,18 +1167,13 @@ def atomic_file(
     with os.fdopen(fd, "w+b") as f:
         with contextlib.suppress(AttributeError):
             f.raw.name = f"/proc/self/fd/{fd}"  # type: ignore[attr-defined]  # tifffile wants str
-        try:
+        with _write_failures(text):
             yield f
             f.flush()
             _link_unnamed(fd, text, overwrite)
-        except OSError as exc:
-            failure = _write_failure(exc, text)
-            if failure is None:
-                raise
-            raise failure from None
 
 
-def path_size(path: str | os.PathLike[str]) -> int:
+def path_size(path: StrPath) -> int:
     """Bytes of a file, or of all files under a directory (a Zarr store)."""
     p = Path(path)
     if p.is_dir():
@@ -1329,8 +1328,8 @@ def _kernel_for(
 
 
 def filter_file(
-    input: str | os.PathLike[str],
-    output: str | os.PathLike[str],
+    input: StrPath,
+    output: StrPath,
     kernel: Any = None,
     *,
     sigma_mm: float | None = None,
