@@ -181,6 +181,40 @@ class _StructuredConv(nn.Module):
         raise NotImplementedError
 
 
+#: Spatial axes in the shapes of the docstrings, and the example's input size.
+_SPATIAL = {1: "L", 2: "H, W", 3: "D, H, W"}
+_EXAMPLE = {1: "9", 2: "8, 8", 3: "5, 5, 5"}
+
+
+def _doc(cls: str, dims: int, head: str, params: str, notes: str, args: str) -> str:
+    """A layer's docstring: ``head``, the parameters all layers share around the structure's
+    own ``params``, ``notes``, the shapes and an example building ``cls(4, 6, 3, args)``."""
+    spatial = _SPATIAL[dims]
+    spatial_out = ", ".join(f"{a}_out" for a in spatial.split(", "))
+    size = _EXAMPLE[dims]
+    return f"""{head}
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+    kernel_size, stride, padding, dilation, padding_mode
+        As ``torch.nn.Conv{dims}d``, for the layer as a whole{params}
+    device, dtype
+        Passed to every submodule.
+{notes}
+    Shape:
+        input ``(N, C_in, {spatial})``, output ``(N, C_out, {spatial_out})``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sepconv.nn import {cls}
+    >>> layer = {cls}(4, 6, 3, padding=1, {args})
+    >>> tuple(layer(torch.randn(2, 4, {size})).shape)
+    (2, 6, {size})
+    """
+
+
 def _split(w: Tensor, groups: int) -> Tensor:
     """``(g * a, b, *k)`` -> ``(g, a, b, prod(k))``."""
     return w.reshape(groups, w.shape[0] // groups, w.shape[1], -1)
@@ -226,14 +260,8 @@ class _DepthwiseSeparableConvNd(_StructuredConv):
         self.act2 = make_activation(activation)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.pad(x)
-        x = self.conv_dw(x)
-        x = self.bn1(x)
-        x = self.act1(x)
-        x = self.conv_pw(x)
-        x = self.bn2(x)
-        x = self.act2(x)
-        return x
+        x = self.act1(self.bn1(self.conv_dw(self.pad(x))))
+        return self.act2(self.bn2(self.conv_pw(x)))
 
     def extra_repr(self) -> str:
         m = self.depth_multiplier
@@ -257,17 +285,14 @@ class _DepthwiseSeparableConvNd(_StructuredConv):
         return self.conv_pw.bias
 
 
-_DS_DOC = """{dims}-D depthwise-separable convolution: depthwise {k} conv, then pointwise 1x1.
+def _ds_doc(dims: int) -> str:
+    k = " x ".join("k" * dims)
+    head = f"""{dims}-D depthwise-separable convolution: depthwise {k} conv, then pointwise 1x1.
 
     ``conv_dw`` (``C_in -> C_in * depth_multiplier``, ``groups=C_in``, carries stride, padding
     and dilation) -> ``bn1`` -> ``act1`` -> ``conv_pw`` (1x1, ``-> C_out``) -> ``bn2`` ->
-    ``act2``; norms and activations are ``nn.Identity`` unless requested.
-
-    Parameters
-    ----------
-    in_channels, out_channels : int
-    kernel_size, stride, padding, dilation, padding_mode
-        As ``torch.nn.Conv{dims}d``, for the layer as a whole; ``padding='same'`` also with
+    ``act2``; norms and activations are ``nn.Identity`` unless requested."""
+    params = f"""; ``padding='same'`` also with
         strides (TensorFlow's rule).
     depth_multiplier : int
         Depthwise filters per input channel (Keras's name); the rank per channel of the
@@ -281,47 +306,31 @@ _DS_DOC = """{dims}-D depthwise-separable convolution: depthwise {k} conv, then 
         ``'relu'``, ``'relu6'``, ``'silu'``, ``'gelu'``, ``'hardswish'`` or a callable returning
         a module; builds ``act1`` and ``act2``.
     groups : int
-        Groups of the pointwise conv (the depthwise-separable form of a grouped conv).
-    device, dtype
-        Passed to every submodule.
-
+        Groups of the pointwise conv (the depthwise-separable form of a grouped conv)."""
+    notes = """
     Notes
     -----
     Per output pixel: ``prod(k) C_in m + C_in m C_out / groups`` multiply-adds instead of
     ``prod(k) C_in C_out / groups`` (:func:`sepconv.cost.depthwise_separable_macs`).
     :func:`sepconv.nn.factorize` builds the best approximation of a trained dense conv.
-
-    Shape:
-        input ``(N, C_in, {spatial})``, output ``(N, C_out, {spatial_out})``.
-
-    Examples
-    --------
-    >>> import torch
-    >>> from sepconv.nn import DepthwiseSeparableConv{dims}d
-    >>> layer = DepthwiseSeparableConv{dims}d(8, 16, 3, padding=1, norm="batch", activation="relu")
-    >>> tuple(layer(torch.randn(2, 8, {example})).shape)
-    (2, 16, {example})
-    """
+"""
+    cls = f"DepthwiseSeparableConv{dims}d"
+    return _doc(cls, dims, head, params, notes, 'norm="batch", activation="relu"')
 
 
 class DepthwiseSeparableConv1d(_DepthwiseSeparableConvNd):
     _dims = 1
-    __doc__ = _DS_DOC.format(dims=1, k="k", spatial="L", spatial_out="L_out", example="10")
+    __doc__ = _ds_doc(1)
 
 
 class DepthwiseSeparableConv2d(_DepthwiseSeparableConvNd):
     _dims = 2
-    __doc__ = _DS_DOC.format(
-        dims=2, k="k x k", spatial="H, W", spatial_out="H_out, W_out", example="10, 10"
-    )
+    __doc__ = _ds_doc(2)
 
 
 class DepthwiseSeparableConv3d(_DepthwiseSeparableConvNd):
     _dims = 3
-    __doc__ = _DS_DOC.format(
-        dims=3, k="k x k x k", spatial="D, H, W", spatial_out="D_out, H_out, W_out",
-        example="6, 6, 6",
-    )  # fmt: skip
+    __doc__ = _ds_doc(3)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -395,36 +404,19 @@ class _SpatiallySeparableConvNd(_StructuredConv):
         return self._stages()[-1].bias
 
 
-_SS_DOC = """{dims}-D spatially separable convolution: {chain}.
+def _ss_doc(dims: int, chain: str, detail: str, rank_type: str, rank_note: str) -> str:
+    head = f"""{dims}-D spatially separable convolution: {chain}.
 
-    {detail}
-
-    Parameters
-    ----------
-    in_channels, out_channels : int
-    kernel_size, stride, padding, dilation, padding_mode
-        As ``torch.nn.Conv{dims}d``, for the layer as a whole: each stage strides, dilates and
+    {detail}"""
+    params = f""": each stage strides, dilates and
         pads its own axis, so the output shape equals the dense conv's.
     rank : {rank_type}
         Intermediate channels per group{rank_note}.
     bias : bool
         A bias on the last stage (the dense conv's bias).
     groups : int
-        Each stage is grouped (``rank`` is per group).
-    device, dtype
-        Passed to every submodule.
-
-    Shape:
-        input ``(N, C_in, {spatial})``, output ``(N, C_out, {spatial_out})``.
-
-    Examples
-    --------
-    >>> import torch
-    >>> from sepconv.nn import SpatiallySeparableConv{dims}d
-    >>> layer = SpatiallySeparableConv{dims}d(4, 6, 3, padding=1, rank=2)
-    >>> tuple(layer(torch.randn(1, 4, {example})).shape)
-    (1, 6, {example})
-    """
+        Each stage is grouped (``rank`` is per group)."""
+    return _doc(f"SpatiallySeparableConv{dims}d", dims, head, params, "", "rank=2")
 
 
 class SpatiallySeparableConv2d(_SpatiallySeparableConvNd):
@@ -432,24 +424,18 @@ class SpatiallySeparableConv2d(_SpatiallySeparableConvNd):
     if TYPE_CHECKING:  # declared for mypy; TorchScript must not see them
         conv_h: nn.Module
         conv_w: nn.Module
-    __doc__ = _SS_DOC.format(
-        dims=2,
+    __doc__ = _ss_doc(
+        2,
         chain="``k_h x 1`` then ``1 x k_w`` through ``rank`` channels",
         detail="``conv_h`` (``C_in -> g * rank``, kernel ``(k_h, 1)``) -> ``conv_w`` "
         "(``-> C_out``, kernel ``(1, k_w)``). Per output pixel (stride 1): "
         "``rank (C_in k_h + C_out k_w)`` multiply-adds instead of ``C_in C_out k_h k_w / g``.",
         rank_type="int",
         rank_note="",
-        spatial="H, W",
-        spatial_out="H_out, W_out",
-        example="8, 8",
     )
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.pad(x)
-        x = self.conv_h(x)
-        x = self.conv_w(x)
-        return x
+        return self.conv_w(self.conv_h(self.pad(x)))
 
 
 class SpatiallySeparableConv3d(_SpatiallySeparableConvNd):
@@ -458,25 +444,18 @@ class SpatiallySeparableConv3d(_SpatiallySeparableConvNd):
         conv_d: nn.Module
         conv_h: nn.Module
         conv_w: nn.Module
-    __doc__ = _SS_DOC.format(
-        dims=3,
+    __doc__ = _ss_doc(
+        3,
         chain="``k_d x 1 x 1``, ``1 x k_h x 1``, ``1 x 1 x k_w``",
         detail="``conv_d`` (``C_in -> g * r_1``) -> ``conv_h`` (``-> g * r_2``) -> ``conv_w`` "
         "(``-> C_out``). Per output pixel (stride 1): ``C_in r_1 k_d + g r_1 r_2 k_h + "
         "r_2 C_out k_w`` multiply-adds.",
         rank_type="int or (int, int)",
         rank_note=": ``(r_1, r_2)`` after the depth and height stages (an int is used for both)",
-        spatial="D, H, W",
-        spatial_out="D_out, H_out, W_out",
-        example="5, 5, 5",
     )
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.pad(x)
-        x = self.conv_d(x)
-        x = self.conv_h(x)
-        x = self.conv_w(x)
-        return x
+        return self.conv_w(self.conv_h(self.conv_d(self.pad(x))))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -541,60 +520,39 @@ class _LowRankConvNd(_StructuredConv):
         return self.conv_pw2.bias
 
 
-_LR_DOC = """{dims}-D low-rank (CP) convolution: pointwise, {dw}, pointwise.
+def _lr_doc(dims: int, dw: str) -> str:
+    names = ", ".join(f"``{_dw_name(dims, a)}``" for a in range(dims))
+    head = f"""{dims}-D low-rank (CP) convolution: pointwise, {dw}, pointwise.
 
     ``conv_pw1`` (1x1, ``C_in -> g * rank``) -> {names} (depthwise, one kernel axis each,
     carrying that axis's stride, padding and dilation) -> ``conv_pw2`` (1x1, ``-> C_out``).
     The equivalent dense weight is a sum of ``rank`` outer products per group (the canonical
-    polyadic decomposition of the weight tensor).
-
-    Parameters
-    ----------
-    in_channels, out_channels : int
-    kernel_size, stride, padding, dilation, padding_mode
-        As ``torch.nn.Conv{dims}d``, for the layer as a whole.
+    polyadic decomposition of the weight tensor)."""
+    params = """.
     rank : int
         CP rank per group.
     bias : bool
         A bias on ``conv_pw2`` (the dense conv's bias).
     groups : int
-        Both pointwise convs are grouped (``rank`` is per group).
-    device, dtype
-        Passed to every submodule.
-
+        Both pointwise convs are grouped (``rank`` is per group)."""
+    notes = """
     Notes
     -----
     Per output pixel (stride 1): ``rank (C_in + sum(k) + C_out)`` multiply-adds instead of
     ``prod(k) C_in C_out / groups``.
-
-    Shape:
-        input ``(N, C_in, {spatial})``, output ``(N, C_out, {spatial_out})``.
-
-    Examples
-    --------
-    >>> import torch
-    >>> from sepconv.nn import LowRankConv{dims}d
-    >>> layer = LowRankConv{dims}d(4, 6, 3, padding=1, rank=2)
-    >>> tuple(layer(torch.randn(1, 4, {example})).shape)
-    (1, 6, {example})
-    """
+"""
+    return _doc(f"LowRankConv{dims}d", dims, head, params, notes, "rank=2")
 
 
 class LowRankConv1d(_LowRankConvNd):
     _dims = 1
     if TYPE_CHECKING:  # declared for mypy; TorchScript must not see them
         conv_dw: nn.Module
-    __doc__ = _LR_DOC.format(
-        dims=1, dw="depthwise k", names="``conv_dw``", spatial="L", spatial_out="L_out",
-        example="9",
-    )  # fmt: skip
+    __doc__ = _lr_doc(1, "depthwise k")
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.pad(x)
-        x = self.conv_pw1(x)
-        x = self.conv_dw(x)
-        x = self.conv_pw2(x)
-        return x
+        x = self.conv_pw1(self.pad(x))
+        return self.conv_pw2(self.conv_dw(x))
 
 
 class LowRankConv2d(_LowRankConvNd):
@@ -602,18 +560,12 @@ class LowRankConv2d(_LowRankConvNd):
     if TYPE_CHECKING:  # declared for mypy; TorchScript must not see them
         conv_dw_h: nn.Module
         conv_dw_w: nn.Module
-    __doc__ = _LR_DOC.format(
-        dims=2, dw="depthwise k_h x 1 and 1 x k_w", names="``conv_dw_h``, ``conv_dw_w``",
-        spatial="H, W", spatial_out="H_out, W_out", example="8, 8",
-    )  # fmt: skip
+    __doc__ = _lr_doc(2, "depthwise k_h x 1 and 1 x k_w")
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.pad(x)
-        x = self.conv_pw1(x)
-        x = self.conv_dw_h(x)
-        x = self.conv_dw_w(x)
-        x = self.conv_pw2(x)
-        return x
+        x = self.conv_pw1(self.pad(x))
+        x = self.conv_dw_w(self.conv_dw_h(x))
+        return self.conv_pw2(x)
 
 
 class LowRankConv3d(_LowRankConvNd):
@@ -622,20 +574,12 @@ class LowRankConv3d(_LowRankConvNd):
         conv_dw_d: nn.Module
         conv_dw_h: nn.Module
         conv_dw_w: nn.Module
-    __doc__ = _LR_DOC.format(
-        dims=3, dw="depthwise along d, h and w",
-        names="``conv_dw_d``, ``conv_dw_h``, ``conv_dw_w``",
-        spatial="D, H, W", spatial_out="D_out, H_out, W_out", example="5, 5, 5",
-    )  # fmt: skip
+    __doc__ = _lr_doc(3, "depthwise along d, h and w")
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.pad(x)
-        x = self.conv_pw1(x)
-        x = self.conv_dw_d(x)
-        x = self.conv_dw_h(x)
-        x = self.conv_dw_w(x)
-        x = self.conv_pw2(x)
-        return x
+        x = self.conv_pw1(self.pad(x))
+        x = self.conv_dw_w(self.conv_dw_h(self.conv_dw_d(x)))
+        return self.conv_pw2(x)
 
 
 #: The layer class of each structure (:data:`sepconv.nn.KINDS`) by spatial dimensions:
