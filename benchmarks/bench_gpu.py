@@ -112,6 +112,8 @@ def cases(quick: bool) -> list[dict[str, Any]]:
         dict(name="BCHW sigma=2 axes=(2,3)", shape=s4, sigma=2.0, axes=(2, 3), dtype="float32"),
         dict(name="2d k=25 bfloat16", shape=s2, sigma=3.0, axes=(0, 1), dtype="bfloat16"),
         dict(name="2d k=25 float16", shape=s2, sigma=3.0, axes=(0, 1), dtype="float16"),
+        dict(name="1d pass k=25 axis 0", shape=s2, sigma=3.0, axes=(0,), dtype="float32"),
+        dict(name="1d pass k=25 axis 1", shape=s2, sigma=3.0, axes=(1,), dtype="float32"),
         dict(name="2d k=25 rank 1", shape=s2, sigma=3.0, axes=(0, 1), dtype="float32", rank=1),
         dict(name="2d k=25 rank 2", shape=s2, sigma=3.0, axes=(0, 1), dtype="float32", rank=2),
         dict(name="2d k=25 rank 3", shape=s2, sigma=3.0, axes=(0, 1), dtype="float32", rank=3),
@@ -148,7 +150,7 @@ def contenders(case: dict[str, Any], x: torch.Tensor, tg: Any, notes: list[str])
     out: dict[str, Callable[[], Any]] = {}
     y = torch.empty_like(x)
     out["triton"] = lambda: tg.separable(x, terms, modes, 0.0, out=y)
-    if len(case["axes"]) == 2 and case["axes"][-1] == x.ndim - 1:
+    if len(case["axes"]) == 2 and case["axes"][-1] == x.ndim - 1:  # fused vs two kernels
         y2 = torch.empty_like(x)
         out["triton-2pass"] = lambda: tg.separable(x, terms, modes, 0.0, out=y2, fuse=False)
     try:
@@ -176,9 +178,10 @@ def contenders(case: dict[str, Any], x: torch.Tensor, tg: Any, notes: list[str])
             else:
                 tmp = cupy.empty_like(cx)
                 acc = cupy.empty_like(cx)
+                cterms = [(wt, [(a, cupy.asarray(w), o) for a, w, o in ps]) for wt, ps in terms]
 
                 def cupyx_lowrank() -> Any:
-                    for i, (wt, ps) in enumerate(terms):
+                    for i, (wt, ps) in enumerate(cterms):
                         cur = cx
                         for axis, w, _ in ps:
                             nxt = tmp if cur is not tmp else cy
@@ -443,6 +446,8 @@ def main(argv: list[str] | None = None) -> int:
         for c in cases(args.quick)
         if not args.cases or any(s in c["name"] for s in args.cases.split(","))
     ]
+    stem = f"gpu-{device_name(device)}-{report['date']}"
+    stem += ("-quick" if args.quick else "") + ("-subset" if args.cases else "")
     t0 = time.perf_counter()
     for i, case in enumerate(selected):
         log(
@@ -467,21 +472,31 @@ def main(argv: list[str] | None = None) -> int:
         entry["results"] = results
         entry["notes"] = cnotes
         report["cases"].append(entry)
-    report["total_s"] = round(time.perf_counter() - t0, 1)
-    md = markdown(report)
+        report["total_s"] = round(time.perf_counter() - t0, 1)
+        if not write(report, stem, args.out, quiet=True):  # after every case: a run cut
+            return 1  # short still leaves its results
+    md = write(report, stem, args.out)
+    if md is None:
+        return 1
     log("")
     log(md)
-    stem = f"gpu-{device_name(device)}-{report['date']}" + ("-quick" if args.quick else "")
+    return 0
+
+
+def write(report: dict[str, Any], stem: str, out: str, quiet: bool = False) -> str | None:
+    """Write ``stem``.json and .md into ``out`` (created); the markdown, or None on failure."""
+    md = markdown(report)
     try:
-        out_dir = Path(args.out)
+        out_dir = Path(out)
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / f"{stem}.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
         (out_dir / f"{stem}.md").write_text(md)
-        log(f"wrote {out_dir / stem}.json and .md")
     except OSError as exc:
-        log(f"could not write results to {args.out}: {exc}")
-        return 1
-    return 0
+        log(f"could not write results to {out}: {exc}")
+        return None
+    if not quiet:
+        log(f"wrote {out_dir / stem}.json and .md")
+    return md
 
 
 if __name__ == "__main__":

@@ -139,6 +139,22 @@ def test_kernels_longer_than_the_axis_match_scipy(mode, fuse):
     assert_close(got1, reference(x1, terms1, {0: mode, 1: mode}, 2.0), 1e-12)
 
 
+@pytest.mark.parametrize("int64_index", [False, True], ids=["int32-index", "int64-index"])
+@pytest.mark.parametrize("fuse", [True, False], ids=["fused", "two-pass"])
+def test_interior_and_border_tiles_agree_with_scipy(fuse, int64_index, small_tiles, monkeypatch):
+    # 13 x 45 with 4 x 8 tiles (fused: 4 x 16, 14 outputs wide): tiles whose reads all lie
+    # inside the array take the unchecked path, the others go through the border modes; the
+    # int64-index variant forces the index arithmetic of arrays over 2**30 elements
+    if int64_index:
+        monkeypatch.setattr(tg, "_I64_ABOVE", -1)
+    x = RNG.standard_normal((2, 13, 45))
+    modes = {0: "mirror", 1: "constant", 2: "reflect"}
+    terms = [(1.0, [(0, W3S, 0), (1, W3S[:2] * 3, -1), (2, W5, 1)])]
+    ref = reference(x, terms, modes, 0.0)  # mixed modes: scipy pass by pass (cval 0)
+    got = tg.separable(tensor(x), terms, modes, 0.0, fuse=fuse)
+    assert_close(got, ref, 1e-12)
+
+
 def test_mixed_modes_per_axis_match_scipy():
     x = RNG.standard_normal((7, 10))
     modes = {0: "wrap", 1: "mirror"}
@@ -433,17 +449,18 @@ needs_cuda = pytest.mark.skipif(DEVICE != "cuda", reason="needs a CUDA device (n
 
 @gpu
 @needs_cuda
-@pytest.mark.parametrize("k", [9, 25, 65])
-def test_gpu_autotuned_fused_and_two_pass_match_scipy(k, monkeypatch):
+def test_gpu_autotuned_fused_and_two_pass_match_scipy(monkeypatch):
     monkeypatch.setattr(tg, "AUTOTUNE", True)
     x = RNG.standard_normal((301, 517)).astype(np.float32)
+    k = 25
     w = np.exp(-0.5 * ((np.arange(k) - k // 2) / (k / 6)) ** 2)
     w /= w.sum()
+    # rank 2: the second term accumulates in place, which autotuning must not repeat
     terms = [(1.0, [(0, w, 0), (1, w, 0)]), (-0.5, [(0, W5A, 0), (1, W4, 1)])]
-    modes = {0: "reflect", 1: "constant"}
-    ref = reference(x, terms, modes, 0.5)
+    modes = {0: "reflect", 1: "constant"}  # mixed modes: the reference runs pass by pass,
+    ref = reference(x, terms, modes, 0.0)  # exact for cval = 0 only
     for fuse in (True, False):
-        assert_close(tg.separable(tensor(x), terms, modes, 0.5, fuse=fuse), ref, 2e-6)
+        assert_close(tg.separable(tensor(x), terms, modes, 0.0, fuse=fuse), ref, 2e-6)
 
 
 @gpu
