@@ -28,6 +28,26 @@ def rand(shape: Any, seed: int = 0, dtype: Any = np.float64) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
 
 
+#: The array libraries the filters run on.
+BACKENDS = ["numpy", "dask", "torch"]
+
+
+def run_on(backend: str, fn: Any, x: np.ndarray, *args: Any, **kwargs: Any) -> np.ndarray:
+    """``fn(x, ...)`` with ``x`` as a numpy array, a dask array (several chunks, never
+    thousands) or a torch tensor (native byte order), returned as a numpy array."""
+    if backend == "numpy":
+        return np.asarray(fn(x, *args, **kwargs))
+    if backend == "dask":
+        import dask.array as da
+
+        chunks = tuple(max(3, n // 3) for n in x.shape)
+        return np.asarray(fn(da.from_array(x, chunks=chunks), *args, **kwargs).compute())
+    import torch
+
+    t = torch.from_numpy(np.ascontiguousarray(x, dtype=x.dtype.newbyteorder("=")))
+    return fn(t, *args, **kwargs).numpy()
+
+
 def to_numpy(a: Any) -> np.ndarray:
     """float64 numpy copy of an array, a dask array or a torch tensor (any device)."""
     if hasattr(a, "detach"):  # torch

@@ -7,28 +7,16 @@ computed here with Python integers so the reference itself cannot overflow.
 
 from __future__ import annotations
 
-import dask.array as da
 import numpy as np
 import pytest
-import torch
 from scipy import ndimage
 
 import sepconv
+from _helpers import BACKENDS, run_on
 
 pytestmark = pytest.mark.engine
 
-BACKENDS = ["numpy", "dask", "torch"]
-
-
-def run(backend: str, fn, x: np.ndarray, *args, **kwargs) -> np.ndarray:
-    """``fn(x, ...)`` on ``backend``, returned as a numpy array."""
-    if backend == "numpy":
-        return np.asarray(fn(x, *args, **kwargs))
-    if backend == "dask":
-        chunks = tuple(max(3, n // 3) for n in x.shape)  # several chunks, never thousands
-        return np.asarray(fn(da.from_array(x, chunks=chunks), *args, **kwargs).compute())
-    t = torch.from_numpy(np.ascontiguousarray(x, dtype=x.dtype.newbyteorder("=")))
-    return fn(t, *args, **kwargs).numpy()
+run = run_on  # fn(x, ...) on a backend, as a numpy array
 
 
 def rounded_saturated(ref: np.ndarray, dtype) -> np.ndarray:
