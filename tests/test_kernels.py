@@ -705,3 +705,18 @@ def test_from_spec_complex_npy_is_refused(tmp_path) -> None:
     np.save(path, np.array([1 + 2j]))
     with pytest.raises(TypeError, match="spec must be real"):
         from_spec(str(path))
+
+
+def test_spec_parameters_and_extend_spec_round_trip_through_from_spec():
+    """What sepconv filter appends to a spec (ndim, a sigma from --sigma-mm) reads back as
+    the builder's own arguments."""
+    given, allowed = K.spec_parameters("gaussian:order=[0,1]")
+    assert given == {"order": [0, 1]} and "sigma" in allowed
+    text = K.extend_spec("gaussian:order=[0,1]", {"sigma": [1.5, 2.25], "truncate": 3.0})
+    assert text == "gaussian:order=[0,1],sigma=[1.5,2.25],truncate=3"
+    np.testing.assert_array_equal(
+        from_spec(text), gaussian([1.5, 2.25], order=[0, 1], truncate=3.0)
+    )
+    adapted, _ = K.spec_parameters("sobel:axis=0", ndim=3)
+    assert K.extend_spec("sobel:axis=0", {"ndim": adapted["ndim"]}) == "sobel:axis=0,ndim=3"
+    assert from_spec("sobel:axis=0,ndim=3").shape == (3, 3, 3)

@@ -1279,8 +1279,6 @@ def _kernel_for(
     ``ndim=`` or a bracketed per-axis list); ``sigma_mm`` sets ``sigma`` per axis to
     ``sigma_mm / spacing`` so a Gaussian is isotropic in millimetres.
     """
-    import inspect
-
     from . import kernels
 
     if sigma_mm is not None:
@@ -1304,25 +1302,20 @@ def _kernel_for(
         K = kernels.from_spec(spec)
         return K, "<array>"
     text = spec.strip()
-    name, sep, rest = text.partition(":")
-    builder = kernels.KERNELS.get(name.strip().lower())
-    if builder is None or text.lower().endswith((".npy", ".csv")):
+    if text.lower().endswith((".npy", ".csv")):
         return kernels.from_spec(text), text
-    params = inspect.signature(builder).parameters
-    keys = {p.partition("=")[0].strip() for p in rest.split(",")} if sep else set()
-    extra = []
+    given, allowed = kernels.spec_parameters(text)  # kernels' errors for a malformed spec
     if sigma_mm is not None:
-        if "sigma" not in params:
+        if "sigma" not in allowed:
+            name = text.partition(":")[0]
             raise ValueError(f"--sigma-mm needs a kernel with a sigma; {name!r} has none")
-        if "sigma" in keys:
+        if "sigma" in given:
             raise ValueError("give the width once: sigma in --kernel or --sigma-mm, not both")
         assert spacing is not None
-        sigmas = [sigma_mm / s for s in spacing]
-        extra.append("sigma=[" + ",".join(f"{s:.6g}" for s in sigmas) + "]")
-    elif "ndim" in params and "ndim" not in keys and "[" not in rest:
-        extra.append(f"ndim={naxes}")
-    if extra:
-        text = text + ("," if sep and rest.strip() else ":" if not sep else "") + ",".join(extra)
+        text = kernels.extend_spec(text, {"sigma": [sigma_mm / s for s in spacing]})
+    else:  # ndim where the kernel takes it and the spec leaves it open, as from_spec adds it
+        adapted, _ = kernels.spec_parameters(text, ndim=naxes)
+        text = kernels.extend_spec(text, {k: v for k, v in adapted.items() if k not in given})
     terms = kernels.spec_terms(text) if method in ("auto", "separable", "lowrank") else None
     return (kernels.from_spec(text) if terms is None else terms), text
 

@@ -1149,8 +1149,82 @@ def spec_terms(spec: str, *, ndim: int | None = None) -> Terms | None:
         raise type(exc)(f"spec {spec!r}: {exc}") from exc
 
 
+def spec_parameters(spec: str, *, ndim: int | None = None) -> tuple[dict[str, Any], list[str]]:
+    """The keyword arguments a named kernel spec gives its builder (with ``ndim`` added as
+    :func:`from_spec` adds it) and every parameter the builder takes.
+
+    Raises what :func:`from_spec` raises for an unknown kernel or a malformed spec.
+
+    Examples
+    --------
+    >>> spec_parameters("gaussian:sigma=2", ndim=3)[0]
+    {'sigma': 2, 'ndim': 3}
+    >>> spec_parameters("gaussian:sigma=[1,2]", ndim=3)[0]  # a per-axis list fixes ndim
+    {'sigma': [1, 2]}
+    """
+    _, _, params, kwargs = _read_spec(spec)
+    return _with_ndim(params, kwargs, ndim), list(params)
+
+
+def extend_spec(spec: str, params: dict[str, Any]) -> str:
+    """``spec`` with ``key=value`` pieces appended for ``params`` (numbers, bools, lists).
+
+    Examples
+    --------
+    >>> extend_spec("gaussian", {"sigma": [1.5, 2.0]})
+    'gaussian:sigma=[1.5,2]'
+    >>> extend_spec("sobel:axis=0", {"ndim": 3})
+    'sobel:axis=0,ndim=3'
+    """
+    if not params:
+        return spec
+    _, sep, rest = spec.partition(":")
+    pieces = ",".join(f"{key}={_spec_value(value)}" for key, value in params.items())
+    return spec + ("," if sep and rest.strip() else ":" if not sep else "") + pieces
+
+
+def _spec_value(value: Any) -> str:
+    """A value as spec text (what :func:`_parse_value` reads back)."""
+    if isinstance(value, (bool, np.bool_)):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_spec_value(v) for v in value) + "]"
+    if isinstance(value, (float, np.floating)):
+        return f"{value:.6g}"
+    return str(value)
+
+
 def _parse_spec(spec: str, ndim: int | None) -> tuple[Callable[..., np.ndarray], dict[str, Any]]:
     """The builder and its keyword arguments for a ``name:key=value,...`` spec."""
+    name, builder, params, kwargs = _read_spec(spec)
+    missing = [
+        p.name
+        for p in params.values()
+        if p.default is inspect.Parameter.empty and p.name not in kwargs
+    ]
+    if missing:
+        raise ValueError(
+            f"spec: kernel {name!r} requires {', '.join(missing)} (e.g. "
+            f"'{name}:{missing[0]}=...'), got {spec!r}"
+        )
+    return builder, _with_ndim(params, kwargs, ndim)
+
+
+def _with_ndim(params: Any, kwargs: dict[str, Any], ndim: int | None) -> dict[str, Any]:
+    """``kwargs`` plus ``ndim`` when the builder takes it and the spec leaves it open (no
+    ``ndim=``, no per-axis list)."""
+    if (
+        ndim is not None
+        and "ndim" in params
+        and "ndim" not in kwargs
+        and not any(_is_seq(v) for v in kwargs.values())
+    ):
+        return {**kwargs, "ndim": check_nonnegative_int(ndim, "ndim", minimum=1)}
+    return kwargs
+
+
+def _read_spec(spec: str) -> tuple[str, Callable[..., np.ndarray], Any, dict[str, Any]]:
+    """Name, builder, the builder's parameters and the values the spec gives them."""
     text = spec.strip()
     if not text:
         raise ValueError(
@@ -1185,21 +1259,4 @@ def _parse_spec(spec: str, ndim: int | None) -> tuple[Callable[..., np.ndarray],
             if key in kwargs:
                 raise ValueError(f"spec: parameter {key!r} given twice in {spec!r}")
             kwargs[key] = _parse_value(value, key, spec)
-    missing = [
-        p.name
-        for p in params.values()
-        if p.default is inspect.Parameter.empty and p.name not in kwargs
-    ]
-    if missing:
-        raise ValueError(
-            f"spec: kernel {name!r} requires {', '.join(missing)} (e.g. "
-            f"'{name}:{missing[0]}=...'), got {spec!r}"
-        )
-    if (
-        ndim is not None
-        and "ndim" in params
-        and "ndim" not in kwargs
-        and not any(_is_seq(v) for v in kwargs.values())
-    ):
-        kwargs["ndim"] = check_nonnegative_int(ndim, "ndim", minimum=1)
-    return builder, kwargs
+    return name, builder, params, kwargs
