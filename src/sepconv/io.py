@@ -1358,23 +1358,9 @@ def filter_file(
     what runs (reading, loading/compiling the numba engine, filtering with the plan's time
     estimate, writing).
     """
-    from ._validate import check_tol
-    from .plan import make_plan, plan_terms
-
     # 1. names, options and the input file, before anything is created
     src, dst = os.fspath(input), os.fspath(output)
-    in_fmt = format_of(src, "input")
-    suffix = _suffix_of_path(dst)
-    if scheduler is not None and scheduler not in SCHEDULERS and "://" not in scheduler:
-        raise ValueError(
-            f"scheduler must be one of {list(SCHEDULERS)} or a dask.distributed address "
-            f"like tcp://host:8786, got {scheduler!r}"
-        )
-    check_input(src, in_fmt)
-    removed: list[str] = []
-    if os.path.isdir(os.path.dirname(os.path.abspath(dst))) and not _same_file(src, dst):
-        with contextlib.suppress(OSError):
-            removed = remove_stale_temporaries(dst)
+    in_fmt, suffix, removed = _check_names(src, dst, scheduler)
     use_dask = in_fmt == "zarr" or chunks is not None or scheduler is not None
     stage = _Stage(progress)
     with _CompileClock(stage) as clock, _atomic_target(dst, suffix, overwrite, src) as target:
@@ -1389,34 +1375,20 @@ def filter_file(
         out_dtype = np.dtype(info.dtype if dtype is None else dtype)
         check_writable(dst, out_dtype, info.shape, channel)
         data, info = _rescaled(data, info, out_dtype)
-        data_shape, size = [info.shape[a] for a in ax], int(np.prod(info.shape))
-        if nterms is not None:
-            check_tol(tol)
-            plan = plan_terms(kshape, nterms, data_shape, size=size)
-        else:
-            plan = make_plan(K, data_shape, method=method, tol=tol, size=size)
+        plan = _plan(K, kshape, nterms, info, ax, method, tol)
         kw = dict(mode=mode, cval=cval, axes=ax, method=method, tol=tol, workers=workers)
         out_info = ImageInfo(
             info.format, info.shape, out_dtype, info.spacing, channel, ax, dict(info.meta)
         )
+        out = _Output(out_dtype, out_info, target, suffix)
         # 5. filter (in memory or on dask) and write
-        if not use_dask:
-            _filter_in_memory(data, K, kw, out_dtype, out_info, target, suffix, plan, stage)
-            used_chunks, sched_name = None, None
-        else:
+        used_chunks, sched_name = None, None
+        if use_dask:
             used_chunks, sched_name = _filter_dask(
-                data,
-                K,
-                kw,
-                out_dtype,
-                out_info,
-                target,
-                suffix,
-                chunks,
-                scheduler,
-                memory_limit,
-                stage,
+                data, K, kw, out, chunks, scheduler, memory_limit, stage
             )
+        else:
+            _filter_in_memory(data, K, kw, out, plan, stage)
         seconds = time.perf_counter() - t0
     f = plan.factorization
     meta = info.meta
@@ -1441,6 +1413,57 @@ def filter_file(
         scaling=meta.get("scaling"),
         removed=tuple(removed),
     )
+
+
+def _check_names(src: str, dst: str, scheduler: str | None) -> tuple[str, str, list[str]]:
+    """Input format and output suffix from the names, the scheduler, the input file; what a
+    killed earlier run left beside the output, removed (the names)."""
+    in_fmt = format_of(src, "input")
+    suffix = _suffix_of_path(dst)
+    if scheduler is not None and scheduler not in SCHEDULERS and "://" not in scheduler:
+        raise ValueError(
+            f"scheduler must be one of {list(SCHEDULERS)} or a dask.distributed address "
+            f"like tcp://host:8786, got {scheduler!r}"
+        )
+    check_input(src, in_fmt)
+    removed: list[str] = []
+    if os.path.isdir(os.path.dirname(os.path.abspath(dst))) and not _same_file(src, dst):
+        with contextlib.suppress(OSError):
+            removed = remove_stale_temporaries(dst)
+    return in_fmt, suffix, removed
+
+
+def _plan(
+    K: Any,
+    kshape: tuple[int, ...],
+    nterms: int | None,
+    info: ImageInfo,
+    ax: tuple[int, ...],
+    method: str,
+    tol: float | None,
+) -> Any:
+    """The plan for the kernel (or a named kernel's own ``nterms`` terms) on the data."""
+    from ._validate import check_tol
+    from .plan import make_plan, plan_terms
+
+    data_shape, size = [info.shape[a] for a in ax], int(np.prod(info.shape))
+    if nterms is not None:
+        check_tol(tol)
+        return plan_terms(kshape, nterms, data_shape, size=size)
+    return make_plan(K, data_shape, method=method, tol=tol, size=size)
+
+
+@dataclass
+class _Output:
+    """What the result becomes: its dtype, its image info, where and in which format."""
+
+    dtype: np.dtype
+    info: ImageInfo
+    target: Any  # an open file, or the temporary path of a Zarr store
+    suffix: str
+
+    def write(self, result: Any) -> None:
+        write(self.target, result, self.info, format=self.suffix)
 
 
 @contextlib.contextmanager
@@ -1623,15 +1646,7 @@ def _seconds(t: float) -> str:
 
 
 def _filter_in_memory(
-    data: Any,
-    K: Any,
-    kw: dict[str, Any],
-    out_dtype: np.dtype,
-    out_info: ImageInfo,
-    target: Any,
-    suffix: str,
-    plan: Any,
-    stage: _Stage,
+    data: Any, K: Any, kw: dict[str, Any], out: _Output, plan: Any, stage: _Stage
 ) -> None:
     from . import filters
 
@@ -1640,9 +1655,9 @@ def _filter_in_memory(
     if np.isfinite(estimate) and estimate > 0:
         label += f" (about {_seconds(estimate)} by the plan's time model)"
     stage(0, 1, label)
-    result = filters.filter(np.asarray(data), K, output=out_dtype, **kw)
+    result = filters.filter(np.asarray(data), K, output=out.dtype, **kw)
     stage(1, 1, "writing")
-    write(target, result, out_info, format=suffix)
+    out.write(result)
 
 
 def _parse_chunks(chunks: Any, ndim: int) -> Any:
@@ -1665,7 +1680,14 @@ def _parse_chunks(chunks: Any, ndim: int) -> Any:
 
 
 def _filter_dask(
-    data, K, kw, out_dtype, out_info, target, suffix, chunks, scheduler, memory_limit, stage
+    data: Any,
+    K: Any,
+    kw: dict[str, Any],
+    out: _Output,
+    chunks: Any,
+    scheduler: str | None,
+    memory_limit: int | str,
+    stage: _Stage,
 ) -> tuple[tuple[int, ...], str]:
     """Filter on dask into ``target`` (a Zarr path, or an open file written at the end)."""
     from concurrent.futures import ThreadPoolExecutor
@@ -1676,14 +1698,14 @@ def _filter_dask(
     from . import dask as sdask
     from . import filters
 
-    ndim = len(out_info.shape)
+    ndim = len(out.info.shape)
     parsed = _parse_chunks(chunks, ndim)
     x = data if isinstance(data, da.Array) else da.from_array(data, chunks=parsed or "auto")
     if parsed is not None and isinstance(data, da.Array):
         x = x.rechunk(parsed)
     if any(len(set(c[:-1])) > 1 or (len(c) > 1 and c[-1] > c[0]) for c in x.chunks):
         x = x.rechunk(x.chunksize)  # regular chunks (what a Zarr output needs)
-    y: Any = filters.filter(x, K, output=out_dtype, **kw)
+    y: Any = filters.filter(x, K, output=out.dtype, **kw)
     sched: Any = scheduler or "threads"
     name = sched
     with contextlib.ExitStack() as stack:
@@ -1709,15 +1731,13 @@ def _filter_dask(
             stage(done, total, "filtering")
 
         report(0, total)
-        if suffix == ".zarr":
-            meta = out_info.meta if out_info.format == "zarr" else {}
-            z = create_zarr(
-                target, y.shape, y.chunksize, out_dtype, attributes=meta.get("attributes")
-            )
+        if out.suffix == ".zarr":
+            attrs = (out.info.meta if out.info.format == "zarr" else {}).get("attributes")
+            z = create_zarr(out.target, y.shape, y.chunksize, out.dtype, attributes=attrs)
             sdask.store(y, z, memory_limit=memory_limit, scheduler=sched, progress=report)
         else:
-            result = np.empty(y.shape, dtype=out_dtype)
+            result = np.empty(y.shape, dtype=out.dtype)
             sdask.store(y, result, memory_limit=memory_limit, scheduler=sched, progress=report)
             stage(total, total, "writing")
-            write(target, result, out_info, format=suffix)
+            out.write(result)
     return tuple(int(c) for c in y.chunksize), str(name)
