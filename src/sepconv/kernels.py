@@ -536,8 +536,17 @@ def _derivative_terms(axis: Any, ndim: Any, smooth: Sequence[float]) -> Terms:
     return [(1.0, [deriv if i == ax else sm for i in range(n)])]
 
 
-def _derivative_stencil(axis: Any, ndim: Any, smooth: Sequence[float]) -> np.ndarray:
-    return _dense(_derivative_terms(axis, ndim, smooth))
+def _smoothed_derivative(smooth: Sequence[float]) -> Callable[..., Terms]:
+    """The terms of ``[-1, 0, 1]`` along ``axis`` smoothed by ``smooth`` along the others."""
+    return lambda axis=-1, *, ndim=2: _derivative_terms(axis, ndim, smooth)
+
+
+#: The derivative kernels' terms (their dense builders below multiply them out).
+_SMOOTHED_DERIVATIVES = {
+    "sobel": _smoothed_derivative([1.0, 2.0, 1.0]),
+    "prewitt": _smoothed_derivative([1.0, 1.0, 1.0]),
+    "scharr": _smoothed_derivative([3.0, 10.0, 3.0]),
+}
 
 
 _DERIVATIVE_DOC = """{title}
@@ -563,15 +572,15 @@ _DERIVATIVE_DOC = """{title}
 
 
 def sobel(axis: int = -1, *, ndim: int = 2) -> np.ndarray:
-    return _derivative_stencil(axis, ndim, [1.0, 2.0, 1.0])
+    return _dense(_SMOOTHED_DERIVATIVES["sobel"](axis, ndim=ndim))
 
 
 def prewitt(axis: int = -1, *, ndim: int = 2) -> np.ndarray:
-    return _derivative_stencil(axis, ndim, [1.0, 1.0, 1.0])
+    return _dense(_SMOOTHED_DERIVATIVES["prewitt"](axis, ndim=ndim))
 
 
 def scharr(axis: int = -1, *, ndim: int = 2) -> np.ndarray:
-    return _derivative_stencil(axis, ndim, [3.0, 10.0, 3.0])
+    return _dense(_SMOOTHED_DERIVATIVES["scharr"](axis, ndim=ndim))
 
 
 sobel.__doc__ = _DERIVATIVE_DOC.format(
@@ -969,9 +978,9 @@ KERNEL_TERMS: dict[Callable[..., np.ndarray], Callable[..., Terms]] = {
     gaussian: _gaussian_terms,
     laplace: _laplace_terms,
     laplacian_of_gaussian: _log_terms,
-    prewitt: lambda axis=-1, *, ndim=2: _derivative_terms(axis, ndim, [1.0, 1.0, 1.0]),
-    scharr: lambda axis=-1, *, ndim=2: _derivative_terms(axis, ndim, [3.0, 10.0, 3.0]),
-    sobel: lambda axis=-1, *, ndim=2: _derivative_terms(axis, ndim, [1.0, 2.0, 1.0]),
+    prewitt: _SMOOTHED_DERIVATIVES["prewitt"],
+    scharr: _SMOOTHED_DERIVATIVES["scharr"],
+    sobel: _SMOOTHED_DERIVATIVES["sobel"],
 }
 
 _FILE_SUFFIXES = (".npy", ".csv")

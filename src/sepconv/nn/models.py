@@ -169,13 +169,9 @@ class MobileNetV1(nn.Module):
         self.classifier = nn.Linear(c, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.conv_stem(x)
-        x = self.bn1(x)
-        x = self.act1(x)
+        x = self.act1(self.bn1(self.conv_stem(x)))
         x = self.blocks(x)
-        x = self.global_pool(x)
-        x = self.flatten(x)
-        return self.classifier(x)
+        return self.classifier(self.flatten(self.global_pool(x)))
 
 
 def mobilenet_v1(
@@ -239,12 +235,8 @@ class BasicBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         shortcut = self.downsample(x)
-        x = self.conv1(x)
-        x = self.bn1(x)
-        x = self.act1(x)
-        x = self.conv2(x)
-        x = self.bn2(x)
-        return self.act2(x + shortcut)
+        x = self.act1(self.bn1(self.conv1(x)))
+        return self.act2(self.bn2(self.conv2(x)) + shortcut)
 
 
 class ResNet(nn.Module):
