@@ -31,7 +31,6 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -39,22 +38,14 @@ import numpy as np
 from scipy import ndimage
 
 import sepconv
+from sepconv import _timing
 
 HERE = Path(__file__).resolve().parent
 
 
 def median_times(contenders: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    names = list(contenders)
-    for name in names:  # warm-up (and numba compilation)
-        contenders[name]()
-    times: dict[str, list[float]] = {n: [] for n in names}
-    for r in range(repeats):
-        order = names[r % len(names) :] + names[: r % len(names)]
-        for name in order:
-            t0 = time.perf_counter()
-            contenders[name]()
-            times[name].append(time.perf_counter() - t0)
-    return {n: float(np.median(v)) for n, v in times.items()}
+    """Warm-up once each, then alternating rounds: the median seconds (sepconv._timing)."""
+    return _timing.median_times(contenders, repeats, budget_s=None)
 
 
 def throughput_cases(size: int, threads: int, repeats: int, quick: bool) -> list[dict]:

@@ -39,7 +39,7 @@ import numpy as np
 from scipy import ndimage
 
 import sepconv
-from sepconv import kernels
+from sepconv import _timing, kernels
 
 HERE = Path(__file__).resolve().parent
 
@@ -62,16 +62,9 @@ class Case:
 
 
 def median_times(contenders: list[Contender], repeats: int) -> dict[str, float]:
-    for c in contenders:  # warm-up (and numba compilation)
-        c.fn()
-    times: dict[str, list[float]] = {c.name: [] for c in contenders}
-    for r in range(repeats):
-        order = contenders[r % len(contenders) :] + contenders[: r % len(contenders)]
-        for c in order:
-            t0 = time.perf_counter()
-            c.fn()
-            times[c.name].append(time.perf_counter() - t0)
-    return {k: float(np.median(v)) for k, v in times.items()}
+    """Each contender warmed up once (numba compilation), then all alternating in a rotating
+    order for ``repeats`` rounds: the median seconds of each (sepconv._timing)."""
+    return _timing.median_times({c.name: c.fn for c in contenders}, repeats, budget_s=None)
 
 
 def peak_memory(fn: Callable[[], object]) -> int:
