@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
-EXTRAS ?= dev,nn,io,dask,experiments
+EXTRAS ?= dev,nn,io,dask,experiments,gpu
 STAMP  := $(VENV)/.installed-$(EXTRAS)
 
 .PHONY: all venv test lint typecheck demo bench clean
