@@ -594,10 +594,8 @@ sobel.__doc__ = _DERIVATIVE_DOC.format(
 prewitt.__doc__ = _DERIVATIVE_DOC.format(
     title="Prewitt derivative kernel equal to ``scipy.ndimage.prewitt``.",
     smooth="[1, 1, 1]",
-    example="""prewitt(axis=1)
-    array([[-1., 0., 1.],
-           [-1., 0., 1.],
-           [-1., 0., 1.]])""",
+    example="""prewitt(axis=1)[0], prewitt(axis=1, ndim=3).shape
+    (array([-1.,  0.,  1.]), (3, 3, 3))""",
 )
 scharr.__doc__ = _DERIVATIVE_DOC.format(
     title="Scharr derivative kernel (unnormalised, as ``skimage`` up to its 1/32 scale).",
