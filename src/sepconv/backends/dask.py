@@ -156,16 +156,23 @@ def _terms(x: da.Array, job: Job, nthreads: int) -> da.Array:
         return _windowed(x, job.halos(), job.modes, job.cval, fn)
     total: da.Array | None = None
     for weight, passes in job.terms:
-        cur = x if passes else x * x.dtype.type(weight)
+        cur = x if passes else da.map_blocks(_quiet, np.multiply, x, x.dtype.type(weight))
         steps = list(chain(passes, job.cval))
         for i, (p, c) in enumerate(steps):
             wt = weight if i == len(steps) - 1 else 1.0
             step = Job(((wt, (p,)),), job.modes, c)
             fn = functools.partial(_job_block, job=step, halos=halos([p]), nthreads=nthreads)
             cur = _windowed(cur, halos([p]), job.modes, c, fn)
-        total = cur if total is None else total + cur
+        total = cur if total is None else da.map_blocks(_quiet, np.add, total, cur)
     assert total is not None
     return total
+
+
+def _quiet(op: Callable[..., np.ndarray], *args: Any) -> np.ndarray:
+    """``op(*args)`` without numpy's warnings for ``inf - inf`` and ``0 * inf``: NaN there is
+    the result (the in-memory engine gives it silently too)."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        return op(*args)
 
 
 def _windowed(
