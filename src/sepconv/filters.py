@@ -933,6 +933,11 @@ def _planned_job(kernel, ax, origins, modes, c, plan_args) -> Job:
         (float(wt), list(zip(ax, vecs, origins, strict=True)))
         for wt, vecs in zip(f.weights, f.factors, strict=True)
     ]
+    if f.rank == 1 and f.exact and all(np.all(v != 0) for v in f.factors[0]):
+        # one term without zero taps reads NaN/Inf exactly as the dense kernel does (every
+        # tap of the kernel is a product of taps of the passes, with the sign of that
+        # product): no patching needed, nor the check for non-finite data
+        return terms_job(terms, modes, c)
     return terms_job(terms, modes, c, kernel=K, axes=ax, origins=origins)
 
 

@@ -33,7 +33,7 @@ def check_input(x: Any) -> np.ndarray:
 
 def has_nonfinite(x: np.ndarray) -> bool:
     """Whether a floating-point array holds NaN or Inf."""
-    return x.dtype.kind == "f" and not bool(np.isfinite(x).all())
+    return x.dtype.kind == "f" and not engine.nonfinite.all_finite(x)
 
 
 def run(x: np.ndarray, job: Job, dtype: np.dtype, out: np.ndarray | None, workers: Any):

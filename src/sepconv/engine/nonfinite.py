@@ -23,12 +23,14 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numba
 import numpy as np
+from numba import njit, prange
 
 from .fft import fft
 from .numba_cpu import direct
 
-__all__ = ["Nonfinite", "patch", "split"]
+__all__ = ["Nonfinite", "all_finite", "patch", "split"]
 
 #: Non-zero taps above which the indicator counts use the FFT instead of direct correlation.
 _FFT_TAPS = 32
@@ -49,7 +51,7 @@ def split(x: np.ndarray, cval: float) -> tuple[np.ndarray, float, Nonfinite | No
 
     ``x`` is a floating-point work array; it is not modified (a copy is made when needed).
     """
-    finite = bool(np.isfinite(x).all()) if x.dtype.kind == "f" else True
+    finite = x.dtype.kind != "f" or all_finite(x)
     if finite and math.isfinite(cval):
         return x, cval, None
 
@@ -65,6 +67,31 @@ def split(x: np.ndarray, cval: float) -> tuple[np.ndarray, float, Nonfinite | No
     x0 = np.where(nan | pos | neg, x.dtype.type(0), x)
     info = Nonfinite(where(nan), where(pos), where(neg), cval)
     return x0, (cval if math.isfinite(cval) else 0.0), info
+
+
+def all_finite(x: np.ndarray) -> bool:
+    """Whether a float array holds no NaN/Inf (one parallel read, no temporary)."""
+    if not (x.flags.c_contiguous and x.dtype.isnative):
+        x = np.ascontiguousarray(x, dtype=x.dtype.newbyteorder("="))
+    flat = x.reshape(-1)
+    return bool(_all_finite(flat, numba.get_num_threads()))
+
+
+@njit(parallel=True, cache=True, nogil=True, fastmath={"reassoc"})
+def _all_finite(flat, nthreads):  # pragma: no cover - compiled
+    """``sum(v * 0)`` per block is 0 for finite values and NaN as soon as one is NaN/Inf (a
+    reduction that vectorises, unlike a test with an early exit: ``reassoc`` lets the sum be
+    reordered; NaN and Inf keep their IEEE meaning)."""
+    n = flat.shape[0]
+    nthreads = max(1, min(nthreads, n // 65536 + 1))
+    per = (n + nthreads - 1) // nthreads
+    bad = np.zeros(nthreads, dtype=np.bool_)
+    for th in prange(nthreads):
+        acc = flat.dtype.type(0)
+        for i in range(th * per, min(n, (th + 1) * per)):
+            acc += flat[i] * 0
+        bad[th] = acc != 0
+    return not bad.any()
 
 
 def _count(

@@ -284,6 +284,25 @@ def _round_saturate(src, dst, flo, fhi, ilo, ihi, magic, nthreads):  # pragma: n
                 dst[i] = v
 
 
+@njit(parallel=True, cache=True, nogil=True)
+def _round_clip(src, dst, flo, fhi, magic, nthreads):  # pragma: no cover - compiled
+    """``_round_saturate`` for integer types whose ends are exact floats (8/16-bit, and 32-bit
+    from float64): a plain clip, which vectorises."""
+    n = src.shape[0]
+    nthreads = max(1, min(nthreads, n))
+    per = (n + nthreads - 1) // nthreads
+    half = magic / 3
+    for th in prange(nthreads):
+        for i in range(th * per, min(n, (th + 1) * per)):
+            v = src[i]
+            if v != v:  # NaN: 0, rather than undefined behaviour
+                v = flo - flo
+            v = min(max(v, flo), fhi)
+            if abs(v) < half:
+                v = (v + magic) - magic
+            dst[i] = v
+
+
 def round_saturate(src: np.ndarray, dst: np.ndarray) -> None:
     """Write float ``src`` into integer (or bool) ``dst`` rounded to nearest and saturated.
 
@@ -302,16 +321,21 @@ def round_saturate(src: np.ndarray, dst: np.ndarray) -> None:
     contiguous = target.flags.c_contiguous
     flat = target.reshape(-1) if contiguous else np.empty(target.size, dtype=target.dtype)
     ft = src.dtype.type
-    _round_saturate(
-        np.ascontiguousarray(src).reshape(-1),
-        flat,
-        ft(flo),
-        ft(fhi),
-        target.dtype.type(lo),
-        target.dtype.type(hi),
-        ft(1.5 * 2.0 ** np.finfo(src.dtype).nmant),
-        numba.get_num_threads(),
-    )
+    magic = ft(1.5 * 2.0 ** np.finfo(src.dtype).nmant)
+    flat_src = np.ascontiguousarray(src).reshape(-1)
+    if flo == lo and fhi == hi:  # the ends are exact floats: a clip saturates exactly
+        _round_clip(flat_src, flat, ft(flo), ft(fhi), magic, numba.get_num_threads())
+    else:
+        _round_saturate(
+            flat_src,
+            flat,
+            ft(flo),
+            ft(fhi),
+            target.dtype.type(lo),
+            target.dtype.type(hi),
+            magic,
+            numba.get_num_threads(),
+        )
     if not contiguous:
         target[...] = flat.reshape(target.shape)
 
