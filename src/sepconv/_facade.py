@@ -13,7 +13,7 @@ from typing import Any
 
 from . import filters
 
-__all__ = ["facade"]
+__all__ = ["facade", "publish"]
 
 
 def facade(convert: Callable[[Any], Any], note: str, module: str) -> dict[str, Any]:
@@ -30,3 +30,23 @@ def facade(convert: Callable[[Any], Any], note: str, module: str) -> dict[str, A
         wrapper.__doc__ = f"{note}\n\n{fn.__doc__ or ''}"
         out[name] = wrapper
     return out
+
+
+#: What each facade's filters do with their input, said first in their docstrings.
+NOTES = {
+    "dask": (
+        "Lazy on a dask array (numpy input is wrapped by ``dask.array.asarray`` first); the "
+        "result is a dask array with the input's chunks, or ``output`` (a numpy or zarr array) "
+        "after storing into it."
+    ),
+    "torch": (
+        "On a torch tensor (other array-likes are converted by ``torch.as_tensor`` first); the "
+        "result is a tensor on the input's device, differentiable with respect to the input; "
+        "``output`` may be a torch/numpy dtype or a tensor to write into."
+    ),
+}
+
+
+def publish(namespace: dict[str, Any], convert: Callable[[Any], Any], library: str) -> None:
+    """Put every wrapped filter into a facade module's ``namespace`` (its ``globals()``)."""
+    namespace.update(facade(convert, NOTES[library], namespace["__name__"]))

@@ -497,8 +497,8 @@ def calibrate(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Measure this machine's time model for method='auto' and cache it (~15 s)."""
+    from .calibrate import calibrate as run_calibration
     from .plan import DEFAULT_TIME_MODEL
-    from .plan import calibrate as run_calibration
 
     result = run_calibration(quick=quick)
     if as_json:

@@ -58,7 +58,7 @@ import dask.array as da
 import numpy as np
 
 from . import filters
-from ._facade import facade
+from ._facade import publish
 from .backends.dask import STRATEGIES, STRATEGY
 
 __all__ = ["STRATEGIES", "store", "strategy", *filters.__all__]
@@ -265,9 +265,4 @@ def _as_dask(input: Any) -> Any:
     return input if isinstance(input, da.Array) else da.asarray(input)
 
 
-_NOTE = (
-    "Lazy on a dask array (numpy input is wrapped by ``dask.array.asarray`` first); the result "
-    "is a dask array with the input's chunks, or ``output`` (a numpy or zarr array) after "
-    "storing into it."
-)
-globals().update(facade(_as_dask, _NOTE, __name__))
+publish(globals(), _as_dask, "dask")

@@ -569,31 +569,31 @@ def uniform_filter(
     return _run(backend, x, terms_job([(1.0, passes)], modes, c), dtype, out, workers)
 
 
-def _derivative(input, axis, output, mode, cval, builder, workers) -> np.ndarray:
+def _derivative_filter(builder: Any, summary: str, example: str) -> Any:
     """``sobel``/``prewitt``: the kernel's own separable term (``kernels.KERNEL_TERMS``),
     derivative along ``axis`` and smoothing along every other axis."""
-    backend, x = _input(input)
-    ax = _axis(axis, x.ndim)
-    all_axes = tuple(range(x.ndim))
-    modes = _mode_map(mode, all_axes)
-    ((_, vectors),) = kernels.KERNEL_TERMS[builder](ax, ndim=x.ndim)
-    passes = [(a, v, 0) for a, v in zip(all_axes, vectors, strict=True)]
-    c = _cval(cval)
-    dtype, out = backend.resolve_output(output, x)
-    return _run(backend, x, terms_job([(1.0, passes)], modes, c), dtype, out, workers)
 
+    def fn(
+        input: Any,
+        axis: int = -1,
+        output: Any = None,
+        mode: str = "reflect",
+        cval: float = 0.0,
+        *,
+        workers: int | None = None,
+    ) -> np.ndarray:
+        backend, x = _input(input)
+        ax = _axis(axis, x.ndim)
+        all_axes = tuple(range(x.ndim))
+        modes = _mode_map(mode, all_axes)
+        ((_, vectors),) = kernels.KERNEL_TERMS[builder](ax, ndim=x.ndim)
+        passes = [(a, v, 0) for a, v in zip(all_axes, vectors, strict=True)]
+        c = _cval(cval)
+        dtype, out = backend.resolve_output(output, x)
+        return _run(backend, x, terms_job([(1.0, passes)], modes, c), dtype, out, workers)
 
-@_docfill
-def sobel(
-    input: Any,
-    axis: int = -1,
-    output: Any = None,
-    mode: str = "reflect",
-    cval: float = 0.0,
-    *,
-    workers: int | None = None,
-) -> np.ndarray:
-    """Sobel derivative along ``axis``, smoothing [1, 2, 1] on the others (``scipy.ndimage.sobel``).
+    fn.__name__ = fn.__qualname__ = builder.__name__
+    fn.__doc__ = f"""{summary}
 
     Parameters
     ----------
@@ -607,42 +607,25 @@ def sobel(
     Examples
     --------
     >>> import numpy as np, sepconv
-    >>> sepconv.sobel(np.arange(9.0).reshape(3, 3), axis=1)
+    {example}
+    """
+    return _docfill(fn)
+
+
+sobel = _derivative_filter(
+    kernels.sobel,
+    "Sobel derivative along ``axis``, smoothing [1, 2, 1] on the others (``scipy.ndimage.sobel``).",
+    """>>> sepconv.sobel(np.arange(9.0).reshape(3, 3), axis=1)
     array([[4., 8., 4.],
            [4., 8., 4.],
-           [4., 8., 4.]])
-    """
-    return _derivative(input, axis, output, mode, cval, kernels.sobel, workers)
-
-
-@_docfill
-def prewitt(
-    input: Any,
-    axis: int = -1,
-    output: Any = None,
-    mode: str = "reflect",
-    cval: float = 0.0,
-    *,
-    workers: int | None = None,
-) -> np.ndarray:
-    """Prewitt derivative along ``axis``, smoothing [1, 1, 1] on the others (``ndimage.prewitt``).
-
-    Parameters
-    ----------
-    %(input)s
-    axis : int, optional
-        Axis of the derivative. Default -1.
-    %(output)s
-    %(mode)s
-    %(cval)s
-
-    Examples
-    --------
-    >>> import numpy as np, sepconv
-    >>> sepconv.prewitt(np.arange(9.0).reshape(3, 3), axis=0)[1]
-    array([18., 18., 18.])
-    """
-    return _derivative(input, axis, output, mode, cval, kernels.prewitt, workers)
+           [4., 8., 4.]])""",
+)
+prewitt = _derivative_filter(
+    kernels.prewitt,
+    "Prewitt derivative along ``axis``, smoothing [1, 1, 1] on the others (``ndimage.prewitt``).",
+    """>>> sepconv.prewitt(np.arange(9.0).reshape(3, 3), axis=0)[1]
+    array([18., 18., 18.])""",
+)
 
 
 @_docfill
@@ -695,20 +678,36 @@ def _gaussian_derivative_terms(sigma, axes, truncate, radius, order_of) -> list[
     ]
 
 
-@_docfill
-def gaussian_laplace(
-    input: Any,
-    sigma: float | Sequence[float],
-    output: Any = None,
-    mode: str | Sequence[str] = "reflect",
-    cval: float = 0.0,
-    *,
-    axes: int | Sequence[int] | None = None,
-    truncate: float = 4.0,
-    radius: int | Sequence[int] | None = None,
-    workers: int | None = None,
-) -> np.ndarray:
-    """Laplacian of Gaussian (``scipy.ndimage.gaussian_laplace``): one term per axis.
+def _gaussian_derivative_filter(
+    name: str, order_of: Any, reduction: str, summary: str, example: str
+) -> Any:
+    """``gaussian_laplace``/``gaussian_gradient_magnitude``: one term per filtered axis ``i``,
+    Gaussian derivatives of order ``order_of(i, j)`` along axis ``j``; the terms summed, or
+    combined as the root of the sum of their squares (``reduction='hypot'``)."""
+
+    def fn(
+        input: Any,
+        sigma: float | Sequence[float],
+        output: Any = None,
+        mode: str | Sequence[str] = "reflect",
+        cval: float = 0.0,
+        *,
+        axes: int | Sequence[int] | None = None,
+        truncate: float = 4.0,
+        radius: int | Sequence[int] | None = None,
+        workers: int | None = None,
+    ) -> np.ndarray:
+        backend, x = _input(input)
+        ax = normalize_axes(axes, x.ndim)
+        terms = _gaussian_derivative_terms(sigma, ax, truncate, radius, order_of)
+        modes = _mode_map(mode, ax)
+        c = _cval(cval)
+        dtype, out = backend.resolve_output(output, x)
+        job = terms_job(terms, modes, c, reduction=reduction)
+        return _run(backend, x, job, dtype, out, workers)
+
+    fn.__name__ = fn.__qualname__ = name
+    fn.__doc__ = f"""{summary}
 
     Parameters
     ----------
@@ -725,61 +724,32 @@ def gaussian_laplace(
     Examples
     --------
     >>> import numpy as np, sepconv
-    >>> x = np.zeros((9, 9)); x[4, 4] = 1
-    >>> float(sepconv.gaussian_laplace(x, 1.0)[4, 4].round(4))
-    -0.3183
+    {example}
     """
-    backend, x = _input(input)
-    ax = normalize_axes(axes, x.ndim)
-    terms = _gaussian_derivative_terms(sigma, ax, truncate, radius, lambda i, j: 2 * (i == j))
-    modes = _mode_map(mode, ax)
-    c = _cval(cval)
-    dtype, out = backend.resolve_output(output, x)
-    return _run(backend, x, terms_job(terms, modes, c), dtype, out, workers)
+    return _docfill(fn)
 
 
-@_docfill
-def gaussian_gradient_magnitude(
-    input: Any,
-    sigma: float | Sequence[float],
-    output: Any = None,
-    mode: str | Sequence[str] = "reflect",
-    cval: float = 0.0,
-    *,
-    axes: int | Sequence[int] | None = None,
-    truncate: float = 4.0,
-    radius: int | Sequence[int] | None = None,
-    workers: int | None = None,
-) -> np.ndarray:
+gaussian_laplace = _gaussian_derivative_filter(
+    "gaussian_laplace",
+    lambda i, j: 2 * (i == j),
+    "sum",
+    "Laplacian of Gaussian (``scipy.ndimage.gaussian_laplace``): one term per axis.",
+    """>>> x = np.zeros((9, 9)); x[4, 4] = 1
+    >>> float(sepconv.gaussian_laplace(x, 1.0)[4, 4].round(4))
+    -0.3183""",
+)
+gaussian_gradient_magnitude = _gaussian_derivative_filter(
+    "gaussian_gradient_magnitude",
+    lambda i, j: int(i == j),
+    "hypot",
     """Gradient magnitude with Gaussian derivatives (``ndimage.gaussian_gradient_magnitude``).
 
-    Parameters
-    ----------
-    %(input)s
-    sigma : float or sequence of float
-        Standard deviation per filtered axis.
-    %(output)s
-    %(mode)s
-    %(cval)s
-    %(axes)s
-    truncate, radius
-        As for :func:`gaussian_filter`.
-
-    Examples
-    --------
-    >>> import numpy as np, sepconv
-    >>> x = np.tile(np.arange(6.0), (6, 1))
+    ``sqrt(sum_i d_i ** 2)`` of the derivatives along each filtered axis, by ``hypot`` for
+    real data (no overflow where a square would).""",
+    """>>> x = np.tile(np.arange(6.0), (6, 1))
     >>> float(sepconv.gaussian_gradient_magnitude(x, 1.0)[3, 3].round(6))
-    1.0
-    """
-    backend, x = _input(input)
-    ax = normalize_axes(axes, x.ndim)
-    terms = _gaussian_derivative_terms(sigma, ax, truncate, radius, lambda i, j: int(i == j))
-    modes = _mode_map(mode, ax)
-    c = _cval(cval)
-    dtype, out = backend.resolve_output(output, x)
-    job = terms_job(terms, modes, c, reduction="hypot")
-    return _run(backend, x, job, dtype, out, workers)
+    1.0""",
+)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from . import filters
-from ._facade import facade
+from ._facade import publish
 
 __all__ = list(filters.__all__)
 
@@ -44,9 +44,4 @@ def _as_tensor(input: Any) -> Any:
     return input if isinstance(input, torch.Tensor) else torch.as_tensor(input)
 
 
-_NOTE = (
-    "On a torch tensor (other array-likes are converted by ``torch.as_tensor`` first); the "
-    "result is a tensor on the input's device, differentiable with respect to the input; "
-    "``output`` may be a torch/numpy dtype or a tensor to write into."
-)
-globals().update(facade(_as_tensor, _NOTE, __name__))
+publish(globals(), _as_tensor, "torch")

@@ -256,38 +256,13 @@ def _direct_rows(
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def _round_saturate(src, dst, flo, fhi, ilo, ihi, magic, nthreads):  # pragma: no cover
-    """dst = clip(rint(src), lo, hi) for flat arrays (float -> integer output, one pass).
-
-    ``flo``/``fhi`` are the integer range's ends as floats inside it, ``ilo``/``ihi`` the ends
-    themselves: a value beyond a float end saturates to the integer end exactly (a float64 of
-    ``2**63`` is past int64's maximum). Rounds half to even without a libm call: adding and
-    subtracting ``magic`` (1.5 * 2**p, p = mantissa bits) leaves the nearest integer under IEEE
-    round-to-nearest-even, for ``|v| < 2**(p-1)``; larger floats are integers already.
-    """
-    n = src.shape[0]
-    nthreads = max(1, min(nthreads, n))
-    per = (n + nthreads - 1) // nthreads
-    half = magic / 3
-    for th in prange(nthreads):
-        for i in range(th * per, min(n, (th + 1) * per)):
-            v = src[i]
-            if v > fhi:
-                dst[i] = ihi
-            elif v < flo:
-                dst[i] = ilo
-            elif v != v:  # NaN: 0, rather than undefined behaviour
-                dst[i] = 0
-            else:
-                if abs(v) < half:
-                    v = (v + magic) - magic
-                dst[i] = v
-
-
-@njit(parallel=True, cache=True, nogil=True)
 def _round_clip(src, dst, flo, fhi, magic, nthreads):  # pragma: no cover - compiled
-    """``_round_saturate`` for integer types whose ends are exact floats (8/16-bit, and 32-bit
-    from float64): a plain clip, which vectorises."""
+    """dst = clip(rint(src), flo, fhi) for flat arrays (float -> integer output, one pass).
+
+    Rounds half to even without a libm call: adding and subtracting ``magic`` (1.5 * 2**p,
+    p = mantissa bits) leaves the nearest integer under IEEE round-to-nearest-even, for
+    ``|v| < 2**(p-1)``; larger floats are integers already. NaN becomes 0.
+    """
     n = src.shape[0]
     nthreads = max(1, min(nthreads, n))
     per = (n + nthreads - 1) // nthreads
@@ -323,19 +298,10 @@ def round_saturate(src: np.ndarray, dst: np.ndarray) -> None:
     ft = src.dtype.type
     magic = ft(1.5 * 2.0 ** np.finfo(src.dtype).nmant)
     flat_src = np.ascontiguousarray(src).reshape(-1)
-    if flo == lo and fhi == hi:  # the ends are exact floats: a clip saturates exactly
-        _round_clip(flat_src, flat, ft(flo), ft(fhi), magic, numba.get_num_threads())
-    else:
-        _round_saturate(
-            flat_src,
-            flat,
-            ft(flo),
-            ft(fhi),
-            target.dtype.type(lo),
-            target.dtype.type(hi),
-            magic,
-            numba.get_num_threads(),
-        )
+    _round_clip(flat_src, flat, ft(flo), ft(fhi), magic, numba.get_num_threads())
+    if flo != lo or fhi != hi:  # an end is not an exact float: beyond it goes to the end itself
+        flat[flat_src > fhi] = hi
+        flat[flat_src < flo] = lo
     if not contiguous:
         target[...] = flat.reshape(target.shape)
 

@@ -67,6 +67,7 @@ import triton
 import triton.language as tl
 
 from .._modes import extension_table, saturation_bounds, work_dtype
+from ..job import Pass, Term
 
 __all__ = [
     "AUTOTUNE",
@@ -78,9 +79,6 @@ __all__ = [
     "separable",
 ]
 
-#: A pass: (axis, 1-D weights, origin); a term: (weight, passes).
-Pass = tuple[int, np.ndarray, int]
-Term = tuple[float, Sequence[Pass]]
 
 _CONSTANT, _NEAREST, _WRAP, _REFLECT, _MIRROR, _TABLE = range(6)
 _MODE_CODES = {
@@ -512,36 +510,24 @@ _TUNED: dict[str, Any] = {}
 def _tuned(name: str) -> Any:
     """The autotuned launcher of kernel ``name`` (built on first use, GPU only)."""
     if name not in _TUNED:
-        restore = ["out_ptr"]  # low-rank terms accumulate in place: tuning runs must not
-        if name == "rows":
-            _TUNED[name] = triton.autotune(
-                _configs(_ROWS_CONFIGS, ("BN", "BI")),
-                key=["size_key"],
-                prune_configs_by={"early_config_prune": _prune_rows},
-                restore_value=restore,
-            )(_rows_kernel)
-        elif name == "last":
-            _TUNED[name] = triton.autotune(
-                _configs(_LAST_CONFIGS, ("BR", "BM")),
-                key=["size_key"],
-                prune_configs_by={"early_config_prune": _prune_last},
-                restore_value=restore,
-            )(_last_kernel)
-        elif name == "fused":
-            _TUNED[name] = triton.autotune(
-                _configs(_FUSED_CONFIGS, ("BH", "BWE")),
-                key=["size_key"],
-                prune_configs_by={"early_config_prune": _prune_fused},
-                restore_value=restore,
-            )(_fused_kernel)
-        else:
-            _TUNED[name] = triton.autotune(
-                _configs([(4, 256, 4), (8, 128, 4), (16, 64, 4), (2, 512, 4)], ("BR", "BM")),
-                key=["size_key"],
-                prune_configs_by={"early_config_prune": _prune_last},
-                restore_value=restore,
-            )(_direct_kernel)
+        kernel, configs, tiles, prune = {
+            "rows": (_rows_kernel, _ROWS_CONFIGS, ("BN", "BI"), _prune_rows),
+            "last": (_last_kernel, _LAST_CONFIGS, ("BR", "BM"), _prune_last),
+            "fused": (_fused_kernel, _FUSED_CONFIGS, ("BH", "BWE"), _prune_fused),
+            "direct": (_direct_kernel, _DIRECT_CONFIGS, ("BR", "BM"), _prune_last),
+        }[name]
+        _TUNED[name] = triton.autotune(
+            _configs(configs, tiles),
+            key=["size_key"],
+            prune_configs_by={"early_config_prune": prune},
+            # low-rank terms accumulate in place: tuning runs must not change the output
+            restore_value=["out_ptr"],
+        )(kernel)
     return _TUNED[name]
+
+
+#: Tiles tried for the direct kernel (rows, columns, warps).
+_DIRECT_CONFIGS = [(4, 256, 4), (8, 128, 4), (16, 64, 4), (2, 512, 4)]
 
 
 def _size_class(*values: int) -> int:
