@@ -160,3 +160,17 @@ def test_size_zero_leaves_an_axis_alone() -> None:
     np.testing.assert_allclose(
         sepconv.uniform_filter(x, [0, 3]), ndimage.uniform_filter(x, [0, 3]), rtol=1e-15
     )
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_float16_with_nan_through_a_folded_wide_kernel(backend) -> None:
+    # the finiteness check before folding a pass longer than its axis met float16 too
+    x = np.array([1.0, np.nan, 3.0, 4.0], np.float16)
+    got = run(backend, sepconv.gaussian_filter, x, 100.0)
+    ref = ndimage.gaussian_filter(x.astype(np.float32), 100.0)
+    assert got.dtype == np.float16
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+    y = np.array([1.0, 2.0, 3.0, 4.0], np.float16)
+    ref = ndimage.gaussian_filter(y.astype(np.float32), 100.0, mode="wrap")
+    got = run(backend, sepconv.gaussian_filter, y, 100.0, mode="wrap")
+    np.testing.assert_allclose(got.astype(np.float32), ref, rtol=2e-3)

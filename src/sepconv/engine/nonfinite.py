@@ -71,6 +71,8 @@ def split(x: np.ndarray, cval: float) -> tuple[np.ndarray, float, Nonfinite | No
 
 def all_finite(x: np.ndarray) -> bool:
     """Whether a float array holds no NaN/Inf (one parallel read, no temporary)."""
+    if x.dtype.newbyteorder("=") not in (np.float32, np.float64):  # float16: no numba type
+        return bool(np.isfinite(x).all())
     if not (x.flags.c_contiguous and x.dtype.isnative):
         x = np.ascontiguousarray(x, dtype=x.dtype.newbyteorder("="))
     flat = x.reshape(-1)
