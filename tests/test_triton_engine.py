@@ -504,3 +504,60 @@ def test_gpu_integer_rounding_is_half_to_even_on_the_device():
     x = tensor(np.arange(-8, 9, dtype=np.int32).reshape(1, -1))
     got = tg.separable(x, [(1.0, [(1, np.array([0.5]), 0)])], {1: "reflect"}, 0.0)
     np.testing.assert_array_equal(got.cpu().numpy(), np.rint(np.arange(-8, 9) / 2)[None])
+
+
+# ---------------------------------------------------------------------------------------------
+# the torch backend on the Triton engine (CUDA tensors; here CPU tensors in the interpreter)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def triton_backend(monkeypatch):
+    """Route torch tensors to the Triton engine (CUDA tensors always are, without grad)."""
+    monkeypatch.setenv("SEPCONV_TORCH_ENGINE", "triton")
+    from sepconv.backends import torch as torch_backend
+
+    assert torch_backend.gpu_engine(tensor(np.zeros(3))) is tg
+    return torch_backend
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_backend_runs_named_filters_on_the_triton_engine(triton_backend, mode) -> None:
+    import sepconv
+
+    x = np.random.default_rng(0).standard_normal((9, 11))
+    for name, args in (("gaussian_filter", (1.2,)), ("sobel", (0,)), ("uniform_filter", (4,))):
+        ref = getattr(ndimage, name)(x, *args, mode=mode)
+        got = getattr(sepconv, name)(tensor(x), *args, mode=mode).cpu().numpy()
+        np.testing.assert_allclose(got, ref, rtol=0, atol=1e-12, err_msg=name)
+
+
+def test_backend_on_triton_keeps_nan_semantics_ranks_and_integer_outputs(triton_backend) -> None:
+    import sepconv
+
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((10, 12))
+    x[2, 3] = np.nan
+    K = rng.standard_normal((3, 5))
+    K[1] = 0  # a zero row: NaN is not read through it (scipy's correlate)
+    for method in ("lowrank", "direct"):
+        got = sepconv.correlate(tensor(x), K, method=method).cpu().numpy()
+        ref = ndimage.correlate(x, K)
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+        fin = np.isfinite(ref)
+        np.testing.assert_allclose(got[fin], ref[fin], rtol=0, atol=1e-12)
+    u8 = rng.integers(0, 256, (8, 9)).astype(np.uint8)
+    got = sepconv.gaussian_filter(tensor(u8), 1.0).cpu().numpy()
+    ref = np.clip(np.rint(ndimage.gaussian_filter(u8.astype(np.float64), 1.0)), 0, 255)
+    assert got.dtype == np.uint8 and np.abs(got.astype(int) - ref).max() <= 1
+    mag = sepconv.gaussian_gradient_magnitude(tensor(x[:, 5:]), 1.0).cpu().numpy()
+    np.testing.assert_allclose(mag, ndimage.gaussian_gradient_magnitude(x[:, 5:], 1.0), atol=1e-12)
+
+
+def test_tensors_that_need_gradients_stay_on_the_torch_path(triton_backend) -> None:
+    x = tensor(np.ones((4, 4))).requires_grad_(True)
+    assert triton_backend.gpu_engine(x) is None
+    import sepconv
+
+    sepconv.gaussian_filter(x, 1.0).sum().backward()
+    assert x.grad is not None

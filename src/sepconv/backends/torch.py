@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -30,7 +31,7 @@ from .._modes import extension_table, saturation_bounds, work_dtype
 from .._torch_threads import torch_threads
 from ..job import Job, chain
 
-__all__ = ["check_input", "has_nonfinite", "resolve_output", "run"]
+__all__ = ["ENGINES", "check_input", "gpu_engine", "has_nonfinite", "resolve_output", "run"]
 
 _LOW = (torch.float16, torch.bfloat16)
 
@@ -76,33 +77,73 @@ def has_nonfinite(x: torch.Tensor) -> bool:
 def run(
     x: torch.Tensor, job: Job, dtype: torch.dtype, out: torch.Tensor | None, workers: int | None
 ) -> torch.Tensor:
-    """``job`` on ``x`` (on its device); the result has ``dtype`` (or is ``out``)."""
+    """``job`` on ``x`` (on its device); the result has ``dtype`` (or is ``out``).
+
+    CUDA tensors run on the Triton engine (:func:`gpu_engine`), others (and any tensor that needs
+    gradients: the torch path is differentiable) on torch's own convolutions.
+    """
     with _threads(x, workers):
         xw = _work(x, dtype)
         if xw.numel() == 0:
             return _finish(xw, dtype, out)
+        tg = gpu_engine(xw)
+
+        def terms(v: torch.Tensor, ts: Any, c: float) -> torch.Tensor:
+            if tg is not None:
+                return tg.separable(v, ts, job.modes, c, dtype=v.dtype)
+            return _terms(v, ts, job.modes, c)
+
         if job.reduction == "hypot":
             acc = torch.zeros_like(xw)
             nan = torch.zeros_like(xw, dtype=torch.bool)
             for term in job.terms:  # hypot: sqrt(a^2 + d^2) without overflowing
-                d = _terms(xw, (term,), job.modes, job.cval)
+                d = terms(xw, (term,), job.cval)
                 acc = torch.hypot(acc, d)
                 nan = nan | torch.isnan(d)  # hypot(inf, nan) is inf; the root of a sum is NaN
             return _finish(torch.where(nan, torch.full_like(acc, math.nan), acc), dtype, out)
         if job.kernel is None:
-            return _finish(_terms(xw, job.terms, job.modes, job.cval), dtype, out)
+            return _finish(terms(xw, job.terms, job.cval), dtype, out)
         kernel, axes, origins = job.kernel, job.axes, job.origins
-        if job.dense:
+        if not job.dense:
 
             def compute(v: torch.Tensor, c: float) -> torch.Tensor:
-                return _dense(v, kernel, axes, origins, job.modes, c, job.method)
+                return terms(v, job.terms, c)
+        elif job.method == "direct" and tg is not None:
+
+            def compute(v: torch.Tensor, c: float) -> torch.Tensor:
+                return tg.direct(v, kernel, axes, origins, job.modes, c, dtype=v.dtype)
         else:
 
             def compute(v: torch.Tensor, c: float) -> torch.Tensor:
-                return _terms(v, job.terms, job.modes, c)
+                return _dense(v, kernel, axes, origins, job.modes, c, job.method)
 
         result = _nonfinite_safe(xw, job.cval, kernel, axes, origins, job.modes, compute)
         return _finish(result, dtype, out)
+
+
+#: Which engine runs torch tensors: ``'auto'`` (the Triton engine for CUDA tensors that need
+#: no gradient, torch's convolutions otherwise), ``'torch'`` (always torch's), or ``'triton'``
+#: (also CPU tensors, through Triton's interpreter when ``TRITON_INTERPRET=1``: how the tests
+#: run the GPU path without a GPU). Set by the environment variable ``SEPCONV_TORCH_ENGINE``.
+ENGINES = ("auto", "torch", "triton")
+
+
+def gpu_engine(x: torch.Tensor) -> Any:
+    """The Triton engine module for ``x``, or None for torch's own convolutions."""
+    choice = os.environ.get("SEPCONV_TORCH_ENGINE", "auto")
+    if choice not in ENGINES:
+        raise ValueError(f"SEPCONV_TORCH_ENGINE must be one of {list(ENGINES)}, got {choice!r}")
+    if choice == "torch" or (x.requires_grad and torch.is_grad_enabled()):
+        return None  # the backward of the torch path is torch's own
+    if x.device.type != "cuda" and not (
+        choice == "triton" and os.environ.get("TRITON_INTERPRET") == "1"
+    ):
+        return None
+    try:
+        from ..engine import triton_gpu
+    except ImportError:  # no triton: torch's convolutions on the GPU too
+        return None
+    return triton_gpu
 
 
 @contextlib.contextmanager
