@@ -10,8 +10,8 @@ A backend is a module with four functions:
 ``resolve_output(output, x) -> (dtype, out)``
     scipy's ``output`` argument: None (the input's dtype), a dtype, or an array to write into.
 ``has_nonfinite(x) -> bool``
-    Whether a floating-point input holds NaN or Inf (folding long passes is exact only for
-    finite data).
+    Whether a floating-point input holds (or, for a lazy array, may hold) NaN or Inf: folding
+    long passes is exact only for finite data.
 ``run(x, job, dtype, out, workers) -> result``
     Compute the job, round and saturate to an integer ``dtype`` once, write into ``out`` if
     given and return the result (``out`` itself then).

@@ -67,8 +67,10 @@ def resolve_output(output: Any, x: da.Array) -> tuple[np.dtype, Any]:
 
 
 def has_nonfinite(x: da.Array) -> bool:
-    """Whether a floating-point dask array holds NaN or Inf (computes a reduction)."""
-    return x.dtype.kind == "f" and not bool(da.isfinite(x).all().compute())
+    """Whether a dask array may hold NaN or Inf: any floating-point one (knowing would mean
+    computing the lazy array now; the only cost of the caution is that passes longer than
+    their axis are not folded)."""
+    return x.dtype.kind == "f"
 
 
 def run(x: da.Array, job: Job, dtype: np.dtype, out: Any, workers: int | None) -> Any:
