@@ -65,7 +65,13 @@ import numpy as np
 
 from ._validate import as_kernel, check_nonnegative_int, check_tol
 
-__all__ = ["Factorization", "is_separable", "separable_rank", "separate"]
+__all__ = [
+    "Factorization",
+    "is_separable",
+    "separable_rank",
+    "separate",
+    "separate_within",
+]
 
 _EPS = float(np.finfo(np.float64).eps)
 #: Wall-clock seconds the N-D search for the smallest exact CP rank may spend beyond the first
@@ -476,6 +482,57 @@ def separate(
     if K.ndim == 2:
         return _separate_2d(K, spectra, rank, target, prec)
     return _NDProblem(K, spectra, prec).separate(rank, target, tol is not None)
+
+
+def separate_within(
+    kernel: Any,
+    max_terms: int,
+    seconds: float,
+    *,
+    tol: float | None = None,
+    precision: Any = None,
+) -> Factorization | None:
+    """A factorization of at most ``max_terms`` separable terms that reproduces ``kernel``
+    (to its precision, or within ``tol``), searched for about ``seconds``; None if none is
+    found. For planners: a rank that would cost more than the dense methods is never worth
+    finding, and planning must not cost more than the filter it plans.
+
+    1-D and 2-D kernels (and exactly separable N-D ones) are decided exactly (one SVD). For
+    N-D kernels the CP search stops at ``max_terms`` or once ``seconds`` have passed (checked
+    between ranks); None then means "not found cheaply", not "does not exist".
+
+    Examples
+    --------
+    >>> from sepconv import kernels
+    >>> separate_within(kernels.gaussian(1.0, ndim=3), 1, 0.05).rank
+    1
+    >>> separate_within(kernels.ball(4), 6, 0.05) is None   # many terms: not worth it
+    True
+    """
+    prec = kernel_precision(kernel, precision)
+    K = as_kernel(kernel)
+    tol = check_tol(tol)
+    max_terms = check_nonnegative_int(max_terms, "max_terms")
+    spectra = _mode_spectra(K)
+    mode_tol = _mode_tolerance(K.shape, prec)
+    if K.ndim <= 2 or all(_numerical_rank(s, mode_tol) <= 1 for s in spectra):
+        f = separate(K, tol=tol, precision=prec)
+        return f if f.rank <= max_terms else None
+    problem = _NDProblem(K, spectra, prec)
+    exact_tol = exact_tolerance(K.shape, prec)
+    target = exact_tol if tol is None else max(tol, exact_tol)
+    first = 1 if tol is not None else problem.lower
+    start = time.perf_counter()
+    for R in range(first, min(max_terms, problem.upper - 1) + 1):
+        if R > first and time.perf_counter() - start > seconds:
+            break
+        n_random = 4 if R <= problem.lower + 2 else 1  # as the exact search in ``separate``
+        step = problem.step(R, None, target, n_random, search=True, deadline=start + seconds)
+        if step.meets:
+            return problem.make(step)
+    if problem.upper <= max_terms:  # the exact recursive-SVD decomposition is cheap enough
+        return problem.make_fallback()
+    return None
 
 
 def separable_rank(kernel: Any, *, tol: float | None = None, precision: Any = None) -> int:
@@ -1014,10 +1071,12 @@ def _cp_best(
     *,
     n_random: int = 4,
     warm: list[np.ndarray] | None = None,
+    deadline: float | None = None,
 ) -> list[_CPFit]:
     """Fits from ``warm`` (if given), a HOSVD-style start and seeded random restarts.
 
-    Stops at the first fit that meets ``target`` without being degenerate.
+    Stops at the first fit that meets ``target`` without being degenerate, or (after at least
+    one fit) once ``time.perf_counter()`` passes ``deadline``.
     """
     rng = np.random.default_rng(20261124 + R)
     starts = [] if warm is None else [[M.copy() for M in warm]]
@@ -1031,11 +1090,14 @@ def _cp_best(
     starts.append(eye_start)
     for _ in range(n_random):
         starts.append([rng.standard_normal((n, R)) for n in G.shape])
-    fits = []
+    fits: list[_CPFit] = []
     for A0 in starts:
+        if deadline is not None and fits and time.perf_counter() > deadline:
+            break
         fit = _cp_als(G, A0, target, max_iter=KERNEL_ALS_SWEEPS)
         if target < fit.error < 0.2 and not fit.degenerate:
-            fit = _cp_polish(G, fit, target)
+            # under a deadline, a short polish: an exact fit converges in a few LM steps
+            fit = _cp_polish(G, fit, target, max_iter=200 if deadline is None else 25)
         fits.append(fit)
         if fit.error <= target and not fit.degenerate:
             break
@@ -1177,19 +1239,32 @@ class _NDProblem:
         ]
         return _make(self.K, self.fallback, self.spectra, "recursive-svd", self.prec, notes=notes)
 
-    def step(self, R: int, prev: _CPFit | None, target: float, n_random: int) -> _Step:
-        """The rank-``R`` fit: meets ``target``, or the best (bounded if degenerate) found."""
+    def step(
+        self,
+        R: int,
+        prev: _CPFit | None,
+        target: float,
+        n_random: int,
+        search: bool = False,
+        deadline: float | None = None,
+    ) -> _Step:
+        """The rank-``R`` fit: meets ``target``, or the best (bounded if degenerate) found.
+
+        ``search``: only whether rank ``R`` meets the target matters (no bounded refit of a
+        degenerate problem); ``deadline``: no further restarts after it."""
         G = self.core
         warm = None
         if prev is not None:
             resid = G - _cp_dense(prev.A, G.shape)
             new = _rank_one_fit(resid)
             warm = [np.hstack([M, c]) for M, c in zip(prev.A, new, strict=True)]
-        fits = _cp_best(G, R, target, n_random=n_random, warm=warm)
+        fits = _cp_best(G, R, target, n_random=n_random, warm=warm, deadline=deadline)
         good = [f for f in fits if not f.degenerate]
         best = min(good or fits, key=lambda f: f.error)
         if best.error <= target and not best.degenerate:
             return _Step(best, True, False, None)
+        if search:
+            return _Step(best, False, best.degenerate, None)
         greedy = None if warm is None else _assess(G, warm, self.norm)
         if any(f.degenerate for f in fits):
             worst = min((f for f in fits if f.degenerate), key=lambda f: f.error)

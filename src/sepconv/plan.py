@@ -21,7 +21,14 @@ from typing import Any
 import numpy as np
 
 from . import cost
-from .factor import Factorization, kernel_precision, rank_lower_bound, separate
+from .factor import (
+    Factorization,
+    kernel_precision,
+    max_useful_rank,
+    rank_lower_bound,
+    separate,
+    separate_within,
+)
 
 __all__ = [
     "DEFAULT_TIME_MODEL",
@@ -62,6 +69,7 @@ def set_time_model(model: dict[str, tuple[float, float, float]]) -> None:
     TIME_MODEL.update(model)
     with _LOCK:
         _PLANS.clear()
+        _WITHIN.clear()
 
 
 def calibration_path() -> Path:
@@ -144,6 +152,29 @@ class Plan:
     def error(self) -> float:
         """Relative Frobenius error of the kernel actually run (0 for direct and FFT)."""
         return 0.0 if self.factorization is None else self.factorization.error
+
+
+#: Least seconds the planner may spend searching an N-D kernel's separable form (the budget
+#: is 10% of the filter's predicted time when that is larger).
+PLANNING_SECONDS = 0.05
+#: Results of bounded searches, None included (a search that found nothing is not repeated).
+_WITHIN: OrderedDict[tuple, Factorization | None] = OrderedDict()
+
+
+def _factorize_within(
+    K: np.ndarray, tol: float | None, precision: np.dtype, max_terms: int, seconds: float
+) -> Factorization | None:
+    key = (K.shape, K.tobytes(), tol, precision.name, max_terms)
+    with _LOCK:
+        if key in _WITHIN:
+            _WITHIN.move_to_end(key)
+            return _WITHIN[key]
+    f = separate_within(K, max_terms, seconds, tol=tol, precision=precision)
+    with _LOCK:
+        _WITHIN[key] = f
+        while len(_WITHIN) > _CACHE_SIZE:
+            _WITHIN.popitem(last=False)
+    return f
 
 
 def _factorize(K: np.ndarray, tol: float | None, precision: np.dtype) -> Factorization:
@@ -315,7 +346,23 @@ def _make_plan(K, given, data, mpix, method, tol, prec) -> Plan:
             name, macs, t = min(candidates, key=lambda c: c[2])
             why = f"separable rank >= {lower}: passes would cost more than {name}"
             return Plan(name, None, macs, why, t)
-        f = _factorize(K, tol, prec)
+        # only ranks cheaper than the dense methods are worth finding, and the search may
+        # cost at most ~10% of the filter's predicted time (50 ms at least)
+        useful = 1
+        while estimate_time(
+            "lowrank", (useful + 1) * sum(shape), (useful + 1) * stages, mpix
+        ) < best_other and useful < max_useful_rank(shape):
+            useful += 1
+        budget = max(PLANNING_SECONDS, 0.1 * best_other / 1e3)
+        found = _factorize_within(K, tol, prec, useful, budget)
+        if found is None:
+            name, macs, t = min(candidates, key=lambda c: c[2])
+            why = (
+                f"no separable form of at most {useful} terms (the most that beat {name}) found "
+                f"within the planning budget of {budget * 1e3:.0f} ms"
+            )
+            return Plan(name, None, macs, why, t)
+        f = found
     if f.rank >= 1 and (f.exact or tol is not None or given is not None):
         name = "separable" if f.rank == 1 else "lowrank"
         t = estimate_time(name, f.macs, f.rank * stages, mpix)
