@@ -8,6 +8,7 @@ from integer prefix sums over ``np.pad`` (the roundoff cases). Never sepconv's o
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numba
@@ -114,7 +115,6 @@ def test_box_pass_one_dimensional_and_negative_axis() -> None:
         # the work dtypes of ``_modes.work_dtype`` (each pair is one more compilation)
         (np.float64, np.float64, 1e-13),
         (np.float32, np.float32, 2e-7),
-        (np.float32, np.float64, 1e-13),
         (np.uint8, np.float32, 2e-7),
         (np.int16, np.float64, 1e-13),
     ],
@@ -149,7 +149,7 @@ def test_box_pass_outer_axis_with_wide_rows_and_chunks(monkeypatch) -> None:
     # rows wider than a tile (several tiles) and the axis cut into chunks, each started by
     # its own first window
     x = _data((130, 2 * running._TILE + 5), seed=6, dtype=np.float32)
-    monkeypatch.setattr(running, "_chunks", lambda n, k, units, nthreads: 7)
+    monkeypatch.setattr(running, "_chunks", lambda n, units, nthreads: 7)
     for size, origin, mode in ((3, 1, "nearest"), (17, -8, "mirror"), (300, 0, "reflect")):
         ref = _ref1d(x, size, 0, mode, 0.0, origin)
         _close(box_pass(x, 0, size, origin, mode), ref, 2e-7)
@@ -186,7 +186,6 @@ def test_box_matches_uniform_filter_3d_every_axis_set(axes) -> None:
         x.astype(np.float64), sizes, mode=modes, cval=-2.0, origin=origins, axes=axes
     )
     _close(box(x, sizes, axes, origins, modes, -2.0), ref, 4e-7)
-    _close(box(x, sizes, axes, origins, modes, -2.0, dtype=np.float64), ref, 1e-13)
 
 
 def test_box_integer_input_and_out() -> None:
@@ -299,15 +298,18 @@ def test_box_pass_overflowing_sums_fall_back_to_the_direct_engine() -> None:
 
 
 def _exact_means(x, size, mode):
-    """Correctly rounded means of every window: ``x`` holds multiples of 2**-20 below 2**40,
-    so window sums are exact int64 prefix-sum differences; Python's int division rounds."""
+    """Correctly rounded means of every window (centred), from exact integer prefix sums:
+    each float of the padded line is ``m * 2**e`` with an integer ``m`` of 53 bits, so all
+    are integers times ``2**emin``; Python's int division rounds correctly."""
     half = size // 2
     padded = np.pad(x, (half, size - 1 - half), mode=NP_PAD[mode])
-    ints = (padded * 2.0**20).astype(np.int64)
-    assert np.array_equal(ints / 2.0**20, padded)
-    prefix = np.concatenate([[0], np.cumsum(ints)])
-    sums = prefix[size:] - prefix[:-size]
-    return np.array([int(s) / (size * 2**20) for s in sums])
+    m, e = np.frexp(padded)
+    emin = int(e.min()) - 53
+    ints = [int(mm * 2.0**53) << (int(ee) - 53 - emin) for mm, ee in zip(m, e, strict=True)]
+    prefix = [0, *itertools.accumulate(ints)]
+    scale = size * 2**-emin if emin < 0 else size
+    mult = 2**emin if emin >= 0 else 1
+    return np.array([(prefix[i + size] - prefix[i]) * mult / scale for i in range(len(x))])
 
 
 def _ulps(got, exact):
@@ -315,19 +317,21 @@ def _ulps(got, exact):
 
 
 @pytest.mark.parametrize("mode", ["reflect", "wrap"])
-def test_box_pass_stays_within_two_ulps_of_exact_means(mode: str) -> None:
+def test_box_pass_stays_within_an_ulp_or_so_of_exact_means(mode: str) -> None:
+    # measured: at most 1 ulp (scipy's running sum: up to 1.5e5 ulp after the spike; a
+    # direct sum of 10001 terms: about 60 ulp)
     rng = np.random.default_rng(19)
-    x = np.round(rng.uniform(0, 1e6, 4096) * 2.0**20) / 2.0**20
+    x = rng.uniform(0, 1e6, 4096)
     spike = x.copy()
     spike[1000] = 1e10
     for line in (x, spike):
         for size in (3, 4, 101, 1000, 4095, 4096, 4097, 10001):
             exact = _exact_means(line, size, mode)
-            got = box_pass(np.stack([line, line[::-1]]), 1, size, 0, mode)
-            assert _ulps(got[0], exact).max() <= 2.0, size
-            assert _ulps(got[1, ::-1], _exact_means(line[::-1], size, mode)[::-1]).max() <= 2.0
+            got = box_pass(np.stack([line, line[::-1]]), 1, size, 0, mode)  # last axis
+            assert _ulps(got[0], exact).max() <= 1.5, size
+            assert _ulps(got[1, ::-1], _exact_means(line[::-1], size, mode)[::-1]).max() <= 1.5
             cols = np.repeat(line[:, None], 3, axis=1)  # the outer-axis kernel too
-            assert _ulps(box_pass(cols, 0, size, 0, mode)[:, 1], exact).max() <= 2.0
+            assert _ulps(box_pass(cols, 0, size, 0, mode)[:, 1], exact).max() <= 1.5
 
 
 def test_uniform_filter1d_roundoff_errors_scipy_gh6930() -> None:

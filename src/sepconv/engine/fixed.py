@@ -278,7 +278,7 @@ def _even_singles(q: np.ndarray) -> bool:
     every tap of one without symmetry) is even: it then runs as a pair of the same row at
     half the weight (no zero row, no odd half)."""
     sym = _symmetry(q)
-    singles = q if sym == 0 else (q[len(q) // 2 : len(q) // 2 + 1] if len(q) % 2 else q[:0])
+    singles = q if sym <= 0 else (q[len(q) // 2 : len(q) // 2 + 1] if len(q) % 2 else q[:0])
     return bool(np.all(singles % 2 == 0))
 
 
@@ -400,10 +400,6 @@ def _add(a, b, like):  # pragma: no cover - replaced by the overload in compiled
     return a + b
 
 
-def _sub(a, b, like):  # pragma: no cover - replaced by the overload in compiled code
-    return a - b
-
-
 def _cast(v, like):  # pragma: no cover - replaced by the overload in compiled code
     return v
 
@@ -430,16 +426,8 @@ def _add_ol(a, b, like):
     return lambda a, b, like: conv(a + b)
 
 
-@overload(_sub)
-def _sub_ol(a, b, like):
-    conv = njit(_caster(like))
-    if isinstance(a, types.Integer):
-        return lambda a, b, like: conv(np.int32(np.int32(a) - np.int32(b)))
-    return lambda a, b, like: conv(a - b)
-
-
 @njit(fastmath=_FM, cache=True, nogil=True)
-def _csweep(dst, dof, base, init, kind, first, minus, like, rlike, x3, o, ra, rb, ws, c0, width):  # noqa: E501  # pragma: no cover - compiled
+def _csweep(dst, dof, base, init, kind, first, like, rlike, x3, o, ra, rb, ws, c0, width):  # noqa: E501  # pragma: no cover - compiled
     """Column units on columns ``c0 .. c0 + width`` of output row: ``s = (init if first else
     base) + sum_j (x3[o, ra[j]] +- x3[o, rb[j]]) * ws[j]`` in the type of ``like``.
 
@@ -450,24 +438,11 @@ def _csweep(dst, dof, base, init, kind, first, minus, like, rlike, x3, o, ra, rb
     """
     nu = len(ws)
     if kind == 0:
-        if minus:
-            for c in range(width):
-                s = init if first else base[c]
-                for j in range(nu):
-                    s += _sub(x3[o, ra[j], c0 + c], x3[o, rb[j], c0 + c], like) * ws[j]
-                dst[dof + c] = _cast(s, like)
-        else:
-            for c in range(width):
-                s = init if first else base[c]
-                for j in range(nu):
-                    s += _add(x3[o, ra[j], c0 + c], x3[o, rb[j], c0 + c], like) * ws[j]
-                dst[dof + c] = _cast(s, like)
-    elif minus:
         for c in range(width):
             s = init if first else base[c]
             for j in range(nu):
-                s += _sub(x3[o, ra[j], c0 + c], x3[o, rb[j], c0 + c], like) * ws[j]
-            dst[dof + c] = _cast(_cast(s, like), rlike)
+                s += _add(x3[o, ra[j], c0 + c], x3[o, rb[j], c0 + c], like) * ws[j]
+            dst[dof + c] = _cast(s, like)
     else:
         for c in range(width):
             s = init if first else base[c]
@@ -477,31 +452,17 @@ def _csweep(dst, dof, base, init, kind, first, minus, like, rlike, x3, o, ra, rb
 
 
 @njit(fastmath=_FM, cache=True, nogil=True)
-def _rsweep(dst, dof, base, init, kind, first, minus, buf, ra, rb, ws, c0, width, lo, hi):  # noqa: E501  # pragma: no cover - compiled
+def _rsweep(dst, dof, base, init, kind, first, buf, ra, rb, ws, c0, width, lo, hi):  # noqa: E501  # pragma: no cover - compiled
     """Row units for output columns ``c0 .. c0 + width``: ``s = (init if first else base) +
     sum_j (buf[ra[j] + c] +- buf[rb[j] + c]) * ws[j]``. ``kind`` 0: ``s`` into ``dst[dof:]``;
     2: rounded half to even (``rint``), saturated to ``[lo, hi]``, stored as an integer."""
     nu = len(ws)
     if kind == 0:
-        if minus:
-            for c in range(width):
-                s = init if first else base[c]
-                for j in range(nu):
-                    s += (buf[ra[j] + c0 + c] - buf[rb[j] + c0 + c]) * ws[j]
-                dst[dof + c] = s
-        else:
-            for c in range(width):
-                s = init if first else base[c]
-                for j in range(nu):
-                    s += (buf[ra[j] + c0 + c] + buf[rb[j] + c0 + c]) * ws[j]
-                dst[dof + c] = s
-    elif minus:
         for c in range(width):
             s = init if first else base[c]
             for j in range(nu):
-                s += (buf[ra[j] + c0 + c] - buf[rb[j] + c0 + c]) * ws[j]
-            r = np.int32(np.rint(s))
-            dst[dof + c] = min(max(r, lo), hi)
+                s += (buf[ra[j] + c0 + c] + buf[rb[j] + c0 + c]) * ws[j]
+            dst[dof + c] = s
     else:
         for c in range(width):
             s = init if first else base[c]
@@ -512,21 +473,16 @@ def _rsweep(dst, dof, base, init, kind, first, minus, buf, ra, rb, ws, c0, width
 
 
 @njit(fastmath=_FM, cache=True, nogil=True)
-def _cgroup(dst, dof, base, init, kind, first, minus, like, rlike, x3, o, ua, ub, uw, g, cnt, c0, width):  # noqa: E501  # pragma: no cover - compiled
+def _cgroup(dst, dof, base, init, kind, first, like, rlike, x3, o, ua, ub, uw, g, cnt, c0, width):  # noqa: E501  # pragma: no cover - compiled
     """Column units ``g .. g + cnt`` (``cnt``: 1, 2 or 4) as one sweep."""
-    if cnt == 1:
+    if cnt == 2:
         _csweep(
-            dst, dof, base, init, kind, first, minus, like, rlike, x3, o,
-            (ua[g],), (ub[g],), (uw[g],), c0, width,
-        )  # fmt: skip
-    elif cnt == 2:
-        _csweep(
-            dst, dof, base, init, kind, first, minus, like, rlike, x3, o,
+            dst, dof, base, init, kind, first, like, rlike, x3, o,
             (ua[g], ua[g + 1]), (ub[g], ub[g + 1]), (uw[g], uw[g + 1]), c0, width,
         )  # fmt: skip
     else:
         _csweep(
-            dst, dof, base, init, kind, first, minus, like, rlike, x3, o,
+            dst, dof, base, init, kind, first, like, rlike, x3, o,
             (ua[g], ua[g + 1], ua[g + 2], ua[g + 3]),
             (ub[g], ub[g + 1], ub[g + 2], ub[g + 3]),
             (uw[g], uw[g + 1], uw[g + 2], uw[g + 3]),
@@ -535,21 +491,16 @@ def _cgroup(dst, dof, base, init, kind, first, minus, like, rlike, x3, o, ua, ub
 
 
 @njit(fastmath=_FM, cache=True, nogil=True)
-def _rgroup(dst, dof, base, init, kind, first, minus, buf, ra, rb, rw, g, cnt, c0, width, lo, hi):  # noqa: E501  # pragma: no cover - compiled
+def _rgroup(dst, dof, base, init, kind, first, buf, ra, rb, rw, g, cnt, c0, width, lo, hi):  # noqa: E501  # pragma: no cover - compiled
     """Row units ``g .. g + cnt`` (``cnt``: 1, 2 or 4) as one sweep."""
-    if cnt == 1:
+    if cnt == 2:
         _rsweep(
-            dst, dof, base, init, kind, first, minus, buf,
-            (ra[g],), (rb[g],), (rw[g],), c0, width, lo, hi,
-        )  # fmt: skip
-    elif cnt == 2:
-        _rsweep(
-            dst, dof, base, init, kind, first, minus, buf,
+            dst, dof, base, init, kind, first, buf,
             (ra[g], ra[g + 1]), (rb[g], rb[g + 1]), (rw[g], rw[g + 1]), c0, width, lo, hi,
         )  # fmt: skip
     else:
         _rsweep(
-            dst, dof, base, init, kind, first, minus, buf,
+            dst, dof, base, init, kind, first, buf,
             (ra[g], ra[g + 1], ra[g + 2], ra[g + 3]),
             (rb[g], rb[g + 1], rb[g + 2], rb[g + 3]),
             (rw[g], rw[g + 1], rw[g + 2], rw[g + 3]),
@@ -561,7 +512,7 @@ def _rgroup(dst, dof, base, init, kind, first, minus, buf, ra, rb, rw, g, cnt, c
 def _group_size(left):  # pragma: no cover - compiled
     """Units in the last group when ``left`` remain: 1, 2 or 4 (3 take a group of 4 whose
     last unit is zero padding)."""
-    return 1 if left <= 1 else (2 if left == 2 else 4)
+    return 2 if left <= 2 else 4
 
 
 @njit(fastmath=_FM, cache=True, nogil=True)
@@ -588,7 +539,7 @@ def _col_slow(x3, o, i, q0, t0, cv, acc, like, rlike, buf, lo1):  # pragma: no c
 
 
 @njit(parallel=True, fastmath=_FM, cache=True, nogil=True)
-def _fused(x, q0, ja, jb, jw, nc, s0, t0, slow, c0, ra, rb, rw, nr, s1, t1, c1, lo1, out, lo, hi, nthreads):  # noqa: E501  # pragma: no cover - compiled
+def _fused(x, q0, ja, jb, jw, nc, t0, slow, c0, ra, rb, rw, nr, t1, c1, lo1, out, lo, hi, nthreads):  # noqa: E501  # pragma: no cover - compiled
     """``out = round(row pass(column pass(x)))`` for ``x`` and ``out`` viewed as (outer, n, m).
 
     Column pass: taps ``q0``, as ``nc`` units ``(ja, jb, jw)`` (tap positions paired, weights;
@@ -602,8 +553,6 @@ def _fused(x, q0, ja, jb, jw, nc, s0, t0, slow, c0, ra, rb, rw, nr, s1, t1, c1, 
     total = outer * n
     nthreads = max(1, min(nthreads, total))
     per = (total + nthreads - 1) // nthreads
-    minus0 = s0 < 0
-    minus1 = s1 < 0
     cv = c0[0]
     tile = min(m, _TILE)
     cg = max(1, (nc + 3) // 4)
@@ -637,16 +586,16 @@ def _fused(x, q0, ja, jb, jw, nc, s0, t0, slow, c0, ra, rb, rw, nr, s1, t1, c1, 
                     w_ = np.uint64(min(m - c0_, tile))
                     d0 = ulo1 + uc0
                     if cg == 1:
-                        _cgroup(buf, d0, acc, like, 1, True, minus0, like, rlike, x, uo, ua, ub, jw, 0, clast, uc0, w_)  # noqa: E501
+                        _cgroup(buf, d0, acc, like, 1, True, like, rlike, x, uo, ua, ub, jw, 0, clast, uc0, w_)  # noqa: E501
                         continue
-                    _cgroup(acc, 0, acc, like, 0, True, minus0, like, rlike, x, uo, ua, ub, jw, 0, 4, uc0, w_)  # noqa: E501
+                    _cgroup(acc, 0, acc, like, 0, True, like, rlike, x, uo, ua, ub, jw, 0, 4, uc0, w_)  # noqa: E501
                     for gi in range(1, cg - 1):
                         if gi % 2:
-                            _cgroup(acc2, 0, acc, like, 0, False, minus0, like, rlike, x, uo, ua, ub, jw, 4 * gi, 4, uc0, w_)  # noqa: E501
+                            _cgroup(acc2, 0, acc, like, 0, False, like, rlike, x, uo, ua, ub, jw, 4 * gi, 4, uc0, w_)  # noqa: E501
                         else:
-                            _cgroup(acc, 0, acc2, like, 0, False, minus0, like, rlike, x, uo, ua, ub, jw, 4 * gi, 4, uc0, w_)  # noqa: E501
+                            _cgroup(acc, 0, acc2, like, 0, False, like, rlike, x, uo, ua, ub, jw, 4 * gi, 4, uc0, w_)  # noqa: E501
                     last = acc if cg % 2 == 0 else acc2
-                    _cgroup(buf, d0, last, like, 1, False, minus0, like, rlike, x, uo, ua, ub, jw, 4 * (cg - 1), clast, uc0, w_)  # noqa: E501
+                    _cgroup(buf, d0, last, like, 1, False, like, rlike, x, uo, ua, ub, jw, 4 * (cg - 1), clast, uc0, w_)  # noqa: E501
             # the row buffer's border through the row's extension table (or the carried cval)
             for p in range(lo1):
                 s = t1[p]
@@ -659,23 +608,23 @@ def _fused(x, q0, ja, jb, jw, nc, s0, t0, slow, c0, ra, rb, rw, nr, s1, t1, c1, 
                 uc0 = np.uint64(c0_)
                 w_ = np.uint64(min(m - c0_, tile))
                 if rg == 1:
-                    _rgroup(orow, uc0, racc, rlike, 2, True, minus1, buf, ra, rb, rw, 0, rlast, uc0, w_, lo, hi)  # noqa: E501
+                    _rgroup(orow, uc0, racc, rlike, 2, True, buf, ra, rb, rw, 0, rlast, uc0, w_, lo, hi)  # noqa: E501
                     continue
-                _rgroup(racc, 0, racc, rlike, 0, True, minus1, buf, ra, rb, rw, 0, 4, uc0, w_, lo, hi)  # noqa: E501
+                _rgroup(racc, 0, racc, rlike, 0, True, buf, ra, rb, rw, 0, 4, uc0, w_, lo, hi)  # noqa: E501
                 for gi in range(1, rg - 1):
                     if gi % 2:
-                        _rgroup(racc2, 0, racc, rlike, 0, False, minus1, buf, ra, rb, rw, 4 * gi, 4, uc0, w_, lo, hi)  # noqa: E501
+                        _rgroup(racc2, 0, racc, rlike, 0, False, buf, ra, rb, rw, 4 * gi, 4, uc0, w_, lo, hi)  # noqa: E501
                     else:
-                        _rgroup(racc, 0, racc2, rlike, 0, False, minus1, buf, ra, rb, rw, 4 * gi, 4, uc0, w_, lo, hi)  # noqa: E501
+                        _rgroup(racc, 0, racc2, rlike, 0, False, buf, ra, rb, rw, 4 * gi, 4, uc0, w_, lo, hi)  # noqa: E501
                 last = racc if rg % 2 == 0 else racc2
-                _rgroup(orow, uc0, last, rlike, 2, False, minus1, buf, ra, rb, rw, 4 * (rg - 1), rlast, uc0, w_, lo, hi)  # noqa: E501
+                _rgroup(orow, uc0, last, rlike, 2, False, buf, ra, rb, rw, 4 * (rg - 1), rlast, uc0, w_, lo, hi)  # noqa: E501
 
 
 def _units(q: np.ndarray, sym: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """A kernel as units ``(a, b, w)``: ``sum_u (v[a_u] +- v[b_u]) * w_u`` is the correlation
-    with ``q``. Symmetric / antisymmetric kernels pair taps ``j`` and ``k - 1 - j``; a tap on
-    its own (the centre, every tap of a kernel without symmetry) pairs with itself at half
-    its weight (exact: float taps, or even integers -- :func:`_int_column`). Zero taps are
+    """A kernel as units ``(a, b, w)``: ``sum_u (v[a_u] + v[b_u]) * w_u`` is the correlation
+    with ``q``. Symmetric kernels pair taps ``j`` and ``k - 1 - j``; a tap on its own (the
+    centre, every tap of any other kernel, antisymmetric ones included: raw values are never
+    subtracted, so unsigned data cannot wrap around) pairs with itself at half its weight (exact: float taps, or even integers -- :func:`_int_column`). Zero taps are
     left out; zero units fill a multiple of 4 (the count of real units is returned too). Integer weights are int16 where they fit
     (``vpmaddwd``), else int32."""
     k = len(q)
@@ -683,11 +632,11 @@ def _units(q: np.ndarray, sym: int) -> tuple[np.ndarray, np.ndarray, np.ndarray,
     jb: list[int] = []
     jw: list[Any] = []
     half = (lambda v: v / 2) if q.dtype.kind == "f" else (lambda v: v // 2)
-    if sym != 0:
+    if sym > 0:
         for j in range(k // 2):
             if q[j] != 0:
                 ja.append(j), jb.append(k - 1 - j), jw.append(q[j])
-    for j in range(k) if sym == 0 else ([k // 2] if k % 2 else []):
+    for j in range(k) if sym <= 0 else ([k // 2] if k % 2 else []):
         if q[j] != 0:
             ja.append(j), jb.append(j), jw.append(half(q[j]))
     count = len(jw)
@@ -787,8 +736,8 @@ def _arguments(p: IntPlan, n: int, m: int) -> tuple:
         c1 = rdt.type(p.cval * math.fsum(p.col_taps.astype(np.float64).tolist()))
     info = np.iinfo(p.dtype)
     args = (
-        q0, ja, jb, jw, nc, -1 if p.col_sym < 0 else 1, t0, slow, c0,
-        ra.astype(np.uint64), rb.astype(np.uint64), rw, nr, -1 if p.row_sym < 0 else 1, t1, c1,
+        q0, ja, jb, jw, nc, t0, slow, c0,
+        ra.astype(np.uint64), rb.astype(np.uint64), rw, nr, t1, c1,
         k1 // 2 + o1,
     )  # fmt: skip
     tail = (np.int32(info.min), np.int32(info.max))

@@ -397,6 +397,8 @@ def _long_pass(
                 continue
             line = u // nchunk
             ch = u - line * nchunk
+            if starts[ch + 1] == starts[ch]:
+                continue
             s = 0.0
             t = 0.0
             for e in range(ptr[ch], ptr[ch + 1]):
@@ -453,7 +455,7 @@ def _lines_pass(
         NN = np.zeros(lanes, dtype=np.int64)
         NP = np.zeros(lanes, dtype=np.int64)
         NM = np.zeros(lanes, dtype=np.int64)
-        buf = np.zeros((1, n, lanes))
+        buf = np.zeros((1, n, lanes), dtype=x.dtype)  # the lines as they are
         ring = np.zeros((1, _TT, lanes))
         for u in range(th * per, min(units, (th + 1) * per)):
             if not todo[u]:
@@ -623,11 +625,12 @@ class _Axis:
         self.leave = ext(-off, n - 1)
 
 
-def _chunks(n: int, k: int, units: int, nthreads: int) -> int:
-    """Chunks along an axis so that there is work for every thread, each chunk at least four
-    times as long as its first window (whose direct sum is the overhead of a chunk)."""
+def _chunks(n: int, units: int, nthreads: int) -> int:
+    """Chunks along an axis so that every thread has work (``units`` other units), at least
+    ``_LANES`` outputs each. A chunk starts with a direct sum of ``min(k, 2 n)`` rows, each
+    cheaper than a step (one add, no output), so splitting pays even for ``k`` near ``n``."""
     want = -(-nthreads // max(1, units))
-    return max(1, min(want, n // max(_LANES, 4 * min(k, n))))
+    return max(1, min(want, n // _LANES))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -725,7 +728,7 @@ def _pass(
         args += (ax.enter, ax.leave, _LANES)
         overflow = _run_units(_lines_pass, -(-outer // _LANES), args)
     elif inner == 1:  # long lines: one state per (line, chunk), in registers
-        nchunk = _chunks(n, k, outer, nthreads)
+        nchunk = _chunks(n, outer, nthreads)
         ax = _Axis(n, k, origin, mode, nchunk)
         tables = (ax.fk, cval, ax.ptr, ax.idx, ax.mul, ax.starts, ax.enter, ax.leave)
         args = (src.reshape(outer, n), dst.reshape(outer, n), *tables)
@@ -734,7 +737,7 @@ def _pass(
         overflow = _run_units(_long_pass, outer * nchunk, args, _outer_pass, counting_args)
     else:  # an outer axis: rows as AXPY-like updates, tiles of the row
         ntiles = -(-inner // _TILE)
-        nchunk = _chunks(n, k, outer * ntiles, nthreads)
+        nchunk = _chunks(n, outer * ntiles, nthreads)
         ax = _Axis(n, k, origin, mode, nchunk)
         shape3 = (outer, n, inner)
         args = (src.reshape(shape3), dst.reshape(shape3), ax.fk, cval, ax.ptr, ax.idx, ax.mul)
@@ -749,7 +752,7 @@ def _fused(src: np.ndarray, dst: np.ndarray, p0: tuple, p1: tuple, cval: float) 
     (_, k0, o0, m0), (_, k1, o1, m1) = p0, p1
     n0, n1 = src.shape[-2], src.shape[-1]
     outer = src.size // (n0 * n1)
-    nchunk = _chunks(n0, k0, outer, numba.get_num_threads())
+    nchunk = _chunks(n0, outer, numba.get_num_threads())
     a0 = _Axis(n0, k0, o0, m0, nchunk)
     a1 = _Axis(n1, k1, o1, m1, 1)
     c1 = carry(cval, _weights(k0))
