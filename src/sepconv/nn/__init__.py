@@ -5,7 +5,7 @@ Needs the ``nn`` extra (PyTorch); ``import sepconv`` alone never imports torch.
 
 from . import functional, models
 from .convert import ConvertReport, convert
-from .factorize import KINDS, LayerReport, factorize
+from .factorize import KINDS, VBMF, LayerReport, evbmf, factorize
 from .functional import depthwise_separable_conv, low_rank_conv, spatially_separable_conv
 from .layers import (
     DepthwiseSeparableConv1d,
@@ -16,11 +16,15 @@ from .layers import (
     LowRankConv3d,
     SpatiallySeparableConv2d,
     SpatiallySeparableConv3d,
+    Tucker2Conv1d,
+    Tucker2Conv2d,
+    Tucker2Conv3d,
 )
 from .profile import LayerProfile, MachineRates, Profile, machine_rates, profile
 
 __all__ = [
     "KINDS",
+    "VBMF",
     "ConvertReport",
     "DepthwiseSeparableConv1d",
     "DepthwiseSeparableConv2d",
@@ -34,8 +38,12 @@ __all__ = [
     "Profile",
     "SpatiallySeparableConv2d",
     "SpatiallySeparableConv3d",
+    "Tucker2Conv1d",
+    "Tucker2Conv2d",
+    "Tucker2Conv3d",
     "convert",
     "depthwise_separable_conv",
+    "evbmf",
     "factorize",
     "functional",
     "low_rank_conv",

@@ -1,6 +1,6 @@
 """Closed-form optimal factorization of a trained convolution into a structured layer.
 
-Three structures, each with its error computed exactly (relative Frobenius norm of the weight
+Four structures, each with its error computed exactly (relative Frobenius norm of the weight
 difference, ``||W - W_r|| / ||W||``):
 
 ``kind='depthwise'`` (per-input-channel truncated SVD)
@@ -29,6 +29,23 @@ difference, ``||W - W_r|| / ||W||``):
     Fitted by :mod:`sepconv.factor`'s alternating least squares (the one CP-ALS) from a
     higher-order SVD start; the error is that of the dense difference (a best rank-``r`` CP
     fit need not exist; cancelling terms are reported, by ``sepconv.factor``'s rule).
+``kind='tucker2'`` (Tucker decomposition of the two channel modes, Kim et al. 2016)
+    ``W ~= G x_0 A x_1 B`` with ``A`` (``C_out x r_out``) and ``B`` (``C_in x r_in``)
+    orthonormal and the core ``G`` (``r_out x r_in x k``): a 1x1 conv ``C_in -> r_in``
+    (``B^T``), the core conv ``r_in -> r_out`` with the original kernel, stride, padding and
+    dilation, and a 1x1 conv ``r_out -> C_out`` (``A``, with the bias). Fitted by higher-order
+    orthogonal iteration (HOOI) started from the truncated HOSVD (leading left singular vectors
+    of the mode-0 and mode-1 unfoldings), sweeping until ``||G||`` stops growing. The error is
+    that of the dense difference; the predicted error is the HOSVD bound
+    ``sqrt(sum_{j >= r_out} s0_j**2 + sum_{j >= r_in} s1_j**2) / ||W||`` (``s0``, ``s1``: the
+    spectra of the two unfoldings), an upper bound of it (HOOI only improves on the HOSVD),
+    while ``sqrt(max(...))`` of the two sums is a lower bound (Eckart–Young on each unfolding).
+
+Rank selection (every kind): an explicit ``rank``; ``tol`` (the smallest rank, or for tucker2
+the cheapest pair, whose closed-form error meets it); ``rank='vbmf'`` (analytic empirical
+variational Bayesian matrix factorization, Nakajima et al. 2013, on the matrices each kind
+truncates, see :func:`evbmf`); by default the smallest exact rank. ``rank_multiple`` rounds the
+rank up to a multiple (never above the full rank).
 
 Grouped convolutions are factorized group by group (ranks are per group) into grouped layers.
 Bias, stride, padding, dilation and padding mode carry over: the layer has the original's
@@ -37,12 +54,15 @@ output shape for every setting, and exactly its output when the factorization is
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
 import torch
+from scipy.optimize import brentq, minimize_scalar
 from torch import Tensor, nn
 
 from .. import cost
@@ -52,10 +72,10 @@ from ..factor import _cp_als, _CPFit
 from ._args import ConvGeometry, same_pads
 from .layers import LAYERS, _StructuredConv
 
-__all__ = ["KINDS", "LayerReport", "factorize"]
+__all__ = ["KINDS", "VBMF", "LayerReport", "evbmf", "factorize"]
 
 #: Structures ``factorize`` and ``convert`` can produce.
-KINDS = ("depthwise", "spatial", "cp")
+KINDS = ("depthwise", "spatial", "cp", "tucker2")
 
 Rank = int | tuple[int, int]
 
@@ -69,10 +89,11 @@ class LayerReport:
     name : str
         The layer's name in its model (``''`` for :func:`factorize`).
     kind : str
-        ``'depthwise'``, ``'spatial'`` or ``'cp'``.
+        ``'depthwise'``, ``'spatial'``, ``'cp'`` or ``'tucker2'``.
     rank : int, tuple of int or None
         Depth multiplier (depthwise), intermediate channels per group (spatial; ``(r_1, r_2)``
-        in 3-D) or CP rank per group; None when the layer was left alone.
+        in 3-D), CP rank per group or ``(r_in, r_out)`` per group (tucker2); None when the
+        layer was left alone.
     converted : bool
         False when the layer was left alone (``note`` says why).
     macs_before, macs_after : int
@@ -87,7 +108,9 @@ class LayerReport:
         it includes float rounding and, with calibration, the refinement).
     predicted_error : float or None
         The closed-form weight error of the initial factorization, from the discarded singular
-        values (depthwise, spatial); for cp the error of the fit.
+        values (depthwise, spatial); for cp the error of the fit; for tucker2 the HOSVD bound
+        from the discarded singular values of both unfoldings, an upper bound of the HOOI
+        fit's error.
     output_error : float or None
         ``||y_f - y|| / ||y||`` on the calibration batch (None without calibration).
     init_output_error : float or None
@@ -264,6 +287,13 @@ def _stages(c: _Conv, kind: str | None, rank: Rank | None) -> list[_Stage]:
         ranks = (rank,) if isinstance(rank, int) else tuple(_pair(rank))
         widths = [c.cin, *(g * r for r in ranks), c.cout]
         return [(widths[a], widths[a + 1], along(a), g, a) for a in range(d)]
+    if kind == "tucker2":
+        r_in, r_out = _pair(rank)
+        return [
+            (c.cin, g * r_in, one, g, None),
+            (g * r_in, g * r_out, k, g, -1),
+            (g * r_out, c.cout, one, g, None),
+        ]
     r = _int(rank)
     stages: list[_Stage] = [(c.cin, g * r, one, g, None)]
     stages += [(g * r, g * r, along(a), g * r, a) for a in range(d)]
@@ -335,6 +365,21 @@ class _Decomposition:
         """Ranks worth considering under a MAC budget (cheapest last)."""
         raise NotImplementedError
 
+    def vbmf_rank(self) -> Rank:
+        """The rank EVBMF (:func:`evbmf`) keeps in the matrices this structure truncates."""
+        raise NotImplementedError
+
+    def round_up(self, rank: Rank, multiple: int) -> Rank:
+        """``rank`` rounded up to a multiple of ``multiple``, never above the full rank."""
+        top = self.max_rank()
+        if isinstance(rank, tuple):
+            assert isinstance(top, tuple)
+            return (
+                min(_ceil_to(rank[0], multiple), top[0]),
+                min(_ceil_to(rank[1], multiple), top[1]),
+            )
+        return min(_ceil_to(rank, multiple), _int(top))
+
     def check_rank(self, rank: Any) -> Rank:
         top = self.max_rank()
         r = check_nonnegative_int(rank, "rank", minimum=1)
@@ -367,6 +412,16 @@ def _svd(M: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     with torch_threads(LINALG_THREADS):
         U, S, Vh = torch.linalg.svd(M, full_matrices=False)
     return U, S, Vh
+
+
+def _ceil_to(r: int, multiple: int) -> int:
+    return -(-r // multiple) * multiple
+
+
+def _vbmf_max(S: Tensor, shape: tuple[int, int]) -> int:
+    """Largest EVBMF rank over a batch of spectra (last axis) of matrices of ``shape``."""
+    spectra = S.reshape(-1, S.shape[-1]).numpy()
+    return max(_evbmf_spectrum(s, shape).rank for s in spectra)
 
 
 def _smallest(tail: Tensor, bound: float, top: int) -> int:
@@ -404,6 +459,10 @@ class _DepthwiseDecomposition(_Decomposition):
 
     def candidates(self) -> list[Rank]:
         return list(range(self.max_rank(), 0, -1))
+
+    def vbmf_rank(self) -> int:
+        # one depth multiplier for all channels: the largest rank any channel's matrix keeps
+        return _vbmf_max(self.S, (self.c.cout_g, self.c.taps))
 
     def build(self, rank: Rank) -> _StructuredConv:
         c, m = self.c, _int(rank)
@@ -515,6 +574,25 @@ class _SpatialDecomposition(_Decomposition):
             q2 = self._stage2(r1)[3].shape[0] - 1
             out += [(r1, r2) for r2 in range(q2, 0, -1)]
         return out
+
+    def vbmf_rank(self) -> Rank:
+        c = self.c
+        k = c.kernel
+        r1 = _vbmf_max(self.S1, (c.cin_g * k[0], c.cout_g * math.prod(k[1:])))
+        if c.dims == 2:
+            return r1
+        r2 = _vbmf_max(self._stage2(r1)[1], (r1 * k[1], c.cout_g * k[2]))
+        return (r1, r2)
+
+    def round_up(self, rank: Rank, multiple: int) -> Rank:
+        if self.c.dims == 2:
+            return super().round_up(rank, multiple)
+        r1, r2 = _pair(rank)
+        top = self.max_rank()
+        assert isinstance(top, tuple)
+        r1 = min(_ceil_to(r1, multiple), top[0])
+        bound2 = min(r1 * self.c.kernel[1], self.c.cout_g * self.c.kernel[2])
+        return (r1, min(_ceil_to(r2, multiple), bound2))
 
     def build(self, rank: Rank) -> _StructuredConv:
         c = self.c
@@ -643,6 +721,20 @@ class _CPDecomposition(_Decomposition):
             r *= 2
         return sorted(ranks, reverse=True)
 
+    def vbmf_rank(self) -> int:
+        # CP rank >= every multilinear rank: the largest EVBMF rank of the two channel-mode
+        # unfoldings (a lower estimate; CP has no matrix it truncates)
+        c = self.c
+        r = 1
+        for T in self.blocks:
+            M0 = T.reshape(c.cout_g, -1)
+            M1 = T.transpose(0, 1).reshape(c.cin_g, -1)
+            for M in (M0, M1):
+                with torch_threads(LINALG_THREADS):
+                    S = torch.linalg.svdvals(M)
+                r = max(r, _vbmf_max(S, (M.shape[0], M.shape[1])))
+        return min(r, self.max_rank())
+
     def notes(self, rank: Rank) -> str:
         fits = self.fit(_int(rank))
         if any(f.degenerate for f in fits):  # sepconv.factor's rule (one definition)
@@ -683,10 +775,326 @@ class _CPDecomposition(_Decomposition):
         return layer
 
 
+# -- Tucker-2 ------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Tucker2Fit:
+    """One group's HOOI fit: ``T ~= G x_0 A x_1 B`` (orthonormal ``A``, ``B``)."""
+
+    A: Tensor  # (co_g, r_out)
+    B: Tensor  # (cin_g, r_in)
+    G: Tensor  # (r_out, r_in, K)
+    sweeps: int
+    converged: bool
+
+
+def _leading(M: Tensor, r: int) -> Tensor:
+    """``r`` leading left singular vectors of ``M``, completed by an orthonormal basis of the
+    rest of the column space when ``M`` has fewer than ``r`` columns."""
+    with torch_threads(LINALG_THREADS):
+        U = torch.linalg.svd(M, full_matrices=M.shape[1] < r)[0]
+    return U[:, :r]
+
+
+def _hooi(
+    T: Tensor, B: Tensor, r_out: int, max_sweeps: int, gain: float
+) -> tuple[Tensor, Tensor, Tensor, int, bool]:
+    """HOOI on the first two modes of ``T`` (``co x ci x K``) from the mode-1 factor ``B``.
+
+    Each sweep sets ``A`` to the leading left singular vectors of ``T x_1 B^T`` (mode-0
+    unfolding), then ``B`` to those of ``T x_0 A^T`` (mode-1 unfolding); each step maximises
+    ``||G||**2 = ||T||**2 - ||T - T_hat||**2`` given the other factor, so the fit never gets
+    worse. Stops when a sweep gains at most ``gain * ||T||**2``.
+    """
+    co, ci, _ = T.shape
+    r_in = B.shape[1]
+    n2 = float((T * T).sum())
+    fit = -1.0
+    A = G = T.new_zeros(0)
+    for sweep in range(1, max_sweeps + 1):
+        A = _leading(torch.einsum("oik,ia->oak", T, B).reshape(co, -1), r_out)
+        Z = torch.einsum("oik,ob->bik", T, A)  # (r_out, ci, K)
+        B = _leading(Z.transpose(0, 1).reshape(ci, -1), r_in)
+        G = torch.einsum("bik,ia->bak", Z, B)  # (r_out, r_in, K)
+        new = float((G * G).sum())
+        if new - fit <= gain * n2:
+            return A, B, G, sweep, True
+        fit = new
+    return A, B, G, max_sweeps, False
+
+
+class _Tucker2Decomposition(_Decomposition):
+    kind = "tucker2"
+
+    #: HOOI sweeps at most, and the gain of ``||G||**2 / ||W||**2`` per sweep at or below
+    #: which the fit counts as no longer improving.
+    MAX_SWEEPS = 100
+    MIN_GAIN = 1e-12
+
+    def __init__(self, c: _Conv) -> None:
+        super().__init__(c)
+        g, co, ci = c.groups, c.cout_g, c.cin_g
+        self.T = c.W.reshape(g, co, ci, -1)
+        self.U0, self.S0, _ = _svd(self.T.reshape(g, co, -1))  # mode 0: C_out x (C_in K)
+        self.U1, self.S1, _ = _svd(self.T.transpose(1, 2).reshape(g, ci, -1))  # mode 1
+        self.tail0 = _tail2(self.S0) / max(c.norm2, 1e-300)
+        self.tail1 = _tail2(self.S1) / max(c.norm2, 1e-300)
+        self.fits: dict[tuple[int, int], list[_Tucker2Fit]] = {}
+
+    def max_rank(self) -> tuple[int, int]:
+        return (int(self.S1.shape[-1]), int(self.S0.shape[-1]))
+
+    def _range_text(self, top: Any, rank: Any) -> str:
+        return (
+            f"rank must be (r_in, r_out) with 1 <= r_in <= {top[0]} and 1 <= r_out <= "
+            f"{top[1]}, or an integer between 1 and {max(top)} (used for both, clipped to each) "
+            f"for kind='tucker2' on a conv with weight shape {tuple(self.c.W.shape)}, "
+            f"got {rank!r}"
+        )
+
+    def check_rank(self, rank: Any) -> tuple[int, int]:
+        top = self.max_rank()
+        if isinstance(rank, (tuple, list)):
+            if len(rank) != 2:
+                raise ValueError(self._range_text(top, rank))
+            r_in, r_out = (check_nonnegative_int(r, "rank", minimum=1) for r in rank)
+            if r_in > top[0] or r_out > top[1]:
+                raise ValueError(self._range_text(top, rank))
+            return (r_in, r_out)
+        r = check_nonnegative_int(rank, "rank", minimum=1)
+        if r > max(top):
+            raise ValueError(self._range_text(top, rank))
+        return (min(r, top[0]), min(r, top[1]))
+
+    def error2(self, rank: Rank) -> float:
+        """The HOSVD bound (squared, relative): an upper bound of the HOOI fit's error."""
+        r_in, r_out = _pair(rank)
+        return float(self.tail1[r_in]) + float(self.tail0[r_out])
+
+    def fit(self, rank: Rank) -> list[_Tucker2Fit]:
+        r_in, r_out = _pair(rank)
+        if (r_in, r_out) not in self.fits:
+            fits = []
+            for T, U1 in zip(self.T, self.U1, strict=True):
+                B0 = U1[:, :r_in]
+                A, B, G, sweeps, ok = _hooi(T, B0, r_out, self.MAX_SWEEPS, self.MIN_GAIN)
+                fits.append(_Tucker2Fit(A, B, G, sweeps, ok))
+            self.fits[(r_in, r_out)] = fits
+        return self.fits[(r_in, r_out)]
+
+    def fit_error2(self, rank: Rank) -> float:
+        """Relative squared error of the HOOI fit: ``(||W||**2 - sum ||G||**2) / ||W||**2``."""
+        kept = sum(float((f.G * f.G).sum()) for f in self.fit(rank))
+        return max(self.c.norm2 - kept, 0.0) / max(self.c.norm2, 1e-300)
+
+    def rank_for(self, tol: float, cap: Rank | None) -> tuple[int, int]:
+        """The pair with the fewest MACs whose HOSVD bound meets ``tol`` (within ``cap``)."""
+        top = self.max_rank()
+        cap_in, cap_out = top if cap is None else _pair(cap)
+        budget = tol * tol
+        best: tuple[tuple[int, float], tuple[int, int]] | None = None
+        for r_out in range(1, cap_out + 1):
+            rest = budget - float(self.tail0[r_out])
+            if rest < 0:
+                continue
+            r_in = _smallest(self.tail1, rest, cap_in)
+            if float(self.tail1[r_in]) > rest:
+                continue
+            key = (_costs(self.c, self.kind, (r_in, r_out), None)[0], self.error2((r_in, r_out)))
+            if best is None or key < best[0]:
+                best = (key, (r_in, r_out))
+        return (cap_in, cap_out) if best is None else best[1]
+
+    def candidates(self) -> list[Rank]:
+        q_in, q_out = self.max_rank()
+        fractions = (1, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.1875, 0.125, 0.0625, 0.03125)
+        ins = sorted({max(1, round(q_in * f)) for f in fractions}, reverse=True)
+        outs = sorted({max(1, round(q_out * f)) for f in fractions}, reverse=True)
+        pairs: list[Rank] = [(a, b) for a in ins for b in outs]
+        return sorted(pairs, key=lambda r: _costs(self.c, self.kind, r, None)[0], reverse=True)
+
+    def vbmf_rank(self) -> tuple[int, int]:
+        c = self.c
+        r_out = _vbmf_max(self.S0, (c.cout_g, c.cin_g * c.taps))
+        r_in = _vbmf_max(self.S1, (c.cin_g, c.cout_g * c.taps))
+        return (r_in, r_out)
+
+    def notes(self, rank: Rank) -> str:
+        fits = self.fit(rank)
+        if all(f.converged for f in fits):
+            return ""
+        return (
+            f"HOOI stopped after {self.MAX_SWEEPS} sweeps while the fit was still improving "
+            f"(by more than {self.MIN_GAIN:g} of ||W||^2 per sweep)"
+        )
+
+    def build(self, rank: Rank) -> _StructuredConv:
+        c = self.c
+        r_in, r_out = _pair(rank)
+        layer = self._layer(rank=(r_in, r_out))
+        fits = self.fit((r_in, r_out))
+        B = torch.stack([f.B for f in fits])  # (g, cin_g, r_in)
+        G = torch.stack([f.G for f in fits])  # (g, r_out, r_in, K)
+        A = torch.stack([f.A for f in fits])  # (g, co_g, r_out)
+        _set(layer.conv_pw1, B.transpose(1, 2).to(c.dtype))
+        _set(layer.conv_core, G.to(c.dtype))
+        _set(layer.conv_pw2, A.to(c.dtype))
+        _copy_bias(layer.conv_pw2, c)
+        return layer
+
+
+# -- EVBMF ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VBMF:
+    """Rank chosen by analytic empirical VBMF (:func:`evbmf`).
+
+    Attributes
+    ----------
+    rank : int
+        Singular values above ``threshold``.
+    sigma2 : float
+        The noise variance per entry (estimated, or the one given).
+    threshold : float
+        ``sqrt(M sigma2 (1 + tau) (1 + alpha / tau))`` with ``alpha = L / M`` (``L <= M`` the
+        matrix's sides) and ``tau`` the positive zero of
+        ``log(1 + t) + alpha log(1 + t / alpha) - t``.
+    """
+
+    rank: int
+    sigma2: float
+    threshold: float
+
+
+def _tau_bar(alpha: float) -> float:
+    """The positive zero of ``log(1 + t) + alpha log(1 + t / alpha) - t`` (0 < alpha <= 1)."""
+
+    def f(t: float) -> float:
+        return math.log1p(t) + alpha * math.log1p(t / alpha) - t
+
+    lo, hi = 1e-3 * alpha, 1.0
+    while f(hi) > 0:
+        lo, hi = hi, 2 * hi
+    return float(brentq(f, lo, hi, xtol=1e-15, rtol=1e-15))
+
+
+def _evbmf_spectrum(s: Any, shape: tuple[int, int], sigma2: float | None = None) -> VBMF:
+    """EVBMF from all ``min(shape)`` singular values ``s`` of a matrix of ``shape``."""
+    L, M = sorted(int(n) for n in shape)
+    g2 = np.sort(np.asarray(s, dtype=np.float64) ** 2)[::-1]
+    if g2.shape != (L,):
+        raise ValueError(f"need all {L} singular values of a {shape} matrix, got {g2.shape}")
+    alpha = L / M
+    tau = _tau_bar(alpha)
+    xbar = (1 + tau) * (1 + alpha / tau)
+    if sigma2 is None:
+        sigma2 = _evbmf_sigma2(g2, L, M, alpha, xbar)
+    if sigma2 <= 0:
+        return VBMF(int(np.count_nonzero(g2)), 0.0, 0.0)
+    threshold = math.sqrt(M * sigma2 * xbar)
+    return VBMF(int(np.count_nonzero(g2 > threshold * threshold)), float(sigma2), threshold)
+
+
+def _evbmf_sigma2(g2: Any, L: int, M: int, alpha: float, xbar: float) -> float:
+    """The noise variance minimising the EVB free energy (Nakajima et al. 2013, 2015).
+
+    With ``x_h = g2_h / (M sigma2)`` the free energy is, up to constants,
+    ``sum_h psi0(x_h) + sum_{x_h > xbar} psi1(x_h)`` with ``psi0(x) = x - log x`` and
+    ``psi1(x) = log(tau(x) + 1) + alpha log(tau(x) / alpha + 1) - tau(x)``,
+    ``tau(x) = (x - 1 - alpha + sqrt((x - 1 - alpha)**2 - 4 alpha)) / 2``. It is smooth between
+    the points where some ``x_h`` crosses ``xbar``; each piece inside the bounds of the
+    estimator (Nakajima et al. 2015, Theorem 8) is minimised and the best kept.
+    """
+    total = float(g2.sum())
+    if total <= 0:
+        return 0.0
+    hi = total / (L * M)
+    h_ub = math.ceil(L / (1 + alpha)) - 1  # at most this many components can be signal
+    lo = max(g2[h_ub] / (M * xbar), float(g2[h_ub:].sum()) / (M * (L - h_ub)))
+    lo = max(lo, hi * (64 * np.finfo(np.float64).eps) ** 2)  # a rounding-level floor
+    if lo >= hi:
+        return hi
+    log_g2 = np.log(np.maximum(g2, 1e-300))
+
+    def omega(u: float) -> float:  # u = log(sigma2); psi0 without its constant -log(g2 / M)
+        x = np.exp(log_g2 - u) / M
+        value = float(x.sum()) + L * u
+        z = x[x > xbar]
+        if z.size:
+            t = 0.5 * (z - (1 + alpha) + np.sqrt((z - (1 + alpha)) ** 2 - 4 * alpha))
+            value += float(np.sum(np.log1p(t) + alpha * np.log1p(t / alpha) - t))
+        return value
+
+    u_lo, u_hi = math.log(lo), math.log(hi)
+    cuts = log_g2 - math.log(M * xbar)
+    edges = np.unique(np.concatenate([[u_lo, u_hi], cuts[(cuts > u_lo) & (cuts < u_hi)]]))
+    best_u = min(edges, key=omega)
+    best = omega(best_u)
+    for a, b in itertools.pairwise(edges):
+        res = minimize_scalar(omega, bounds=(a, b), method="bounded", options={"xatol": 1e-10})
+        if res.fun < best:
+            best, best_u = float(res.fun), float(res.x)
+    return math.exp(best_u)
+
+
+def evbmf(matrix: Any, sigma2: float | None = None) -> VBMF:
+    """Rank of a noisy low-rank matrix by analytic empirical VBMF.
+
+    The global analytic solution of empirical variational Bayesian matrix factorization
+    (Nakajima, Sugiyama, Babacan and Tomioka, JMLR 2013), as Kim et al. (2016) use it to pick
+    Tucker-2 ranks: with ``Y = X + E``, ``E`` i.i.d. Gaussian of variance ``sigma2``, EVB keeps
+    exactly the singular values above ``sigma * sqrt(M (1 + tau) (1 + alpha / tau))``
+    (``L <= M`` the sides, ``alpha = L / M``, ``tau`` the positive zero of
+    ``log(1 + t) + alpha log(1 + t / alpha) - t``; ``tau = 2.5129...`` for a square matrix).
+    Without ``sigma2`` the noise variance is estimated by minimising the EVB free energy
+    between the bounds of Nakajima et al. (2015).
+
+    Parameters
+    ----------
+    matrix : array_like or Tensor, 2-D
+        Real, finite.
+    sigma2 : float, optional
+        The noise variance, when known.
+
+    Returns
+    -------
+    VBMF
+        ``rank``, ``sigma2`` (estimated or given) and the singular-value ``threshold``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sepconv.nn import evbmf
+    >>> rng = np.random.default_rng(0)
+    >>> Y = rng.standard_normal((40, 3)) @ rng.standard_normal((3, 60)) * 3
+    >>> Y += 0.1 * rng.standard_normal((40, 60))
+    >>> v = evbmf(Y)
+    >>> v.rank, round(v.sigma2 ** 0.5, 2)
+    (3, 0.1)
+    """
+    if isinstance(matrix, Tensor):
+        matrix = matrix.detach().cpu().double().numpy()
+    Y = np.asarray(matrix)
+    if Y.ndim != 2 or Y.size == 0 or not np.isrealobj(Y):
+        raise ValueError(f"matrix must be a non-empty real 2-D array, got shape {Y.shape}")
+    Y = Y.astype(np.float64)
+    if not np.isfinite(Y).all():
+        raise ValueError("matrix must be finite (it has NaN or Inf)")
+    if sigma2 is not None:
+        if not isinstance(sigma2, (int, float)) or not math.isfinite(sigma2) or sigma2 <= 0:
+            raise ValueError(f"sigma2 must be a finite number > 0 or None, got {sigma2!r}")
+        sigma2 = float(sigma2)
+    s = np.linalg.svd(Y, compute_uv=False)
+    return _evbmf_spectrum(s, (Y.shape[0], Y.shape[1]), sigma2)
+
+
 _DECOMPOSITIONS: dict[str, type[_Decomposition]] = {
     "depthwise": _DepthwiseDecomposition,
     "spatial": _SpatialDecomposition,
     "cp": _CPDecomposition,
+    "tucker2": _Tucker2Decomposition,
 }
 
 
@@ -888,8 +1296,9 @@ def factorize(
     conv: nn.Module,
     kind: str = "depthwise",
     *,
-    rank: int | Sequence[int] | None = None,
+    rank: int | Sequence[int] | str | None = None,
     tol: float | None = None,
+    rank_multiple: int | None = None,
     calibration: Tensor | None = None,
 ) -> tuple[nn.Module, LayerReport]:
     """Best structured replacement of a trained convolution, with its exact error.
@@ -899,42 +1308,61 @@ def factorize(
     conv : torch.nn.Conv1d, Conv2d or Conv3d
         The trained convolution (any groups, stride, padding, dilation, padding mode, bias).
         Transposed convolutions and other modules raise ``TypeError``.
-    kind : {'depthwise', 'spatial', 'cp'}
+    kind : {'depthwise', 'spatial', 'cp', 'tucker2'}
         Depthwise-separable (per-input-channel truncated SVD; ``rank`` is the depth
         multiplier), spatially separable (SVD of the ``(C_in k_h) x (C_out k_w)``
-        rearrangement; 2-D and 3-D) or CP (pointwise, depthwise 1-D per axis, pointwise).
-    rank : int or (int, int), optional
-        The rank (per group). ``(r_1, r_2)`` for a 3-D spatial chain (an int: both).
+        rearrangement; 2-D and 3-D), CP (pointwise, depthwise 1-D per axis, pointwise) or
+        Tucker-2 (pointwise ``C_in -> r_in``, the full kernel ``r_in -> r_out``, pointwise
+        ``r_out -> C_out``; HOOI from the HOSVD).
+    rank : int, (int, int) or 'vbmf', optional
+        The rank (per group). ``(r_1, r_2)`` for a 3-D spatial chain and ``(r_in, r_out)`` for
+        tucker2 (an int: both; for tucker2 clipped to each mode's maximum, with a note).
+        ``'vbmf'``: the rank analytic empirical VBMF (:func:`evbmf`) keeps in the matrices the
+        structure truncates: every input channel's ``C_out x prod(k)`` matrix (depthwise: the
+        largest of their ranks), the spatial rearrangement(s), the two channel-mode unfoldings
+        (tucker2: ``r_out`` from mode 0, ``r_in`` from mode 1; cp: the larger of the two, a
+        lower estimate of the CP rank); groups: the largest over groups.
     tol : float, optional
         Largest relative weight error ``||W - W_f|| / ||W||``: the smallest rank meeting it
         (capped by ``rank`` when both are given). 3-D spatial: ``r_1`` takes half the squared
         budget, ``r_2`` the rest. cp: found by doubling and bisection over fitted ranks.
+        tucker2: the pair with the fewest MACs whose HOSVD bound meets it (the fit's error is
+        then at most ``tol``).
+    rank_multiple : int, optional
+        Round the rank (each component of a pair) up to a multiple of this (e.g. 8 for
+        hardware-friendly channel counts), never above the full rank.
     calibration : Tensor, shape (N, C_in, *spatial), optional
-        A batch of the layer's real inputs. The last stage (the pointwise conv for depthwise
-        and cp, the ``1 x k_w`` conv for spatial) and the bias are then refitted by least
-        squares to minimise the error of the *output* on this batch; the report gives the
-        output error before and after, and the weight error of the final layer.
+        A batch of the layer's real inputs. The last stage (the pointwise conv for depthwise,
+        cp and tucker2, the ``1 x k_w`` conv for spatial) and the bias are then refitted by
+        least squares to minimise the error of the *output* on this batch; the report gives
+        the output error before and after, and the weight error of the final layer.
 
     With neither ``rank`` nor ``tol``: the smallest rank that reproduces the weight to float
-    rounding of its dtype (for cp, the smallest rank found by the search).
+    rounding of its dtype (for cp, the smallest rank found by the search). A rank chosen this
+    way or by ``'vbmf'`` (after ``rank_multiple``) whose layer would cost more MACs than the
+    conv is not used: the conv itself is returned, unconverted, with the reason in the report's
+    note. An explicit ``rank`` or ``tol`` is obeyed; the note then says when the layer costs
+    more than the conv.
 
     Returns
     -------
-    module : DepthwiseSeparableConvNd, SpatiallySeparableConvNd or LowRankConvNd
+    module : DepthwiseSeparableConvNd, SpatiallySeparableConvNd, LowRankConvNd, Tucker2ConvNd
         On the conv's device and dtype, in its training mode; same output shape as ``conv``
-        for every input.
+        for every input. ``conv`` itself when it was left alone (``report.converted`` False).
     report : LayerReport
         Rank, MACs and parameters before/after, ``weight_error`` (computed from the dense
         difference) and ``predicted_error`` (from the discarded singular values; they agree
-        to float rounding without calibration), output errors with calibration.
+        to float rounding without calibration, except tucker2, where it is an upper bound),
+        output errors with calibration.
 
     Raises
     ------
     TypeError
         ``conv`` is not a (non-transposed) convolution; ``calibration`` is not a tensor.
     ValueError
-        Unknown ``kind``; ``rank`` out of range; ``tol`` negative; ``calibration`` of the
-        wrong shape; ``kind='spatial'`` on a 1-D conv.
+        Unknown ``kind``; ``rank`` out of range or an unknown string; ``rank='vbmf'`` with
+        ``tol``; ``tol`` negative; ``rank_multiple`` not an integer >= 1; ``calibration`` of
+        the wrong shape; ``kind='spatial'`` on a 1-D conv.
 
     Examples
     --------
@@ -946,21 +1374,73 @@ def factorize(
     ('DepthwiseSeparableConv2d', 2, 4608, 1312)
     >>> abs(report.weight_error - report.predicted_error) < 1e-6
     True
+    >>> layer, report = factorize(conv, "tucker2", rank=(8, 16))
+    >>> type(layer).__name__, report.macs_after, report.weight_error <= report.predicted_error
+    ('Tucker2Conv2d', 1792, True)
     """
     c = _as_conv(conv)
     kind = _check_kind(kind)
     tol = check_tol(tol)
+    multiple = (
+        None
+        if rank_multiple is None
+        else check_nonnegative_int(rank_multiple, "rank_multiple", minimum=1)
+    )
     x = None if calibration is None else _check_calibration(calibration, c)
     dec = _decompose(c, kind)
-    cap = None if rank is None else dec.check_rank(rank)
-    if tol is None and cap is not None:
-        chosen: Rank = cap
+    notes: list[str] = []
+    if isinstance(rank, str):
+        if rank != "vbmf":
+            raise ValueError(f"rank must be an integer, a pair of integers or 'vbmf', got {rank!r}")
+        if tol is not None:
+            raise ValueError(
+                "rank='vbmf' chooses the rank itself: give rank='vbmf' or tol, not both "
+                f"(got tol={tol!r})"
+            )
+        chosen: Rank = dec.vbmf_rank()
+        auto = "VBMF"
     else:
-        target = _exact_tol(c.dtype) if tol is None else max(tol, _exact_tol(c.dtype))
-        chosen = dec.rank_for(target, cap)
+        cap = None if rank is None else dec.check_rank(rank)
+        if isinstance(rank, int) and isinstance(cap, tuple) and cap != (rank, rank):
+            notes.append(f"rank {rank} clipped to {cap}")
+        if tol is None and cap is not None:
+            chosen = cap
+            auto = ""
+        else:
+            target = _exact_tol(c.dtype) if tol is None else max(tol, _exact_tol(c.dtype))
+            chosen = dec.rank_for(target, cap)
+            auto = "exact" if tol is None else ""
+    if multiple is not None:
+        rounded = dec.round_up(chosen, multiple)
+        if rounded != chosen:
+            notes.append(f"rank {chosen} rounded up to {rounded} (rank_multiple={multiple})")
+        chosen = rounded
+    in_size = None if x is None else tuple(x.shape[2:])
+    macs_dense, params_dense = _costs(c, None, None, in_size)
+    macs = _costs(c, kind, chosen, in_size)[0]
+    if macs > macs_dense:
+        why = (
+            f"the {kind} form at the {auto} rank {chosen} would cost more MACs than the conv "
+            f"({macs:,} > {macs_dense:,})"
+        )
+        if auto:
+            report = LayerReport(
+                name="",
+                kind=kind,
+                rank=None,
+                converted=False,
+                macs_before=macs_dense,
+                macs_after=macs_dense,
+                params_before=params_dense,
+                params_after=params_dense,
+                macs_unit="per_output_pixel" if in_size is None else "total",
+                note=f"left alone: {why}; give rank= or tol= to trade accuracy for MACs",
+            )
+            return conv, report
+        notes.append(f"costs more MACs than the conv ({macs:,} > {macs_dense:,})")
     y = None
     if x is not None:
         with torch.no_grad():
             y = c.module(x)
-    layer, report = _factorize(c, dec, chosen, x, y)
+    layer, report = _factorize(c, dec, chosen, x, y, note="; ".join(notes))
     return layer, report

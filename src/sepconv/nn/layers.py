@@ -1,4 +1,5 @@
-"""Structured convolution layers: depthwise-separable, spatially separable, low-rank (CP).
+"""Structured convolution layers: depthwise-separable, spatially separable, low-rank (CP),
+Tucker-2.
 
 Each layer is a flat module of ``torch.nn.Conv*d`` children named by role (timm style:
 ``conv_dw``, ``bn1``, ``act1``, ``conv_pw``, ...), optional parts are ``nn.Identity`` so
@@ -36,6 +37,9 @@ __all__ = [
     "LowRankConv3d",
     "SpatiallySeparableConv2d",
     "SpatiallySeparableConv3d",
+    "Tucker2Conv1d",
+    "Tucker2Conv2d",
+    "Tucker2Conv3d",
 ]
 
 _CONVS: dict[int, type[nn.Module]] = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
@@ -582,6 +586,116 @@ class LowRankConv3d(_LowRankConvNd):
         return self.conv_pw2(x)
 
 
+# ----------------------------------------------------------------------------------------------
+# Tucker-2
+# ----------------------------------------------------------------------------------------------
+
+
+def _tucker2_rank(rank: Any) -> tuple[int, int]:
+    """``(r_in, r_out)`` from an int (both) or a pair."""
+    if isinstance(rank, (tuple, list)):
+        if len(rank) != 2:
+            raise ValueError(
+                f"rank must be an integer or a pair (r_in, r_out) for a Tucker-2 layer, "
+                f"got {rank!r}"
+            )
+        r_in, r_out = (check_nonnegative_int(r, "rank", minimum=1) for r in rank)
+        return (r_in, r_out)
+    r = check_nonnegative_int(rank, "rank", minimum=1)
+    return (r, r)
+
+
+class _Tucker2ConvNd(_StructuredConv):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | Sequence[int],
+        stride: int | Sequence[int] = 1,
+        padding: int | Sequence[int] | str = 0,
+        dilation: int | Sequence[int] = 1,
+        rank: int | Sequence[int] = 1,
+        bias: bool = True,
+        padding_mode: str = "zeros",
+        *,
+        groups: int = 1,
+        device: Any = None,
+        dtype: Any = None,
+    ) -> None:
+        super().__init__()
+        geo = self._setup(
+            in_channels, out_channels, kernel_size, stride, padding, dilation, padding_mode,
+            groups, bias,
+        )  # fmt: skip
+        self.rank: tuple[int, int] = _tucker2_rank(rank)
+        g = self.groups
+        r_in, r_out = self.rank
+        cin, cout = self.in_channels, self.out_channels
+        self.conv_pw1 = self._conv(geo, cin, g * r_in, None, g, False, device, dtype)
+        self.conv_core = self._conv(geo, g * r_in, g * r_out, -1, g, False, device, dtype)
+        self.conv_pw2 = self._conv(geo, g * r_out, cout, None, g, bias, device, dtype)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.conv_pw1(self.pad(x))
+        return self.conv_pw2(self.conv_core(x))
+
+    def extra_repr(self) -> str:
+        return self._extra() + f", rank={self.rank}"
+
+    def dense_weight(self) -> Tensor:
+        """``W[o, i, k] = sum_{a, b} pw2[o, b] core[b, a, k] pw1[a, i]`` per group."""
+        g = self.groups
+        r_in, r_out = self.rank
+        P1 = self.conv_pw1.weight.reshape(g, r_in, -1)  # (g, r_in, cin_g)
+        C = self.conv_core.weight.reshape(g, r_out, r_in, -1)  # (g, r_out, r_in, K)
+        P2 = self.conv_pw2.weight.reshape(g, -1, r_out)  # (g, co_g, r_out)
+        W = torch.einsum("gob,gbak,gai->goik", P2, C, P1)
+        return W.reshape(self.out_channels, self.in_channels // g, *self.kernel_size)
+
+    def dense_bias(self) -> Tensor | None:
+        return self.conv_pw2.bias
+
+
+def _t2_doc(dims: int) -> str:
+    k = " x ".join("k" * dims)
+    head = f"""{dims}-D Tucker-2 convolution: pointwise, {k} core, pointwise.
+
+    ``conv_pw1`` (1x1, ``C_in -> g * r_in``) -> ``conv_core`` (the full {k} kernel,
+    ``g * r_in -> g * r_out``, carrying stride, padding and dilation) -> ``conv_pw2`` (1x1,
+    ``-> C_out``). The equivalent dense weight is the core contracted with a factor matrix on
+    each channel mode (a Tucker decomposition of the two channel modes, Kim et al. 2016)."""
+    params = """.
+    rank : int or (int, int)
+        ``(r_in, r_out)``: channels per group after the first pointwise conv and after the
+        core (an int is used for both).
+    bias : bool
+        A bias on ``conv_pw2`` (the dense conv's bias).
+    groups : int
+        All three convs are grouped (ranks are per group)."""
+    notes = """
+    Notes
+    -----
+    Per output pixel (stride 1): ``C_in r_in + prod(k) g r_in r_out + r_out C_out``
+    multiply-adds (``g`` = ``groups``) instead of ``prod(k) C_in C_out / g``.
+"""
+    return _doc(f"Tucker2Conv{dims}d", dims, head, params, notes, "rank=(2, 3)")
+
+
+class Tucker2Conv1d(_Tucker2ConvNd):
+    _dims = 1
+    __doc__ = _t2_doc(1)
+
+
+class Tucker2Conv2d(_Tucker2ConvNd):
+    _dims = 2
+    __doc__ = _t2_doc(2)
+
+
+class Tucker2Conv3d(_Tucker2ConvNd):
+    _dims = 3
+    __doc__ = _t2_doc(3)
+
+
 #: The layer class of each structure (:data:`sepconv.nn.KINDS`) by spatial dimensions:
 #: ``LAYERS["cp"][2]`` is :class:`LowRankConv2d`.
 LAYERS: dict[str, dict[int, type[_StructuredConv]]] = {
@@ -592,4 +706,5 @@ LAYERS: dict[str, dict[int, type[_StructuredConv]]] = {
     },
     "spatial": {2: SpatiallySeparableConv2d, 3: SpatiallySeparableConv3d},
     "cp": {1: LowRankConv1d, 2: LowRankConv2d, 3: LowRankConv3d},
+    "tucker2": {1: Tucker2Conv1d, 2: Tucker2Conv2d, 3: Tucker2Conv3d},
 }
