@@ -1,10 +1,13 @@
 """Execution engines.
 
 ``numba_cpu`` runs separable / low-rank filters as 1-D passes (the last two axes fused) and
-direct correlation as a multithreaded shift-and-add; ``fft`` runs large dense kernels through
-``scipy.fft`` with worker threads. ``threads(workers)`` scopes the thread count of both. The
-filters module only calls ``separable``, ``direct``, ``fft`` and ``round_saturate``, so
-speed work changes this package only.
+direct correlation as a multithreaded shift-and-add; ``fixed`` runs 8/16-bit images into
+their own dtype on quantised taps (one fused pass, one rounding); ``running`` runs box passes
+in constant time; ``recursive`` runs Gaussian passes as IIR filters (an approximation, chosen
+only within a caller's ``tol``); ``fft`` runs large dense kernels through ``scipy.fft`` with
+worker threads. ``threads(workers)`` scopes the thread count of all of them. The backends
+choose among them (``sepconv.backends.numpy``), so speed work changes this package and that
+module only.
 """
 
 from __future__ import annotations
@@ -15,8 +18,8 @@ from collections.abc import Iterator
 
 import numba
 
-from . import nonfinite
-from .fft import fft
+from . import fixed, nonfinite, running
+from .fft import fft, fft_pass
 from .numba_cpu import direct, round_saturate, separable
 
 __all__ = [
@@ -24,8 +27,11 @@ __all__ = [
     "default_workers",
     "direct",
     "fft",
+    "fft_pass",
+    "fixed",
     "nonfinite",
     "round_saturate",
+    "running",
     "separable",
     "threads",
 ]

@@ -10,14 +10,15 @@ output whose size is within ~1e8 of the array's maximum. Non-finite data never r
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
 from scipy import fft as sfft
 
-from .._modes import pad
+from .._modes import extension_table, pad
 
-__all__ = ["fft"]
+__all__ = ["fft", "fft_pass"]
 
 
 def fft(
@@ -47,3 +48,73 @@ def fft(
     for a, n in zip(ax, k.shape, strict=True):
         sl[a] = slice(n - 1, n - 1 + x.shape[a])
     return np.ascontiguousarray(full[tuple(sl)], dtype=x.dtype)
+
+
+#: Bytes of float64 work per block of lines in :func:`fft_pass` (the padded lines; the
+#: spectrum is as large): blocks stay in the last-level cache's neighbourhood.
+_BLOCK_BYTES = 1 << 22
+
+
+def fft_pass(
+    x: np.ndarray,
+    axis: int,
+    w: np.ndarray,
+    origin: int,
+    mode: str,
+    cval: float,
+    out: np.ndarray | None = None,
+    workers: int = 1,
+) -> np.ndarray:
+    """``scipy.ndimage.correlate1d(x, w, axis, mode=mode, cval=cval, origin=origin)`` by 1-D
+    FFTs of the padded lines, in blocks of lines (float64, as :func:`fft`).
+
+    A long pass costs ``O(log n)`` per output instead of ``len(w)``: for a separable kernel
+    this does the FFT's work one axis at a time (an N-D FFT of the dense kernel costs more).
+    ``mode`` is canonical (``_modes.normalize_mode``); the padded line is built through
+    ``_modes.extension_table`` (every mode, any origin, kernels longer than the axis). The
+    result goes into ``out`` (x's shape, a float dtype, not overlapping ``x``) or a new array
+    of x's float dtype (float64 for integer input). Finite data only: a NaN or Inf spreads
+    over its whole line (the callers check).
+    """
+    w = np.asarray(w, dtype=np.float64)
+    if out is None:
+        out = np.empty(x.shape, dtype=x.dtype if x.dtype.kind == "f" else np.float64)
+    n = x.shape[axis]
+    k = len(w)
+    if x.size == 0:
+        return out
+    table = extension_table(n, k, k // 2 + origin, mode)
+    length = n + k - 1
+    size = sfft.next_fast_len(length, real=True)
+    # correlation = convolution with the reversed weights; circular of size >= length never
+    # wraps into the outputs k - 1 .. k - 1 + n
+    fk = sfft.rfft(w[::-1], n=size)
+    outer = math.prod(x.shape[:axis])
+    inner = math.prod(x.shape[axis + 1 :])
+    use = np.where(table < 0, 0, table)
+    cpos = np.flatnonzero(table < 0)
+    if inner == 1:  # the last axis: blocks of whole lines, transformed along axis 1
+        x2, o2 = x.reshape(outer, n), out.reshape(outer, n)
+        step = max(1, _BLOCK_BYTES // (8 * size))
+        for r0 in range(0, outer, step):
+            padded = np.take(x2[r0 : r0 + step], use, axis=1).astype(np.float64, copy=False)
+            padded[:, cpos] = cval
+            spec = sfft.rfft(padded, n=size, axis=1, workers=workers)
+            spec *= fk
+            o2[r0 : r0 + step] = sfft.irfft(spec, n=size, axis=1, workers=workers)[
+                :, k - 1 : k - 1 + n
+            ]
+        return out
+    x3, o3 = x.reshape(outer, n, inner), out.reshape(outer, n, inner)
+    step = max(1, _BLOCK_BYTES // (8 * size))
+    fkc = fk[:, None]
+    for o in range(outer):
+        for c0 in range(0, inner, step):
+            padded = np.take(x3[o, :, c0 : c0 + step], use, axis=0).astype(np.float64, copy=False)
+            padded[cpos] = cval
+            spec = sfft.rfft(padded, n=size, axis=0, workers=workers)
+            spec *= fkc
+            o3[o, :, c0 : c0 + step] = sfft.irfft(spec, n=size, axis=0, workers=workers)[
+                k - 1 : k - 1 + n
+            ]
+    return out

@@ -19,8 +19,8 @@ Arithmetic (chosen per job by :func:`plan`, the first of these that is precise e
       data, whose values times ``2**b0`` would overflow int32).
     * ``int32 -> float64``, ``float64 -> float64``: when float32 is not precise enough.
 
-Symmetric and antisymmetric column kernels fold tap pairs (``(x[a] + x[b]) * w``; the
-difference ``x[a] - x[b]`` is formed after widening, so unsigned data never wraps around).
+Symmetric kernels fold tap pairs (``(x[a] + x[b]) * w``); every other kernel, antisymmetric
+ones included, runs tap by tap (a raw unsigned difference ``x[a] - x[b]`` would wrap around).
 Both passes work through ``_modes.extension_table`` (every mode, origins, even kernels,
 kernels longer than the axis); in constant mode the row pass pads with the column pass's
 result on a constant column, ``cval * sum(q0)`` (``job.carry``, exactly).
@@ -259,8 +259,9 @@ def _plan(dt, w0, w1, weight, col, row, c, constant) -> IntPlan | None:
     if best is None:
         return None
     arith, q0, q1, b0, b1, err, exact = best
+    col_taps, row_taps = _taps(arith, q0, q1, b0, b1)
     return IntPlan(
-        dt, arith, *_taps(arith, q0, q1, b0, b1), b0, b1, _symmetry(q0), _symmetry(q1),
+        dt, arith, col_taps, row_taps, b0, b1, _symmetry(q0), _symmetry(q1),
         col, row, c, 0.0 if exact else err, exact,
     )  # fmt: skip
 
@@ -330,7 +331,9 @@ def _candidate(arith, w0, w1, e0, big, half, mid, fold_exact):
     if big * n0 * n1 >= 2.0**30:  # results beyond int32 (huge weights): the float path
         return None
     e0v, e1v = w0 - f0, w1 - f1  # exact in float64 (f are w rounded to dyadic grids)
-    qerr = half * (float(np.abs(e0v).sum()) * float(np.abs(w1).sum()) + n0 * float(np.abs(e1v).sum()))
+    qerr = half * (
+        float(np.abs(e0v).sum()) * float(np.abs(w1).sum()) + n0 * float(np.abs(e1v).sum())
+    )
     qerr += abs(mid) * abs(math.fsum(w0) * math.fsum(w1) - math.fsum(f0) * math.fsum(f1))
     # float rounding: the magnitudes in units of the finest bit used tell whether it is exact
     mag_col = big * _significant(f0)
@@ -427,7 +430,9 @@ def _add_ol(a, b, like):
 
 
 @njit(fastmath=_FM, cache=True, nogil=True)
-def _csweep(dst, dof, base, init, kind, first, like, rlike, x3, o, ra, rb, ws, c0, width):  # noqa: E501  # pragma: no cover - compiled
+def _csweep(
+    dst, dof, base, init, kind, first, like, rlike, x3, o, ra, rb, ws, c0, width
+):  # pragma: no cover - compiled
     """Column units on columns ``c0 .. c0 + width`` of output row: ``s = (init if first else
     base) + sum_j (x3[o, ra[j]] +- x3[o, rb[j]]) * ws[j]`` in the type of ``like``.
 
@@ -452,7 +457,9 @@ def _csweep(dst, dof, base, init, kind, first, like, rlike, x3, o, ra, rb, ws, c
 
 
 @njit(fastmath=_FM, cache=True, nogil=True)
-def _rsweep(dst, dof, base, init, kind, first, buf, ra, rb, ws, c0, width, lo, hi):  # noqa: E501  # pragma: no cover - compiled
+def _rsweep(
+    dst, dof, base, init, kind, first, buf, ra, rb, ws, c0, width, lo, hi
+):  # pragma: no cover - compiled
     """Row units for output columns ``c0 .. c0 + width``: ``s = (init if first else base) +
     sum_j (buf[ra[j] + c] +- buf[rb[j] + c]) * ws[j]``. ``kind`` 0: ``s`` into ``dst[dof:]``;
     2: rounded half to even (``rint``), saturated to ``[lo, hi]``, stored as an integer."""
@@ -473,7 +480,9 @@ def _rsweep(dst, dof, base, init, kind, first, buf, ra, rb, ws, c0, width, lo, h
 
 
 @njit(fastmath=_FM, cache=True, nogil=True)
-def _cgroup(dst, dof, base, init, kind, first, like, rlike, x3, o, ua, ub, uw, g, cnt, c0, width):  # noqa: E501  # pragma: no cover - compiled
+def _cgroup(
+    dst, dof, base, init, kind, first, like, rlike, x3, o, ua, ub, uw, g, cnt, c0, width
+):  # pragma: no cover - compiled
     """Column units ``g .. g + cnt`` (``cnt``: 1, 2 or 4) as one sweep."""
     if cnt == 2:
         _csweep(
@@ -491,7 +500,9 @@ def _cgroup(dst, dof, base, init, kind, first, like, rlike, x3, o, ua, ub, uw, g
 
 
 @njit(fastmath=_FM, cache=True, nogil=True)
-def _rgroup(dst, dof, base, init, kind, first, buf, ra, rb, rw, g, cnt, c0, width, lo, hi):  # noqa: E501  # pragma: no cover - compiled
+def _rgroup(
+    dst, dof, base, init, kind, first, buf, ra, rb, rw, g, cnt, c0, width, lo, hi
+):  # pragma: no cover - compiled
     """Row units ``g .. g + cnt`` (``cnt``: 1, 2 or 4) as one sweep."""
     if cnt == 2:
         _rsweep(
@@ -539,13 +550,15 @@ def _col_slow(x3, o, i, q0, t0, cv, acc, like, rlike, buf, lo1):  # pragma: no c
 
 
 @njit(parallel=True, fastmath=_FM, cache=True, nogil=True)
-def _fused(x, q0, ja, jb, jw, nc, t0, slow, c0, ra, rb, rw, nr, t1, c1, lo1, out, lo, hi, nthreads):  # noqa: E501  # pragma: no cover - compiled
+def _fused(
+    x, q0, ja, jb, jw, nc, t0, slow, c0, ra, rb, rw, nr, t1, c1, lo1, out, lo, hi, nthreads
+):  # pragma: no cover - compiled
     """``out = round(row pass(column pass(x)))`` for ``x`` and ``out`` viewed as (outer, n, m).
 
     Column pass: taps ``q0``, as ``nc`` units ``(ja, jb, jw)`` (tap positions paired, weights;
-    zero units follow) with sign ``s0`` (-1: differences), extension table ``t0``, ``slow[i]`` for output rows that
-    read cval, ``c0`` the cval (a length-1 array of the accumulator type). Row pass: units
-    ``(ra, rb, rw)`` (offsets into the padded row buffer), sign ``s1``, extension table
+    zero units follow), extension table ``t0``, ``slow[i]`` for output rows that read cval,
+    ``c0`` the cval (a length-1 array of the accumulator type). Row pass: units
+    ``(ra, rb, rw)`` (offsets into the padded row buffer), extension table
     ``t1``, padding constant ``c1``, interior offset ``lo1``. ``lo``/``hi``: the output range.
     """
     outer, n, m = x.shape
@@ -586,16 +599,90 @@ def _fused(x, q0, ja, jb, jw, nc, t0, slow, c0, ra, rb, rw, nr, t1, c1, lo1, out
                     w_ = np.uint64(min(m - c0_, tile))
                     d0 = ulo1 + uc0
                     if cg == 1:
-                        _cgroup(buf, d0, acc, like, 1, True, like, rlike, x, uo, ua, ub, jw, 0, clast, uc0, w_)  # noqa: E501
+                        _cgroup(
+                            buf,
+                            d0,
+                            acc,
+                            like,
+                            1,
+                            True,
+                            like,
+                            rlike,
+                            x,
+                            uo,
+                            ua,
+                            ub,
+                            jw,
+                            0,
+                            clast,
+                            uc0,
+                            w_,
+                        )
                         continue
-                    _cgroup(acc, 0, acc, like, 0, True, like, rlike, x, uo, ua, ub, jw, 0, 4, uc0, w_)  # noqa: E501
+                    _cgroup(
+                        acc, 0, acc, like, 0, True, like, rlike, x, uo, ua, ub, jw, 0, 4, uc0, w_
+                    )
                     for gi in range(1, cg - 1):
                         if gi % 2:
-                            _cgroup(acc2, 0, acc, like, 0, False, like, rlike, x, uo, ua, ub, jw, 4 * gi, 4, uc0, w_)  # noqa: E501
+                            _cgroup(
+                                acc2,
+                                0,
+                                acc,
+                                like,
+                                0,
+                                False,
+                                like,
+                                rlike,
+                                x,
+                                uo,
+                                ua,
+                                ub,
+                                jw,
+                                4 * gi,
+                                4,
+                                uc0,
+                                w_,
+                            )
                         else:
-                            _cgroup(acc, 0, acc2, like, 0, False, like, rlike, x, uo, ua, ub, jw, 4 * gi, 4, uc0, w_)  # noqa: E501
+                            _cgroup(
+                                acc,
+                                0,
+                                acc2,
+                                like,
+                                0,
+                                False,
+                                like,
+                                rlike,
+                                x,
+                                uo,
+                                ua,
+                                ub,
+                                jw,
+                                4 * gi,
+                                4,
+                                uc0,
+                                w_,
+                            )
                     last = acc if cg % 2 == 0 else acc2
-                    _cgroup(buf, d0, last, like, 1, False, like, rlike, x, uo, ua, ub, jw, 4 * (cg - 1), clast, uc0, w_)  # noqa: E501
+                    _cgroup(
+                        buf,
+                        d0,
+                        last,
+                        like,
+                        1,
+                        False,
+                        like,
+                        rlike,
+                        x,
+                        uo,
+                        ua,
+                        ub,
+                        jw,
+                        4 * (cg - 1),
+                        clast,
+                        uc0,
+                        w_,
+                    )
             # the row buffer's border through the row's extension table (or the carried cval)
             for p in range(lo1):
                 s = t1[p]
@@ -608,25 +695,79 @@ def _fused(x, q0, ja, jb, jw, nc, t0, slow, c0, ra, rb, rw, nr, t1, c1, lo1, out
                 uc0 = np.uint64(c0_)
                 w_ = np.uint64(min(m - c0_, tile))
                 if rg == 1:
-                    _rgroup(orow, uc0, racc, rlike, 2, True, buf, ra, rb, rw, 0, rlast, uc0, w_, lo, hi)  # noqa: E501
+                    _rgroup(
+                        orow, uc0, racc, rlike, 2, True, buf, ra, rb, rw, 0, rlast, uc0, w_, lo, hi
+                    )
                     continue
-                _rgroup(racc, 0, racc, rlike, 0, True, buf, ra, rb, rw, 0, 4, uc0, w_, lo, hi)  # noqa: E501
+                _rgroup(racc, 0, racc, rlike, 0, True, buf, ra, rb, rw, 0, 4, uc0, w_, lo, hi)
                 for gi in range(1, rg - 1):
                     if gi % 2:
-                        _rgroup(racc2, 0, racc, rlike, 0, False, buf, ra, rb, rw, 4 * gi, 4, uc0, w_, lo, hi)  # noqa: E501
+                        _rgroup(
+                            racc2,
+                            0,
+                            racc,
+                            rlike,
+                            0,
+                            False,
+                            buf,
+                            ra,
+                            rb,
+                            rw,
+                            4 * gi,
+                            4,
+                            uc0,
+                            w_,
+                            lo,
+                            hi,
+                        )
                     else:
-                        _rgroup(racc, 0, racc2, rlike, 0, False, buf, ra, rb, rw, 4 * gi, 4, uc0, w_, lo, hi)  # noqa: E501
+                        _rgroup(
+                            racc,
+                            0,
+                            racc2,
+                            rlike,
+                            0,
+                            False,
+                            buf,
+                            ra,
+                            rb,
+                            rw,
+                            4 * gi,
+                            4,
+                            uc0,
+                            w_,
+                            lo,
+                            hi,
+                        )
                 last = racc if rg % 2 == 0 else racc2
-                _rgroup(orow, uc0, last, rlike, 2, False, buf, ra, rb, rw, 4 * (rg - 1), rlast, uc0, w_, lo, hi)  # noqa: E501
+                _rgroup(
+                    orow,
+                    uc0,
+                    last,
+                    rlike,
+                    2,
+                    False,
+                    buf,
+                    ra,
+                    rb,
+                    rw,
+                    4 * (rg - 1),
+                    rlast,
+                    uc0,
+                    w_,
+                    lo,
+                    hi,
+                )
 
 
 def _units(q: np.ndarray, sym: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """A kernel as units ``(a, b, w)``: ``sum_u (v[a_u] + v[b_u]) * w_u`` is the correlation
     with ``q``. Symmetric kernels pair taps ``j`` and ``k - 1 - j``; a tap on its own (the
     centre, every tap of any other kernel, antisymmetric ones included: raw values are never
-    subtracted, so unsigned data cannot wrap around) pairs with itself at half its weight (exact: float taps, or even integers -- :func:`_int_column`). Zero taps are
-    left out; zero units fill a multiple of 4 (the count of real units is returned too). Integer weights are int16 where they fit
-    (``vpmaddwd``), else int32."""
+    subtracted, so unsigned data cannot wrap around) pairs with itself at half its weight
+    (exact: float taps, or even integers -- :func:`_int_column`). Zero taps are left out; zero
+    units fill a multiple of 4 (the count of real units is returned too). Integer weights are
+    int16 where they fit (``vpmaddwd``), else int32."""
     k = len(q)
     ja: list[int] = []
     jb: list[int] = []
@@ -635,10 +776,14 @@ def _units(q: np.ndarray, sym: int) -> tuple[np.ndarray, np.ndarray, np.ndarray,
     if sym > 0:
         for j in range(k // 2):
             if q[j] != 0:
-                ja.append(j), jb.append(k - 1 - j), jw.append(q[j])
+                ja.append(j)
+                jb.append(k - 1 - j)
+                jw.append(q[j])
     for j in range(k) if sym <= 0 else ([k // 2] if k % 2 else []):
         if q[j] != 0:
-            ja.append(j), jb.append(j), jw.append(half(q[j]))
+            ja.append(j)
+            jb.append(j)
+            jw.append(half(q[j]))
     count = len(jw)
     extra = (-count) % 4 if count else 4
     ja += [0] * extra
@@ -686,9 +831,7 @@ def separable_int(
         or not out.flags.c_contiguous
         or not out.flags.writeable
     ):
-        raise ValueError(
-            f"out must be a writeable C-contiguous {x.dtype} array of shape {x.shape}"
-        )
+        raise ValueError(f"out must be a writeable C-contiguous {x.dtype} array of shape {x.shape}")
     elif np.may_share_memory(out, x):
         raise ValueError("out must not overlap the input (the passes read rows already written)")
     if x.size == 0:
@@ -697,7 +840,7 @@ def separable_int(
     m = x.shape[-1]
     shape3 = (x.size // (n * m), n, m)
     args = _arguments(p, n, m)
-    _fused(
+    _fused(  # type: ignore[call-arg]
         np.ascontiguousarray(x).reshape(shape3),
         *args[:-2],
         out.reshape(shape3),
