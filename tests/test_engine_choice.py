@@ -1,0 +1,91 @@
+"""The engines the numpy backend picks by itself (running sums for wide boxes, 1-D FFTs for
+long passes), through the public filters and directly, against scipy.ndimage in float64."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+import sepconv
+from sepconv.backends import numpy as npb
+from sepconv.engine import running
+from sepconv.engine.fft import fft_pass
+
+pytestmark = pytest.mark.engine
+
+MODES = ["reflect", "constant", "nearest", "mirror", "wrap"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_fft_pass_matches_correlate1d(mode) -> None:
+    rng = np.random.default_rng(0)
+    for shape, axis in (((7, 50, 9), 1), ((40, 33), 0), ((40, 33), 1), ((5,), 0), ((6, 7, 8), 2)):
+        x = rng.standard_normal(shape)
+        for k in (1, 4, 15, 80):  # 80: longer than every axis here
+            w = rng.standard_normal(k)
+            for origin in (0, -(k // 2), (k - 1) // 2):
+                ref = ndimage.correlate1d(x, w, axis, mode=mode, cval=1.5, origin=origin)
+                got = fft_pass(x, axis, w, origin, mode, 1.5)
+                np.testing.assert_allclose(got, ref, rtol=0, atol=1e-12 * np.abs(w).sum())
+
+
+def test_fft_pass_integer_input_and_float32_out() -> None:
+    x = np.random.default_rng(1).integers(0, 65535, (30, 40)).astype(np.uint16)
+    w = np.hanning(301)
+    out = np.empty(x.shape, np.float32)
+    assert fft_pass(x, 1, w, 0, "reflect", 0.0, out=out) is out
+    ref = ndimage.correlate1d(x.astype(np.float64), w, 1, mode="reflect")
+    np.testing.assert_allclose(out, ref, rtol=2e-7)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.uint8, np.int16])
+@pytest.mark.parametrize("mode", MODES)
+def test_wide_uniform_filter_runs_on_running_sums(dtype, mode) -> None:
+    assert running.MIN_SIZE <= 31
+    rng = np.random.default_rng(2)
+    x = (rng.random((90, 77)) * 200).astype(dtype)
+    # (8/16-bit into the same dtype runs on engine.fixed: tests/test_fixed.py)
+    output = np.float64 if x.dtype.kind in "iu" else None
+    for size, origin in ((31, 0), ((25, 40), (3, -5))):
+        got = sepconv.uniform_filter(x, size, output, mode=mode, cval=2.0, origin=origin)
+        ref = ndimage.uniform_filter(x.astype(np.float64), size, mode=mode, cval=2.0, origin=origin)
+        tol = 1e-5 if dtype == np.float32 else 1e-12
+        np.testing.assert_allclose(got, ref, rtol=0, atol=tol * 200)
+
+
+def test_wide_box_nan_stays_local() -> None:
+    # scipy's running sum carries a NaN along the rest of the line; here the window holds it
+    x = np.random.default_rng(3).random((100, 100))
+    x[50, 50] = np.nan
+    got = sepconv.uniform_filter(x, 31)
+    assert np.isnan(got).sum() == 31 * 31
+    finite = np.where(np.isnan(x), 0.0, x)
+    ok = ~np.isnan(got)
+    np.testing.assert_allclose(got[ok], ndimage.uniform_filter(finite, 31)[ok], atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.uint16])
+@pytest.mark.parametrize("mode", ["reflect", "constant", "wrap"])
+def test_wide_gaussian_long_passes(dtype, mode) -> None:
+    rng = np.random.default_rng(4)
+    x = (rng.random((60, 700)) * 200).astype(dtype)
+    sigma = (2.0, npb.FFT_PASS_MIN / 8 + 1)  # the second pass is long enough for the FFT
+    got = sepconv.gaussian_filter(x, sigma, mode=mode, cval=3.0)
+    ref = ndimage.gaussian_filter(x.astype(np.float64), sigma, mode=mode, cval=3.0)
+    if x.dtype.kind == "u":
+        assert np.abs(got.astype(float) - np.clip(np.rint(ref), 0, 65535)).max() <= 1
+    else:
+        tol = 1e-5 if dtype == np.float32 else 1e-12
+        np.testing.assert_allclose(got, ref, rtol=0, atol=tol * 200)
+    # derivatives, several terms (gaussian_gradient_magnitude) and NaN (direct passes)
+    y = rng.random((40, 600))
+    np.testing.assert_allclose(
+        sepconv.gaussian_gradient_magnitude(y, 40.0),
+        ndimage.gaussian_gradient_magnitude(y, 40.0),
+        rtol=1e-9,
+        atol=1e-15,
+    )
+    y[5, 5] = np.nan
+    got = sepconv.gaussian_filter(y, (1.0, 40.0))
+    assert np.array_equal(np.isnan(got), np.isnan(ndimage.gaussian_filter(y, (1.0, 40.0))))
