@@ -8,8 +8,7 @@ import pytest
 from scipy import ndimage
 
 import sepconv
-from sepconv.backends import numpy as npb
-from sepconv.engine import running
+from sepconv import plan
 from sepconv.engine.fft import fft_pass
 
 pytestmark = pytest.mark.engine
@@ -42,7 +41,7 @@ def test_fft_pass_integer_input_and_float32_out() -> None:
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.uint8, np.int16])
 @pytest.mark.parametrize("mode", MODES)
 def test_wide_uniform_filter_runs_on_running_sums(dtype, mode) -> None:
-    assert running.MIN_SIZE <= 31
+    assert plan.RUNNING_TAPS <= 25
     rng = np.random.default_rng(2)
     x = (rng.random((90, 77)) * 200).astype(dtype)
     # (8/16-bit into the same dtype runs on engine.fixed: tests/test_fixed.py)
@@ -70,7 +69,7 @@ def test_wide_box_nan_stays_local() -> None:
 def test_wide_gaussian_long_passes(dtype, mode) -> None:
     rng = np.random.default_rng(4)
     x = (rng.random((60, 700)) * 200).astype(dtype)
-    sigma = (2.0, npb.FFT_PASS_MIN / 8 + 1)  # the second pass is long enough for the FFT
+    sigma = (2.0, plan.FFT_PASS_TAPS / 8 + 1)  # the second pass is long enough for the FFT
     got = sepconv.gaussian_filter(x, sigma, mode=mode, cval=3.0)
     ref = ndimage.gaussian_filter(x.astype(np.float64), sigma, mode=mode, cval=3.0)
     if x.dtype.kind == "u":

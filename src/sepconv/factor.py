@@ -956,7 +956,13 @@ class _MTTKRP:
 
 
 def _cp_als(
-    G: np.ndarray, A: list[np.ndarray], target: float, *, ridge: float = 0.0, max_iter: int = 2000
+    G: np.ndarray,
+    A: list[np.ndarray],
+    target: float,
+    *,
+    ridge: float = 0.0,
+    max_iter: int = 2000,
+    deadline: float | None = None,
 ) -> _CPFit:
     """Alternating least squares for a CP fit of ``G`` from the factors ``A``; relative errors.
 
@@ -964,6 +970,7 @@ def _cp_als(
     ``sepconv.nn.factorize``. Stops when the error meets ``target``, when it stalls, or --
     without a ridge -- when the fit runs into a degeneracy (terms cancelling), which more
     iterations only make worse. ``A`` (one ``(n_k, rank)`` matrix per mode) is overwritten.
+    ``deadline`` (a ``time.perf_counter()`` value): stop at the next assessment after it.
     """
     d = G.ndim
     norm = float(np.linalg.norm(G))
@@ -980,9 +987,10 @@ def _cp_als(
             rhs = mttkrp[k](A)
             V[np.diag_indices(R)] += ridge
             A[k] = np.linalg.lstsq(V, rhs.T, rcond=None)[0].T
-        if it % 10 == 0 or it == max_iter:
+        late = deadline is not None and time.perf_counter() > deadline
+        if it % 10 == 0 or it == max_iter or late:
             fit = _assess(G, A, norm)
-            if fit.error <= target:
+            if fit.error <= target or late:
                 break
             if ridge == 0.0 and it >= 100 and fit.degenerate:
                 break
@@ -1094,7 +1102,10 @@ def _cp_best(
     for A0 in starts:
         if deadline is not None and fits and time.perf_counter() > deadline:
             break
-        fit = _cp_als(G, A0, target, max_iter=KERNEL_ALS_SWEEPS)
+        fit = _cp_als(G, A0, target, max_iter=KERNEL_ALS_SWEEPS, deadline=deadline)
+        if deadline is not None and time.perf_counter() > deadline:
+            fits.append(fit)
+            break
         if target < fit.error < 0.2 and not fit.degenerate:
             # under a deadline, a short polish: an exact fit converges in a few LM steps
             fit = _cp_polish(G, fit, target, max_iter=200 if deadline is None else 25)

@@ -63,7 +63,7 @@ from ._validate import (
 )
 from .factor import Factorization, kernel_precision
 from .job import Job, Pass, dense_job, terms_job
-from .plan import make_plan
+from .plan import make_plan, plan_passes
 
 __all__ = [
     "convolve",
@@ -117,6 +117,20 @@ _DOCS = {
     "workers": (
         "workers : int, optional\n"
         "        Threads to use; default all cores (``NUMBA_NUM_THREADS`` caps it)."
+    ),
+    "gaussian_method": (
+        "method : {'auto', 'separable', 'recursive'}, optional\n"
+        "        'separable' runs the exact (FIR) passes, each on its cheapest exact engine\n"
+        "        (direct, or 1-D FFTs for long passes on finite data). 'recursive' runs an IIR\n"
+        "        approximation (constant time whatever sigma; ``sepconv.engine.recursive``)\n"
+        "        on finite numpy data; :func:`sepconv.plan.plan_passes` reports its error\n"
+        "        bound. 'auto' (default) is 'separable' unless ``tol`` allows the recursive\n"
+        "        filter and it is predicted faster."
+    ),
+    "gaussian_tol": (
+        "tol : float, optional\n"
+        "        Largest ``|result - exact result| / max|input|`` accepted (a guaranteed\n"
+        "        bound, not an estimate). Default: exact to float rounding."
     ),
     "tol": (
         "tol : float, optional\n"
@@ -202,7 +216,7 @@ def _run(
             f"{complex(job.cval, job.cval_imag)!r} (Cannot provide a complex-valued cval when "
             "the input is real)"
         )
-    if not job.dense and job.kernel is None:
+    if job.method == "passes" and job.kernel is None:
         folded = job.folded(x.shape)
         if folded is not job and not backend.has_nonfinite(x):
             job = folded
@@ -414,6 +428,8 @@ def gaussian_filter1d(
     *,
     radius: int | None = None,
     workers: int | None = None,
+    method: str = "auto",
+    tol: float | None = None,
 ) -> np.ndarray:
     """1-D Gaussian filter or derivative (``scipy.ndimage.gaussian_filter1d``).
 
@@ -433,6 +449,8 @@ def gaussian_filter1d(
         Radius in standard deviations (``radius = int(truncate * sigma + 0.5)``). Default 4.
     radius : int, optional
         Explicit kernel radius; overrides ``truncate``.
+    %(gaussian_method)s
+    %(gaussian_tol)s
 
     Examples
     --------
@@ -441,7 +459,14 @@ def gaussian_filter1d(
     array([1.427 , 2.0678, 3.    , 3.9322, 4.573 ])
     """
     w = kernels.gaussian1d(sigma, order=order, truncate=truncate, radius=radius)
-    return correlate1d(input, w, axis, output, mode, cval, 0, workers=workers)
+    if method == "auto" and tol is None:
+        return correlate1d(input, w, axis, output, mode, cval, 0, workers=workers)
+    _, x = _input(input)
+    a = _axis(axis, x.ndim)
+    return gaussian_filter(
+        x, sigma, order, output, mode, cval, truncate,
+        radius=radius, axes=(a,), workers=workers, method=method, tol=tol,
+    )  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------------------
@@ -462,6 +487,8 @@ def gaussian_filter(
     radius: int | Sequence[int] | None = None,
     axes: int | Sequence[int] | None = None,
     workers: int | None = None,
+    method: str = "auto",
+    tol: float | None = None,
 ) -> np.ndarray:
     """Multidimensional Gaussian filter (``scipy.ndimage.gaussian_filter``), as 1-D passes.
 
@@ -480,11 +507,15 @@ def gaussian_filter(
     radius : int or sequence of int, optional
         Explicit radius per axis; overrides ``truncate``.
     %(axes)s
+    %(gaussian_method)s
+    %(gaussian_tol)s
 
     Notes
     -----
     Cost: ``sum(2 * radius + 1)`` multiply-adds per element (one pass per axis) instead of
-    ``prod(2 * radius + 1)``.
+    ``prod(2 * radius + 1)``; passes of 256 taps or more (sigma >= 32) run by 1-D FFTs on
+    finite data (``O(log n)`` per element, exact to rounding); with ``tol`` (or
+    ``method='recursive'``) a recursive Gaussian costs the same for any sigma.
 
     Examples
     --------
@@ -499,7 +530,39 @@ def gaussian_filter(
     modes = _mode_map(mode, ax)
     c = _cval(cval)
     dtype, out = backend.resolve_output(output, x)
-    return _run(backend, x, terms_job(terms, modes, c), dtype, out, workers)
+    job = terms_job(terms, modes, c)
+    if method != "auto" or tol is not None:
+        n = len(ax)
+        pairs = zip(per_axis(sigma, n, "sigma"), per_axis(order, n, "order"), strict=True)
+        gauss = dict(zip(ax, pairs, strict=True))
+        job = _gaussian_method(backend, x, job, gauss, method, check_tol(tol))
+    return _run(backend, x, job, dtype, out, workers)
+
+
+def _gaussian_method(backend, x, job: Job, gauss: dict, method: str, tol: float | None) -> Job:
+    """The job as :func:`sepconv.plan.plan_passes` plans it: unchanged (exact passes) or
+    ``method='recursive'`` with each pass's ``(axis, sigma, order)``."""
+    ((_, passes),) = job.terms
+    gaussians = [(float(gauss[a][0]), int(gauss[a][1])) for a, _, _ in passes]
+    finite = x.dtype.kind not in "fc" or not backend.has_nonfinite(x)
+    p = plan_passes(
+        passes,
+        x.shape,
+        method=method,
+        tol=tol,
+        gaussians=gaussians,
+        finite=finite,
+        recursive_ok=getattr(backend, "RECURSIVE", False),
+    )
+    if p.method != "recursive":
+        return job
+    if tol is not None and p.bound > tol:
+        raise ValueError(
+            f"method='recursive' has error bound {p.bound:.3g} x max|input| here, more than "
+            f"tol={tol:g}; use method='auto' (exact unless the bound is within tol)"
+        )
+    found = tuple((a, s, o) for (a, _, _), (s, o) in zip(passes, gaussians, strict=True))
+    return replace(job, method="recursive", gaussians=found)
 
 
 def _gaussian_passes(axes, sigma, order, truncate, radius) -> list[Pass]:

@@ -94,8 +94,10 @@ class Job:
     cval : float
         Value beyond the border in constant mode (may be NaN or Inf); ``cval_imag`` holds the
         imaginary part of a complex one.
-    method : {'passes', 'direct', 'fft'}
-        How a dense ``kernel`` runs; ``'passes'`` runs the terms.
+    method : {'passes', 'direct', 'fft', 'recursive'}
+        How a dense ``kernel`` runs; ``'passes'`` runs the terms; ``'recursive'`` runs the
+        one term's Gaussian passes as IIR filters (``gaussians``; numpy backend only, chosen
+        by :func:`sepconv.plan.plan_passes` within a caller's ``tol``).
     kernel : ndarray or None
         The dense kernel (float64, one axis per entry of ``axes``): run by 'direct'/'fft', or
         the kernel the terms factorize, whose direct correlation NaN/Inf data must get.
@@ -119,22 +121,29 @@ class Job:
     #: Imaginary part of a complex ``cval`` (complex data: ``sepconv.filters`` runs the real
     #: and imaginary parts as real jobs; backends only ever see ``cval_imag == 0``).
     cval_imag: float = 0.0
+    #: ``(axis, sigma, order)`` of each Gaussian pass, for ``method='recursive'``.
+    gaussians: tuple[tuple[int, float, int], ...] = ()
 
     def __post_init__(self) -> None:
-        if self.method not in ("passes", "direct", "fft"):  # pragma: no cover - internal
+        if self.method not in (
+            "passes",
+            "direct",
+            "fft",
+            "recursive",
+        ):  # pragma: no cover - internal
             raise ValueError(f"unknown job method {self.method!r}")
         if self.reduction not in REDUCTIONS:  # pragma: no cover - internal
             raise ValueError(f"unknown reduction {self.reduction!r}")
         if not self.macs:
             macs = sum(len(w) for _, passes in self.terms for _, w, _ in passes)
-            if self.kernel is not None and self.method != "passes":
+            if self.kernel is not None and self.dense:
                 macs = self.kernel.size
             object.__setattr__(self, "macs", float(max(1, macs)))
 
     @property
     def dense(self) -> bool:
         """Whether the dense kernel runs (direct or FFT) rather than the terms."""
-        return self.method != "passes"
+        return self.method in ("direct", "fft")
 
     def halos(self) -> dict[int, tuple[int, int]]:
         """Samples read before and after each output per axis (the widest over the terms,

@@ -14,7 +14,7 @@ import platform
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,8 @@ __all__ = [
     "calibration_path",
     "estimate_time",
     "make_plan",
+    "pass_engine",
+    "plan_passes",
     "plan_terms",
     "set_time_model",
 ]
@@ -141,6 +143,9 @@ class Plan:
     time_ms: float = math.nan
     #: Separable terms run when they come from the kernel itself (``plan_terms``).
     terms: int | None = None
+    #: ``method='recursive'`` (an IIR Gaussian): a guaranteed bound on
+    #: ``|result - exact FIR result| / max|input|`` (:func:`plan_passes`); 0 otherwise.
+    bound: float = 0.0
 
     @property
     def rank(self) -> int | None:
@@ -277,6 +282,175 @@ def plan_terms(
     t = estimate_time(method, macs, nterms * _stages(len(shape)), mpix)
     why = f"the kernel's own {nterms} separable term(s): 1-D passes, never built dense"
     return Plan(method, None, macs, why, t, terms=nterms)
+
+
+#: Equivalent direct taps of the constant-time pass engines, measured on 2 cores with float32
+#: 4096^2 data (``benchmarks/run.py``): a direct pass costs about one unit per tap, running
+#: sums (box weights, ``engine.running``) cost about as much as 24 taps whatever the size,
+#: a pass by 1-D FFTs (``engine.fft_pass``, float64, finite data only) about as much as 256
+#: (direct passes of 257 taps: 0.8-0.9 s; FFT passes: 0.55-0.75 s), a recursive Gaussian
+#: pass (``engine.recursive``, an approximation, only within ``tol``) as much as
+#: ``RECURSIVE_TAPS``.
+RUNNING_TAPS = 24
+FFT_PASS_TAPS = 256
+RECURSIVE_TAPS = 12
+
+
+def is_box(weights: np.ndarray) -> bool:
+    """Whether a pass's weights are all the same positive value (a moving average)."""
+    w = np.asarray(weights)
+    return len(w) > 1 and bool(w[0] > 0) and bool(np.all(w == w[0]))
+
+
+def pass_engine(weights: np.ndarray, *, finite: bool = True) -> str:
+    """The exact engine of one 1-D pass: ``'running'`` (box weights of at least
+    :data:`RUNNING_TAPS`), ``'fft'`` (at least :data:`FFT_PASS_TAPS` taps, finite data: an
+    FFT spreads a NaN over its line) or ``'direct'``. The numpy backend runs every pass of a
+    filter by this rule; :func:`plan_passes` reports it.
+
+    Examples
+    --------
+    >>> pass_engine(np.full(101, 1 / 101)), pass_engine(np.hanning(300)), pass_engine([1, 2])
+    ('running', 'fft', 'direct')
+    """
+    k = len(weights)
+    if k >= RUNNING_TAPS and is_box(np.asarray(weights)):
+        return "running"
+    if finite and k >= FFT_PASS_TAPS:
+        return "fft"
+    return "direct"
+
+
+_ENGINE_TAPS = {"running": RUNNING_TAPS, "fft": FFT_PASS_TAPS}
+#: Methods accepted by the Gaussian filters (``gaussian_filter(method=...)``).
+PASS_METHODS = ("auto", "separable", "recursive")
+
+
+def plan_passes(
+    passes: Sequence[tuple[int, Any, int]],
+    data_shape: Sequence[int],
+    *,
+    method: str = "auto",
+    tol: float | None = None,
+    gaussians: Sequence[tuple[float, int]] | None = None,
+    finite: bool = True,
+    recursive_ok: bool = True,
+) -> Plan:
+    """How a filter given as 1-D passes runs (``gaussian_filter``, ``uniform_filter``...).
+
+    Parameters
+    ----------
+    passes : sequence of (axis, weights, origin)
+        The filter's exact (FIR) passes.
+    data_shape : sequence of int
+        Shape of the data.
+    method : {'auto', 'separable', 'recursive'}
+        ``'separable'``: the exact passes, each on the engine :func:`pass_engine` picks
+        (direct, running sums, 1-D FFT). ``'recursive'``: Gaussian passes as IIR filters
+        (``sepconv.engine.recursive``), an approximation whose error bound the plan reports.
+        ``'auto'``: the exact passes, or the recursive filter when ``tol`` allows its bound
+        and it is predicted faster.
+    tol : float, optional
+        Largest accepted ``|result - exact result| / max|input|`` (None: exact only).
+    gaussians : sequence of (sigma, order), optional
+        Per pass, when the passes are Gaussians (what the recursive filter needs).
+    finite : bool
+        Whether the data is known to be finite (NaN/Inf: no FFT passes, no recursion).
+    recursive_ok : bool
+        Whether the array library can run the recursive filter (numpy only).
+
+    Returns
+    -------
+    Plan
+        ``method`` ``'separable'`` or ``'recursive'``, the cost in direct-tap equivalents per
+        output (``macs``), the predicted time, the reason (each pass's engine) and, for
+        ``'recursive'``, ``bound``.
+
+    Examples
+    --------
+    >>> from sepconv.kernels import gaussian1d
+    >>> w = gaussian1d(32.0)
+    >>> p = plan_passes([(0, w, 0), (1, w, 0)], (4096, 4096), gaussians=[(32.0, 0)] * 2)
+    >>> p.method, p.reason
+    ('separable', 'axis 0: 257 taps by 1-D FFT; axis 1: 257 taps by 1-D FFT')
+    """
+    if method not in PASS_METHODS:
+        raise ValueError(f"method must be one of {list(PASS_METHODS)}, got {method!r}")
+    mpix = max(1, math.prod(int(n) for n in data_shape)) / 1e6
+    parts, taps = [], 0.0
+    for axis, w, _ in passes:
+        engine = pass_engine(np.asarray(w), finite=finite)
+        taps += min(len(w), _ENGINE_TAPS.get(engine, len(w)))
+        how = {"running": "running sums", "fft": "1-D FFT", "direct": "direct"}[engine]
+        parts.append(f"axis {axis}: {len(w)} taps by {how}")
+    exact = Plan(
+        "separable",
+        None,
+        taps,
+        "; ".join(parts) or "no pass (identity)",
+        estimate_time("separable", taps, max(1, len(passes)), mpix),
+        terms=1,
+    )
+    if method == "separable" or (method == "auto" and tol is None):
+        return exact
+    why_not = _recursive_refusal(passes, gaussians, finite, recursive_ok)
+    if why_not is not None:
+        if method == "recursive":
+            raise ValueError(f"method='recursive' cannot run this filter: {why_not}")
+        return exact
+    assert gaussians is not None
+    from .engine import recursive
+
+    bound = _chain_bound(
+        [recursive.max_error(s, o) for s, o in gaussians],
+        [float(np.abs(np.asarray(w)).sum()) for _, w, _ in passes],
+    )
+    rtaps = float(RECURSIVE_TAPS * len(passes))
+    t = estimate_time("separable", rtaps, max(1, len(passes)), mpix)
+    why = (
+        f"recursive Gaussian (IIR) on {len(passes)} axes: |error| <= {bound:.2g} x max|input| "
+        "against the exact FIR result"
+    )
+    rec = Plan("recursive", None, rtaps, why, t, terms=1, bound=bound)
+    if method == "recursive":
+        return rec
+    assert tol is not None
+    if bound <= tol and t < exact.time_ms:
+        return replace(rec, reason=f"{why} (within tol={tol:g}; exact: {exact.reason})")
+    return exact
+
+
+def _recursive_refusal(passes, gaussians, finite: bool, recursive_ok: bool) -> str | None:
+    """Why the recursive Gaussian cannot run these passes, or None."""
+    if not recursive_ok:
+        return "it runs on numpy arrays only"
+    if not finite:
+        return "the data holds NaN or Inf (an IIR filter spreads them along whole lines)"
+    if gaussians is None or len(gaussians) != len(passes):
+        return "it runs Gaussian filters only"
+    from .engine import recursive
+
+    for (axis, _, origin), (sigma, order) in zip(passes, gaussians, strict=True):
+        if origin != 0 or not recursive.applies(np.float64, sigma, order, "reflect"):
+            return (
+                f"sigma={sigma:g}, order={order} on axis {axis} is outside its range "
+                f"(sigma >= {recursive.MIN_SIGMA:g})"
+            )
+    return None
+
+
+def _chain_bound(errors: Sequence[float], norms: Sequence[float]) -> float:
+    """Bound on a chain of approximate passes: ``|A_1..A_n - F_1..F_n| <= sum_i e_i *
+    prod_{j != i} (||F_j||_1 + e_j)`` (operator norms for max|x|; ``e`` the L1 errors of the
+    impulse responses, ``||F||_1`` of the exact weights)."""
+    total = 0.0
+    for i, e in enumerate(errors):
+        other = 1.0
+        for j, (ej, nj) in enumerate(zip(errors, norms, strict=True)):
+            if j != i:
+                other *= nj + ej
+        total += e * other
+    return total
 
 
 class SlowMethodWarning(UserWarning):

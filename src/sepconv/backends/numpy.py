@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import engine
+from .. import engine, plan
 from .._modes import check_input as _check_array
 from .._modes import native, resolve_output, work_dtype
 from ..job import Job, chain
@@ -46,6 +46,8 @@ def run(x: np.ndarray, job: Job, dtype: np.dtype, out: np.ndarray | None, worker
     with engine.threads(nthreads):
         if job.reduction == "hypot":
             return _finish(_hypot(x, job, wd), x, dtype, out)
+        if job.method == "recursive":  # an approximation the caller's tol allowed
+            return _finish(_recursive(x, job, wd, out), x, dtype, out)
         if _fixed_point(x, job, dtype):  # 8/16-bit in and out: quantised taps, fused passes
             target = out if _writable_into(out, x) else None
             res = engine.fixed.separable_int(x, job.terms, job.modes, job.cval, out=target)
@@ -103,6 +105,38 @@ def run(x: np.ndarray, job: Job, dtype: np.dtype, out: np.ndarray | None, worker
         return _finish(res, x, dtype, out)
 
 
+#: The recursive Gaussian runs here (``sepconv.plan.plan_passes`` asks): only this backend.
+RECURSIVE = True
+
+
+def _recursive(x: np.ndarray, job: Job, wd: np.dtype, out: np.ndarray | None) -> np.ndarray:
+    """The job's Gaussian passes as IIR filters (``engine.recursive``), in axis order, the
+    constant-mode cval carried as for the exact passes."""
+    from ..engine import recursive
+
+    ((weight, passes),) = job.terms
+    gauss = {a: (sigma, order) for a, sigma, order in job.gaussians}
+    cur = _work(x, wd)
+    target = _target(x, wd, out)
+    bufs: list[np.ndarray] = []
+    chained = list(chain(passes, job.cval))
+    for i, ((axis, _, _), c) in enumerate(chained):
+        if i == len(chained) - 1 and target is not None:
+            dst = target
+        else:
+            if len(bufs) < 2:
+                bufs.append(np.empty(x.shape, dtype=wd))
+            dst = bufs[i % 2]
+        sigma, order = gauss[axis]
+        recursive.gaussian_pass(cur, axis, sigma, order, job.modes[axis], c, out=dst)
+        cur = dst
+    if cur is x or np.may_share_memory(cur, x):
+        cur = cur.copy()
+    if weight != 1.0:
+        cur *= wd.type(weight)
+    return cur
+
+
 def _fixed_point(x: np.ndarray, job: Job, dtype: np.dtype) -> bool:
     """Whether the job runs on the fixed-point engine (``engine.fixed``): 8/16-bit input of
     native byte order and a result of the same dtype, one separable term on the last two axes
@@ -120,9 +154,9 @@ def _fixed_point(x: np.ndarray, job: Job, dtype: np.dtype) -> bool:
 
 def _box_term(job: Job) -> tuple[list[int], list[int], list[int], float] | None:
     """``(sizes, axes, origins, scale)`` where the job is one term of constant-weight passes
-    (a box: ``uniform_filter``, or a box kernel given to ``correlate``) with one pass at least
-    :data:`engine.running.MIN_SIZE` long, which running sums do in constant time per output
-    (NaN/Inf as the direct correlation, pass by pass: the same for a box's positive taps);
+    (a box: ``uniform_filter``, or a box kernel given to ``correlate``) of which one pass at
+    least runs on running sums by :func:`sepconv.plan.pass_engine` (constant time per output;
+    NaN/Inf as the direct correlation, pass by pass: the same for a box's positive taps);
     None otherwise."""
     if job.method != "passes" or job.reduction != "sum" or len(job.terms) != 1:
         return None
@@ -130,11 +164,11 @@ def _box_term(job: Job) -> tuple[list[int], list[int], list[int], float] | None:
     axes = [a for a, _, _ in passes]
     if not passes or len(set(axes)) != len(axes) or not math.isfinite(weight):
         return None
-    if max(len(w) for _, w, _ in passes) < engine.running.MIN_SIZE:
+    if not any(plan.pass_engine(w) == "running" for _, w, _ in passes):
         return None
     scale = float(weight)
     for _, w, _ in passes:
-        if not (w[0] > 0 and np.all(w == w[0])):
+        if not (len(w) == 1 and w[0] > 0) and not plan.is_box(w):
             return None
         scale *= float(w[0]) * len(w)
     order = sorted(range(len(passes)), key=lambda i: axes[i])
@@ -163,8 +197,8 @@ def _has_long_pass(job: Job) -> bool:
 def _with_fft_passes(
     x: np.ndarray, job: Job, wd: np.dtype, out: np.ndarray | None, nthreads: int
 ) -> np.ndarray:
-    """The job's terms pass by pass, passes of :data:`FFT_PASS_MIN` taps or more by 1-D FFTs
-    (exact up to rounding: float64 transforms), the others on the direct engine."""
+    """The job's terms pass by pass on finite data, long passes by 1-D FFTs (exact up to
+    rounding: float64 transforms), the others on the direct engine."""
     xe = _engine_input(x, wd)
     acc = _target(x, wd, out)
     acc = np.empty(x.shape, dtype=wd) if acc is None else acc
@@ -173,7 +207,7 @@ def _with_fft_passes(
         cur = xe
         for i, ((axis, w, origin), c) in enumerate(chain(passes, job.cval)):
             dst = bufs[i % 2]
-            if len(w) >= FFT_PASS_MIN:
+            if plan.pass_engine(w) == "fft":
                 engine.fft_pass(cur, axis, w, origin, job.modes[axis], c, dst, nthreads)
             else:
                 engine.separable(cur, [(1.0, ((axis, w, origin),))], job.modes, c, out=dst)

@@ -66,16 +66,12 @@ from .._modes import extension_table, normalize_mode
 from ..job import carry
 from . import numba_cpu
 
-__all__ = ["FUSE_MAX_WIDTH", "MIN_SIZE", "box", "box_pass"]
+__all__ = ["FUSE_MAX_WIDTH", "box", "box_pass"]
 
 _FM = {"contract"}
 _LANES = 32  # lines swept together along the last axis (the SIMD direction)
 _TILE = 1024  # row elements per state tile in outer-axis passes
 _TT = 64  # positions per tile of the block transposes
-#: Shortest box pass the backends run by running sums (measured on 2 cores, float32 4096^2:
-#: direct passes take 81 ms at size 9, 100 ms at 15, 179 ms at 31; running sums ~125-140 ms
-#: at every size).
-MIN_SIZE = 24
 #: Widest last axis fused with the axis before it (the per-thread buffer is 64 bytes a column).
 FUSE_MAX_WIDTH = 1 << 14
 _SPLIT = 134217729.0  # 2**27 + 1, Dekker's splitter for float64
