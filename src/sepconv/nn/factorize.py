@@ -790,11 +790,13 @@ class _Tucker2Fit:
 
 
 def _leading(M: Tensor, r: int) -> Tensor:
-    """``r`` leading left singular vectors of ``M``, completed by an orthonormal basis of the
-    rest of the column space when ``M`` has fewer than ``r`` columns."""
-    with torch_threads(LINALG_THREADS):
-        U = torch.linalg.svd(M, full_matrices=M.shape[1] < r)[0]
-    return U[:, :r]
+    """``r`` leading left singular vectors of ``M`` (``n x m``), completed by an orthonormal
+    basis of the rest of the space when ``M`` has rank below ``r``: the top eigenvectors of the
+    ``n x n`` Gram matrix when ``m >= n`` (cheaper than the SVD), else the SVD."""
+    n, m = M.shape
+    if m >= n:
+        return torch.linalg.eigh(M @ M.T)[1][:, n - r :]
+    return torch.linalg.svd(M, full_matrices=m < r)[0][:, :r]
 
 
 def _hooi(
@@ -807,21 +809,24 @@ def _hooi(
     ``||G||**2 = ||T||**2 - ||T - T_hat||**2`` given the other factor, so the fit never gets
     worse. Stops when a sweep gains at most ``gain * ||T||**2``.
     """
-    co, ci, _ = T.shape
+    co, ci, K = T.shape
     r_in = B.shape[1]
     n2 = float((T * T).sum())
+    T0 = T.reshape(co, ci * K)
+    Tk = T.permute(0, 2, 1).reshape(co * K, ci)  # rows (o, k)
     fit = -1.0
     A = G = T.new_zeros(0)
-    for sweep in range(1, max_sweeps + 1):
-        A = _leading(torch.einsum("oik,ia->oak", T, B).reshape(co, -1), r_out)
-        Z = torch.einsum("oik,ob->bik", T, A)  # (r_out, ci, K)
-        B = _leading(Z.transpose(0, 1).reshape(ci, -1), r_in)
-        G = torch.einsum("bik,ia->bak", Z, B)  # (r_out, r_in, K)
-        new = float((G * G).sum())
-        if new - fit <= gain * n2:
-            return A, B, G, sweep, True
-        fit = new
-    return A, B, G, max_sweeps, False
+    with torch_threads(LINALG_THREADS):
+        for sweep in range(1, max_sweeps + 1):
+            A = _leading((Tk @ B).reshape(co, K * r_in), r_out)  # T x_1 B^T, mode 0
+            Z = (A.T @ T0).reshape(r_out, ci, K)  # T x_0 A^T
+            B = _leading(Z.transpose(0, 1).reshape(ci, r_out * K), r_in)
+            G = (Z.transpose(1, 2) @ B).transpose(1, 2)  # (r_out, r_in, K)
+            new = float((G * G).sum())
+            if new - fit <= gain * n2:
+                return A, B, G.contiguous(), sweep, True
+            fit = new
+    return A, B, G.contiguous(), max_sweeps, False
 
 
 class _Tucker2Decomposition(_Decomposition):
@@ -829,7 +834,7 @@ class _Tucker2Decomposition(_Decomposition):
 
     #: HOOI sweeps at most, and the gain of ``||G||**2 / ||W||**2`` per sweep at or below
     #: which the fit counts as no longer improving.
-    MAX_SWEEPS = 100
+    MAX_SWEEPS = 500
     MIN_GAIN = 1e-12
 
     def __init__(self, c: _Conv) -> None:
