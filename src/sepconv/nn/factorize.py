@@ -419,9 +419,10 @@ def _ceil_to(r: int, multiple: int) -> int:
 
 
 def _vbmf_max(S: Tensor, shape: tuple[int, int]) -> int:
-    """Largest EVBMF rank over a batch of spectra (last axis) of matrices of ``shape``."""
+    """Largest EVBMF rank over a batch of spectra (last axis) of matrices of ``shape``, at
+    least 1 (EVBMF keeps nothing of a matrix it takes for pure noise)."""
     spectra = S.reshape(-1, S.shape[-1]).numpy()
-    return max(_evbmf_spectrum(s, shape).rank for s in spectra)
+    return max(1, *(_evbmf_spectrum(s, shape).rank for s in spectra))
 
 
 def _smallest(tail: Tensor, bound: float, top: int) -> int:
