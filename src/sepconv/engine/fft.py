@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from scipy import fft as sfft
@@ -93,28 +94,44 @@ def fft_pass(
     inner = math.prod(x.shape[axis + 1 :])
     use = np.where(table < 0, 0, table)
     cpos = np.flatnonzero(table < 0)
+    step = max(1, _BLOCK_BYTES // (8 * size))
     if inner == 1:  # the last axis: blocks of whole lines, transformed along axis 1
         x2, o2 = x.reshape(outer, n), out.reshape(outer, n)
-        step = max(1, _BLOCK_BYTES // (8 * size))
-        for r0 in range(0, outer, step):
+
+        def rows(r0: int) -> None:
             padded = np.take(x2[r0 : r0 + step], use, axis=1).astype(np.float64, copy=False)
             padded[:, cpos] = cval
-            spec = sfft.rfft(padded, n=size, axis=1, workers=workers)
+            spec = sfft.rfft(padded, n=size, axis=1, overwrite_x=True)
             spec *= fk
-            o2[r0 : r0 + step] = sfft.irfft(spec, n=size, axis=1, workers=workers)[
-                :, k - 1 : k - 1 + n
-            ]
+            full = sfft.irfft(spec, n=size, axis=1, overwrite_x=True)
+            o2[r0 : r0 + step] = full[:, k - 1 : k - 1 + n]
+
+        _blocks(rows, [(r0,) for r0 in range(0, outer, step)], workers)
         return out
     x3, o3 = x.reshape(outer, n, inner), out.reshape(outer, n, inner)
-    step = max(1, _BLOCK_BYTES // (8 * size))
     fkc = fk[:, None]
-    for o in range(outer):
-        for c0 in range(0, inner, step):
-            padded = np.take(x3[o, :, c0 : c0 + step], use, axis=0).astype(np.float64, copy=False)
-            padded[cpos] = cval
-            spec = sfft.rfft(padded, n=size, axis=0, workers=workers)
-            spec *= fkc
-            o3[o, :, c0 : c0 + step] = sfft.irfft(spec, n=size, axis=0, workers=workers)[
-                k - 1 : k - 1 + n
-            ]
+
+    def cols(o: int, c0: int) -> None:
+        padded = np.take(x3[o, :, c0 : c0 + step], use, axis=0).astype(np.float64, copy=False)
+        padded[cpos] = cval
+        spec = sfft.rfft(padded, n=size, axis=0, overwrite_x=True)
+        spec *= fkc
+        full = sfft.irfft(spec, n=size, axis=0, overwrite_x=True)
+        o3[o, :, c0 : c0 + step] = full[k - 1 : k - 1 + n]
+
+    _blocks(cols, [(o, c0) for o in range(outer) for c0 in range(0, inner, step)], workers)
     return out
+
+
+def _blocks(fn: Any, args: list[tuple], workers: int) -> None:
+    """``fn(*a)`` for every ``a``, on ``workers`` threads (scipy.fft releases the GIL; one
+    transform of a block gains little from pocketfft's own threads)."""
+    if workers <= 1 or len(args) <= 1:
+        for a in args:
+            fn(*a)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(min(workers, len(args))) as pool:
+        for f in [pool.submit(fn, *a) for a in args]:
+            f.result()
