@@ -285,10 +285,11 @@ def test_evbmf_threshold_is_the_closed_form(L, M):
     tau = tau_bar_reference(alpha)
     sigma2 = 0.3
     threshold = math.sqrt(hi * sigma2 * (1 + tau) * (1 + alpha / tau))
-    factors = np.linspace(1.5, 0.5, lo)
-    factors[np.argmin(abs(factors - 1))] = 1 - 1e-9  # one just below, the next just above
-    s = np.sort(threshold * factors)[::-1]
-    s[s > threshold] = np.maximum(s[s > threshold], threshold * (1 + 1e-9))
+    factors = np.linspace(1.5, 0.5, lo + 1)[1:] if lo > 1 else np.array([1 - 1e-9])
+    if lo > 1:  # one singular value just below the threshold, the next one just above
+        i = int(np.argmin(abs(factors - 1)))
+        factors[i - 1 : i + 1] = (1 + 1e-9, 1 - 1e-9)
+    s = threshold * factors
     v = evbmf(matrix_with_spectrum(L, M, s, seed=L + M) if L <= M else
               matrix_with_spectrum(M, L, s, seed=L + M).T, sigma2=sigma2)  # fmt: skip
     assert v.sigma2 == sigma2
