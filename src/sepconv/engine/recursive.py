@@ -106,12 +106,21 @@ _TT = 64  # positions per tile of the block transposes
 #: ``q_m(t) exp(-t^2 / 2) ~= sum_k exp(-l t) (a cos(w t) + b sin(w t))``.
 _COEFS: dict[int, np.ndarray] = {
     0: np.array(
-        [
-            [1.4637, 2.5731, 1.5733, 0.6644],
-            [-0.4639, 0.0555, 1.5466, -2.0883],
-        ]
-    ),
-}
+        [-1.0201138582902478, 0.05929399657663392, 1.7682710147149645, 1.738951261996322,
+         1.9889039074554808, -3.1710085071810306, 1.7747202982780368, -0.5679691302162299,
+         0.03120709384320451, 0.040397995355538494, 1.7512716940640387, -3.0562040378179165]
+    ).reshape(3, 4),
+    1: np.array(
+        [1.1933797317354313, 0.6310214590847549, 1.5091782515312304, 1.8435661315206946,
+         -0.08573685157967444, 0.02417911447339514, 1.5454383967847847, 3.174311233940271,
+         -1.1076322285204692, -3.5227752660365526, 1.4552903988605355, 0.619933952332316]
+    ).reshape(3, 4),
+    2: np.array(
+        [-0.6189757162496815, -2.420187637776168, 1.0790894555475512, -0.733499265950027,
+         0.13580301788904345, 0.07255433682399297, 1.3449424920818136, 3.311209502859221,
+         -0.5168660667989807, -1.5839191634784058, 1.2481886406870155, 1.9852968462402245]
+    ).reshape(3, 4),
+}  # fmt: skip
 
 #: Derivative orders offered.
 ORDERS = tuple(sorted(_COEFS))
@@ -244,12 +253,28 @@ def _check_sigma_order(sigma: Any, order: Any) -> tuple[float, int]:
 @njit(fastmath=_FM, cache=True, nogil=True)
 def _forward(src, o, c0, m, tab, j0, j1, r, coef, S, acc):  # pragma: no cover - compiled
     """Causal half of outputs ``j0 .. j1 - 1`` (padded positions ``j0 + r .. j1 - 1 + r``)
-    into ``acc[i - j0, c]``, from a zero state at padded position ``j0``."""
-    K = coef.shape[0]
+    into ``acc[i - j0, c]``, from a zero state at padded position ``j0``. Three poles,
+    written out (one pass over the columns per step, the states in ``S[0:6]``)."""
     u0 = np.uint64(c0)
-    for k in range(2 * K):
+    for k in range(6):
         for c in range(np.uint64(m)):
             S[k, c] = 0.0
+    z0r, z0i, z1r, z1i, z2r, z2i = (
+        coef[0, 0],
+        coef[0, 1],
+        coef[1, 0],
+        coef[1, 1],
+        coef[2, 0],
+        coef[2, 1],
+    )
+    b0r, b0i, b1r, b1i, b2r, b2i = (
+        coef[0, 6],
+        coef[0, 7],
+        coef[1, 6],
+        coef[1, 7],
+        coef[2, 6],
+        coef[2, 7],
+    )
     for j in range(j0, j1 + r):
         a = tab[j]
         fa = 1.0 if a >= 0 else 0.0
@@ -258,38 +283,34 @@ def _forward(src, o, c0, m, tab, j0, j1, r, coef, S, acc):  # pragma: no cover -
         ao = tab[max(jo, 0)]
         fo = 1.0 if (jo >= j0 and ao >= 0) else 0.0
         ao = max(ao, 0)
+        u0r, u0i = coef[0, 2] * fo, coef[0, 3] * fo
+        u1r, u1i = coef[1, 2] * fo, coef[1, 3] * fo
+        u2r, u2i = coef[2, 2] * fo, coef[2, 3] * fo
         row = max(j - r - j0, 0)  # rows before the first output are overwritten there
-        for k in range(K):
-            zr = coef[k, 0]
-            zi = coef[k, 1]
-            ur = coef[k, 2] * fo
-            ui = coef[k, 3] * fo
-            br = coef[k, 6]
-            bi = coef[k, 7]
-            kr = 2 * k
-            ki = 2 * k + 1
-            if k == 0:
-                for c in range(np.uint64(m)):
-                    v = np.float64(src[o, a, u0 + c]) * fa
-                    vo = np.float64(src[o, ao, u0 + c])
-                    sr = S[kr, c]
-                    si = S[ki, c]
-                    nr = zr * sr - zi * si + v - ur * vo
-                    ni = zr * si + zi * sr - ui * vo
-                    S[kr, c] = nr
-                    S[ki, c] = ni
-                    acc[row, c] = br * nr - bi * ni
-            else:
-                for c in range(np.uint64(m)):
-                    v = np.float64(src[o, a, u0 + c]) * fa
-                    vo = np.float64(src[o, ao, u0 + c])
-                    sr = S[kr, c]
-                    si = S[ki, c]
-                    nr = zr * sr - zi * si + v - ur * vo
-                    ni = zr * si + zi * sr - ui * vo
-                    S[kr, c] = nr
-                    S[ki, c] = ni
-                    acc[row, c] += br * nr - bi * ni
+        for c in range(np.uint64(m)):
+            v = np.float64(src[o, a, u0 + c]) * fa
+            vo = np.float64(src[o, ao, u0 + c])
+            sr = S[0, c]
+            si = S[1, c]
+            nr = z0r * sr - z0i * si + v - u0r * vo
+            ni = z0r * si + z0i * sr - u0i * vo
+            S[0, c] = nr
+            S[1, c] = ni
+            y = b0r * nr - b0i * ni
+            sr = S[2, c]
+            si = S[3, c]
+            nr = z1r * sr - z1i * si + v - u1r * vo
+            ni = z1r * si + z1i * sr - u1i * vo
+            S[2, c] = nr
+            S[3, c] = ni
+            y += b1r * nr - b1i * ni
+            sr = S[4, c]
+            si = S[5, c]
+            nr = z2r * sr - z2i * si + v - u2r * vo
+            ni = z2r * si + z2i * sr - u2i * vo
+            S[4, c] = nr
+            S[5, c] = ni
+            acc[row, c] = y + (b2r * nr - b2i * ni)
 
 
 @njit(fastmath=_FM, cache=True, nogil=True)
@@ -301,12 +322,27 @@ def _backward(
     ``cval`` term): output ``i`` goes to ``dst[d0, i, c0 + c]``, or with ``ring`` to
     ``dst[0, (i - j0) % _TT, c]``, flushed transposed into ``out[oo, row0 + c, i]``; every
     output index (in ``corr``, ``dst``, ``out``) is ``i + shift``."""
-    K = coef.shape[0]
     u0 = np.uint64(c0)
     end = j1 + 2 * r - 1  # the last padded position read
-    for k in range(2 * K):
+    for k in range(6):
         for c in range(np.uint64(m)):
             S[k, c] = 0.0
+    z0r, z0i, z1r, z1i, z2r, z2i = (
+        coef[0, 0],
+        coef[0, 1],
+        coef[1, 0],
+        coef[1, 1],
+        coef[2, 0],
+        coef[2, 1],
+    )
+    g0r, g0i, g1r, g1i, g2r, g2i = (
+        coef[0, 8],
+        coef[0, 9],
+        coef[1, 8],
+        coef[1, 9],
+        coef[2, 8],
+        coef[2, 9],
+    )
     for j in range(end - 1, j0 + r - 1, -1):
         a = tab[j + 1]
         fa = 1.0 if a >= 0 else 0.0
@@ -315,49 +351,64 @@ def _backward(
         ao = tab[min(jo, end)]
         fo = 1.0 if (jo <= end and ao >= 0) else 0.0
         ao = max(ao, 0)
+        v0r, v0i = coef[0, 4] * fo, coef[0, 5] * fo
+        v1r, v1i = coef[1, 4] * fo, coef[1, 5] * fo
+        v2r, v2i = coef[2, 4] * fo, coef[2, 5] * fo
         i = j - r  # the output once ``i < j1``; before that the state warms up
-        emit = i < j1
-        row = min(i, j1 - 1) - j0
-        for k in range(K):
-            zr = coef[k, 0]
-            zi = coef[k, 1]
-            vr = coef[k, 4] * fo
-            vi = coef[k, 5] * fo
-            gr = coef[k, 8]
-            gi = coef[k, 9]
-            kr = 2 * k
-            ki = 2 * k + 1
-            if emit:
-                for c in range(np.uint64(m)):
-                    v = np.float64(src[o, a, u0 + c]) * fa
-                    vo = np.float64(src[o, ao, u0 + c])
-                    sr = S[kr, c]
-                    si = S[ki, c]
-                    nr = zr * sr - zi * si + v - vr * vo
-                    ni = zr * si + zi * sr - vi * vo
-                    S[kr, c] = nr
-                    S[ki, c] = ni
-                    acc[row, c] += gr * nr - gi * ni
-            else:
-                for c in range(np.uint64(m)):
-                    v = np.float64(src[o, a, u0 + c]) * fa
-                    vo = np.float64(src[o, ao, u0 + c])
-                    sr = S[kr, c]
-                    si = S[ki, c]
-                    S[kr, c] = zr * sr - zi * si + v - vr * vo
-                    S[ki, c] = zr * si + zi * sr - vi * vo
-        if not emit:
+        if i >= j1:
+            for c in range(np.uint64(m)):
+                v = np.float64(src[o, a, u0 + c]) * fa
+                vo = np.float64(src[o, ao, u0 + c])
+                sr = S[0, c]
+                si = S[1, c]
+                S[0, c] = z0r * sr - z0i * si + v - v0r * vo
+                S[1, c] = z0r * si + z0i * sr - v0i * vo
+                sr = S[2, c]
+                si = S[3, c]
+                S[2, c] = z1r * sr - z1i * si + v - v1r * vo
+                S[3, c] = z1r * si + z1i * sr - v1i * vo
+                sr = S[4, c]
+                si = S[5, c]
+                S[4, c] = z2r * sr - z2i * si + v - v2r * vo
+                S[5, c] = z2r * si + z2i * sr - v2i * vo
             continue
+        row = i - j0
         ci = corr[i + shift]
+        slot = (i - j0) % _TT
         if ring:
-            slot = (i - j0) % _TT
-            for c in range(np.uint64(m)):
-                dst[0, slot, c] = acc[row, c] + ci
-            if slot == 0:
-                _transpose_out(dst, m, min(_TT, j1 - i), out, oo, row0, i + shift)
+            d0 = 0
+            di = slot
+            dc = np.uint64(0)
         else:
-            for c in range(np.uint64(m)):
-                dst[d0, i + shift, u0 + c] = acc[row, c] + ci
+            di = i + shift
+            dc = u0
+        for c in range(np.uint64(m)):
+            v = np.float64(src[o, a, u0 + c]) * fa
+            vo = np.float64(src[o, ao, u0 + c])
+            sr = S[0, c]
+            si = S[1, c]
+            nr = z0r * sr - z0i * si + v - v0r * vo
+            ni = z0r * si + z0i * sr - v0i * vo
+            S[0, c] = nr
+            S[1, c] = ni
+            y = g0r * nr - g0i * ni
+            sr = S[2, c]
+            si = S[3, c]
+            nr = z1r * sr - z1i * si + v - v1r * vo
+            ni = z1r * si + z1i * sr - v1i * vo
+            S[2, c] = nr
+            S[3, c] = ni
+            y += g1r * nr - g1i * ni
+            sr = S[4, c]
+            si = S[5, c]
+            nr = z2r * sr - z2i * si + v - v2r * vo
+            ni = z2r * si + z2i * sr - v2i * vo
+            S[4, c] = nr
+            S[5, c] = ni
+            y += g2r * nr - g2i * ni
+            dst[d0, di, dc + c] = (acc[row, c] + y) + ci
+        if ring and slot == 0:
+            _transpose_out(dst, m, min(_TT, j1 - i), out, oo, row0, i + shift)
 
 
 @njit(fastmath=_FM, cache=True, nogil=True)
@@ -402,12 +453,11 @@ def _outer_pass(x, out, tab, starts, r, coef, corr, nthreads):  # pragma: no cov
     nthreads = max(1, min(nthreads, units))
     per = (units + nthreads - 1) // nthreads
     width = min(inner, _TILE)
-    K = coef.shape[0]
     rows = 0
     for ch in range(nchunk):
         rows = max(rows, starts[ch + 1] - starts[ch])
     for th in prange(nthreads):
-        S = np.zeros((2 * K, width))
+        S = np.zeros((6, width))
         acc = np.zeros((rows, width))
         for u in range(th * per, min(units, (th + 1) * per)):
             o = u // (nchunk * ntiles)
@@ -432,13 +482,12 @@ def _lines_pass(x, out, tab, starts, r, coef, corr, nthreads):  # pragma: no cov
     units = outer * per_o * nchunk
     nthreads = max(1, min(nthreads, units))
     per = (units + nthreads - 1) // nthreads
-    K = coef.shape[0]
     rows = 0
     for ch in range(nchunk):
         rows = max(rows, starts[ch + 1] - starts[ch])
     ident = np.arange(rows + 2 * r)
     for th in prange(nthreads):
-        S = np.zeros((2 * K, _LANES))
+        S = np.zeros((6, _LANES))
         acc = np.zeros((rows, _LANES))
         buf = np.zeros((1, rows + 2 * r, _LANES))
         ring = np.zeros((1, _TT, _LANES))
