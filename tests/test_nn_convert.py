@@ -295,3 +295,77 @@ def test_a_conv_the_forward_pass_does_not_run_is_left_alone():
     rows = {r.name: r for r in report.layers}
     assert rows["used"].converted and not rows["spare"].converted
     assert "not run by the forward pass" in rows["spare"].note
+
+
+def test_tucker2_rank_pair_is_clipped_per_mode():
+    # was an IndexError: the pair was taken for the 3-D spatial (r_1, r_2)
+    torch.manual_seed(9)
+    model = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 4, 3))
+    new, report = convert(model, "tucker2", rank=(6, 12), input_shape=(1, 8, 10, 10))
+    rows = {r.name: r for r in report.layers}
+    assert rows["0"].rank == (6, 12) and rows["0"].note == ""
+    # the second conv has 16 input and 4 output channels: r_out is clipped to 4
+    assert rows["2"].rank == (6, 4) and rows["2"].note == "rank (6, 12) clipped to (6, 4)"
+    assert isinstance(new[2], snn.Tucker2Conv2d) and new[2].rank == (6, 4)
+    x = torch.randn(2, 8, 10, 10)
+    assert new(x).shape == model(x).shape
+    with pytest.raises(ValueError, match=r"rank must be \(r_in, r_out\)"):
+        convert(model, "tucker2", rank=(1, 2, 3))
+
+
+@pytest.mark.parametrize(
+    ("dims", "groups", "stride", "dilation", "padding", "mode"),
+    [
+        (2, 1, 1, 1, 1, "zeros"),
+        (2, 2, 2, 1, 2, "reflect"),
+        (1, 3, 1, 2, "same", "zeros"),
+        (3, 1, 2, 1, 1, "circular"),
+    ],
+)
+def test_tucker2_conv_functional_equals_the_dense_conv(
+    dims, groups, stride, dilation, padding, mode
+):
+    # functional twin of Tucker2Conv*d; reference: the dense conv whose weight is the Tucker-2
+    # product computed in numpy, run by torch.nn.functional.conv*d
+    gen = torch.Generator().manual_seed(10)
+    cin, cout, r_in, r_out, k = 6, 12, 2, 4, 3
+    w_in = torch.randn(
+        groups * r_in, cin // groups, *(1,) * dims, generator=gen, dtype=torch.float64
+    )
+    w_core = torch.randn(groups * r_out, r_in, *(k,) * dims, generator=gen, dtype=torch.float64)
+    w_out = torch.randn(cout, r_out, *(1,) * dims, generator=gen, dtype=torch.float64)
+    bias = torch.randn(cout, generator=gen, dtype=torch.float64)
+    P1 = w_in.numpy().reshape(groups, r_in, cin // groups)
+    C = w_core.numpy().reshape(groups, r_out, r_in, -1)
+    P2 = w_out.numpy().reshape(groups, cout // groups, r_out)
+    W = np.einsum("gob,gbak,gai->goik", P2, C, P1).reshape(cout, cin // groups, *(k,) * dims)
+    x = torch.randn(2, cin, *(11,) * dims, generator=gen, dtype=torch.float64)
+    conv = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}[dims](
+        cin, cout, k, stride=stride, padding=padding, dilation=dilation, groups=groups,
+        padding_mode=mode, dtype=torch.float64,
+    )  # fmt: skip
+    with torch.no_grad():
+        conv.weight.copy_(torch.from_numpy(W))
+        conv.bias.copy_(bias)
+        expected = conv(x)
+    got = snn.tucker2_conv(
+        x, w_in, w_core, w_out, bias, stride=stride, padding=padding, dilation=dilation,
+        groups=groups, padding_mode=mode,
+    )  # fmt: skip
+    assert got.shape == expected.shape
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
+
+
+def test_tucker2_conv_functional_checks_shapes():
+    x = torch.randn(1, 6, 8, 8)
+    w_in, w_core, w_out = torch.randn(2, 6, 1, 1), torch.randn(3, 2, 3, 3), torch.randn(5, 3, 1, 1)
+    with pytest.raises(ValueError, match=r"weight_in must have shape"):
+        snn.tucker2_conv(x, torch.randn(2, 5, 1, 1), w_core, w_out)
+    with pytest.raises(ValueError, match=r"weight_core must have shape"):
+        snn.tucker2_conv(x, w_in, torch.randn(3, 4, 3, 3), w_out)
+    with pytest.raises(ValueError, match=r"weight_out must have shape"):
+        snn.tucker2_conv(x, w_in, w_core, torch.randn(5, 2, 1, 1))
+    with pytest.raises(ValueError, match=r"groups must be a positive integer"):
+        snn.tucker2_conv(x, w_in, w_core, w_out, groups=4)
+    with pytest.raises(TypeError, match=r"weight_core must be a torch\.Tensor"):
+        snn.tucker2_conv(x, w_in, None, w_out)

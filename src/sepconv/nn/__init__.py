@@ -6,7 +6,12 @@ Needs the ``nn`` extra (PyTorch); ``import sepconv`` alone never imports torch.
 from . import functional, models
 from .convert import ConvertReport, convert
 from .factorize import KINDS, VBMF, LayerReport, evbmf, factorize
-from .functional import depthwise_separable_conv, low_rank_conv, spatially_separable_conv
+from .functional import (
+    depthwise_separable_conv,
+    low_rank_conv,
+    spatially_separable_conv,
+    tucker2_conv,
+)
 from .layers import (
     DepthwiseSeparableConv1d,
     DepthwiseSeparableConv2d,
@@ -51,4 +56,5 @@ __all__ = [
     "models",
     "profile",
     "spatially_separable_conv",
+    "tucker2_conv",
 ]

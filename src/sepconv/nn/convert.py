@@ -263,6 +263,16 @@ def _skip_reason(c: _Conv, kind: str) -> str:
 def _clip_rank(dec: _Decomposition, rank: Any) -> tuple[Rank, str]:
     """The requested rank, clipped to the layer's range (with a note when clipped)."""
     top = dec.max_rank()
+    if dec.kind == "tucker2":
+        # (r_in, r_out), each clipped to its mode's maximum, then the decomposition's own check
+        assert isinstance(top, tuple)
+        pair = (rank, rank) if isinstance(rank, int) else tuple(rank)
+        if len(pair) != 2:
+            dec.check_rank(pair)  # raises, naming the allowed range
+        want = (int(pair[0]), int(pair[1]))
+        got = dec.check_rank((min(want[0], top[0]), min(want[1], top[1])))
+        assert isinstance(got, tuple)
+        return got, (f"rank {want} clipped to {got}" if got != want else "")
     if isinstance(top, tuple):
         r1, r2 = (rank, rank) if isinstance(rank, int) else tuple(rank)
         c1 = min(r1, top[0])

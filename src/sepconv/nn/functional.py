@@ -5,7 +5,7 @@ hold ``torch.nn.Conv*d`` children so that other tools (BN folding, quantization,
 recognise them. Shapes use ``C_in``, ``C_out``, ``g`` (groups), ``m`` (depth multiplier) and
 ``r`` (rank per group).
 
-All three run the chain of convolutions a structured layer is made of; the argument
+All four run the chain of convolutions a structured layer is made of; the argument
 conventions (``stride``, ``padding``, ``dilation``, ``padding_mode``) are those of
 ``torch.nn.Conv*d`` and apply to the layer as a whole, so that the result has the shape (and,
 for weights that are an exact factorization, the values) of the dense convolution. In addition
@@ -22,7 +22,12 @@ from torch import Tensor
 
 from ._args import ConvGeometry
 
-__all__ = ["depthwise_separable_conv", "low_rank_conv", "spatially_separable_conv"]
+__all__ = [
+    "depthwise_separable_conv",
+    "low_rank_conv",
+    "spatially_separable_conv",
+    "tucker2_conv",
+]
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
@@ -317,4 +322,92 @@ def low_rank_conv(
     geo = ConvGeometry(d, tuple(kernel), stride, padding, dilation, padding_mode)
     stages = [(w_in, None, groups)] + [(w, a, mid) for a, w in enumerate(dws)]
     stages.append((w_out, None, groups))
+    return _run(x, geo, stages, bias)
+
+
+def tucker2_conv(
+    input: Tensor,
+    weight_in: Tensor,
+    weight_core: Tensor,
+    weight_out: Tensor,
+    bias: Tensor | None = None,
+    *,
+    stride: int | Sequence[int] = 1,
+    padding: int | Sequence[int] | str = 0,
+    dilation: int | Sequence[int] = 1,
+    groups: int = 1,
+    padding_mode: str = "zeros",
+) -> Tensor:
+    """Tucker-2 form: pointwise ``C_in -> g r_in``, the full-kernel core, pointwise ``-> C_out``.
+
+    The functional twin of :class:`sepconv.nn.Tucker2Conv2d` (and its 1-D and 3-D versions).
+
+    Parameters
+    ----------
+    input : Tensor, shape (N, C_in, *spatial)
+        1-D, 2-D or 3-D (the number of spatial axes is read from ``weight_core``).
+    weight_in : Tensor, shape (g * r_in, C_in / g, 1, ...)
+        First pointwise convolution (``conv_pw1``).
+    weight_core : Tensor, shape (g * r_out, r_in, *kernel_size)
+        The core convolution (``conv_core``), grouped like the layer; it carries the stride,
+        padding and dilation.
+    weight_out : Tensor, shape (C_out, r_out, 1, ...)
+        Last pointwise convolution (``conv_pw2``).
+    bias : Tensor, shape (C_out,), optional
+    stride, padding, dilation, groups, padding_mode
+        Of the whole layer, as ``torch.nn.Conv*d``.
+
+    Notes
+    -----
+    Within each group the dense equivalent is
+    ``W[o, i, k] = sum_{a, b} weight_out[o, b] weight_core[b, a, k] weight_in[a, i]``; per
+    output pixel (stride 1) it costs ``C_in r_in + prod(k) g r_in r_out + r_out C_out``
+    multiply-adds.
+
+    Examples
+    --------
+    >>> import torch
+    >>> x = torch.randn(1, 6, 8, 8)
+    >>> w_in, w_core = torch.randn(2, 6, 1, 1), torch.randn(3, 2, 3, 3)
+    >>> y = tucker2_conv(x, w_in, w_core, torch.randn(5, 3, 1, 1), padding=1)
+    >>> tuple(y.shape)
+    (1, 5, 8, 8)
+    """
+    x = _check_tensor(input, "input")
+    w_in = _check_tensor(weight_in, "weight_in")
+    w_core = _check_tensor(weight_core, "weight_core")
+    w_out = _check_tensor(weight_out, "weight_out")
+    if w_core.ndim not in (3, 4, 5):
+        raise ValueError(
+            "weight_core must have shape (g * r_out, r_in, *kernel_size) with 1 to 3 spatial "
+            f"axes, got {tuple(w_core.shape)}"
+        )
+    d = w_core.ndim - 2
+    _check_input(x, d)
+    cin = x.shape[1]
+    if not isinstance(groups, int) or groups < 1 or cin % groups or w_out.shape[0] % groups:
+        raise ValueError(
+            f"groups must be a positive integer dividing C_in ({cin}) and C_out "
+            f"({w_out.shape[0]}), got {groups!r}"
+        )
+    ones = (1,) * d
+    _check_shape(w_in, (None, cin // groups, *ones), "weight_in", "(g * r_in, C_in / g, 1, ...)")
+    mid_in = w_in.shape[0]
+    mid_out = w_core.shape[0]
+    if mid_in % groups or mid_out % groups:
+        raise ValueError(
+            f"weight_in and weight_core must have a multiple of groups={groups} output channels "
+            f"(g * r_in, g * r_out), got {mid_in} and {mid_out}"
+        )
+    _check_shape(
+        w_core,
+        (mid_out, mid_in // groups, *([None] * d)),
+        "weight_core",
+        "(g * r_out, r_in" + ", k" * d + ")",
+    )
+    _check_shape(w_out, (None, mid_out // groups, *ones), "weight_out", "(C_out, r_out, 1, ...)")
+    if bias is not None:
+        _check_shape(_check_tensor(bias, "bias"), (w_out.shape[0],), "bias", "(C_out,)")
+    geo = ConvGeometry(d, tuple(w_core.shape[2:]), stride, padding, dilation, padding_mode)
+    stages = [(w_in, None, groups), (w_core, -1, groups), (w_out, None, groups)]
     return _run(x, geo, stages, bias)
