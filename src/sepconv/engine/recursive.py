@@ -222,7 +222,7 @@ def applies(dtype: Any, sigma: float, order: int, mode: str) -> bool:
 
 
 def _check_sigma_order(sigma: Any, order: Any) -> tuple[float, int]:
-    if isinstance(sigma, bool):
+    if isinstance(sigma, (bool, str, bytes)):
         raise TypeError(f"sigma must be a real number, got {sigma!r}")
     try:
         s = float(sigma)
