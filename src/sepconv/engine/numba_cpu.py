@@ -82,10 +82,15 @@ def _rows_taps(x, o, w, sym, table, i, cval, c0, acc):  # pragma: no cover - com
     else:
         for c in range(m):
             acc[c] = 0.0
-    for j in range(half):
+    j = 0
+    while j < half:
+        if sym > 0 and j + 2 <= half and _pairs_sweep(x, o, w, table, i, k, j, c0, acc):
+            j += 4 if j + 4 <= half else 2
+            continue
         wj = w[j]
         s1 = table[i + j]
         s2 = table[i + k - 1 - j]
+        j += 1
         if s1 >= 0 and s2 >= 0:
             r1 = x[o, s1, c0 : c0 + m]
             r2 = x[o, s2, c0 : c0 + m]
@@ -98,6 +103,50 @@ def _rows_taps(x, o, w, sym, table, i, cval, c0, acc):  # pragma: no cover - com
         else:
             _row_axpy(x, o, wj, s1, cval, c0, acc, False)
             _row_axpy(x, o, wj * sym, s2, cval, c0, acc, False)
+
+
+@njit(fastmath=_FM, cache=True, nogil=True)
+def _pairs_sweep(x, o, w, table, i, k, j, c0, acc):  # pragma: no cover - compiled
+    """Symmetric tap pairs ``j .. j + 3`` (or ``j, j + 1`` when fewer than four are left) in
+    one sweep over ``acc`` (a load and a store of ``acc`` per group, not per pair); False,
+    doing nothing, where a row of the group is the constant border (``table < 0``)."""
+    m = acc.shape[0]
+    half = k // 2
+    a0 = table[i + j]
+    b0 = table[i + k - 1 - j]
+    a1 = table[i + j + 1]
+    b1 = table[i + k - 2 - j]
+    if j + 4 <= half:
+        a2 = table[i + j + 2]
+        b2 = table[i + k - 3 - j]
+        a3 = table[i + j + 3]
+        b3 = table[i + k - 4 - j]
+        if min(min(min(a0, b0), min(a1, b1)), min(min(a2, b2), min(a3, b3))) < 0:
+            return False
+        p0 = x[o, a0, c0 : c0 + m]
+        q0 = x[o, b0, c0 : c0 + m]
+        p1 = x[o, a1, c0 : c0 + m]
+        q1 = x[o, b1, c0 : c0 + m]
+        p2 = x[o, a2, c0 : c0 + m]
+        q2 = x[o, b2, c0 : c0 + m]
+        p3 = x[o, a3, c0 : c0 + m]
+        q3 = x[o, b3, c0 : c0 + m]
+        w0, w1, w2, w3 = w[j], w[j + 1], w[j + 2], w[j + 3]
+        for c in range(m):
+            acc[c] += (w0 * (p0[c] + q0[c]) + w1 * (p1[c] + q1[c])) + (
+                w2 * (p2[c] + q2[c]) + w3 * (p3[c] + q3[c])
+            )
+        return True
+    if min(min(a0, b0), min(a1, b1)) < 0:
+        return False
+    p0 = x[o, a0, c0 : c0 + m]
+    q0 = x[o, b0, c0 : c0 + m]
+    p1 = x[o, a1, c0 : c0 + m]
+    q1 = x[o, b1, c0 : c0 + m]
+    w0, w1 = w[j], w[j + 1]
+    for c in range(m):
+        acc[c] += w0 * (p0[c] + q0[c]) + w1 * (p1[c] + q1[c])
+    return True
 
 
 @njit(fastmath=_FM, cache=True, nogil=True)
@@ -170,10 +219,38 @@ def _line_taps(buf, w, sym, table, cval, lo, inner, acc):  # pragma: no cover - 
     else:
         for i in range(size):
             acc[i] = 0.0
-    for j in range(half):
+    j = 0
+    while j < half:
+        if sym > 0 and j + 2 <= half:  # the same groups (and sums) as ``_pairs_sweep``
+            if j + 4 <= half:
+                p0 = buf[j * inner : j * inner + size]
+                q0 = buf[(k - 1 - j) * inner : (k - 1 - j) * inner + size]
+                p1 = buf[(j + 1) * inner : (j + 1) * inner + size]
+                q1 = buf[(k - 2 - j) * inner : (k - 2 - j) * inner + size]
+                p2 = buf[(j + 2) * inner : (j + 2) * inner + size]
+                q2 = buf[(k - 3 - j) * inner : (k - 3 - j) * inner + size]
+                p3 = buf[(j + 3) * inner : (j + 3) * inner + size]
+                q3 = buf[(k - 4 - j) * inner : (k - 4 - j) * inner + size]
+                w0, w1, w2, w3 = w[j], w[j + 1], w[j + 2], w[j + 3]
+                for i in range(size):
+                    acc[i] += (w0 * (p0[i] + q0[i]) + w1 * (p1[i] + q1[i])) + (
+                        w2 * (p2[i] + q2[i]) + w3 * (p3[i] + q3[i])
+                    )
+                j += 4
+            else:
+                p0 = buf[j * inner : j * inner + size]
+                q0 = buf[(k - 1 - j) * inner : (k - 1 - j) * inner + size]
+                p1 = buf[(j + 1) * inner : (j + 1) * inner + size]
+                q1 = buf[(k - 2 - j) * inner : (k - 2 - j) * inner + size]
+                w0, w1 = w[j], w[j + 1]
+                for i in range(size):
+                    acc[i] += w0 * (p0[i] + q0[i]) + w1 * (p1[i] + q1[i])
+                j += 2
+            continue
         wj = w[j]
         b1 = buf[j * inner : j * inner + size]  # slices: no negative-index wraparound test
         b2 = buf[(k - 1 - j) * inner : (k - 1 - j) * inner + size]  # inside the loop
+        j += 1
         if sym > 0:
             for i in range(size):
                 acc[i] += (b1[i] + b2[i]) * wj
