@@ -413,8 +413,9 @@ def _backward(
             ni = z2r * si + z2i * sr - v2i * vo
             S[4, c] = nr
             S[5, c] = ni
-            y += g2r * nr - g2i * ni
-            dst[d0, di, dc + c] = (acc[row, c] + y) + ci
+            S[6, c] = y + (g2r * nr - g2i * ni)
+        for c in range(np.uint64(m)):  # apart: reading acc or writing dst above stops SIMD
+            dst[d0, di, dc + c] = (acc[row, c] + S[6, c]) + ci
         if ring and slot == 0:
             _transpose_out(dst, m, min(_TT, j1 - i), out, oo, row0, i + shift)
 
@@ -465,7 +466,7 @@ def _outer_pass(x, out, tab, starts, r, coef, corr, nthreads):  # pragma: no cov
     for ch in range(nchunk):
         rows = max(rows, starts[ch + 1] - starts[ch])
     for th in prange(nthreads):
-        S = np.zeros((6, width))
+        S = np.zeros((7, width))
         acc = np.zeros((rows, width))
         for u in range(th * per, min(units, (th + 1) * per)):
             o = u // (nchunk * ntiles)
@@ -495,7 +496,7 @@ def _lines_pass(x, out, tab, starts, r, coef, corr, nthreads):  # pragma: no cov
         rows = max(rows, starts[ch + 1] - starts[ch])
     ident = np.arange(rows + 2 * r)
     for th in prange(nthreads):
-        S = np.zeros((6, _LANES))
+        S = np.zeros((7, _LANES))
         acc = np.zeros((rows, _LANES))
         buf = np.zeros((1, rows + 2 * r, _LANES))
         ring = np.zeros((1, _TT, _LANES))
