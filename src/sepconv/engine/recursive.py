@@ -430,20 +430,31 @@ def _transpose_out(ring, nl, count, out, o, row0, i0):  # pragma: no cover - com
 
 
 @njit(fastmath=_FM, cache=True, nogil=True)
-def _transpose_in(x, o, row0, nl, tab, p0, p1, buf):  # pragma: no cover - compiled
+def _transpose_in(x, o, row0, nl, tab, p0, p1, r, buf):  # pragma: no cover - compiled
     """``buf[0, j - p0, ln] = x[o, row0 + ln, tab[j]]`` (0 where ``tab[j] < 0``) for
-    ``p0 <= j < p1``, ``ln < nl``, in tiles of ``_TT`` positions; lanes ``nl ..`` zeroed."""
+    ``p0 <= j < p1``, ``ln < nl``; lanes ``nl ..`` zeroed. Inside the line (``tab[j] = j -
+    r``) a plain transposition in tiles of ``_TT`` positions, the padding through ``tab``."""
+    n = x.shape[2]
     lanes = buf.shape[2]
-    for t0 in range(p0, p1, _TT):
-        cnt = min(_TT, p1 - t0)
-        b0 = t0 - p0
+    lo = min(max(p0, r), p1)  # the inside positions: lo .. hi - 1
+    hi = max(min(p1, n + r), lo)
+    for j in range(p0, p1):
+        if lo <= j < hi:
+            continue
+        t = tab[j]
         for ln in range(nl):
-            for j in range(cnt):
-                t = tab[t0 + j]
-                buf[0, b0 + j, ln] = np.float64(x[o, row0 + ln, max(t, 0)]) if t >= 0 else 0.0
-        for ln in range(nl, lanes):
-            for j in range(cnt):
-                buf[0, b0 + j, ln] = 0.0
+            buf[0, j - p0, ln] = x[o, row0 + ln, max(t, 0)] if t >= 0 else 0.0
+    for t0 in range(lo, hi, _TT):
+        cnt = min(_TT, hi - t0)
+        b0 = t0 - p0
+        s0 = t0 - r
+        for ln in range(nl):
+            for jj in range(cnt):
+                buf[0, b0 + jj, ln] = x[o, row0 + ln, s0 + jj]
+    if nl < lanes:
+        for j in range(p1 - p0):
+            for ln in range(nl, lanes):
+                buf[0, j, ln] = 0.0
 
 
 # ----------------------------------------------------------------------------------------------
@@ -498,7 +509,7 @@ def _lines_pass(x, out, tab, starts, r, coef, corr, nthreads):  # pragma: no cov
     for th in prange(nthreads):
         S = np.zeros((7, _LANES))
         acc = np.zeros((rows, _LANES))
-        buf = np.zeros((1, rows + 2 * r, _LANES))
+        buf = np.zeros((1, rows + 2 * r, _LANES), dtype=x.dtype)  # the data as it is
         ring = np.zeros((1, _TT, _LANES))
         for u in range(th * per, min(units, (th + 1) * per)):
             blk = u // nchunk
@@ -508,7 +519,7 @@ def _lines_pass(x, out, tab, starts, r, coef, corr, nthreads):  # pragma: no cov
             nl = min(_LANES, lines - row0)
             j0 = starts[ch]
             j1 = starts[ch + 1]
-            _transpose_in(x, o, row0, nl, tab, j0, j1 + 2 * r, buf)
+            _transpose_in(x, o, row0, nl, tab, j0, j1 + 2 * r, r, buf)
             _forward(buf, 0, 0, nl, ident, 0, j1 - j0, r, coef, S, acc)
             _backward(
                 buf, 0, 0, nl, ident, 0, j1 - j0, r, coef, S, acc, corr, ring, 0, True, out, o,
