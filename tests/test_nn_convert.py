@@ -212,7 +212,7 @@ def test_calibration_that_does_not_fit_is_refused_and_nothing_changes():
 
 def test_bad_policy_arguments():
     model = Shuffled()
-    with pytest.raises(ValueError, match="give at most one of rank, tol and mac_budget"):
+    with pytest.raises(ValueError, match="give at most one of rank, tol, mac_budget and"):
         convert(model, rank=1, tol=0.1)
     with pytest.raises(ValueError, match=r"mac_budget must be a fraction .* in \(0, 1\]"):
         convert(model, mac_budget=1.5, input_shape=(1, 3, 8, 8))
@@ -369,3 +369,200 @@ def test_tucker2_conv_functional_checks_shapes():
         snn.tucker2_conv(x, w_in, w_core, w_out, groups=4)
     with pytest.raises(TypeError, match=r"weight_core must be a torch\.Tensor"):
         snn.tucker2_conv(x, w_in, None, w_out)
+
+
+# -- latency budget: the selection logic under a deterministic clock ------------------------
+
+
+def fake_clock(slow_cin: int | None = None, factor: float = 100.0):
+    """``timer(module, x)``: 1 ns per MAC of every conv the call runs, plus 1 us per conv call;
+    the stages of structured layers with ``slow_cin`` input channels cost ``factor`` times
+    more. MACs counted here from each conv's output (out elements x C_in/groups x taps)."""
+    calls: list[nn.Module] = []
+
+    def timer(module: nn.Module, x: torch.Tensor) -> float:
+        calls.append(module)
+        macs: dict[str, int] = {}
+        handles = []
+        for name, m in module.named_modules():
+            if isinstance(m, nn.Conv2d):
+
+                def hook(mod, args, out, name=name):
+                    taps = math.prod(mod.kernel_size)
+                    macs[name] = out.numel() * mod.in_channels // mod.groups * taps
+
+                handles.append(m.register_forward_hook(hook))
+        try:
+            with torch.no_grad():
+                module(x)
+        finally:
+            for h in handles:
+                h.remove()
+        slow = [
+            n
+            for n, m in module.named_modules()
+            if isinstance(m, snn.DepthwiseSeparableConv2d) and m.in_channels == slow_cin
+        ]
+        total = 0.0
+        for n, v in macs.items():
+            t = v * 1e-9 + 1e-6
+            if any(p == "" or n == p or n.startswith(p + ".") for p in slow):
+                t *= factor
+            total += t
+        return total
+
+    timer.calls = calls  # type: ignore[attr-defined]
+    return timer
+
+
+def two_convs(seed: int) -> nn.Sequential:
+    torch.manual_seed(seed)
+    model = nn.Sequential(
+        nn.Conv2d(16, 32, 3, padding=1, bias=False),
+        nn.ReLU(),
+        nn.Conv2d(32, 32, 3, padding=1, bias=False),
+    )
+    # the second conv is nearly depthwise separable: cheap to compress
+    ds = snn.DepthwiseSeparableConv2d(32, 32, 3, padding=1, bias=False)
+    with torch.no_grad():
+        model[2].weight.copy_(ds.dense_weight() + 1e-5 * torch.randn(32, 32, 3, 3))
+    return model
+
+
+def test_latency_budget_spends_time_where_error_per_saved_second_is_smallest():
+    model = two_convs(11)
+    timer = fake_clock()
+    new, report = convert(
+        model, latency_budget=0.7, input_shape=(1, 16, 8, 8), timer=timer, threads=1
+    )
+    rows = {r.name: r for r in report.layers}
+    assert rows["2"].converted and rows["2"].weight_error < 0.01
+    assert not rows["0"].converted and rows["0"].note == "kept dense by the latency budget"
+    assert report.policy == "latency_budget=0.7"
+    # whole models: the clock's own totals of the original and of the converted model
+    x = torch.zeros(1, 16, 8, 8)
+    assert report.latency_before == pytest.approx(timer(model, x))
+    assert report.latency_after == pytest.approx(timer(new, x))
+    assert report.latency_fraction <= 0.7
+    # per layer: the conv and its replacement, as the clock times them
+    before, after = report.layer_times["2"]
+    assert before == pytest.approx(timer(model[2], torch.zeros(1, 32, 8, 8)))
+    assert after == pytest.approx(timer(new[2], torch.zeros(1, 32, 8, 8)))
+    assert report.layer_times["0"][0] == report.layer_times["0"][1]
+    assert report.timing["clock"] == "custom timer" and report.timing["rounds"]
+
+
+def test_latency_budget_never_uses_a_replacement_measured_slower():
+    model = two_convs(12)
+    # every depthwise form of the 32-channel conv is 100x slower than its MACs say
+    timer = fake_clock(slow_cin=32)
+    new, report = convert(model, latency_budget=0.5, input_shape=(1, 16, 8, 8), timer=timer)
+    rows = {r.name: r for r in report.layers}
+    assert not rows["2"].converted and isinstance(new[2], nn.Conv2d)
+    assert rows["2"].note.startswith("no depthwise form measured faster than the conv")
+    # the budget then falls on the other conv, at whatever error it costs
+    assert rows["0"].converted
+    timed = [m for m in timer.calls if isinstance(m, snn.DepthwiseSeparableConv2d)]
+    assert any(m.in_channels == 32 for m in timed)  # they were timed, and refused
+    for name, (before, after) in report.layer_times.items():
+        if rows[name].converted:
+            assert after < before
+    # 0.5 cannot be met with layer 0 alone: the report says so
+    assert report.latency_fraction > 0.5
+    assert any("latency_budget 0.5 not reached" in n for n in report.notes)
+
+
+def test_latency_budget_keeps_every_layer_when_nothing_is_faster():
+    model = two_convs(13)
+
+    def slow_structures(module: nn.Module, x: torch.Tensor) -> float:
+        # any module holding a structured layer is slower than every plain conv
+        n = sum(isinstance(m, snn.DepthwiseSeparableConv2d) for m in module.modules())
+        return 1.0 + 10.0 * n
+
+    new, report = convert(
+        model, latency_budget=0.9, input_shape=(1, 16, 8, 8), timer=slow_structures
+    )
+    assert not report.converted
+    assert all(isinstance(m, nn.Conv2d) for m in (new[0], new[2]))
+    assert report.latency_fraction == 1.0
+
+
+def test_latency_budget_with_tucker2_and_rank_multiple():
+    torch.manual_seed(14)
+    model = nn.Sequential(nn.Conv2d(32, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU())
+    new, report = convert(
+        model.eval(), "tucker2", latency_budget=0.6, rank_multiple=4, input_shape=(1, 32, 8, 8),
+        timer=fake_clock(),
+    )  # fmt: skip
+    row = report.layers[0]
+    assert row.converted and all(r % 4 == 0 for r in row.rank)
+    assert isinstance(new[0], snn.Tucker2Conv2d)
+    assert report.timing["fold_bn"] == "1 batch norms folded"
+    assert report.latency_fraction <= 0.6
+
+
+def test_measure_reports_times_for_any_policy():
+    model = two_convs(15)
+    _, report = convert(model, rank=1, input_shape=(1, 16, 8, 8), measure=True, timer=fake_clock())
+    assert set(report.layer_times) == {"0", "2"}
+    assert all(after < before for before, after in report.layer_times.values())
+    doc = json.loads(json.dumps(report.to_dict()))
+    assert doc["latency_before_s"] > doc["latency_after_s"] > 0
+    assert doc["layers"][0]["time_before_s"] == report.layer_times["0"][0]
+    text = str(report)
+    assert "ms before" in text and "measured latency" in text
+
+
+def test_latency_budget_measured_on_this_machine_runs():
+    # real clock: no timing is asserted, only what the selection guarantees
+    torch.manual_seed(16)
+    model = small_cnn(width=8, depth=2).eval()
+    new, report = convert(model, latency_budget=0.9, input_shape=(1, 3, 16, 16), threads=1)
+    assert report.latency_before > 0 and report.latency_after > 0
+    assert report.timing["threads"] == 1 and report.timing["device"] == "cpu"
+    for r in report.layers:
+        before, after = report.layer_times[r.name]
+        assert (after < before) if r.converted else (after == before)
+    x = torch.randn(2, 3, 16, 16)
+    assert new(x).shape == model(x).shape
+
+
+def test_latency_budget_argument_errors():
+    model = two_convs(17)
+    with pytest.raises(ValueError, match="latency_budget needs calibration= or input_shape="):
+        convert(model, latency_budget=0.5)
+    with pytest.raises(ValueError, match=r"latency_budget must be a fraction .* in \(0, 1\]"):
+        convert(model, latency_budget=2, input_shape=(1, 16, 8, 8))
+    with pytest.raises(ValueError, match="give at most one of rank, tol, mac_budget and"):
+        convert(model, latency_budget=0.5, mac_budget=0.5, input_shape=(1, 16, 8, 8))
+    with pytest.raises(ValueError, match="device must be"):
+        convert(model, latency_budget=0.5, input_shape=(1, 16, 8, 8), device="tpu:7")
+    with pytest.raises(TypeError, match="timer must be a callable"):
+        convert(model, latency_budget=0.5, input_shape=(1, 16, 8, 8), timer=3)
+    with pytest.raises(ValueError, match="timer must return a number of seconds"):
+        convert(model, latency_budget=0.5, input_shape=(1, 16, 8, 8), timer=lambda m, x: -1)
+    with pytest.raises(ValueError, match="threads must be"):
+        convert(model, latency_budget=0.5, input_shape=(1, 16, 8, 8), threads=0)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="is not available"):
+            convert(model, latency_budget=0.5, input_shape=(1, 16, 8, 8), device="cuda")
+
+
+def test_vbmf_rank_finds_planted_tucker2_ranks_and_rank_multiple_rounds_up():
+    torch.manual_seed(18)
+    src = snn.Tucker2Conv2d(32, 48, 3, rank=(4, 6), dtype=torch.float64)
+    conv = nn.Conv2d(32, 48, 3, padding=1, dtype=torch.float64)
+    with torch.no_grad():
+        W = src.dense_weight()
+        conv.weight.copy_(W + 0.01 * W.std() * torch.randn_like(W))
+    model = nn.Sequential(conv)
+    _, report = convert(model, "tucker2", rank="vbmf", input_shape=(1, 32, 8, 8))
+    assert report.layers[0].rank == (4, 6) and report.policy == "rank=vbmf"
+    _, report = convert(model, "tucker2", rank=(3, 5), rank_multiple=4)
+    assert report.layers[0].rank == (4, 8)
+    assert "rank (3, 5) rounded up to (4, 8) (rank_multiple=4)" in report.layers[0].note
+    with pytest.raises(ValueError, match="rank must be an integer, a pair of integers or 'vbmf'"):
+        convert(model, rank="auto")
+    with pytest.raises(ValueError, match="rank_multiple must be"):
+        convert(model, rank=1, rank_multiple=0)

@@ -8,15 +8,19 @@ order; a per-layer error tolerance; a total MAC budget), factorizes each with
 from __future__ import annotations
 
 import copy
+import functools
+import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from .._validate import check_bool, check_positive_float, check_tol
+from .._timing import _samples
+from .._torch_threads import torch_threads
+from .._validate import check_bool, check_nonnegative_int, check_positive_float, check_tol
 from ._table import markdown_table, text_table
 from .factorize import (
     LayerReport,
@@ -31,8 +35,8 @@ from .factorize import (
     _factorize,
     _relative,
 )
-from .layers import _StructuredConv
-from .profile import _eval, count, example_input
+from .layers import LAYERS, _StructuredConv
+from .profile import _FORMAT_NAMES, _eval, _fold_batchnorm, count, example_input
 
 __all__ = ["ConvertReport", "convert"]
 
@@ -63,6 +67,15 @@ class ConvertReport:
     seconds : float
         Wall time of the conversion.
     notes : list of str
+    latency_before, latency_after : float or None
+        Measured seconds per call of the whole original and converted models (prepared alike,
+        timed taking turns), with ``latency_budget`` or ``measure``; else None.
+    layer_times : dict of str to (float, float)
+        Measured seconds of each timed layer before (the conv, batch norm folded in) and
+        after (its replacement; the conv again when left alone).
+    timing : dict
+        How it was timed: device, threads, clock, input shape, batch norm folding, memory
+        format, and for the latency policy the rounds (predicted and measured fraction).
     """
 
     layers: list[LayerReport]
@@ -76,10 +89,21 @@ class ConvertReport:
     order: str = "forward"
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    latency_before: float | None = None
+    latency_after: float | None = None
+    layer_times: dict[str, tuple[float, float]] = field(default_factory=dict)
+    timing: dict[str, Any] = field(default_factory=dict)
 
     @property
     def converted(self) -> list[LayerReport]:
         return [r for r in self.layers if r.converted]
+
+    @property
+    def latency_fraction(self) -> float | None:
+        """``latency_after / latency_before`` (measured), None when not timed."""
+        if not self.latency_before or self.latency_after is None:
+            return None
+        return self.latency_after / self.latency_before
 
     @property
     def mac_fraction(self) -> float | None:
@@ -101,8 +125,23 @@ class ConvertReport:
             "model_output_error": self.model_output_error,
             "seconds": self.seconds,
             "notes": list(self.notes),
-            "layers": [r.to_dict() for r in self.layers],
+            "latency_before_s": self.latency_before,
+            "latency_after_s": self.latency_after,
+            "timing": copy.deepcopy(self.timing),
+            "layers": [self._layer_dict(r) for r in self.layers],
         }
+
+    def _layer_dict(self, r: LayerReport) -> dict[str, Any]:
+        d = r.to_dict()
+        before, after = self.layer_times.get(r.name, (None, None))
+        d["time_before_s"], d["time_after_s"] = before, after
+        return d
+
+    def columns(self) -> list[str]:
+        """The table's columns (with measured times when the layers were timed)."""
+        if not self.layer_times:
+            return list(COLUMNS)
+        return [*COLUMNS[:5], "ms before", "ms after", *COLUMNS[5:]]
 
     def rows(self) -> list[list[str]]:
         out = []
@@ -122,6 +161,9 @@ class ConvertReport:
                     r.note,
                 ]
             )
+            if self.layer_times:
+                times = self.layer_times.get(r.name)
+                out[-1][5:5] = ["", ""] if times is None else [_ms(times[0]), _ms(times[1])]
         return out
 
     def summary(self) -> list[str]:
@@ -141,6 +183,26 @@ class ConvertReport:
                 f"params {self.params_before:,} -> {self.params_after:,}; MACs per output pixel "
                 "(pass calibration= or input_shape= for totals)"
             )
+        if self.latency_before is not None and self.latency_after is not None:
+            t = self.timing
+            where = t.get("device", "")
+            if "threads" in t:
+                where += f", {t['threads']} threads"
+            lines.append(
+                f"measured latency {self.latency_before * 1e3:.3f} ms -> "
+                f"{self.latency_after * 1e3:.3f} ms ({self.latency_fraction:.1%}) on {where}, "
+                f"input {tuple(t.get('input_shape', ()))}, {t.get('memory_format', '')}, "
+                f"{t.get('fold_bn', '')}; clock: {t.get('clock', '')}"
+            )
+            if t.get("rounds"):
+                lines.append(
+                    "whole models measured along the greedy path (step: predicted -> measured "
+                    "fraction): "
+                    + ", ".join(
+                        f"{r['step']}: {r['predicted']:.3f} -> {r['measured']:.3f}"
+                        for r in t["rounds"]
+                    )
+                )
         if self.model_output_error is not None:
             lines.append(
                 f"model output error on the calibration batch: {self.model_output_error:.3g}"
@@ -149,10 +211,11 @@ class ConvertReport:
         return lines
 
     def __str__(self) -> str:
-        return text_table(COLUMNS, self.rows(), self.summary(), left=(0, 1, 9))
+        cols = self.columns()
+        return text_table(cols, self.rows(), self.summary(), left=(0, 1, len(cols) - 1))
 
     def to_markdown(self) -> str:
-        return markdown_table(COLUMNS, self.rows(), self.summary())
+        return markdown_table(self.columns(), self.rows(), self.summary())
 
 
 #: Columns of the conversion table.
@@ -172,6 +235,10 @@ COLUMNS = [
 
 def _err(e: float | None) -> str:
     return "" if e is None else f"{e:.3g}"
+
+
+def _ms(t: float) -> str:
+    return f"{t * 1e3:.3f}"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -286,20 +353,23 @@ def _clip_rank(dec: _Decomposition, rank: Any) -> tuple[Rank, str]:
     return int(rank), ""
 
 
-def _hull(points: list[tuple[int, float, Rank | None]]) -> list[tuple[int, float, Rank | None]]:
-    """Lower convex hull of (macs, error2) points, from the most MACs to the fewest.
+Point = tuple[float, float, Rank | None]  # (cost: MACs or seconds, squared error, rank)
 
-    Consecutive hull points have increasing error per saved MAC: the greedy budget
+
+def _hull(points: list[Point]) -> list[Point]:
+    """Lower convex hull of (cost, error2) points, from the most costly to the cheapest.
+
+    Consecutive hull points have increasing error per saved cost: the greedy budget
     allocation only ever needs the next hull point of each layer.
     """
     pts = sorted(set(points), key=lambda p: (p[0], p[1]))
-    # keep, for each MAC count, the smallest error
-    best: dict[int, tuple[int, float, Rank | None]] = {}
+    # keep, for each cost, the smallest error
+    best: dict[float, Point] = {}
     for p in pts:
         if p[0] not in best or p[1] < best[p[0]][1]:
             best[p[0]] = p
     pts = sorted(best.values(), key=lambda p: p[0])
-    hull: list[tuple[int, float, Rank | None]] = []
+    hull: list[Point] = []
     for p in pts:
         while len(hull) >= 2:
             (x1, y1, _), (x2, y2, _) = hull[-2], hull[-1]
@@ -309,7 +379,7 @@ def _hull(points: list[tuple[int, float, Rank | None]]) -> list[tuple[int, float
             else:
                 break
         hull.append(p)
-    # from the dense point (most MACs) downwards; drop points with more error for more MACs
+    # from the dense point (most cost) downwards; drop points with more error for more cost
     hull.reverse()
     out = [hull[0]]
     for p in hull[1:]:
@@ -318,24 +388,19 @@ def _hull(points: list[tuple[int, float, Rank | None]]) -> list[tuple[int, float
     return out
 
 
-def _budget(layers: list[_Layer], model_macs: int, fraction: float) -> tuple[dict[str, Rank], bool]:
-    """Greedy on the convex hulls: cut MACs where the error per saved MAC is smallest."""
-    hulls = {}
-    for lay in layers:
-        assert lay.dec is not None
-        pts: list[tuple[int, float, Rank | None]] = [(lay.macs, 0.0, None)]
-        for r in lay.dec.candidates():
-            macs = _costs(lay.conv, lay.dec.kind, r, lay.size)[0]
-            if macs < lay.macs:
-                pts.append((macs, lay.dec.error2(r), r))
-        hulls[lay.name] = _hull(pts)
-    pos = dict.fromkeys(hulls, 0)
-    total = model_macs
-    target = fraction * model_macs
-    while total > target:
+class _Greedy:
+    """Lagrangian allocation on convex hulls: each step moves the one layer whose next hull
+    point costs the least squared error per unit of cost saved."""
+
+    def __init__(self, hulls: dict[str, list[Point]]) -> None:
+        self.hulls = hulls
+        self.pos = dict.fromkeys(hulls, 0)
+
+    def step(self) -> float | None:
+        """Take the best move; returns the cost it saves (None when no layer can move)."""
         best = None
-        for name, h in hulls.items():
-            i = pos[name]
+        for name, h in self.hulls.items():
+            i = self.pos[name]
             if i + 1 >= len(h):
                 continue
             saved = h[i][0] - h[i + 1][0]
@@ -343,22 +408,281 @@ def _budget(layers: list[_Layer], model_macs: int, fraction: float) -> tuple[dic
             if best is None or slope < best[0]:
                 best = (slope, name, saved)
         if best is None:
-            break
+            return None
         _, name, saved = best
-        pos[name] += 1
-        total -= saved
-    chosen: dict[str, Rank] = {}
-    for n, i in pos.items():
-        option = hulls[n][i][2]
-        if option is not None:
-            chosen[n] = option
-    return chosen, total <= target
+        self.pos[name] += 1
+        return saved
+
+    def run(self, total: float, target: float) -> tuple[float, bool]:
+        """Steps until ``total`` (less the savings) is at most ``target``: (total, reached)."""
+        while total > target:
+            saved = self.step()
+            if saved is None:
+                return total, False
+            total -= saved
+        return total, True
+
+    def chosen(self) -> dict[str, Rank]:
+        out: dict[str, Rank] = {}
+        for n, i in self.pos.items():
+            option = self.hulls[n][i][2]
+            if option is not None:
+                out[n] = option
+        return out
+
+    def cost(self, name: str) -> float:
+        return self.hulls[name][self.pos[name]][0]
+
+
+def _mac_points(lay: _Layer, multiple: int | None = None) -> list[Point]:
+    """The dense point and every candidate rank cheaper in MACs, with its squared error
+    (candidates rounded up to ``multiple``)."""
+    assert lay.dec is not None
+    pts: list[Point] = [(lay.macs, 0.0, None)]
+    ranks = lay.dec.candidates()
+    if multiple is not None:
+        ranks = list(dict.fromkeys(lay.dec.round_up(r, multiple) for r in ranks))
+    for r in ranks:
+        macs = _costs(lay.conv, lay.dec.kind, r, lay.size)[0]
+        if macs < lay.macs:
+            pts.append((macs, lay.dec.error2(r), r))
+    return pts
 
 
 def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
     parent_name, _, child = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     setattr(parent, child, module)
+
+
+# ----------------------------------------------------------------------------------------------
+# measured time on the target
+# ----------------------------------------------------------------------------------------------
+
+#: A clock for :func:`convert`'s latency policy: ``timer(module, x)`` returns the seconds one
+#: call ``module(x)`` takes (the default measures it; tests inject deterministic ones).
+Timer = Callable[[nn.Module, Tensor], float]
+
+#: Timed calls per module (the median is used) and untimed calls before them.
+TIMING_REPEATS = 7
+TIMING_WARMUP = 2
+#: Candidate ranks timed per layer at most (spread along the layer's (MACs, error) hull).
+MAX_TIMED = 8
+#: Whole-model measurements along the greedy path at most (a bisection on measured latency),
+#: and the predicted step (fraction of the original latency) below which it stops.
+LATENCY_ROUNDS = 8
+LATENCY_RESOLUTION = 0.01
+#: CUDA: replays of the captured graph per timed sample.
+CUDA_INNER = 20
+
+
+def _cuda_seconds(module: nn.Module, x: Tensor, repeats: int, warmup: int) -> float:
+    """Median seconds of ``module(x)`` on a CUDA device: CUDA events around replays of a CUDA
+    graph of the call (the launch overhead of eager kernels is what graphs remove); eager
+    calls when the module cannot be captured."""
+    stream = torch.cuda.Stream(device=x.device)
+    stream.wait_stream(torch.cuda.current_stream(x.device))
+    with torch.cuda.stream(stream):
+        for _ in range(3):
+            module(x)
+    torch.cuda.current_stream(x.device).wait_stream(stream)
+    run: Callable[[], object]
+    try:
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            module(x)
+        run = graph.replay
+    except RuntimeError:
+        torch.cuda.synchronize(x.device)
+
+        def run() -> object:
+            return module(x)
+
+    for _ in range(warmup):
+        run()
+    samples = []
+    for _ in range(repeats):
+        start = torch.cuda.Event(enable_timing=True)
+        end = torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(CUDA_INNER):
+            run()
+        end.record()
+        end.synchronize()
+        samples.append(start.elapsed_time(end) / 1e3 / CUDA_INNER)
+    return statistics.median(samples)
+
+
+@dataclass
+class _Timing:
+    """How modules are timed on the target: device, threads, and the clock."""
+
+    device: torch.device
+    threads: int | None
+    timer: Timer | None
+    repeats: int = TIMING_REPEATS
+    warmup: int = TIMING_WARMUP
+
+    def times(self, modules: dict[Any, nn.Module], x: Tensor) -> dict[Any, float]:
+        """Seconds per call of every module on ``x`` (CPU: the modules take turns round by
+        round, so none is always timed first, and each keeps its fastest call, since other
+        processes only ever add time; CUDA: the median of events around graph replays)."""
+        if self.timer is not None:
+            out = {}
+            for k, m in modules.items():
+                t = self.timer(m, x)
+                if isinstance(t, bool) or not isinstance(t, (int, float)) or not t >= 0:
+                    raise ValueError(
+                        f"timer must return a number of seconds >= 0, got {t!r} for "
+                        f"{type(m).__name__}"
+                    )
+                out[k] = float(t)
+            return out
+        with torch.inference_mode():
+            if self.device.type == "cuda":
+                return {
+                    k: _cuda_seconds(m, x, self.repeats, self.warmup) for k, m in modules.items()
+                }
+            with torch_threads(self.threads):
+                fns = {k: functools.partial(m, x) for k, m in modules.items()}
+                samples = _samples(fns, self.repeats, self.warmup, 1, None)
+                # the fastest call: other processes on the machine only ever add time
+                return {k: min(v) for k, v in samples.items()}
+
+    def settings(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"device": str(self.device)}
+        if self.device.type == "cpu":
+            out["threads"] = self.threads if self.threads is not None else torch.get_num_threads()
+        out["clock"] = (
+            "custom timer"
+            if self.timer is not None
+            else (
+                "CUDA events, CUDA graphs"
+                if self.device.type == "cuda"
+                else "perf_counter, fastest of the repeats, modules alternating"
+            )
+        )
+        out["repeats"] = self.repeats
+        out["warmup"] = self.warmup
+        return out
+
+
+def _check_timing(device: Any, threads: Any, timer: Any, model: nn.Module) -> _Timing:
+    if device is None:
+        try:
+            dev = next(model.parameters()).device
+        except StopIteration:
+            dev = torch.device("cpu")
+    else:
+        try:
+            dev = torch.device(device)
+        except (RuntimeError, TypeError):
+            raise ValueError(
+                f"device must be 'cpu', 'cuda', 'cuda:N' or a torch.device, got {device!r}"
+            ) from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be a CPU or a CUDA device, got {str(dev)!r}")
+    if dev.type == "cuda" and timer is None and not torch.cuda.is_available():
+        raise ValueError(f"device {str(dev)!r} is not available (no CUDA device is visible)")
+    if threads is not None:
+        threads = check_nonnegative_int(threads, "threads", minimum=1)
+    if timer is not None and not callable(timer):
+        raise TypeError(
+            f"timer must be a callable timer(module, x) -> seconds, got {type(timer).__name__}"
+        )
+    return _Timing(dev, threads, timer)
+
+
+def _format_for(x: Tensor) -> torch.memory_format:
+    return {4: torch.channels_last, 5: torch.channels_last_3d}.get(x.ndim, torch.contiguous_format)
+
+
+@dataclass
+class _Target:
+    """The prepared copy of the model that is timed (the original is never changed)."""
+
+    model: nn.Module
+    x: Tensor
+    fmt: torch.memory_format
+    settings: dict[str, Any]
+
+
+def _prepare(model: nn.Module, example: Tensor, timing: _Timing, fmt: Any = None) -> _Target:
+    """``model`` as :func:`sepconv.nn.profile` times it: an evaluation-mode copy on the device,
+    batch norm folded into the conv before it (undone if the outputs change), and the memory
+    format (channels-last for 2-D/3-D inputs when it is faster; ``fmt`` imposes one)."""
+    prepared = copy.deepcopy(model).eval().to(timing.device)
+    x = example.detach().to(timing.device)
+    settings: dict[str, Any] = {}
+    with torch.no_grad():
+        reference = prepared(x)
+        folded = _fold_batchnorm(prepared, x)
+        check = prepared(x)
+    if folded:
+        scale = float(reference.abs().max()) if isinstance(reference, Tensor) else 1.0
+        if not (
+            isinstance(check, Tensor)
+            and isinstance(reference, Tensor)
+            and torch.allclose(check, reference, rtol=1e-3, atol=1e-4 * max(scale, 1e-30))
+        ):
+            prepared = copy.deepcopy(model).eval().to(timing.device)
+            folded = []
+            settings["fold_bn"] = "undone (outputs changed)"
+    settings.setdefault("fold_bn", f"{len(folded)} batch norms folded")
+    if fmt is None:
+        fmt = _format_for(x)
+        if fmt != torch.contiguous_format:
+            alt = copy.deepcopy(prepared).to(memory_format=fmt)  # type: ignore[call-overload]
+            t_plain = timing.times({0: prepared}, x)[0]
+            t_alt = timing.times({0: alt}, x.contiguous(memory_format=fmt))[0]
+            if t_alt >= t_plain:
+                fmt = torch.contiguous_format
+    prepared = prepared.to(memory_format=fmt)  # type: ignore[call-overload]
+    if fmt != torch.contiguous_format:
+        x = x.contiguous(memory_format=fmt)
+    settings["memory_format"] = _FORMAT_NAMES[fmt]
+    settings["inference_mode"] = True
+    return _Target(prepared, x, fmt, settings)
+
+
+def _capture(target: _Target, names: list[str]) -> dict[str, Tensor]:
+    """The input of each named conv in one forward pass of the prepared model."""
+    inputs: dict[str, Tensor] = {}
+    handles = []
+    for name in names:
+        m = target.model.get_submodule(name)
+
+        def hook(mod: nn.Module, args: tuple[Any, ...], name: str = name) -> None:
+            if name not in inputs and args and isinstance(args[0], Tensor):
+                inputs[name] = args[0].clone()
+
+        handles.append(m.register_forward_pre_hook(hook))
+    try:
+        with torch.inference_mode():
+            target.model(target.x)
+    finally:
+        for h in handles:
+            h.remove()
+    return inputs
+
+
+def _structure(c: _Conv, kind: str, rank: Rank, bias: bool, target: _Target) -> nn.Module:
+    """A structured layer of ``kind`` and ``rank`` with the conv's geometry, for timing only
+    (default weights: the time does not depend on their values); ``bias`` as the prepared conv
+    has it (a folded batch norm adds one)."""
+    key = "depth_multiplier" if kind == "depthwise" else "rank"
+    kwargs = c.layer_kwargs()
+    kwargs.update(bias=bias, device=target.x.device)
+    layer = LAYERS[kind][c.dims](c.cin, c.cout, **{key: rank}, **kwargs).eval()
+    return layer.to(memory_format=target.fmt)  # type: ignore[call-overload]
+
+
+def _swapped(target: _Target, modules: dict[str, nn.Module]) -> nn.Module:
+    """A copy of the prepared model with some convs swapped for (timing) modules."""
+    model = copy.deepcopy(target.model)
+    for name, new in modules.items():
+        _set_module(model, name, new)
+    return model
 
 
 # ----------------------------------------------------------------------------------------------
@@ -371,26 +695,35 @@ def convert(
     kind: str = "depthwise",
     *,
     layers: Sequence[str] | slice | None = None,
-    rank: int | Sequence[int] | None = None,
+    rank: int | Sequence[int] | str | None = None,
     tol: float | None = None,
     mac_budget: float | None = None,
+    latency_budget: float | None = None,
+    rank_multiple: int | None = None,
     calibration: Tensor | None = None,
     input_shape: Sequence[int] | None = None,
+    measure: bool = False,
+    device: str | torch.device | None = None,
+    threads: int | None = None,
+    timer: Timer | None = None,
     inplace: bool = False,
 ) -> tuple[nn.Module, ConvertReport]:
-    """Replace a model's convolutions by depthwise-separable, spatial or CP factorizations.
+    """Replace a model's convolutions by depthwise-separable, spatial, CP or Tucker-2 forms.
 
     Parameters
     ----------
     model : nn.Module
         Any model (torchvision, timm, MONAI or your own; 1-D, 2-D and 3-D convolutions).
-    kind : {'depthwise', 'spatial', 'cp'}
+    kind : {'depthwise', 'spatial', 'cp', 'tucker2'}
         The structure (see :func:`sepconv.nn.factorize`).
     layers : list of str or slice, optional
         Which convolutions to consider: names (as in ``model.named_modules()``), or a slice
         over all convolutions in forward order (``slice(0, 5)``: the first five). Default: all.
-    rank : int, optional
-        The same rank for every chosen layer (clipped to each layer's maximum, noted).
+    rank : int, (int, int) or 'vbmf', optional
+        The same rank for every chosen layer (clipped to each layer's maximum, noted; a pair
+        for tucker2 ``(r_in, r_out)`` and 3-D spatial), or ``'vbmf'``: each layer's rank by
+        analytic empirical VBMF (as :func:`sepconv.nn.factorize`); a VBMF rank whose layer
+        would cost more MACs than the conv leaves the layer alone.
     tol : float, optional
         Per-layer relative weight error: each layer gets the smallest rank meeting it.
     mac_budget : float, optional
@@ -399,6 +732,21 @@ def convert(
         lowered greedily where the squared relative weight error per saved MAC is smallest
         (along each layer's convex hull of (MACs, error) options). Needs ``calibration`` or
         ``input_shape``.
+    latency_budget : float, optional
+        The converted model's measured latency may be at most this fraction of the original's,
+        on ``device`` for the input of ``input_shape`` (or one sample of ``calibration``).
+        Both models are timed as :func:`sepconv.nn.profile` times them (evaluation mode, batch
+        norm folded, channels-last when faster, inference mode; CUDA events around CUDA
+        graph replays on a GPU). Each eligible layer's candidate ranks (up to 8 along its
+        (MACs, error) hull) are timed on the layer's real input against the conv itself; a
+        candidate measured slower than the conv is never used. Ranks are then lowered
+        greedily where the squared weight error per saved second is smallest, the whole
+        model is built and timed, and if it misses the budget the target is corrected by the
+        measured/predicted ratio (up to 4 rounds). The report gives the times. Needs
+        ``calibration`` or ``input_shape``.
+    rank_multiple : int, optional
+        Round every rank (each entry of a pair) up to a multiple of this, never above the
+        full rank; with a budget, the candidate ranks are rounded.
     calibration : Tensor, optional
         A batch of model inputs. Gives the forward order and exact MACs, refines every new
         layer's last stage by least squares on its real inputs, and reports output errors
@@ -406,18 +754,30 @@ def convert(
         during the conversion: keep the batch modest (8-64 samples).
     input_shape : sequence of int, optional
         Input shape (with batch axis) of an example input (random), for order and MACs
-        without calibration.
+        without calibration; with a latency budget or ``measure``, the timed input.
+    measure : bool
+        Time every selected layer before and after, and the whole model before and after, as
+        the latency policy does (implied by ``latency_budget``). Needs ``calibration`` or
+        ``input_shape``.
+    device : str or torch.device, optional
+        Where to time (``'cpu'``, ``'cuda'``, ``'cuda:1'``); default: the model's device. The
+        model itself stays where it is.
+    threads : int, optional
+        torch threads while timing on the CPU (restored afterwards); default: as set.
+    timer : callable, optional
+        ``timer(module, x) -> seconds`` replaces the measurement (deterministic tests,
+        another clock).
     inplace : bool
         Modify ``model`` itself; by default a deep copy is converted and ``model`` is left
         unchanged.
 
-    At most one of ``rank``, ``tol`` and ``mac_budget``; with none, every layer gets the
-    smallest rank that reproduces it exactly (to float rounding), which for trained weights
-    usually costs more than the original (those layers are left alone and reported).
-    1x1 and depthwise convs are left alone, as is any layer whose factorized form would cost
-    more MACs than the original, and every layer the policy did not pick; all appear in the
-    report with the reason. Stages of sepconv structured layers are not convolutions of the
-    model for this purpose.
+    At most one of ``rank``, ``tol``, ``mac_budget`` and ``latency_budget``; with none, every
+    layer gets the smallest rank that reproduces it exactly (to float rounding), which for
+    trained weights usually costs more than the original (those layers are left alone and
+    reported). 1x1 and depthwise convs are left alone, as is any layer whose factorized form
+    would cost more MACs than the original (the latency policy: more time), and every layer
+    the policy did not pick; all appear in the report with the reason. Stages of sepconv
+    structured layers are not convolutions of the model for this purpose.
 
     Returns
     -------
@@ -425,18 +785,19 @@ def convert(
         The converted model (the argument itself with ``inplace=True``).
     report : ConvertReport
         Per layer: kind, rank, MACs and params before/after, weight error, output error on
-        the calibration batch; totals; ``str(report)`` is a table.
+        the calibration batch, measured time before/after (when timed); totals;
+        ``str(report)`` is a table.
 
     Raises
     ------
     TypeError
         ``model`` is not a module; ``layers`` is not names or a slice; ``calibration`` is not
-        a tensor.
+        a tensor; ``timer`` is not callable.
     ValueError
-        Unknown ``kind``; more than one of ``rank``/``tol``/``mac_budget``; ``mac_budget``
-        outside (0, 1] or without an input; ``layers`` naming something that is not a
-        convolution of the model; ``calibration``/``input_shape`` that do not fit the model.
-        Nothing is changed when an error is raised.
+        Unknown ``kind``; more than one policy; a budget outside (0, 1] or without an input;
+        ``layers`` naming something that is not a convolution of the model;
+        ``calibration``/``input_shape`` that do not fit the model; an unknown or unavailable
+        ``device``. Nothing is changed when an error is raised.
 
     Examples
     --------
@@ -449,12 +810,25 @@ def convert(
     ['stem.conv', 'blocks.0.0', 'blocks.1.0']
     >>> report.macs_after < report.macs_before
     True
+    >>> new, report = convert(model, "tucker2", latency_budget=0.8, input_shape=(1, 3, 32, 32),
+    ...                       threads=2)  # doctest: +SKIP
+    >>> report.latency_after <= 0.8 * report.latency_before  # doctest: +SKIP
+    True
     """
     t0 = time.perf_counter()
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    kind, tol, mac_budget = _check_policy(kind, rank, tol, mac_budget, calibration, input_shape)
+    policy_args = _check_policy(
+        kind, rank, tol, mac_budget, latency_budget, calibration, input_shape, measure
+    )
+    kind = policy_args.kind
+    multiple = (
+        None
+        if rank_multiple is None
+        else check_nonnegative_int(rank_multiple, "rank_multiple", minimum=1)
+    )
     inplace = check_bool(inplace, "inplace")
+    timing = _check_timing(device, threads, timer, model) if policy_args.measure else None
     structured = _inside_structured(model)
     convs: dict[str, nn.Module] = {
         n: m for n, m in model.named_modules() if isinstance(m, _CONV_TYPES) and n not in structured
@@ -462,13 +836,26 @@ def convert(
     params_before = sum(p.numel() for p in model.parameters())
     trace = _trace(model, convs, calibration, input_shape)
     chosen = _analyse(convs, _select(layers, trace.order, structured), kind, trace)
-    policy = _choose_ranks(chosen, rank, tol, mac_budget, trace)
-    new_modules = _factorize_layers(chosen, kind, trace)
+    target = None
+    if timing is not None:
+        target = _prepare(model, _timed_input(model, calibration, input_shape), timing)
+    budget = policy_args.latency_budget
+    if budget is not None:
+        assert timing is not None and target is not None
+        policy = _choose_by_latency(chosen, kind, budget, multiple, trace, timing, target)
+    else:
+        policy = _choose_ranks(
+            chosen, rank, policy_args.tol, policy_args.mac_budget, multiple, trace
+        )
+    new_modules = _factorize_layers(chosen, kind, trace, policy)
     # replace (nothing above changed the model)
     target_model = model if inplace else copy.deepcopy(model)
     for name, new in new_modules.items():
         _set_module(target_model, name, new)
     result = _report(target_model, chosen, kind, policy, trace, params_before)
+    if timing is not None:
+        assert target is not None
+        _measure_result(result, chosen, kind, budget, target_model, trace, timing, target)
     result.seconds = time.perf_counter() - t0
     return target_model, result
 
@@ -478,39 +865,71 @@ def convert(
 # ----------------------------------------------------------------------------------------------
 
 
+@dataclass
+class _Policy:
+    kind: str
+    tol: float | None
+    mac_budget: float | None
+    latency_budget: float | None
+    measure: bool
+
+
+def _check_budget(value: Any, name: str, calibration: Any, input_shape: Any) -> float:
+    value = check_positive_float(value, name)
+    if value > 1:
+        what = "MACs" if name == "mac_budget" else "latency"
+        raise ValueError(
+            f"{name} must be a fraction of the original {what} in (0, 1], got {value!r}"
+        )
+    if calibration is None and input_shape is None:
+        why = "MACs" if name == "mac_budget" else "times"
+        raise ValueError(f"{name} needs calibration= or input_shape= ({why} depend on the input)")
+    return value
+
+
 def _check_policy(
     kind: Any,
     rank: Any,
     tol: Any,
     mac_budget: Any,
+    latency_budget: Any,
     calibration: Any,
     input_shape: Any,
-) -> tuple[str, float | None, float | None]:
-    """``kind``, and at most one rank policy (``rank``, ``tol`` or ``mac_budget``), checked."""
+    measure: Any,
+) -> _Policy:
+    """``kind``, and at most one rank policy (``rank``, ``tol`` or a budget), checked."""
     kind = _check_kind(kind)
-    policies = (("rank", rank), ("tol", tol), ("mac_budget", mac_budget))
+    policies = (
+        ("rank", rank),
+        ("tol", tol),
+        ("mac_budget", mac_budget),
+        ("latency_budget", latency_budget),
+    )
     given = [n for n, v in policies if v is not None]
     if len(given) > 1:
-        raise ValueError(f"give at most one of rank, tol and mac_budget, got {' and '.join(given)}")
+        raise ValueError(
+            "give at most one of rank, tol, mac_budget and latency_budget, got "
+            + " and ".join(given)
+        )
     tol = check_tol(tol)
-    if rank is not None:
+    if isinstance(rank, str):
+        if rank != "vbmf":
+            raise ValueError(f"rank must be an integer, a pair of integers or 'vbmf', got {rank!r}")
+    elif rank is not None:
         ranks = (rank,) if not isinstance(rank, (tuple, list)) else tuple(rank)
         for r in ranks:
             if isinstance(r, bool) or not isinstance(r, int):
-                raise TypeError(f"rank must be a positive integer, got {rank!r}")
+                raise TypeError(f"rank must be a positive integer, a pair or 'vbmf', got {rank!r}")
             if r < 1:
                 raise ValueError(f"rank must be an integer >= 1, got {rank!r}")
     if mac_budget is not None:
-        mac_budget = check_positive_float(mac_budget, "mac_budget")
-        if mac_budget > 1:
-            raise ValueError(
-                f"mac_budget must be a fraction of the original MACs in (0, 1], got {mac_budget!r}"
-            )
-        if calibration is None and input_shape is None:
-            raise ValueError(
-                "mac_budget needs calibration= or input_shape= (MACs depend on the input size)"
-            )
-    return kind, tol, mac_budget
+        mac_budget = _check_budget(mac_budget, "mac_budget", calibration, input_shape)
+    if latency_budget is not None:
+        latency_budget = _check_budget(latency_budget, "latency_budget", calibration, input_shape)
+    measure = check_bool(measure, "measure")
+    if measure and calibration is None and input_shape is None:
+        raise ValueError("measure=True needs calibration= or input_shape= (the timed input)")
+    return _Policy(kind, tol, mac_budget, latency_budget, measure or latency_budget is not None)
 
 
 @dataclass
@@ -525,6 +944,7 @@ class _Trace:
     calibration: Tensor | None = None
     model_macs: int | None = None  # per sample
     notes: list[str] = field(default_factory=list)
+    timing_rounds: list[dict[str, Any]] = field(default_factory=list)  # latency policy
 
     @property
     def ran(self) -> bool:
@@ -592,6 +1012,11 @@ class _Layer:
     rank: Rank | None = None  # None: kept dense (by the MAC budget)
     rank_note: str = ""
     report: LayerReport | None = None
+    time_before: float | None = None  # measured, seconds (the prepared conv)
+    time_after: float | None = None
+    timed: dict[Any, float] = field(default_factory=dict)  # rank -> seconds
+    errors: dict[Any, float] = field(default_factory=dict)  # rank -> squared weight error
+    modules: dict[Any, nn.Module] = field(default_factory=dict)  # rank -> timing module
 
     def leave(self, kind: str, reason: str) -> None:
         self.dec = None
@@ -627,45 +1052,196 @@ def _choose_ranks(
     rank: Any,
     tol: float | None,
     mac_budget: float | None,
+    multiple: int | None,
     trace: _Trace,
 ) -> str:
     """Each layer's rank by the policy; returns the policy's name."""
     active = [lay for lay in layers if lay.dec is not None]
+    suffix = "" if multiple is None else f", rank_multiple={multiple}"
     if mac_budget is not None:
         assert trace.model_macs is not None
-        chosen, reached = _budget(active, trace.model_macs, mac_budget)
+        greedy = _Greedy({lay.name: _hull(_mac_points(lay, multiple)) for lay in active})
+        _, reached = greedy.run(trace.model_macs, mac_budget * trace.model_macs)
         if not reached:
             trace.notes.append(
                 f"mac_budget {mac_budget:g} not reachable: every eligible layer is at its "
                 "cheapest useful rank"
             )
+        chosen = greedy.chosen()
         for lay in active:
             lay.rank = chosen.get(lay.name)
-        return f"mac_budget={mac_budget:g}"
+        return f"mac_budget={mac_budget:g}{suffix}"
     for lay in active:
         assert lay.dec is not None
-        if rank is not None:
+        if rank == "vbmf":
+            lay.rank = lay.dec.vbmf_rank()
+        elif rank is not None:
             lay.rank, lay.rank_note = _clip_rank(lay.dec, rank)
         else:
             exact = _exact_tol(lay.conv.dtype)
             lay.rank = lay.dec.rank_for(exact if tol is None else max(tol, exact), None)
+        if multiple is not None:
+            assert lay.rank is not None
+            rounded = lay.dec.round_up(lay.rank, multiple)
+            if rounded != lay.rank:
+                note = f"rank {lay.rank} rounded up to {rounded} (rank_multiple={multiple})"
+                lay.rank_note = "; ".join(n for n in (lay.rank_note, note) if n)
+            lay.rank = rounded
     if rank is not None:
-        return f"rank={rank}"
-    return "exact" if tol is None else f"tol={tol:g}"
+        return f"rank={rank}{suffix}"
+    return ("exact" if tol is None else f"tol={tol:g}") + suffix
 
 
-def _factorize_layers(layers: list[_Layer], kind: str, trace: _Trace) -> dict[str, nn.Module]:
+def _timed_input(model: nn.Module, calibration: Any, input_shape: Any) -> Tensor:
+    """The input the latency is measured on: ``input_shape``, else one calibration sample."""
+    if input_shape is not None:
+        return example_input(model, tuple(int(n) for n in input_shape))
+    assert isinstance(calibration, Tensor)
+    return calibration[:1]
+
+
+def _time_layers(
+    layers: list[_Layer],
+    kind: str,
+    ranks: Callable[[_Layer], list[Rank]],
+    timing: _Timing,
+    target: _Target,
+) -> None:
+    """Time every layer's prepared conv and its structured forms of ``ranks(layer)``, each on
+    the conv's real input in the prepared model."""
+    inputs = _capture(target, [lay.name for lay in layers if lay.size is not None])
+    for lay in layers:
+        x = inputs.get(lay.name)
+        if x is None or lay.time_before is not None:
+            continue
+        dense = target.model.get_submodule(lay.name)
+        bias = getattr(dense, "bias", None) is not None
+        modules: dict[Any, nn.Module] = {None: dense}
+        for r in ranks(lay):
+            modules[r] = lay.modules.get(r) or _structure(lay.conv, kind, r, bias, target)
+        t = timing.times(modules, x)
+        lay.time_before = t.pop(None)
+        lay.timed.update(t)
+        lay.modules.update({r: m for r, m in modules.items() if r is not None})
+
+
+def _latency_candidates(lay: _Layer, multiple: int | None) -> list[Rank]:
+    """Up to ``MAX_TIMED`` ranks along the layer's (MACs, error) hull, spread over it."""
+    hull = _hull(_mac_points(lay, multiple))[1:]  # without the dense point
+    for _, e2, r in hull:
+        lay.errors[r] = e2
+    ranks = [r for _, _, r in hull if r is not None]
+    if len(ranks) > MAX_TIMED:
+        ranks = [ranks[round(i * (len(ranks) - 1) / (MAX_TIMED - 1))] for i in range(MAX_TIMED)]
+    return ranks
+
+
+def _choose_by_latency(
+    layers: list[_Layer],
+    kind: str,
+    budget: float,
+    multiple: int | None,
+    trace: _Trace,
+    timing: _Timing,
+    target: _Target,
+) -> str:
+    """Each layer's rank by measured time: greedy on the (time, error) hulls of the candidates
+    measured faster than the conv, checked and corrected on the whole model."""
+    active = [lay for lay in layers if lay.dec is not None]
+    _time_layers(
+        layers,
+        kind,
+        lambda lay: [] if lay.dec is None else _latency_candidates(lay, multiple),
+        timing,
+        target,
+    )
+    hulls: dict[str, list[Point]] = {}
+    for lay in active:
+        assert lay.time_before is not None
+        faster = [(t, lay.errors[r], r) for r, t in lay.timed.items() if t < lay.time_before]
+        if faster:
+            hulls[lay.name] = _hull([(lay.time_before, 0.0, None), *faster])
+        elif lay.timed:
+            best = min(lay.timed.values())
+            lay.leave(
+                kind,
+                f"no {kind} form measured faster than the conv ({len(lay.timed)} ranks timed, "
+                f"fastest {best * 1e3:.3g} ms vs {lay.time_before * 1e3:.3g} ms)",
+            )
+        else:
+            lay.leave(kind, "no candidate rank cheaper in MACs to time")
+    # the greedy path: each step the move with the least squared error per saved second
+    greedy = _Greedy(hulls)
+    start = timing.times({0: target.model}, target.x)[0]
+    path: list[tuple[float, dict[str, Rank]]] = [(start, {})]
+    while (saved := greedy.step()) is not None:
+        path.append((path[-1][0] - saved, greedy.chosen()))
+    by_name = {lay.name: lay for lay in active}
+    rounds: list[dict[str, Any]] = []
+    measured: dict[int, float] = {}
+
+    def ratio(k: int) -> float:
+        """Measured latency of the model at step ``k`` of the path over the original's."""
+        if k not in measured:
+            swaps = {n: by_name[n].modules[r] for n, r in path[k][1].items()}
+            t = timing.times({"before": target.model, "after": _swapped(target, swaps)}, target.x)
+            measured[k] = t["after"] / t["before"] if t["before"] > 0 else 1.0
+            rounds.append(
+                {"step": k, "predicted": path[k][0] / start if start > 0 else 1.0,
+                 "measured": measured[k], "layers": len(swaps),
+                 "exhausted": k == len(path) - 1}
+            )  # fmt: skip
+        return measured[k]
+
+    # the first step predicted to meet the budget, then bisection on measured fractions:
+    # ``lo`` misses the budget, ``hi`` meets it (the least compressed such step found)
+    first = next((k for k, (t, _) in enumerate(path) if t <= budget * start), len(path) - 1)
+    lo, hi = 0, None
+    if ratio(first) <= budget:
+        hi = first
+    else:
+        lo = first
+        if first < len(path) - 1 and ratio(len(path) - 1) <= budget:
+            hi = len(path) - 1
+    while (
+        hi is not None
+        and hi - lo > 1
+        and len(measured) < LATENCY_ROUNDS
+        and path[lo][0] - path[hi][0] > LATENCY_RESOLUTION * start
+    ):
+        mid = (lo + hi) // 2
+        if ratio(mid) <= budget:
+            hi = mid
+        else:
+            lo = mid
+    # a step that meets the budget, else the most compressed one measured
+    pick = hi if hi is not None else max(measured)
+    trace.timing_rounds = rounds
+    chosen = path[pick][1]
+    for lay in active:
+        if lay.dec is None:
+            continue
+        lay.rank = chosen.get(lay.name)
+        lay.time_after = lay.timed[lay.rank] if lay.rank is not None else lay.time_before
+    suffix = "" if multiple is None else f", rank_multiple={multiple}"
+    return f"latency_budget={budget:g}{suffix}"
+
+
+def _factorize_layers(
+    layers: list[_Layer], kind: str, trace: _Trace, policy: str
+) -> dict[str, nn.Module]:
     """The new module of every layer its rank makes cheaper (the others are left alone)."""
     new_modules: dict[str, nn.Module] = {}
+    by_time = policy.startswith("latency_budget")
     for lay in layers:
         if lay.dec is None:
             continue
         r = lay.rank
         if r is None:
-            lay.leave(kind, "kept dense by the MAC budget")
+            lay.leave(kind, f"kept dense by the {'latency' if by_time else 'MAC'} budget")
             continue
         ma, _ = _costs(lay.conv, kind, r, lay.size)
-        if ma >= lay.macs:
+        if ma >= lay.macs and not by_time:
             lay.leave(
                 kind, f"factorized form (rank {r}) would cost more: {ma:,} >= {lay.macs:,} MACs"
             )
@@ -717,3 +1293,52 @@ def _report(
         order=trace.order_kind,
         notes=trace.notes,
     )
+
+
+def _measure_result(
+    result: ConvertReport,
+    layers: list[_Layer],
+    kind: str,
+    budget: float | None,
+    converted: nn.Module,
+    trace: _Trace,
+    timing: _Timing,
+    target: _Target,
+) -> None:
+    """Per-layer times before/after (timed now unless the latency policy did) and the whole
+    models, original and converted, prepared alike and timed taking turns."""
+    ranks = {
+        lay.name: lay.report.rank
+        for lay in layers
+        if lay.report is not None and lay.report.converted and lay.report.rank is not None
+    }
+    _time_layers(
+        layers, kind, lambda lay: [ranks[lay.name]] if lay.name in ranks else [], timing, target
+    )
+    for lay in layers:
+        if lay.time_before is None:
+            continue
+        rank = ranks.get(lay.name)
+        after = lay.timed.get(rank, lay.time_before) if rank is not None else lay.time_before
+        result.layer_times[lay.name] = (lay.time_before, after)
+    final = _prepare(converted, target.x, timing, fmt=target.fmt)
+    t = timing.times({"before": target.model, "after": final.model}, target.x)
+    result.latency_before, result.latency_after = t["before"], t["after"]
+    result.timing = {
+        **timing.settings(),
+        "input_shape": list(target.x.shape),
+        **target.settings,
+        "fold_bn_converted": final.settings["fold_bn"],
+        "rounds": trace.timing_rounds,
+    }
+    frac = result.latency_fraction
+    if budget is not None and frac is not None and frac > budget:
+        rounds = trace.timing_rounds
+        why = (
+            "every faster candidate used"
+            if any(r["exhausted"] for r in rounds)
+            else f"after {len(rounds)} whole-model measurements"
+        )
+        result.notes.append(
+            f"latency_budget {budget:g} not reached: measured {frac:.3f} of the original ({why})"
+        )
