@@ -106,8 +106,8 @@ from ..kernels import gaussian1d
 __all__ = ["MIN_SIGMA", "ORDERS", "applies", "gaussian_pass", "max_error"]
 
 _FM = {"contract"}
-_LANES = 16  # lines swept together along the last axis (the SIMD direction)
-_TILE = 32  # columns per unit of an outer-axis pass
+_LANES = 32  # lines swept together along the last axis (the SIMD direction)
+_TILE = 64  # columns per unit of an outer-axis pass
 _TT = 64  # positions per tile of the block transposes
 
 #: The fit, per derivative order: rows ``(a, b, l, w)``, for ``t = d / sigma >= 0``
