@@ -432,10 +432,9 @@ def _transpose_out(ring, nl, count, out, o, row0, i0):  # pragma: no cover - com
 @njit(fastmath=_FM, cache=True, nogil=True)
 def _transpose_in(x, o, row0, nl, tab, p0, p1, r, buf):  # pragma: no cover - compiled
     """``buf[0, j - p0, ln] = x[o, row0 + ln, tab[j]]`` (0 where ``tab[j] < 0``) for
-    ``p0 <= j < p1``, ``ln < nl``; lanes ``nl ..`` zeroed. Inside the line (``tab[j] = j -
+    ``p0 <= j < p1``, ``ln < nl`` (the sweeps read no other lanes). Inside the line (``tab[j] = j -
     r``) a plain transposition in tiles of ``_TT`` positions, the padding through ``tab``."""
     n = x.shape[2]
-    lanes = buf.shape[2]
     lo = min(max(p0, r), p1)  # the inside positions: lo .. hi - 1
     hi = max(min(p1, n + r), lo)
     for j in range(p0, p1):
@@ -451,10 +450,6 @@ def _transpose_in(x, o, row0, nl, tab, p0, p1, r, buf):  # pragma: no cover - co
         for ln in range(nl):
             for jj in range(cnt):
                 buf[0, b0 + jj, ln] = x[o, row0 + ln, s0 + jj]
-    if nl < lanes:
-        for j in range(p1 - p0):
-            for ln in range(nl, lanes):
-                buf[0, j, ln] = 0.0
 
 
 # ----------------------------------------------------------------------------------------------
