@@ -83,13 +83,22 @@ def test_short_lines(mode):
 
 
 def test_chunked_lines():
-    """Long lines cut into chunks that start ``r`` early (few lines, or lines longer than a
-    chunk), along the last axis and along an outer one, with several threads."""
+    """Long lines cut into chunks that start ``r`` early (lines longer than a chunk, or few
+    lines on an outer axis) or into windows swept as lanes (few long lines on the last
+    axis), with several threads."""
     rng = np.random.default_rng(7)
-    for shape, axis, sigma in [((9000,), 0, 3.0), ((2, 9000), 1, 40.0), ((9000, 3), 0, 25.0)]:
+    cases = [
+        ((9000,), 0, 3.0),
+        ((2, 9000), 1, 40.0),
+        ((3, 3000), -1, 20.0),
+        ((70, 9000), 1, 5.0),
+        ((9000, 3), 0, 25.0),
+    ]
+    for shape, axis, sigma in cases:
         x = rng.standard_normal(shape)
         for mode in ("reflect", "constant", "wrap"):
             _check(x, axis, sigma, 1, mode, 0.5)
+        _check(x.astype(np.float32), axis, sigma, 0, "mirror")
 
 
 def test_large_values_and_offsets():

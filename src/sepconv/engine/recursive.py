@@ -79,8 +79,11 @@ Memory order
     * the last axis: ``_LANES`` lines at once, copied transposed (and padded) into a
       per-thread float64 buffer, swept as its columns, written back through a small ring
       transposed in ``_TT``-position tiles (as :mod:`sepconv.engine.running`);
-    * too few units for the threads (few long lines): each line is cut into chunks that
-      start ``r`` samples early (a finite support makes chunks exact).
+    * few long lines along the last axis (a 1-D signal): each line is cut into windows of
+      ``L`` outputs, copied with their ``2 r`` padding samples as the rows of a new array and
+      swept as lanes; lines longer than a chunk (``max(4096, 8 r)``), or too few units for the
+      threads on an outer axis: chunks that start ``r`` samples early (a finite support makes
+      windows and chunks exact).
     Threads: ``numba.get_num_threads()``. ``fastmath={'contract'}`` only.
 
 NaN and Inf
@@ -430,13 +433,13 @@ def _transpose_out(ring, nl, count, out, o, row0, i0):  # pragma: no cover - com
 
 
 @njit(fastmath=_FM, cache=True, nogil=True)
-def _transpose_in(x, o, row0, nl, tab, p0, p1, r, buf):  # pragma: no cover - compiled
+def _transpose_in(x, o, row0, nl, tab, p0, p1, off, buf):  # pragma: no cover - compiled
     """``buf[0, j - p0, ln] = x[o, row0 + ln, tab[j]]`` (0 where ``tab[j] < 0``) for
-    ``p0 <= j < p1``, ``ln < nl`` (the sweeps read no other lanes). Inside the line (``tab[j] = j -
-    r``) a plain transposition in tiles of ``_TT`` positions, the padding through ``tab``."""
+    ``p0 <= j < p1``, ``ln < nl`` (the sweeps read no other lanes). Inside the line
+    (``tab[j] = j - off``) a plain transposition in tiles of ``_TT`` positions."""
     n = x.shape[2]
-    lo = min(max(p0, r), p1)  # the inside positions: lo .. hi - 1
-    hi = max(min(p1, n + r), lo)
+    lo = min(max(p0, off), p1)  # the inside positions: lo .. hi - 1
+    hi = max(min(p1, n + off), lo)
     for j in range(p0, p1):
         if lo <= j < hi:
             continue
@@ -446,7 +449,7 @@ def _transpose_in(x, o, row0, nl, tab, p0, p1, r, buf):  # pragma: no cover - co
     for t0 in range(lo, hi, _TT):
         cnt = min(_TT, hi - t0)
         b0 = t0 - p0
-        s0 = t0 - r
+        s0 = t0 - off
         for ln in range(nl):
             for jj in range(cnt):
                 buf[0, b0 + jj, ln] = x[o, row0 + ln, s0 + jj]
@@ -487,7 +490,7 @@ def _outer_pass(x, out, tab, starts, r, coef, corr, nthreads):  # pragma: no cov
 
 
 @njit(parallel=True, fastmath=_FM, cache=True, nogil=True)
-def _lines_pass(x, out, tab, starts, r, coef, corr, nthreads):  # pragma: no cover - compiled
+def _lines_pass(x, out, tab, off, starts, r, coef, corr, nthreads):  # pragma: no cover
     """Pass along axis 2 of ``x`` (outer, lines, n); units (block of ``_LANES`` lines, chunk
     of n): the chunk's padded window (``2 r`` more positions) copied transposed into a
     per-thread float64 buffer and swept as its columns."""
@@ -514,7 +517,7 @@ def _lines_pass(x, out, tab, starts, r, coef, corr, nthreads):  # pragma: no cov
             nl = min(_LANES, lines - row0)
             j0 = starts[ch]
             j1 = starts[ch + 1]
-            _transpose_in(x, o, row0, nl, tab, j0, j1 + 2 * r, r, buf)
+            _transpose_in(x, o, row0, nl, tab, j0, j1 + 2 * r, off, buf)
             _forward(buf, 0, 0, nl, ident, 0, j1 - j0, r, coef, S, acc)
             _backward(
                 buf, 0, 0, nl, ident, 0, j1 - j0, r, coef, S, acc, corr, ring, 0, True, out, o,
@@ -541,6 +544,34 @@ def _chunks(n: int, r: int, units: int, nthreads: int) -> np.ndarray:
         count = max(count, min(want, n // max(8 * r, 64)))
     count = max(1, count)
     return np.linspace(0, n, count + 1).round().astype(np.int64)
+
+
+def _window(n: int, r: int, lines: int, nthreads: int) -> int:
+    """Outputs per window when few long lines are cut into windows swept as lanes."""
+    return max(8 * r, 256, -(-n * lines // (_LANES * nthreads)))
+
+
+def _windows_pass(
+    x: np.ndarray, out: np.ndarray, mode: str, d: _Design, corr: np.ndarray, nthreads: int
+) -> None:
+    """Few long lines (``x``: lines, n): each cut into windows of ``L`` outputs, copied with
+    their ``2 r`` padding samples as the rows of a new array, swept ``_LANES`` at a time as
+    lanes (one line alone would run one lane of the SIMD width). ``padded`` holds positions
+    up to ``count * L + 2 r`` (past the line's padding: any mapped index, never output)."""
+    lines, n = x.shape
+    r = d.r
+    L = _window(n, r, lines, nthreads)
+    count = -(-n // L)
+    ext = extension_table(n, count * L - n + 2 * r + 1, r, mode)
+    padded = x[:, np.maximum(ext, 0)]
+    padded[:, ext < 0] = 0.0
+    win = np.lib.stride_tricks.sliding_window_view(padded, L + 2 * r, axis=1)[:, ::L]
+    w3 = np.ascontiguousarray(win).reshape(1, lines * count, L + 2 * r)
+    o3 = np.empty((1, lines * count, L))  # float64: one rounding, with the cval term
+    ident = np.arange(L + 2 * r)
+    starts = np.array([0, L], dtype=np.int64)
+    _lines_pass(w3, o3, ident, 0, starts, r, d.coef, np.zeros(L), nthreads)
+    np.add(o3.reshape(lines, count * L)[:, :n], corr, out=out, casting="unsafe")
 
 
 def _constant_term(w: np.ndarray, n: int, cval: float) -> np.ndarray:
@@ -658,8 +689,11 @@ def gaussian_pass(
     if inner == 1:
         x3 = x.reshape(1, outer, n)
         o3 = out.reshape(1, outer, n)
+        if outer < _LANES * nthreads and n > 2 * _window(n, d.r, outer, nthreads):
+            _windows_pass(x.reshape(outer, n), out.reshape(outer, n), mode, d, corr, nthreads)
+            return out
         starts = _chunks(n, d.r, -(-outer // _LANES), nthreads)
-        _lines_pass(x3, o3, tab, starts, d.r, d.coef, corr, nthreads)
+        _lines_pass(x3, o3, tab, d.r, starts, d.r, d.coef, corr, nthreads)
     else:
         x3 = x.reshape(outer, n, inner)
         o3 = out.reshape(outer, n, inner)
