@@ -75,7 +75,7 @@ Cost
     EPYC shared with another process): one thread 172-183 ms for sigma 4, 16 and 64; in the
     same process ``scipy.ndimage.gaussian_filter`` 545 ms (sigma 4), 1500 ms (16), 6820 ms
     (64). Single-thread per pass: 4.0-4.3 ns per sample on an outer axis, 5.1-5.9 on the last
-    (the transposes take about 1.7 of them).
+    (the two block transposes, timed apart, at most about 1.7 of them).
 
 Memory order
     * an outer axis (not the last): units are (outer index, tile of ``_TILE`` columns); the
@@ -143,7 +143,8 @@ _COEFS: dict[int, np.ndarray] = {
 
 #: Derivative orders offered.
 ORDERS = tuple(sorted(_COEFS))
-#: Smallest ``sigma`` offered (below it the error grows and FIR passes are cheap).
+#: Smallest ``sigma`` offered: the fit covers ``r / sigma`` only from here on, and below it a
+#: FIR pass (at most 17 taps) costs no more than the recursions.
 MIN_SIGMA = 2.0
 #: Added to every bound: the recursions' own rounding (float64 states that decay with |z| < 1).
 _ROUNDING = 1e-12
@@ -227,7 +228,7 @@ def applies(dtype: Any, sigma: float, order: int, mode: str) -> bool:
     """
     try:
         dt = np.dtype(dtype)
-    except TypeError:
+    except (TypeError, ValueError):
         return False
     if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
         return False
