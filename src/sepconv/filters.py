@@ -544,7 +544,7 @@ def _gaussian_method(backend, x, job: Job, gauss: dict, method: str, tol: float 
     ``method='recursive'`` with each pass's ``(axis, sigma, order)``."""
     ((_, passes),) = job.terms
     gaussians = [(float(gauss[a][0]), int(gauss[a][1])) for a, _, _ in passes]
-    finite = x.dtype.kind not in "fc" or not backend.has_nonfinite(x)
+    finite = math.isfinite(job.cval) and (x.dtype.kind not in "fc" or not backend.has_nonfinite(x))
     p = plan_passes(
         passes,
         x.shape,
