@@ -566,3 +566,22 @@ def test_vbmf_rank_finds_planted_tucker2_ranks_and_rank_multiple_rounds_up():
         convert(model, rank="auto")
     with pytest.raises(ValueError, match="rank_multiple must be"):
         convert(model, rank=1, rank_multiple=0)
+
+
+def test_latency_budget_replaces_nothing_when_every_whole_model_is_measured_slower():
+    # each replacement alone is faster than its conv, but any model holding one is slower
+    # (as when the calls between layers cost more than the layers save): nothing is used
+    model = two_convs(19)
+    base = fake_clock()
+
+    def timer(module: nn.Module, x: torch.Tensor) -> float:
+        inner = [m for m in module.modules() if isinstance(m, snn.DepthwiseSeparableConv2d)]
+        if inner and not isinstance(module, snn.DepthwiseSeparableConv2d):
+            return 1.0
+        return base(module, x)
+
+    new, report = convert(model, latency_budget=0.5, input_shape=(1, 16, 8, 8), timer=timer)
+    assert not report.converted and isinstance(new[2], nn.Conv2d)
+    assert report.latency_fraction == 1.0
+    assert all(r["measured"] > 1 for r in report.timing["rounds"])
+    assert all(r.note == "kept dense by the latency budget" for r in report.layers)

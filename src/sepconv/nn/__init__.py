@@ -26,6 +26,7 @@ from .layers import (
     Tucker2Conv3d,
 )
 from .profile import LayerProfile, MachineRates, Profile, machine_rates, profile
+from .recover import RecoverReport, recover
 
 __all__ = [
     "KINDS",
@@ -41,6 +42,7 @@ __all__ = [
     "LowRankConv3d",
     "MachineRates",
     "Profile",
+    "RecoverReport",
     "SpatiallySeparableConv2d",
     "SpatiallySeparableConv3d",
     "Tucker2Conv1d",
@@ -55,6 +57,7 @@ __all__ = [
     "machine_rates",
     "models",
     "profile",
+    "recover",
     "spatially_separable_conv",
     "tucker2_conv",
 ]

@@ -523,14 +523,17 @@ class _Timing:
     repeats: int = TIMING_REPEATS
     warmup: int = TIMING_WARMUP
 
-    def times(self, modules: dict[Any, nn.Module], x: Tensor) -> dict[Any, float]:
+    def times(
+        self, modules: dict[Any, nn.Module], x: Tensor | dict[Any, Tensor]
+    ) -> dict[Any, float]:
         """Seconds per call of every module on ``x`` (CPU: the modules take turns round by
         round, so none is always timed first, and each keeps its fastest call, since other
         processes only ever add time; CUDA: the median of events around graph replays)."""
+        xs = x if isinstance(x, dict) else dict.fromkeys(modules, x)
         if self.timer is not None:
             out = {}
             for k, m in modules.items():
-                t = self.timer(m, x)
+                t = self.timer(m, xs[k])
                 if isinstance(t, bool) or not isinstance(t, (int, float)) or not t >= 0:
                     raise ValueError(
                         f"timer must return a number of seconds >= 0, got {t!r} for "
@@ -541,10 +544,11 @@ class _Timing:
         with torch.inference_mode():
             if self.device.type == "cuda":
                 return {
-                    k: _cuda_seconds(m, x, self.repeats, self.warmup) for k, m in modules.items()
+                    k: _cuda_seconds(m, xs[k], self.repeats, self.warmup)
+                    for k, m in modules.items()
                 }
             with torch_threads(self.threads):
-                fns = {k: functools.partial(m, x) for k, m in modules.items()}
+                fns = {k: functools.partial(m, xs[k]) for k, m in modules.items()}
                 samples = _samples(fns, self.repeats, self.warmup, 1, None)
                 # the fastest call: other processes on the machine only ever add time
                 return {k: min(v) for k, v in samples.items()}
@@ -638,11 +642,17 @@ def _prepare(model: nn.Module, example: Tensor, timing: _Timing, fmt: Any = None
             if t_alt >= t_plain:
                 fmt = torch.contiguous_format
     prepared = prepared.to(memory_format=fmt)  # type: ignore[call-overload]
-    if fmt != torch.contiguous_format:
-        x = x.contiguous(memory_format=fmt)
+    x = x.contiguous(memory_format=fmt)
     settings["memory_format"] = _FORMAT_NAMES[fmt]
     settings["inference_mode"] = True
     return _Target(prepared, x, fmt, settings)
+
+
+def _reformat(target: _Target, fmt: torch.memory_format) -> _Target:
+    """The prepared model and input in another memory format."""
+    model = copy.deepcopy(target.model).to(memory_format=fmt)  # type: ignore[call-overload]
+    x = target.x.contiguous(memory_format=fmt)
+    return _Target(model, x, fmt, {**target.settings, "memory_format": _FORMAT_NAMES[fmt]})
 
 
 def _capture(target: _Target, names: list[str]) -> dict[str, Tensor]:
@@ -840,9 +850,12 @@ def convert(
     if timing is not None:
         target = _prepare(model, _timed_input(model, calibration, input_shape), timing)
     budget = policy_args.latency_budget
+    converted_target = target
     if budget is not None:
         assert timing is not None and target is not None
-        policy = _choose_by_latency(chosen, kind, budget, multiple, trace, timing, target)
+        policy, converted_target = _choose_by_latency(
+            chosen, kind, budget, multiple, trace, timing, target
+        )
     else:
         policy = _choose_ranks(
             chosen, rank, policy_args.tol, policy_args.mac_budget, multiple, trace
@@ -855,7 +868,10 @@ def convert(
     result = _report(target_model, chosen, kind, policy, trace, params_before)
     if timing is not None:
         assert target is not None
-        _measure_result(result, chosen, kind, budget, target_model, trace, timing, target)
+        assert converted_target is not None
+        _measure_result(
+            result, chosen, kind, budget, target_model, trace, timing, target, converted_target
+        )
     result.seconds = time.perf_counter() - t0
     return target_model, result
 
@@ -1016,7 +1032,6 @@ class _Layer:
     time_after: float | None = None
     timed: dict[Any, float] = field(default_factory=dict)  # rank -> seconds
     errors: dict[Any, float] = field(default_factory=dict)  # rank -> squared weight error
-    modules: dict[Any, nn.Module] = field(default_factory=dict)  # rank -> timing module
 
     def leave(self, kind: str, reason: str) -> None:
         self.dec = None
@@ -1100,29 +1115,40 @@ def _timed_input(model: nn.Module, calibration: Any, input_shape: Any) -> Tensor
     return calibration[:1]
 
 
+@dataclass
+class _Timed:
+    """One layer timed in one memory format: the prepared conv and candidate forms."""
+
+    before: float
+    ranks: dict[Any, float]  # rank -> seconds
+    modules: dict[Any, nn.Module]  # rank -> timing module
+
+
 def _time_layers(
     layers: list[_Layer],
     kind: str,
     ranks: Callable[[_Layer], list[Rank]],
     timing: _Timing,
     target: _Target,
-) -> None:
+) -> dict[str, _Timed]:
     """Time every layer's prepared conv and its structured forms of ``ranks(layer)``, each on
     the conv's real input in the prepared model."""
     inputs = _capture(target, [lay.name for lay in layers if lay.size is not None])
+    out: dict[str, _Timed] = {}
     for lay in layers:
         x = inputs.get(lay.name)
-        if x is None or lay.time_before is not None:
+        if x is None:
             continue
         dense = target.model.get_submodule(lay.name)
         bias = getattr(dense, "bias", None) is not None
         modules: dict[Any, nn.Module] = {None: dense}
         for r in ranks(lay):
-            modules[r] = lay.modules.get(r) or _structure(lay.conv, kind, r, bias, target)
+            modules[r] = _structure(lay.conv, kind, r, bias, target)
         t = timing.times(modules, x)
-        lay.time_before = t.pop(None)
-        lay.timed.update(t)
-        lay.modules.update({r: m for r, m in modules.items() if r is not None})
+        before = t.pop(None)
+        del modules[None]
+        out[lay.name] = _Timed(before, t, modules)
+    return out
 
 
 def _latency_candidates(lay: _Layer, multiple: int | None) -> list[Rank]:
@@ -1136,6 +1162,94 @@ def _latency_candidates(lay: _Layer, multiple: int | None) -> list[Rank]:
     return ranks
 
 
+@dataclass
+class _Pick:
+    """The outcome of the latency search in one memory format."""
+
+    target: _Target
+    times: dict[str, _Timed]
+    chosen: dict[str, Rank]
+    measured: float  # latency fraction of the picked step (1.0: nothing replaced)
+    error2: float  # sum of the chosen ranks' squared errors
+    rounds: list[dict[str, Any]]
+
+
+def _search(
+    active: list[_Layer],
+    kind: str,
+    budget: float,
+    timing: _Timing,
+    base: _Target,
+    target: _Target,
+    candidates: dict[str, list[Rank]],
+) -> _Pick:
+    """The latency search in ``target``'s memory format against the original ``base``:
+    candidates timed per layer, the greedy path on their (time, error) hulls, and a
+    bisection along it on the measured latency of the whole model."""
+    times = _time_layers(active, kind, lambda lay: candidates.get(lay.name, []), timing, target)
+    by_name = {lay.name: lay for lay in active}
+    hulls: dict[str, list[Point]] = {}
+    for lay in active:
+        tl = times.get(lay.name)
+        if tl is None:
+            continue
+        faster = [(t, lay.errors[r], r) for r, t in tl.ranks.items() if t < tl.before]
+        if faster:
+            hulls[lay.name] = _hull([(tl.before, 0.0, None), *faster])
+    # the greedy path: each step the move with the least squared error per saved second
+    greedy = _Greedy(hulls)
+    base_t = timing.times({0: base.model}, base.x)[0]
+    path: list[tuple[float, dict[str, Rank]]] = [(base_t, {})]
+    while (saved := greedy.step()) is not None:
+        path.append((path[-1][0] - saved, greedy.chosen()))
+    rounds: list[dict[str, Any]] = []
+    measured: dict[int, float] = {0: 1.0}  # step 0 is the original model itself
+
+    def ratio(k: int) -> float:
+        """Measured latency of the model at step ``k`` of the path over the original's."""
+        if k not in measured:
+            swaps = {n: times[n].modules[r] for n, r in path[k][1].items()}
+            t = timing.times(
+                {"before": base.model, "after": _swapped(target, swaps)},
+                {"before": base.x, "after": target.x},
+            )
+            measured[k] = t["after"] / t["before"] if t["before"] > 0 else 1.0
+            rounds.append(
+                {"memory_format": _FORMAT_NAMES[target.fmt], "step": k,
+                 "predicted": path[k][0] / base_t if base_t > 0 else 1.0,
+                 "measured": measured[k], "layers": len(swaps),
+                 "exhausted": k == len(path) - 1}
+            )  # fmt: skip
+        return measured[k]
+
+    # the first step predicted to meet the budget, then bisection on measured fractions:
+    # ``lo`` misses the budget, ``hi`` meets it (the least compressed such step found)
+    first = next((k for k, (t, _) in enumerate(path) if t <= budget * base_t), len(path) - 1)
+    lo, hi = 0, None
+    if first > 0 and ratio(first) <= budget:
+        hi = first
+    elif first > 0:
+        lo = first
+        if first < len(path) - 1 and ratio(len(path) - 1) <= budget:
+            hi = len(path) - 1
+    while (
+        hi is not None
+        and hi - lo > 1
+        and len(rounds) < LATENCY_ROUNDS
+        and path[lo][0] - path[hi][0] > LATENCY_RESOLUTION * base_t
+    ):
+        mid = (lo + hi) // 2
+        if ratio(mid) <= budget:
+            hi = mid
+        else:
+            lo = mid
+    # a step that meets the budget, else the fastest measured (the original if none is faster)
+    pick = hi if hi is not None else min(measured, key=lambda k: (measured[k], k))
+    chosen = path[pick][1]
+    error2 = sum(by_name[n].errors[r] for n, r in chosen.items())
+    return _Pick(target, times, chosen, measured[pick], error2, rounds)
+
+
 def _choose_by_latency(
     layers: list[_Layer],
     kind: str,
@@ -1144,87 +1258,45 @@ def _choose_by_latency(
     trace: _Trace,
     timing: _Timing,
     target: _Target,
-) -> str:
+) -> tuple[str, _Target]:
     """Each layer's rank by measured time: greedy on the (time, error) hulls of the candidates
-    measured faster than the conv, checked and corrected on the whole model."""
+    measured faster than the conv, then bisection along the greedy path on the measured
+    latency of the whole model. The memory format of the original is tried first; if that
+    misses the budget, the other one too (the converted model may prefer it), and the better
+    outcome is kept. Returns the policy's name and the converted model's timing format."""
     active = [lay for lay in layers if lay.dec is not None]
-    _time_layers(
-        layers,
-        kind,
-        lambda lay: [] if lay.dec is None else _latency_candidates(lay, multiple),
-        timing,
-        target,
-    )
-    hulls: dict[str, list[Point]] = {}
+    candidates = {lay.name: _latency_candidates(lay, multiple) for lay in active}
+    picks = [_search(active, kind, budget, timing, target, target, candidates)]
+    other = torch.contiguous_format if target.fmt != torch.contiguous_format else None
+    if other is None:
+        fmt = _format_for(target.x)
+        other = fmt if fmt != torch.contiguous_format else None
+    if picks[0].measured > budget and other is not None:
+        alt = _reformat(target, other)
+        picks.append(_search(active, kind, budget, timing, target, alt, candidates))
+    # meeting the budget first, then the least squared error, then the fastest
+    best = min(picks, key=lambda p: (p.measured > budget, p.error2, p.measured))
+    trace.timing_rounds = [r for p in picks for r in p.rounds]
     for lay in active:
-        assert lay.time_before is not None
-        faster = [(t, lay.errors[r], r) for r, t in lay.timed.items() if t < lay.time_before]
-        if faster:
-            hulls[lay.name] = _hull([(lay.time_before, 0.0, None), *faster])
-        elif lay.timed:
-            best = min(lay.timed.values())
-            lay.leave(
-                kind,
-                f"no {kind} form measured faster than the conv ({len(lay.timed)} ranks timed, "
-                f"fastest {best * 1e3:.3g} ms vs {lay.time_before * 1e3:.3g} ms)",
-            )
-        else:
-            lay.leave(kind, "no candidate rank cheaper in MACs to time")
-    # the greedy path: each step the move with the least squared error per saved second
-    greedy = _Greedy(hulls)
-    start = timing.times({0: target.model}, target.x)[0]
-    path: list[tuple[float, dict[str, Rank]]] = [(start, {})]
-    while (saved := greedy.step()) is not None:
-        path.append((path[-1][0] - saved, greedy.chosen()))
-    by_name = {lay.name: lay for lay in active}
-    rounds: list[dict[str, Any]] = []
-    measured: dict[int, float] = {}
-
-    def ratio(k: int) -> float:
-        """Measured latency of the model at step ``k`` of the path over the original's."""
-        if k not in measured:
-            swaps = {n: by_name[n].modules[r] for n, r in path[k][1].items()}
-            t = timing.times({"before": target.model, "after": _swapped(target, swaps)}, target.x)
-            measured[k] = t["after"] / t["before"] if t["before"] > 0 else 1.0
-            rounds.append(
-                {"step": k, "predicted": path[k][0] / start if start > 0 else 1.0,
-                 "measured": measured[k], "layers": len(swaps),
-                 "exhausted": k == len(path) - 1}
-            )  # fmt: skip
-        return measured[k]
-
-    # the first step predicted to meet the budget, then bisection on measured fractions:
-    # ``lo`` misses the budget, ``hi`` meets it (the least compressed such step found)
-    first = next((k for k, (t, _) in enumerate(path) if t <= budget * start), len(path) - 1)
-    lo, hi = 0, None
-    if ratio(first) <= budget:
-        hi = first
-    else:
-        lo = first
-        if first < len(path) - 1 and ratio(len(path) - 1) <= budget:
-            hi = len(path) - 1
-    while (
-        hi is not None
-        and hi - lo > 1
-        and len(measured) < LATENCY_ROUNDS
-        and path[lo][0] - path[hi][0] > LATENCY_RESOLUTION * start
-    ):
-        mid = (lo + hi) // 2
-        if ratio(mid) <= budget:
-            hi = mid
-        else:
-            lo = mid
-    # a step that meets the budget, else the most compressed one measured
-    pick = hi if hi is not None else max(measured)
-    trace.timing_rounds = rounds
-    chosen = path[pick][1]
-    for lay in active:
-        if lay.dec is None:
+        tl = best.times.get(lay.name)
+        if tl is None:
             continue
-        lay.rank = chosen.get(lay.name)
+        lay.time_before = tl.before
+        lay.timed = dict(tl.ranks)
+        lay.rank = best.chosen.get(lay.name)
         lay.time_after = lay.timed[lay.rank] if lay.rank is not None else lay.time_before
+        if lay.rank is None and not any(t < tl.before for t in tl.ranks.values()):
+            if tl.ranks:
+                fastest = min(tl.ranks.values())
+                lay.leave(
+                    kind,
+                    f"no {kind} form measured faster than the conv ({len(tl.ranks)} ranks "
+                    f"timed, fastest {fastest * 1e3:.3g} ms vs {tl.before * 1e3:.3g} ms)",
+                )
+            else:
+                lay.leave(kind, "no candidate rank cheaper in MACs to time")
     suffix = "" if multiple is None else f", rank_multiple={multiple}"
-    return f"latency_budget={budget:g}{suffix}"
+    return f"latency_budget={budget:g}{suffix}", best.target
 
 
 def _factorize_layers(
@@ -1304,6 +1376,7 @@ def _measure_result(
     trace: _Trace,
     timing: _Timing,
     target: _Target,
+    converted_target: _Target,
 ) -> None:
     """Per-layer times before/after (timed now unless the latency policy did) and the whole
     models, original and converted, prepared alike and timed taking turns."""
@@ -1312,22 +1385,36 @@ def _measure_result(
         for lay in layers
         if lay.report is not None and lay.report.converted and lay.report.rank is not None
     }
-    _time_layers(
-        layers, kind, lambda lay: [ranks[lay.name]] if lay.name in ranks else [], timing, target
-    )
+    todo = [lay for lay in layers if lay.time_before is None]
+    if todo:
+        timed = _time_layers(
+            todo,
+            kind,
+            lambda lay: [ranks[lay.name]] if lay.name in ranks else [],
+            timing,
+            converted_target,
+        )
+        for lay in todo:
+            tl = timed.get(lay.name)
+            if tl is not None:
+                lay.time_before = tl.before
+                lay.timed.update(tl.ranks)
     for lay in layers:
         if lay.time_before is None:
             continue
         rank = ranks.get(lay.name)
         after = lay.timed.get(rank, lay.time_before) if rank is not None else lay.time_before
         result.layer_times[lay.name] = (lay.time_before, after)
-    final = _prepare(converted, target.x, timing, fmt=target.fmt)
-    t = timing.times({"before": target.model, "after": final.model}, target.x)
+    final = _prepare(converted, target.x, timing, fmt=converted_target.fmt)
+    t = timing.times(
+        {"before": target.model, "after": final.model}, {"before": target.x, "after": final.x}
+    )
     result.latency_before, result.latency_after = t["before"], t["after"]
     result.timing = {
         **timing.settings(),
         "input_shape": list(target.x.shape),
         **target.settings,
+        "memory_format_converted": final.settings["memory_format"],
         "fold_bn_converted": final.settings["fold_bn"],
         "rounds": trace.timing_rounds,
     }
