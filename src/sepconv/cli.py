@@ -13,6 +13,11 @@ Commands
     Per layer of a model (``mobilenet_v1``, ``resnet18``, ``small_cnn`` or
     ``package.module:factory``): params, MACs, bias additions, bytes moved, roofline time from
     this machine's GEMM rate and bandwidth, measured time; totals and end-to-end latency.
+``sepconv convert MODEL -o OUT [--state-dict W] [--kind K] [--rank R | --tol T | ...] [--json]``
+    Replace the model's convolutions by structured ones (``sepconv.nn.convert``) and save it:
+    a state dict with the structure (``sepconv.nn.load_converted``) or ``--torchscript``;
+    prints the per-layer report (``--json``: ``ConvertReport.to_dict()`` plus ``output``).
+    Policies: ``--rank``, ``--tol``, ``--mac-budget``, ``--latency-budget`` (measured).
 ``sepconv filter INPUT OUTPUT --kernel SPEC [--sigma-mm MM] [--mode M] [--chunks C] ...``
     Filter an image or volume file (PNG/JPEG/TIFF/NIfTI/.npy/Zarr) with any kernel; Zarr input
     or ``--chunks`` runs out of core on dask. Prints one summary line (shape, dtype, plan,
@@ -702,6 +707,300 @@ def profile_command(
     if measure:
         names = ", ".join(r.name for r in outliers) or "none"
         console.print(f"outside 2x of the roofline ('!'): {names}", markup=False)
+
+
+# ----------------------------------------------------------------------------------------------
+# convert (sepconv.nn; torch is imported only here)
+# ----------------------------------------------------------------------------------------------
+
+
+def _factory_kwargs(
+    name: str, width: float, resolution: int, full_conv: bool, num_classes: int | None
+) -> dict[str, Any]:
+    """The keyword arguments ``_build_model`` passes to the factory (recorded in the output so
+    that ``sepconv.nn.load_converted`` rebuilds the same architecture)."""
+    import inspect
+
+    from .nn import models
+
+    factory = (
+        getattr(_import_from_cwd(name.partition(":")[0]), name.partition(":")[2])
+        if ":" in name
+        else models.MODELS[name]
+    )
+    if not callable(factory):
+        return {}
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return {}
+    var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    kwargs: dict[str, Any] = {}
+    for key, value in (
+        ("width_mult", width),
+        ("resolution", resolution),
+        ("full_conv", full_conv),
+        ("num_classes", num_classes),
+    ):
+        if (key in params or (var_kw and key != "full_conv")) and value is not None:
+            kwargs[key] = value
+    return kwargs
+
+
+def _factory_is_callable(name: str) -> bool:
+    """Whether MODEL names a factory (not an nn.Module object)."""
+    from torch import nn
+
+    if ":" not in name:
+        return True
+    mod_name, _, attr = name.partition(":")
+    factory = getattr(_import_from_cwd(mod_name), attr)
+    return callable(factory) and not isinstance(factory, nn.Module)
+
+
+def _rank_option(text: str | None) -> Any:
+    if text is None:
+        return None
+    if text.strip() == "vbmf":
+        return "vbmf"
+    values = _ints(text, "--rank")
+    assert values is not None
+    if len(values) > 2:
+        raise ValueError(f"--rank must be R, R_IN,R_OUT or vbmf, got {text!r}")
+    return values[0] if len(values) == 1 else values
+
+
+def _layers_option(text: str | None) -> Any:
+    """``a,b,c`` (names) or ``start:stop`` (a slice over the convs in forward order)."""
+    if text is None:
+        return None
+    if ":" in text and all(p.strip().lstrip("-").isdigit() or not p.strip()
+                           for p in text.split(":")):  # fmt: skip
+        parts = [int(p) if p.strip() else None for p in text.split(":")]
+        if len(parts) != 2:
+            raise ValueError(f"--layers must be names a,b,c or a slice start:stop, got {text!r}")
+        return slice(parts[0], parts[1])
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise ValueError(f"--layers must be names a,b,c or a slice start:stop, got {text!r}")
+    return names
+
+
+def _load_tensor(path: Path, what: str) -> Any:
+    import torch
+
+    if not path.is_file():
+        raise ValueError(f"{what} {str(path)!r} does not exist")
+    import warnings
+
+    if path.suffix == ".npy":
+        return torch.from_numpy(np.load(path, allow_pickle=False))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "looks like a TorchScript archive"
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for a file it cannot read
+        error = exc
+    if what == "--state-dict":  # the weights of a TorchScript model
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript, torch >= 2.9
+                return dict(torch.jit.load(path, map_location="cpu").state_dict())
+        except Exception:  # not TorchScript either: report the first error
+            pass
+    raise ValueError(f"{what} {str(path)!r} cannot be read: {error}")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    import os
+
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _refuse_torchscript(model_name: str) -> None:
+    """A TorchScript file as MODEL: its forward is compiled against its own conv modules, so
+    its convolutions cannot be swapped; say so in one line."""
+    path = Path(model_name)
+    if ":" in model_name or not path.is_file():
+        return
+    raise ValueError(
+        f"model {model_name!r} is a file: a TorchScript model cannot be converted (its compiled "
+        "forward calls its own conv modules, which cannot be replaced); give the Python "
+        "factory 'package.module:function' and the weights with --state-dict (a state dict "
+        "or this TorchScript file)"
+    )
+
+
+def _write_torchscript(model: Any, output: Path) -> None:
+    import os
+    import tempfile
+    import warnings
+
+    import torch
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            scripted = torch.jit.script(model.eval())
+    except Exception as exc:  # TorchScript raises many types
+        raise ValueError(
+            f"the converted model cannot be scripted (--torchscript): "
+            f"{' '.join(str(exc).split())[:300]}"
+        ) from None
+    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
+    os.close(fd)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript, torch >= 2.9
+            torch.jit.save(scripted, tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # as an ordinary new file (mkstemp makes it 0600)
+        os.replace(tmp, output)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@app.command("convert")
+@_user_errors
+def convert_command(
+    model_name: Annotated[
+        str,
+        typer.Argument(
+            metavar="MODEL",
+            help="mobilenet_v1 | resnet18 | small_cnn, or package.module:factory",
+        ),
+    ],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Where to write the converted model.")
+    ],
+    state_dict: Annotated[
+        Path | None, typer.Option(help="Weights to load first (a state dict file).")
+    ] = None,
+    kind: Annotated[str, typer.Option(help="depthwise | spatial | cp | tucker2.")] = "depthwise",
+    rank: Annotated[
+        str | None, typer.Option(help="Rank for every layer: R, R_IN,R_OUT (tucker2) or vbmf.")
+    ] = None,
+    tol: Annotated[float | None, typer.Option(help="Per-layer relative weight error.")] = None,
+    mac_budget: Annotated[
+        float | None, typer.Option(help="Fraction of the original MACs, e.g. 0.5.")
+    ] = None,
+    latency_budget: Annotated[
+        float | None, typer.Option(help="Fraction of the original measured latency.")
+    ] = None,
+    rank_multiple: Annotated[
+        int | None, typer.Option(help="Round ranks up to a multiple of this.")
+    ] = None,
+    layers: Annotated[
+        str | None,
+        typer.Option(help="Convs to consider: names a,b,c or start:stop in forward order."),
+    ] = None,
+    width: Annotated[float, typer.Option(help="Width multiplier (alpha).")] = 1.0,
+    resolution: Annotated[int, typer.Option(help="Input resolution (rho).")] = 224,
+    batch: Annotated[int, typer.Option(help="Batch size of the example input.")] = 1,
+    num_classes: Annotated[int | None, typer.Option(help="Classifier outputs.")] = None,
+    input_shape: Annotated[
+        str | None, typer.Option(help="Full input shape, e.g. 1,3,224,224 (overrides).")
+    ] = None,
+    calibration: Annotated[
+        Path | None, typer.Option(help="A batch of inputs (.npy or a torch tensor file).")
+    ] = None,
+    threads: Annotated[int | None, typer.Option(help="torch threads while timing.")] = None,
+    device: Annotated[str | None, typer.Option(help="Where to time: cpu, cuda, cuda:N.")] = None,
+    measure: Annotated[
+        bool, typer.Option("--measure", help="Time layers and models (any policy).")
+    ] = False,
+    torchscript: Annotated[
+        bool, typer.Option("--torchscript", help="Write TorchScript instead of a state dict.")
+    ] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace OUTPUT if it exists.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (stable schema).")] = False,
+) -> None:
+    """Replace a model's convolutions by structured ones and save it (state dict or TorchScript)."""
+    _refuse_torchscript(model_name)
+    out = output.expanduser()
+    if out.is_dir():
+        raise ValueError(f"--output {str(output)!r} is a folder: give a file name")
+    if not out.parent.is_dir():
+        raise ValueError(f"--output {str(output)!r}: folder {str(out.parent)!r} does not exist")
+    for given, what in ((state_dict, "--state-dict"), (calibration, "--calibration")):
+        if given is not None and (_same_file(out, given) or out.resolve() == given.resolve()):
+            raise ValueError(f"--output {str(output)!r} is the {what} file: never overwritten")
+    if out.exists() and not overwrite:
+        raise ValueError(f"--output {str(output)!r} exists: give --overwrite to replace it")
+    from .nn.convert import convert as run_convert
+    from .nn.convert import save_converted
+
+    model = _build_model(model_name, width, resolution, False, num_classes)
+    if state_dict is not None:
+        weights = _load_tensor(state_dict, "--state-dict")
+        if isinstance(weights, dict) and isinstance(weights.get("state_dict"), dict):
+            weights = weights["state_dict"]
+        if not isinstance(weights, dict):
+            raise ValueError(f"--state-dict {str(state_dict)!r} does not hold a state dict")
+        try:
+            model.load_state_dict(weights)
+        except RuntimeError as exc:
+            raise ValueError(
+                f"--state-dict {str(state_dict)!r} does not fit model {model_name!r}: "
+                f"{' '.join(str(exc).split())[:300]}"
+            ) from None
+    model.eval()
+    calib = None if calibration is None else _load_tensor(calibration, "--calibration")
+    if calib is not None and not hasattr(calib, "shape"):
+        raise ValueError(f"--calibration {str(calibration)!r} does not hold a tensor")
+    if calib is not None:
+        calib = calib.float()
+    shape = _ints(input_shape, "input_shape")
+    if shape is None and calib is None:
+        default = getattr(model, "default_input_shape", None)
+        if default is None:
+            raise ValueError(f"model {model_name!r} has no default_input_shape: give --input-shape")
+        shape = (batch, default[1], *(resolution,) * (len(default) - 2))
+    converted, report = run_convert(
+        model,
+        kind,
+        layers=_layers_option(layers),
+        rank=_rank_option(rank),
+        tol=tol,
+        mac_budget=mac_budget,
+        latency_budget=latency_budget,
+        rank_multiple=rank_multiple,
+        calibration=calib,
+        input_shape=shape,
+        measure=measure,
+        device=device,
+        threads=threads,
+    )
+    if torchscript:
+        _write_torchscript(converted, out)
+    else:
+        # a module object (not a factory) cannot be rebuilt from its name: load_converted then
+        # needs the model itself
+        source = model_name if _factory_is_callable(model_name) else None
+        kwargs = _factory_kwargs(model_name, width, resolution, False, num_classes)
+        save_converted(
+            converted, report, out, source=source, source_kwargs=kwargs, overwrite=overwrite
+        )
+    fmt = "torchscript" if torchscript else "state_dict"
+    if as_json:
+        doc = report.to_dict()
+        doc["output"] = {"path": str(out), "format": fmt}
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+        return
+    console.print(str(report), markup=False, soft_wrap=True)
+    how = (
+        "TorchScript (torch.jit.load)"
+        if torchscript
+        else "state dict + structure (sepconv.nn.load_converted)"
+    )
+    console.print(f"saved {out} as {how}", markup=False)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ Needs the ``nn`` extra (PyTorch); ``import sepconv`` alone never imports torch.
 """
 
 from . import functional, models
-from .convert import ConvertReport, convert
+from .convert import ConvertReport, convert, load_converted, save_converted
 from .factorize import KINDS, VBMF, LayerReport, evbmf, factorize
 from .functional import (
     depthwise_separable_conv,
@@ -53,11 +53,13 @@ __all__ = [
     "evbmf",
     "factorize",
     "functional",
+    "load_converted",
     "low_rank_conv",
     "machine_rates",
     "models",
     "profile",
     "recover",
+    "save_converted",
     "spatially_separable_conv",
     "tucker2_conv",
 ]

@@ -33,12 +33,13 @@ from .factorize import (
     _Decomposition,
     _exact_tol,
     _factorize,
+    _last_stage,
     _relative,
 )
 from .layers import LAYERS, _StructuredConv
 from .profile import _FORMAT_NAMES, _eval, _fold_batchnorm, count, example_input
 
-__all__ = ["ConvertReport", "convert"]
+__all__ = ["ConvertReport", "convert", "load_converted", "save_converted"]
 
 _CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -1429,3 +1430,210 @@ def _measure_result(
         result.notes.append(
             f"latency_budget {budget:g} not reached: measured {frac:.3f} of the original ({why})"
         )
+
+
+# ----------------------------------------------------------------------------------------------
+# saving and loading a converted model: state dict + what replaced which conv
+# ----------------------------------------------------------------------------------------------
+
+#: ``format`` of the files :func:`save_converted` writes.
+CHECKPOINT_FORMAT = "sepconv.nn.converted"
+
+
+def _layer_spec(name: str, layer: nn.Module) -> dict[str, Any]:
+    """Class and constructor arguments that rebuild a structured layer (weights apart)."""
+    classes = {cls.__name__ for by_dims in LAYERS.values() for cls in by_dims.values()}
+    cls_name = type(layer).__name__
+    if cls_name not in classes or not isinstance(layer, _StructuredConv):
+        raise TypeError(f"{name} is a {cls_name}, not a sepconv structured layer")
+    geo = layer.geometry
+    last = _last_stage(layer)
+    kwargs: dict[str, Any] = {
+        "in_channels": layer.in_channels,
+        "out_channels": layer.out_channels,
+        "kernel_size": list(geo.kernel_size),
+        "stride": list(geo.stride),
+        "padding": geo.padding if isinstance(geo.padding, str) else list(geo.padding),
+        "dilation": list(geo.dilation),
+        "padding_mode": geo.padding_mode,
+        "groups": layer.groups,
+        "bias": last.bias is not None,
+    }
+    if hasattr(layer, "depth_multiplier"):
+        if not all(
+            isinstance(getattr(layer, n), nn.Identity) for n in ("bn1", "act1", "bn2", "act2")
+        ):
+            raise TypeError(f"{name}: a depthwise-separable layer with a norm or activation")
+        kwargs["depth_multiplier"] = layer.depth_multiplier
+    else:
+        rank = layer.rank
+        kwargs["rank"] = list(rank) if isinstance(rank, tuple) else rank
+    dtype = str(last.weight.dtype).removeprefix("torch.")
+    return {"name": name, "class": cls_name, "kwargs": kwargs, "dtype": dtype}
+
+
+def save_converted(
+    model: nn.Module,
+    report: ConvertReport,
+    path: str | Any,
+    *,
+    source: str | None = None,
+    source_kwargs: dict[str, Any] | None = None,
+    overwrite: bool = False,
+) -> None:
+    """Write a converted model as a state dict plus what is needed to rebuild it.
+
+    The file (``torch.save``; loads with ``weights_only=True``) holds the state dict, one
+    entry per replaced convolution (its name, the structured layer's class and constructor
+    arguments), the conversion report, and optionally the model's ``source`` (a name in
+    :data:`sepconv.nn.models.MODELS` or ``'package.module:factory'``) with the keyword
+    arguments it was built with. :func:`load_converted` rebuilds it. The file is written to a
+    temporary name in the same folder and renamed: no partial file is left on failure.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The model :func:`convert` returned.
+    report : ConvertReport
+        Its report (names the replaced layers).
+    path : str or path-like
+    source, source_kwargs : optional
+        How to build the original architecture (for :func:`load_converted` without a model).
+    overwrite : bool
+        Replace an existing file (refused by default).
+
+    Raises
+    ------
+    ValueError
+        ``path`` exists and ``overwrite`` is False, or its folder does not exist.
+    TypeError
+        A layer named as converted in ``report`` is not a structured layer of ``model``.
+    """
+    import os
+    import tempfile
+    from pathlib import Path
+
+    target = Path(path)
+    if target.exists() and not check_bool(overwrite, "overwrite"):
+        raise ValueError(f"path {str(target)!r} exists: give overwrite=True to replace it")
+    if not target.parent.is_dir():
+        raise ValueError(f"path {str(target)!r}: folder {str(target.parent)!r} does not exist")
+    modules = dict(model.named_modules())
+    specs = []
+    for r in report.converted:
+        if r.name not in modules:
+            raise TypeError(f"report names {r.name!r}, which is not a module of the model")
+        specs.append(_layer_spec(r.name, modules[r.name]))
+    checkpoint = {
+        "format": CHECKPOINT_FORMAT,
+        "version": 1,
+        "source": None if source is None else {"model": source, "kwargs": source_kwargs or {}},
+        "replacements": specs,
+        "state_dict": model.state_dict(),
+        "report": report.to_dict(),
+    }
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        torch.save(checkpoint, tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # as an ordinary new file (mkstemp makes it 0600)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _import_factory(spec: str) -> Any:
+    """A model factory: a name of :data:`sepconv.nn.models.MODELS` or ``'module:attr'``
+    (imported with the current directory first on the path, as ``python -m`` does)."""
+    import importlib
+    import os
+    import sys
+
+    from . import models
+
+    if ":" not in spec:
+        if spec not in models.MODELS:
+            raise ValueError(
+                f"source model must be one of {sorted(models.MODELS)} or "
+                f"'package.module:factory', got {spec!r}"
+            )
+        return models.MODELS[spec]
+    mod_name, _, attr = spec.partition(":")
+    cwd = os.getcwd()
+    added = cwd not in sys.path and "" not in sys.path
+    if added:
+        sys.path.insert(0, cwd)
+    importlib.invalidate_caches()
+    try:
+        return getattr(importlib.import_module(mod_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"source model {spec!r} cannot be imported: {exc}") from None
+    finally:
+        if added:
+            sys.path.remove(cwd)
+
+
+def load_converted(path: str | Any, model: nn.Module | None = None) -> nn.Module:
+    """Rebuild a model written by :func:`save_converted` (or ``sepconv convert``).
+
+    Parameters
+    ----------
+    path : str or path-like
+        The checkpoint (loaded with ``torch.load(..., weights_only=True)`` on the CPU).
+    model : nn.Module, optional
+        The original architecture (any weights); it is modified in place. Default: built
+        from the checkpoint's ``source`` (a registry name or ``'package.module:factory'``,
+        imported from the current directory first).
+
+    Returns
+    -------
+    nn.Module
+        The converted model with its weights, in evaluation mode.
+
+    Raises
+    ------
+    ValueError
+        Not a converted-model checkpoint; no ``model`` and no ``source``; the state dict
+        does not fit.
+    """
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError) as exc:
+        raise ValueError(f"{str(path)!r} cannot be read as a checkpoint: {exc}") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(
+            f"{str(path)!r} is not a sepconv converted model (no format "
+            f"{CHECKPOINT_FORMAT!r}); a plain state dict needs its own model"
+        )
+    if model is None:
+        source = ckpt.get("source")
+        if not source:
+            raise ValueError(
+                f"{str(path)!r} does not say how to build the original model: pass model="
+            )
+        model = _import_factory(source["model"])(**source["kwargs"])
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"source model {source['model']!r} did not return an nn.Module")
+    elif not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    classes = {cls.__name__: cls for by_dims in LAYERS.values() for cls in by_dims.values()}
+    for spec in ckpt["replacements"]:
+        cls = classes.get(spec["class"])
+        if cls is None:
+            raise ValueError(f"unknown layer class {spec['class']!r} in {str(path)!r}")
+        kwargs = dict(spec["kwargs"])
+        if isinstance(kwargs.get("rank"), list):
+            kwargs["rank"] = tuple(kwargs["rank"])
+        layer = cls(**kwargs, dtype=getattr(torch, spec.get("dtype", "float32")))
+        _set_module(model, spec["name"], layer)
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as exc:
+        raise ValueError(
+            f"the state dict in {str(path)!r} does not fit the model: "
+            f"{' '.join(str(exc).split())[:300]}"
+        ) from None
+    return model.eval()
