@@ -585,3 +585,56 @@ def test_latency_budget_replaces_nothing_when_every_whole_model_is_measured_slow
     assert report.latency_fraction == 1.0
     assert all(r["measured"] > 1 for r in report.timing["rounds"])
     assert all(r.note == "kept dense by the latency budget" for r in report.layers)
+
+
+# -- save_converted / load_converted --------------------------------------------------------
+
+
+class Mixed(nn.Module):
+    """2-D and 3-D convs with groups, strides, 'same' padding and float64 weights."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(4, 8, 3, stride=2, padding=1, groups=2, dtype=torch.float64)
+        self.b = nn.Conv3d(2, 6, 3, padding="same", bias=False, dtype=torch.float64)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.a(x)
+        return self.b(y.reshape(y.shape[0], 2, 4, *y.shape[2:]))
+
+
+@pytest.mark.parametrize("kind", ["depthwise", "spatial", "cp", "tucker2"])
+def test_save_and_load_converted_round_trip(tmp_path, kind):
+    torch.manual_seed(20)
+    model = Mixed()
+    new, report = convert(model, kind, rank=2, input_shape=(1, 4, 8, 8))
+    assert len(report.converted) == 2
+    path = tmp_path / "m.pt"
+    snn.save_converted(new, report, path)
+    back = snn.load_converted(path, Mixed())
+    x = torch.randn(2, 4, 8, 8, dtype=torch.float64)
+    with torch.no_grad():
+        assert torch.equal(back(x), new.eval()(x))
+    assert all(p.dtype == torch.float64 for p in back.parameters())
+    with pytest.raises(ValueError, match="exists: give overwrite=True"):
+        snn.save_converted(new, report, path)
+    with pytest.raises(ValueError, match="does not say how to build the original model"):
+        snn.load_converted(path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt"]
+
+
+def test_load_converted_refuses_other_files(tmp_path):
+    plain = tmp_path / "plain.pt"
+    torch.save(nn.Conv2d(1, 1, 1).state_dict(), plain)
+    with pytest.raises(ValueError, match="is not a sepconv converted model"):
+        snn.load_converted(plain, nn.Conv2d(1, 1, 1))
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"junk")
+    with pytest.raises(ValueError, match="cannot be read as a checkpoint"):
+        snn.load_converted(junk, nn.Conv2d(1, 1, 1))
+    model = small_cnn(width=4, depth=1)
+    new, report = convert(model, rank=1)
+    path = tmp_path / "m.pt"
+    snn.save_converted(new, report, path, source="small_cnn", source_kwargs={"width": 4})
+    with pytest.raises(ValueError, match="does not fit the model"):
+        snn.load_converted(path)  # rebuilt with width 4 but depth 4: other convs

@@ -1601,8 +1601,10 @@ def load_converted(path: str | Any, model: nn.Module | None = None) -> nn.Module
     """
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError) as exc:
-        raise ValueError(f"{str(path)!r} cannot be read as a checkpoint: {exc}") from None
+    except Exception as exc:  # torch.load raises many types on a file it cannot read
+        raise ValueError(
+            f"{str(path)!r} cannot be read as a checkpoint: {type(exc).__name__}: {exc}"
+        ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(
             f"{str(path)!r} is not a sepconv converted model (no format "
