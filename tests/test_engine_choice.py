@@ -88,3 +88,25 @@ def test_wide_gaussian_long_passes(dtype, mode) -> None:
     y[5, 5] = np.nan
     got = sepconv.gaussian_filter(y, (1.0, 40.0))
     assert np.array_equal(np.isnan(got), np.isnan(ndimage.gaussian_filter(y, (1.0, 40.0))))
+
+
+@pytest.mark.parametrize("mode", ["reflect", "mirror", "wrap"])
+def test_fft_pass_unpadded_transforms(mode) -> None:
+    # reflect/mirror with centred symmetric taps run as DCT-II/DCT-I of the bare line, wrap
+    # as a DFT of it: kernels shorter and far longer than the axis, lines of 1-2 samples
+    rng = np.random.default_rng(7)
+    for n in (1, 2, 3, 17, 64):
+        x = rng.standard_normal((4, n, 5))
+        for k in (1, 3, 11, 301):
+            half = rng.random(k // 2 + 1)
+            w = np.concatenate([half, half[-2::-1]])
+            for axis in (1, 2, 0):
+                ref = ndimage.correlate1d(x, w, axis, mode=mode)
+                got = fft_pass(x, axis, w, 0, mode, 0.0)
+                np.testing.assert_allclose(got, ref, rtol=0, atol=1e-12 * w.sum(), err_msg=str(n))
+    if mode == "wrap":  # any taps, any origin
+        x = rng.standard_normal((6, 40))
+        for k, origin in ((4, 1), (9, -4), (50, 3)):
+            w = rng.standard_normal(k)
+            ref = ndimage.correlate1d(x, w, 1, mode="wrap", origin=origin)
+            np.testing.assert_allclose(fft_pass(x, 1, w, origin, "wrap", 0.0), ref, atol=1e-12)

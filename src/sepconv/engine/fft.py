@@ -67,7 +67,9 @@ def fft_pass(
     workers: int = 1,
 ) -> np.ndarray:
     """``scipy.ndimage.correlate1d(x, w, axis, mode=mode, cval=cval, origin=origin)`` by 1-D
-    FFTs of the padded lines, in blocks of lines (float64, as :func:`fft`).
+    FFTs of the padded lines, in blocks of lines (float64, as :func:`fft`). Where the pass is
+    diagonal in a real transform of the line itself (``wrap``: DFT; ``reflect``/``mirror``
+    with centred symmetric taps: DCT-II/DCT-I) the line is transformed unpadded.
 
     A long pass costs ``O(log n)`` per output instead of ``len(w)``: for a separable kernel
     this does the FFT's work one axis at a time (an N-D FFT of the dense kernel costs more).
@@ -83,6 +85,10 @@ def fft_pass(
     n = x.shape[axis]
     k = len(w)
     if x.size == 0:
+        return out
+    diagonal = _diagonal(w, origin, mode, n)
+    if diagonal is not None:
+        _transform_pass(x, out, axis, *diagonal, workers)
         return out
     table = extension_table(n, k, k // 2 + origin, mode)
     length = n + k - 1
@@ -121,6 +127,73 @@ def fft_pass(
 
     _blocks(cols, [(o, c0) for o in range(outer) for c0 in range(0, inner, step)], workers)
     return out
+
+
+def _periodic(w: np.ndarray, origin: int, period: int) -> np.ndarray:
+    """The taps folded onto one period: ``h[(j - off) mod period] += w[j]``."""
+    off = len(w) // 2 + origin
+    h = np.zeros(period)
+    np.add.at(h, (np.arange(len(w)) - off) % period, w)
+    return h
+
+
+def _diagonal(w: np.ndarray, origin: int, mode: str, n: int) -> tuple | None:
+    """``(forward, inverse, multiplier)`` where the pass is diagonal in a real transform of
+    the line itself (no padding): ``wrap`` in the DFT (period n, any taps); ``reflect``
+    (half-sample symmetric, period 2n) in the DCT-II and ``mirror`` (whole-sample symmetric,
+    period 2n - 2) in the DCT-I, for centred symmetric taps (the extension and the kernel
+    share the symmetry, so the correlation keeps it). Exact for kernels of any length: the
+    modes' repeated extension of a short line is that periodic signal. None otherwise."""
+    centred = origin == 0 and len(w) % 2 == 1 and bool(np.array_equal(w, w[::-1]))
+    if mode == "wrap":
+        mult = np.conj(np.fft.rfft(_periodic(w, origin, n)))
+        return (
+            lambda a, ax: sfft.rfft(a, axis=ax, overwrite_x=True),
+            lambda a, ax: sfft.irfft(a, n=n, axis=ax, overwrite_x=True),
+            mult,
+        )
+    if mode == "reflect" and centred:
+        mult = np.fft.rfft(_periodic(w, 0, 2 * n)).real[:n]
+        return (
+            lambda a, ax: sfft.dct(a, type=2, axis=ax, overwrite_x=True),
+            lambda a, ax: sfft.idct(a, type=2, axis=ax, overwrite_x=True),
+            mult,
+        )
+    if mode == "mirror" and centred and n >= 2:
+        mult = np.fft.rfft(_periodic(w, 0, 2 * n - 2)).real[:n]
+        return (
+            lambda a, ax: sfft.dct(a, type=1, axis=ax, overwrite_x=True),
+            lambda a, ax: sfft.idct(a, type=1, axis=ax, overwrite_x=True),
+            mult,
+        )
+    return None
+
+
+def _transform_pass(x, out, axis, forward, inverse, mult, workers) -> None:
+    """``out = inverse(forward(x) * mult)`` along ``axis``, in float64 blocks of lines."""
+    n = x.shape[axis]
+    outer = math.prod(x.shape[:axis])
+    inner = math.prod(x.shape[axis + 1 :])
+    step = max(1, _BLOCK_BYTES // (8 * n))
+    if inner == 1:
+        x2, o2 = x.reshape(outer, n), out.reshape(outer, n)
+
+        def rows(r0: int) -> None:
+            spec = forward(x2[r0 : r0 + step].astype(np.float64), 1)
+            spec *= mult
+            o2[r0 : r0 + step] = inverse(spec, 1)
+
+        _blocks(rows, [(r0,) for r0 in range(0, outer, step)], workers)
+        return
+    x3, o3 = x.reshape(outer, n, inner), out.reshape(outer, n, inner)
+    mcol = mult[:, None]
+
+    def cols(o: int, c0: int) -> None:
+        spec = forward(x3[o, :, c0 : c0 + step].astype(np.float64), 0)
+        spec *= mcol
+        o3[o, :, c0 : c0 + step] = inverse(spec, 0)
+
+    _blocks(cols, [(o, c0) for o in range(outer) for c0 in range(0, inner, step)], workers)
 
 
 def _blocks(fn: Any, args: list[tuple], workers: int) -> None:
