@@ -553,6 +553,7 @@ def _gaussian_method(backend, x, job: Job, gauss: dict, method: str, tol: float 
         gaussians=gaussians,
         finite=finite,
         recursive_ok=getattr(backend, "RECURSIVE", False),
+        modes=job.modes,
     )
     if p.method != "recursive":
         return job

@@ -295,6 +295,10 @@ def plan_terms(
 RUNNING_TAPS = 24
 FFT_PASS_TAPS = 256
 RECURSIVE_TAPS = 48
+#: A pass that is diagonal in a real transform of the bare line (``wrap``; ``reflect`` or
+#: ``mirror`` with centred symmetric taps: DCT) needs no padding: 95-150 ms on 4096^2
+#: whatever its length, direct passes of 129 taps 89-160 ms (measured the same way).
+DIAGONAL_TAPS = 128
 
 
 def is_box(weights: np.ndarray) -> bool:
@@ -303,23 +307,42 @@ def is_box(weights: np.ndarray) -> bool:
     return len(w) > 1 and bool(w[0] > 0) and bool(np.all(w == w[0]))
 
 
-def pass_engine(weights: np.ndarray, *, finite: bool = True) -> str:
+def pass_engine(
+    weights: np.ndarray, *, finite: bool = True, mode: str | None = None, origin: int = 0
+) -> str:
     """The exact engine of one 1-D pass: ``'running'`` (box weights of at least
-    :data:`RUNNING_TAPS`), ``'fft'`` (at least :data:`FFT_PASS_TAPS` taps, finite data: an
-    FFT spreads a NaN over its line) or ``'direct'``. The numpy backend runs every pass of a
-    filter by this rule; :func:`plan_passes` reports it.
+    :data:`RUNNING_TAPS`), ``'fft'`` (finite data only -- an FFT spreads a NaN over its line
+    -- and at least :data:`FFT_PASS_TAPS` taps, or :data:`DIAGONAL_TAPS` where the canonical
+    ``mode`` and ``origin`` make the pass diagonal in a transform of the bare line) or
+    ``'direct'``. The numpy backend runs every pass of a filter by this rule;
+    :func:`plan_passes` reports it.
 
     Examples
     --------
     >>> pass_engine(np.full(101, 1 / 101)), pass_engine(np.hanning(300)), pass_engine([1, 2])
     ('running', 'fft', 'direct')
+    >>> pass_engine(np.hanning(201), mode="reflect"), pass_engine(np.hanning(201), mode="nearest")
+    ('fft', 'direct')
     """
-    k = len(weights)
-    if k >= RUNNING_TAPS and is_box(np.asarray(weights)):
+    w = np.asarray(weights)
+    k = len(w)
+    if k >= RUNNING_TAPS and is_box(w):
         return "running"
-    if finite and k >= FFT_PASS_TAPS:
+    if finite and k >= (DIAGONAL_TAPS if _diagonal(w, mode, origin) else FFT_PASS_TAPS):
         return "fft"
     return "direct"
+
+
+def _diagonal(w: np.ndarray, mode: str | None, origin: int) -> bool:
+    """Whether ``engine.fft_pass`` transforms the bare line (see ``engine.fft._diagonal``)."""
+    if mode == "wrap":
+        return True
+    return (
+        mode in ("reflect", "mirror")
+        and origin == 0
+        and len(w) % 2 == 1
+        and bool(np.array_equal(w, w[::-1]))
+    )
 
 
 _ENGINE_TAPS = {"running": RUNNING_TAPS, "fft": FFT_PASS_TAPS}
@@ -336,6 +359,7 @@ def plan_passes(
     gaussians: Sequence[tuple[float, int]] | None = None,
     finite: bool = True,
     recursive_ok: bool = True,
+    modes: Any = None,
 ) -> Plan:
     """How a filter given as 1-D passes runs (``gaussian_filter``, ``uniform_filter``...).
 
@@ -360,6 +384,8 @@ def plan_passes(
         recursion).
     recursive_ok : bool
         Whether the array library can run the recursive filter (numpy only).
+    modes : mapping of axis -> canonical mode, optional
+        The border mode of each pass's axis (default ``'reflect'``, scipy's).
 
     Returns
     -------
@@ -380,8 +406,9 @@ def plan_passes(
         raise ValueError(f"method must be one of {list(PASS_METHODS)}, got {method!r}")
     mpix = max(1, math.prod(int(n) for n in data_shape)) / 1e6
     parts, taps = [], 0.0
-    for axis, w, _ in passes:
-        engine = pass_engine(np.asarray(w), finite=finite)
+    for axis, w, origin in passes:
+        mode = "reflect" if modes is None else modes[axis]
+        engine = pass_engine(np.asarray(w), finite=finite, mode=mode, origin=origin)
         taps += min(len(w), _ENGINE_TAPS.get(engine, len(w)))
         how = {"running": "running sums", "fft": "1-D FFT", "direct": "direct"}[engine]
         parts.append(f"axis {axis}: {len(w)} taps by {how}")

@@ -207,7 +207,7 @@ def _with_fft_passes(
         cur = xe
         for i, ((axis, w, origin), c) in enumerate(chain(passes, job.cval)):
             dst = bufs[i % 2]
-            if plan.pass_engine(w) == "fft":
+            if plan.pass_engine(w, mode=job.modes[axis], origin=origin) == "fft":
                 engine.fft_pass(cur, axis, w, origin, job.modes[axis], c, dst, nthreads)
             else:
                 engine.separable(cur, [(1.0, ((axis, w, origin),))], job.modes, c, out=dst)

@@ -88,7 +88,8 @@ def fft_pass(
         return out
     diagonal = _diagonal(w, origin, mode, n)
     if diagonal is not None:
-        _transform_pass(x, out, axis, *diagonal, workers)
+        forward, inverse, mult = diagonal
+        _transform_pass(x, out, axis, forward, inverse, mult, workers)
         return out
     table = extension_table(n, k, k // 2 + origin, mode)
     length = n + k - 1
