@@ -14,6 +14,10 @@ and the time `convert` takes on a ResNet-18 layout.
    (contention from other processes only ever adds time).
 3. ``sepconv.nn.convert`` on a ResNet-18 layout (20 convolutions, random weights): the median
    wall time of several runs per policy.
+4. ``convert(resnet18(), kind, latency_budget=0.5, input_shape=(1, 3, 224, 224))`` per kind
+   (``--latency-kinds``): wall time, its report, and both models re-timed by this script.
+5. The digits CNN of the ``layers`` experiment converted to half its latency and recovered
+   with ``sepconv.nn.recover`` for 3 epochs: test accuracy per seed (``--recover-seeds``).
 
 The machine may be shared: before each timed block, and before every round of the latency
 comparison, the script checks that no other process uses the CPUs (``/proc/stat`` while it
@@ -23,6 +27,7 @@ free) is fast, waiting up to ``--settle`` seconds otherwise; checks and waits ar
 Writes ``benchmarks/results/nn-<machine>-<date>.json`` and ``.md``.
 
     python benchmarks/bench_nn.py [--threads 2] [--repeats 15] [--compile] [--quick]
+        [--only mobilenet layers convert latency recover]
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ import torch
 from torch import nn
 
 import sepconv
+from sepconv._torch_threads import torch_threads
 from sepconv.nn import convert, profile
 from sepconv.nn.models import mobilenet_v1, resnet18
 from sepconv.nn.profile import _fold_batchnorm, machine_rates
@@ -323,6 +329,171 @@ def bench_convert(args: argparse.Namespace, log: list[dict[str, Any]]) -> list[d
 
 
 # ----------------------------------------------------------------------------------------------
+# 4. convert(..., latency_budget=0.5) on the ResNet-18 layout, checked by this script's timing
+# ----------------------------------------------------------------------------------------------
+
+
+def bench_latency(args: argparse.Namespace, log: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``convert(resnet18(), kind, latency_budget=0.5, input_shape=(1, 3, 224, 224))`` per kind:
+    its wall time and report, then both models re-timed independently (prepared alike, in
+    the converted model's memory format and the original's, alternating rounds after a quiet
+    check; medians)."""
+    out = []
+    example = torch.randn(1, 3, 224, 224)
+    for kind in args.latency_kinds:
+        torch.manual_seed(0)
+        model = resnet18().eval()
+        settle(args.threads, args.settle, log, f"latency_budget {kind}")
+        t0 = time.perf_counter()
+        new, report = convert(
+            model, kind, latency_budget=args.budget, input_shape=(1, 3, 224, 224),
+            threads=args.threads,
+        )  # fmt: skip
+        wall = time.perf_counter() - t0
+        formats = {
+            "contiguous": torch.contiguous_format,
+            "channels_last": torch.channels_last,
+        }
+        f_before = formats[report.timing["memory_format"]]
+        f_after = formats[report.timing["memory_format_converted"]]
+        a = prepare(model, example, f_before)
+        b = prepare(new, example, f_after)
+        xa = example.contiguous(memory_format=f_before)
+        xb = example.contiguous(memory_format=f_after)
+        settle(args.threads, args.settle, log, f"latency check {kind}")
+        with torch.inference_mode():
+            times, waits = alternate(
+                {"original": lambda: a(xa), "converted": lambda: b(xb)},  # noqa: B023
+                args.repeats,
+                args,
+            )
+        med = {k: statistics.median(v) for k, v in times.items()}
+        out.append(
+            {
+                "kind": kind,
+                "budget": args.budget,
+                "convert_s": wall,
+                "converted": len(report.converted),
+                "latency_fraction_report": report.latency_fraction,
+                "latency_before_ms": report.latency_before * 1e3,
+                "latency_after_ms": report.latency_after * 1e3,
+                "mac_fraction": report.mac_fraction,
+                "check_median_ms": {k: v * 1e3 for k, v in med.items()},
+                "check_fraction": med["converted"] / med["original"],
+                "check_min_fraction": min(times["converted"]) / min(times["original"]),
+                "contended_waits": waits,
+                "notes": report.notes,
+                "rounds": report.timing.get("rounds", []),
+                "table": report.to_markdown(),
+            }
+        )
+        print(f"latency {kind}: {out[-1]['check_fraction']:.3f}", file=sys.stderr)
+    return out
+
+
+def md_latency(rows: list[dict[str, Any]]) -> list[str]:
+    lines = ["## convert(resnet18(), kind, latency_budget) at 224x224, batch 1", ""]
+    lines.append(
+        "Random weights (no pretrained weights here): the errors below say what a random "
+        "conv loses, not a trained one. `report`: convert's own whole-model measurement "
+        "(fastest of 7 calls each, alternating); `check`: this script's, the two prepared "
+        "models alternating after a quiet-machine check (median)."
+    )
+    lines.append("")
+    lines.append(
+        "| kind | budget | convert s | converted | MACs after | report after/before | "
+        "check ms (original / converted) | check fraction |"
+    )
+    lines.append("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        m = r["check_median_ms"]
+        lines.append(
+            f"| {r['kind']} | {r['budget']:g} | {r['convert_s']:.1f} | {r['converted']}/20 | "
+            f"{r['mac_fraction']:.1%} | {r['latency_fraction_report']:.3f} | "
+            f"{m['original']:.2f} / {m['converted']:.2f} | {r['check_fraction']:.3f} |"
+        )
+    for r in rows:
+        lines += ["", f"<details><summary>{r['kind']}: per-layer table</summary>", ""]
+        lines += [r["table"], "", "</details>"]
+    lines.append("")
+    return lines
+
+
+# ----------------------------------------------------------------------------------------------
+# 5. convert to half the latency + recover, on the digits CNN of the `layers` experiment
+# ----------------------------------------------------------------------------------------------
+
+
+def bench_recover(args: argparse.Namespace, log: list[dict[str, Any]]) -> dict[str, Any]:
+    """The `layers` experiment's CNN trained on scikit-learn digits (15 epochs, seed 0), then
+    ``convert(depthwise, latency_budget=0.5)`` timed at its latency setting (batch 64, one
+    thread) and ``recover`` for 3 epochs (batch 16, lr 1e-2), once per seed."""
+    import numpy as np
+
+    from sepconv.experiments._common import accuracy, train
+    from sepconv.experiments.layers import load_digits_16
+    from sepconv.nn import recover
+    from sepconv.nn.models import small_cnn
+
+    x, y = load_digits_16()
+    perm = np.random.default_rng(0).permutation(len(x))
+    n_train = int(0.75 * len(x))
+    tr, te = perm[:n_train], perm[n_train:]
+    xtr, ytr = torch.from_numpy(x[tr]), torch.from_numpy(y[tr])
+    xte, yte = torch.from_numpy(x[te]), torch.from_numpy(y[te])
+    with torch_threads(1):
+        torch.manual_seed(0)
+        base = small_cnn("standard", in_chans=1, num_classes=10, width=16, depth=4, resolution=16)
+        train(base, xtr, ytr, 15, seed=0)
+    acc0 = accuracy(base, xte, yte)
+    runs = []
+    for seed in range(args.recover_seeds):
+        settle(args.threads, args.settle, log, f"recover seed {seed}")
+        student, report = convert(
+            base, "depthwise", latency_budget=0.5, input_shape=(64, 1, 16, 16), threads=1,
+            calibration=xtr[:256],
+        )  # fmt: skip
+        acc1 = accuracy(student, xte, yte)
+        with torch_threads(1):
+            rec = recover(student, base, (xtr, ytr), epochs=3, batch_size=16, lr=1e-2,
+                          eval_data=(xte, yte), seed=seed, progress=False)  # fmt: skip
+        runs.append(
+            {
+                "seed": seed,
+                "latency_fraction": report.latency_fraction,
+                "ranks": [r.rank for r in report.layers],
+                "acc_converted": acc1,
+                "acc_recovered": rec.accuracy_after,
+                "drop_points": 100 * (acc0 - (rec.accuracy_after or 0.0)),
+                "recover_s": rec.seconds,
+            }
+        )
+        print(f"recover seed {seed}: drop {runs[-1]['drop_points']:.2f}", file=sys.stderr)
+    return {"acc_original": acc0, "test_samples": len(te), "runs": runs}
+
+
+def md_recover(res: dict[str, Any]) -> list[str]:
+    lines = ["## digits CNN: convert to half the latency, then recover (3 epochs)", ""]
+    lines.append(
+        f"Original test accuracy {res['acc_original']:.4f} on {res['test_samples']} digits. "
+        "`convert(base, 'depthwise', latency_budget=0.5, input_shape=(64, 1, 16, 16), "
+        "threads=1, calibration=xtr[:256])`, then `recover(student, base, (xtr, ytr), "
+        "epochs=3, batch_size=16, lr=1e-2)`; one row per recover seed."
+    )
+    lines.append("")
+    lines.append("| seed | latency after/before | ranks | acc. converted | acc. recovered | drop |")
+    lines.append("|---|---|---|---|---|---|")
+    for r in res["runs"]:
+        lines.append(
+            f"| {r['seed']} | {r['latency_fraction']:.3f} | {r['ranks']} | "
+            f"{r['acc_converted']:.4f} | {r['acc_recovered']:.4f} | "
+            f"{r['drop_points']:.2f} points |"
+        )
+    lines.append("")
+    return lines
+
+
+# ----------------------------------------------------------------------------------------------
 # report
 # ----------------------------------------------------------------------------------------------
 
@@ -335,78 +506,88 @@ def markdown(res: dict[str, Any]) -> str:
         f"bandwidth {res['rates']['bandwidth_bytes_per_s'] / 1e9:.1f} GB/s (main memory)."
     )
     lines.append("")
-    mb = res["mobilenet"]
-    lines.append("## MobileNet v1 vs Conv MobileNet (batch 1, 224x224)")
-    lines.append("")
-    lines.append(
-        f"MACs: {mb['macs']['mobilenet_v1'] / 1e6:.1f}M vs "
-        f"{mb['macs']['conv_mobilenet'] / 1e6:.1f}M (ratio {mb['mac_ratio']:.2f}). "
-        f"Medians over {res['sessions']} sessions of {res['repeats']} alternating rounds each "
-        "(the last column: each session on its own)."
-    )
-    lines.append("")
-    lines.append(
-        "| config | MobileNet v1 ms | Conv MobileNet ms | speed-up | of MAC ratio | per session |"
-    )
-    lines.append("|---|---|---|---|---|---|")
-    for c in mb["configs"]:
-        m = c["median_s"]
-        per = ", ".join(f"{f:.0%}" for f in c["session_fractions"])
+    if "mobilenet" in res:
+        mb = res["mobilenet"]
+        lines.append("## MobileNet v1 vs Conv MobileNet (batch 1, 224x224)")
+        lines.append("")
         lines.append(
-            f"| {c['config']} | {m['mobilenet_v1'] * 1e3:.2f} | {m['conv_mobilenet'] * 1e3:.2f} | "
-            f"{c['speedup']:.2f}x | {c['fraction_of_mac_ratio']:.0%} | {per} |"
+            f"MACs: {mb['macs']['mobilenet_v1'] / 1e6:.1f}M vs "
+            f"{mb['macs']['conv_mobilenet'] / 1e6:.1f}M (ratio {mb['mac_ratio']:.2f}). "
+            f"Medians over {res['sessions']} sessions of {res['repeats']} alternating rounds each "
+            "(the last column: each session on its own)."
         )
-    best = {
-        n: min(c["median_s"][n] for c in mb["configs"]) for n in ("mobilenet_v1", "conv_mobilenet")
-    }
-    ratio = best["conv_mobilenet"] / best["mobilenet_v1"]
-    lines.append("")
-    lines.append(
-        f"Each model at its fastest configuration: {best['mobilenet_v1'] * 1e3:.2f} ms vs "
-        f"{best['conv_mobilenet'] * 1e3:.2f} ms, {ratio:.2f}x = {ratio / mb['mac_ratio']:.0%} "
-        "of the MAC ratio."
-    )
-    lines.append("")
-    lines.append(
-        "Blocks postponed for a contended machine: "
-        + ", ".join(
-            f"{c['config'].split(',')[0].split(' (')[0]} {c['contended_waits']}"
-            for c in mb["configs"]
-        )
-    )
-    lines.append("")
-    lay = res["layers"]
-    lines.append("## MobileNet v1 per layer: measured vs roofline")
-    lines.append("")
-    lines.append(
-        f"{lay['within_2x']} of {lay['timed_layers']} timed layers within 2x of the roofline "
-        "(folded batch norms are not timed). Outliers:"
-    )
-    lines.append("")
-    lines.append("| layer | type | roofline us | measured us | ratio |")
-    lines.append("|---|---|---|---|---|")
-    for o in lay["outliers"]:
+        lines.append("")
         lines.append(
-            f"| {o['name']} | {o['type']} | {o['roofline_us']:.1f} | {o['measured_us']:.1f} | "
-            f"{o['ratio']:.2f} |"
+            "| config | MobileNet v1 ms | Conv MobileNet ms | speed-up | of MAC ratio "
+            "| per session |"
         )
-    lines.append("")
-    lines.append("<details><summary>full table</summary>")
-    lines.append("")
-    lines.append(lay["markdown"])
-    lines.append("")
-    lines.append("</details>")
-    lines.append("")
-    lines.append("## convert on a ResNet-18 layout (20 convs, random weights)")
-    lines.append("")
-    lines.append("| policy | converted | median s | model MACs after |")
-    lines.append("|---|---|---|---|")
-    for c in res["convert"]:
-        frac = "" if c["mac_fraction"] is None else f"{c['mac_fraction']:.1%}"
+        lines.append("|---|---|---|---|---|---|")
+        for c in mb["configs"]:
+            m = c["median_s"]
+            per = ", ".join(f"{f:.0%}" for f in c["session_fractions"])
+            lines.append(
+                f"| {c['config']} | {m['mobilenet_v1'] * 1e3:.2f} | "
+                f"{m['conv_mobilenet'] * 1e3:.2f} | "
+                f"{c['speedup']:.2f}x | {c['fraction_of_mac_ratio']:.0%} | {per} |"
+            )
+        best = {
+            n: min(c["median_s"][n] for c in mb["configs"])
+            for n in ("mobilenet_v1", "conv_mobilenet")
+        }
+        ratio = best["conv_mobilenet"] / best["mobilenet_v1"]
+        lines.append("")
         lines.append(
-            f"| {c['policy']} | {c['converted']}/{c['convs']} | {c['median_s']:.2f} | {frac} |"
+            f"Each model at its fastest configuration: {best['mobilenet_v1'] * 1e3:.2f} ms vs "
+            f"{best['conv_mobilenet'] * 1e3:.2f} ms, {ratio:.2f}x = {ratio / mb['mac_ratio']:.0%} "
+            "of the MAC ratio."
         )
-    lines.append("")
+        lines.append("")
+        lines.append(
+            "Blocks postponed for a contended machine: "
+            + ", ".join(
+                f"{c['config'].split(',')[0].split(' (')[0]} {c['contended_waits']}"
+                for c in mb["configs"]
+            )
+        )
+        lines.append("")
+    if "layers" in res:
+        lay = res["layers"]
+        lines.append("## MobileNet v1 per layer: measured vs roofline")
+        lines.append("")
+        lines.append(
+            f"{lay['within_2x']} of {lay['timed_layers']} timed layers within 2x of the roofline "
+            "(folded batch norms are not timed). Outliers:"
+        )
+        lines.append("")
+        lines.append("| layer | type | roofline us | measured us | ratio |")
+        lines.append("|---|---|---|---|---|")
+        for o in lay["outliers"]:
+            lines.append(
+                f"| {o['name']} | {o['type']} | {o['roofline_us']:.1f} | {o['measured_us']:.1f} | "
+                f"{o['ratio']:.2f} |"
+            )
+        lines.append("")
+        lines.append("<details><summary>full table</summary>")
+        lines.append("")
+        lines.append(lay["markdown"])
+        lines.append("")
+        lines.append("</details>")
+        lines.append("")
+    if "convert" in res:
+        lines.append("## convert on a ResNet-18 layout (20 convs, random weights)")
+        lines.append("")
+        lines.append("| policy | converted | median s | model MACs after |")
+        lines.append("|---|---|---|---|")
+        for c in res["convert"]:
+            frac = "" if c["mac_fraction"] is None else f"{c['mac_fraction']:.1%}"
+            lines.append(
+                f"| {c['policy']} | {c['converted']}/{c['convs']} | {c['median_s']:.2f} | {frac} |"
+            )
+        lines.append("")
+    if "latency" in res:
+        lines += md_latency(res["latency"])
+    if "recover" in res:
+        lines += md_recover(res["recover"])
     lines.append(
         "Machine checks (two-thread ReLU probe, ~40 us when both cores are free; CPU share "
         "used by other processes while we wait):"
@@ -431,6 +612,10 @@ def cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
+#: The benchmark's sections, in the order they run.
+SECTIONS = ("mobilenet", "layers", "convert", "latency", "recover")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", type=int, default=2)
@@ -441,6 +626,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile-runs", type=int, default=3, help="per-layer: min over runs")
     ap.add_argument("--sessions", type=int, default=3, help="latency comparison sessions")
     ap.add_argument("--out", type=Path, default=HERE / "results")
+    ap.add_argument(
+        "--only",
+        nargs="+",
+        choices=SECTIONS,
+        default=list(SECTIONS),
+        help="sections to run (default: all)",
+    )
+    ap.add_argument("--budget", type=float, default=0.5, help="latency section: the budget")
+    ap.add_argument(
+        "--latency-kinds", nargs="+", default=["depthwise", "tucker2"], help="latency section"
+    )
+    ap.add_argument("--recover-seeds", type=int, default=5, help="recover section: seeds")
     args = ap.parse_args(argv)
     if args.quick:
         args.repeats = min(args.repeats, 5)
@@ -462,15 +659,21 @@ def main(argv: list[str] | None = None) -> int:
         },
         "rates": rates.to_dict(),
     }
-    print("mobilenet ...", file=sys.stderr)
-    res["mobilenet"] = bench_mobilenet(args, log)
-    print("per-layer roofline ...", file=sys.stderr)
-    res["layers"] = bench_layers(args, log)
-    print("convert ...", file=sys.stderr)
-    res["convert"] = bench_convert(args, log)
+    runners = {
+        "mobilenet": bench_mobilenet,
+        "layers": bench_layers,
+        "convert": bench_convert,
+        "latency": bench_latency,
+        "recover": bench_recover,
+    }
+    for name in SECTIONS:
+        if name in args.only:
+            print(f"{name} ...", file=sys.stderr)
+            res[name] = runners[name](args, log)
     res["probes"] = log
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / f"nn-{res['machine']}-{res['date']}"
+    suffix = "" if set(args.only) == set(SECTIONS) else "-" + "-".join(args.only)
+    stem = args.out / f"nn-{res['machine']}-{res['date']}{suffix}"
     stem.with_suffix(".json").write_text(json.dumps(res, indent=2) + "\n")
     text = markdown(res)
     stem.with_suffix(".md").write_text(text)
