@@ -270,3 +270,21 @@ def test_convert_a_local_module_and_reload_it_from_the_current_directory(tmp_pat
     assert isinstance(model.conv, snn.DepthwiseSeparableConv2d)
     assert model(torch.randn(1, 3, 8, 8)).shape == (1, 8, 8, 8)
     sys.modules.pop("my_local_net", None)
+
+
+def test_convert_layers_slice_and_calibration_file(tmp_path):
+    import numpy as np
+
+    calib = tmp_path / "calib.npy"
+    np.save(calib, np.random.default_rng(0).standard_normal((4, 3, 16, 16)).astype(np.float32))
+    out = tmp_path / "s.pt"
+    args = ["convert", "small_cnn", "--resolution", "16", "--layers", "0:2", "--rank", "1",
+            "--calibration", str(calib), "-o", str(out), "--json"]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert [r["name"] for r in doc["layers"]] == ["stem.conv", "blocks.0.0"]
+    assert all(r["output_error"] is not None for r in doc["layers"])
+    assert doc["model_output_error"] is not None
+    result = runner.invoke(app, [*args[:4], "--layers", "a,,", "-o", str(tmp_path / "t.pt")])
+    assert result.exit_code == 2 and "layers names ['a']" in result.stderr

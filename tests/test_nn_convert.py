@@ -638,3 +638,12 @@ def test_load_converted_refuses_other_files(tmp_path):
     snn.save_converted(new, report, path, source="small_cnn", source_kwargs={"width": 4})
     with pytest.raises(ValueError, match="does not fit the model"):
         snn.load_converted(path)  # rebuilt with width 4 but depth 4: other convs
+
+
+def test_latency_budget_with_calibration_only_times_one_sample():
+    model = two_convs(21)
+    x = torch.randn(6, 16, 8, 8)
+    _, report = convert(model, latency_budget=0.7, calibration=x, timer=fake_clock())
+    assert report.timing["input_shape"] == [1, 16, 8, 8]
+    assert report.model_output_error is not None  # calibration still refits and reports
+    assert all(r.output_error is not None for r in report.converted)
