@@ -647,3 +647,22 @@ def test_latency_budget_with_calibration_only_times_one_sample():
     assert report.timing["input_shape"] == [1, 16, 8, 8]
     assert report.model_output_error is not None  # calibration still refits and reports
     assert all(r.output_error is not None for r in report.converted)
+
+
+def test_latency_budget_tries_the_other_memory_format():
+    # the depthwise form of the 32-channel conv is slow unless its input is channels-last;
+    # the dense model is as fast either way (so it is timed contiguous)
+    model = two_convs(22)
+    fast, slow = fake_clock(), fake_clock(slow_cin=32)
+
+    def timer(module: nn.Module, x: torch.Tensor) -> float:
+        nhwc = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+        return fast(module, x) if nhwc else slow(module, x)
+
+    new, report = convert(model, latency_budget=0.5, input_shape=(1, 16, 8, 8), timer=timer)
+    assert report.timing["memory_format"] == "contiguous"
+    assert report.timing["memory_format_converted"] == "channels_last"
+    assert {r["memory_format"] for r in report.timing["rounds"]} == {"contiguous", "channels_last"}
+    # channels-last, the nearly separable conv alone meets the budget (least error)
+    assert [r.name for r in report.converted] == ["2"] and isinstance(new[0], nn.Conv2d)
+    assert report.latency_fraction <= 0.5

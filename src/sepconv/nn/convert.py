@@ -1276,8 +1276,11 @@ def _choose_by_latency(
     if picks[0].measured > budget and other is not None:
         alt = _reformat(target, other)
         picks.append(_search(active, kind, budget, timing, target, alt, candidates))
-    # meeting the budget first, then the least squared error, then the fastest
-    best = min(picks, key=lambda p: (p.measured > budget, p.error2, p.measured))
+    # meeting the budget with the least squared error; if neither meets it, the fastest
+    best = min(
+        picks,
+        key=lambda p: (0, p.error2, p.measured) if p.measured <= budget else (1, p.measured, 0),
+    )
     trace.timing_rounds = [r for p in picks for r in p.rounds]
     trace.timing_pick = best.measured
     for lay in active:
