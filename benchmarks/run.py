@@ -69,9 +69,42 @@ def _copy(x: np.ndarray) -> Contender:
     return Contender("copy", lambda: np.copyto(out, x), "memory bound (warm)")
 
 
+#: ``alternating`` (default): the contenders take turns round by round, so slow drifts of the
+#: machine hit all alike. ``blocks``: each contender's runs back to back (timeit's protocol).
+#: On a VM the two differ: a contender that allocates a fresh output right after a long
+#: single-threaded one (scipy) pays for faulting its pages in, two threads at once, at several
+#: times the cost of the same faults back to back (measured: sepconv's 4096^2 float32
+#: Gaussian k=7 takes 11 ms into a preallocated output, 15 ms allocating back to back,
+#: 21-43 ms allocating right after scipy.ndimage's 300 ms).
+PROTOCOL = "alternating"
+
+
+def _warm_memory(nbytes: int = 1 << 30) -> None:
+    """Touch and free 1 GB once: on a VM, memory the guest has never touched (or handed
+    back to the host) first costs host-side faults, which would land on whichever contender
+    allocates its result first (measured: sepconv's 4096^2 float32 Gaussian k=7, the first
+    case, 83 ms allocating its output, 10.6 ms into a preallocated one; OpenCV 15 ms)."""
+    block = np.ones(nbytes // 8)
+    del block
+
+
+def _into(x: np.ndarray, fn: Callable[[np.ndarray], object]) -> Contender:
+    """sepconv into a preallocated output: the filter without the first-touch page faults of
+    a fresh 64 MB result, which on our VM cost 1-80 ms depending on the kernel's memory state
+    (transparent huge pages, host-side faults): sepconv's own compute time."""
+    out = np.empty_like(x)
+    out.fill(0)
+    return Contender("sepconv output=", lambda: fn(out), "preallocated output")
+
+
 def median_times(contenders: list[Contender], repeats: int) -> dict[str, float]:
-    """Each contender warmed up once (numba compilation), then all alternating in a rotating
-    order for ``repeats`` rounds: the median seconds of each (sepconv._timing)."""
+    """Each contender warmed up once (numba compilation), then timed ``repeats`` times by
+    :data:`PROTOCOL`: the median seconds of each (sepconv._timing)."""
+    if PROTOCOL == "blocks":
+        return {
+            c.name: _timing.median_times({c.name: c.fn}, repeats, budget_s=None)[c.name]
+            for c in contenders
+        }
     return _timing.median_times({c.name: c.fn for c in contenders}, repeats, budget_s=None)
 
 
@@ -198,6 +231,9 @@ def gaussian_2d_case(size: int, k: int, dtype: type, threads: int) -> Case:
     ]
     if dtype == np.float32:
         contenders.append(Contender("torch.conv2d", torch_separable(x, g, 2), "2 passes"))
+        contenders.append(_into(x, lambda out: sepconv.gaussian_filter(
+            x, sigma, radius=radius, workers=threads, output=out
+        )))  # fmt: skip
     contenders.append(_copy(x))
     return Case(
         name,
@@ -296,6 +332,7 @@ def gaussian_3d_case(size: int, threads: int) -> Case:
                 "IIR approximation",
             ),
             Contender("torch.conv3d", torch_separable(x, g, 3), "3 passes"),
+            _into(x, lambda out: sepconv.gaussian_filter(x, 2.0, workers=threads, output=out)),
             _copy(x),
         ],
         targets={
@@ -536,7 +573,13 @@ def markdown(results: dict) -> str:
     lines.append(
         f"Threads: {results['threads']} for every contender (scipy.ndimage is "
         "single-threaded). Median of "
-        f"{results['repeats']} alternating runs after warm-up. Versions: "
+        f"{results['repeats']} "
+        + (
+            "runs of each contender back to back"
+            if results.get("protocol") == "blocks"
+            else "alternating runs"
+        )
+        + " after warm-up. Versions: "
         + ", ".join(f"{k} {v}" for k, v in results["versions"].items())
         + "."
     )
@@ -621,7 +664,12 @@ def plot(results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     cases = results["cases"]
-    fig, axes = plt.subplots(1, 2, figsize=(15, 6), gridspec_kw={"width_ratios": [2, 1]})
+    pl = results["planner"]
+    if pl:
+        fig, axes = plt.subplots(1, 2, figsize=(15, 6), gridspec_kw={"width_ratios": [2, 1]})
+    else:  # no planner sweep run (--only): no empty panel
+        fig, ax0 = plt.subplots(1, 1, figsize=(12, 6))
+        axes = [ax0]
     ax = axes[0]
     peers = sorted({r["contender"] for c in cases for r in c["rows"]} - {"sepconv"})
     width = 0.8 / max(1, len(peers))
@@ -640,8 +688,12 @@ def plot(results: dict, path: Path) -> None:
     ax.set_ylabel("peer time / sepconv time  (> 1: sepconv faster)")
     ax.set_title(f"sepconv vs peers, {results['threads']} threads, {results['machine']}")
     ax.legend(fontsize=8, ncol=2)
+    if not pl:
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        return
     ax = axes[1]
-    pl = results["planner"]
     ax.scatter(
         [r["k"] for r in pl],
         [r["auto_over_best"] for r in pl],
@@ -665,10 +717,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
     p.add_argument("--only", nargs="*", help="run only the cases whose name contains these")
     p.add_argument("--out", type=Path, default=HERE / "results")
+    p.add_argument(
+        "--protocol",
+        choices=["alternating", "blocks"],
+        default="alternating",
+        help="contenders take turns (default) or run back to back (see PROTOCOL)",
+    )
     args = p.parse_args(argv)
+    global PROTOCOL
+    PROTOCOL = args.protocol
     if args.repeats < 5 and not args.quick:
         p.error("--repeats must be at least 5 (medians of fewer runs are not reported)")
     versions = setup_threads(args.threads)
+    _warm_memory()
     q = args.quick
     s2, s3 = (512, 64) if q else (4096, 256)
     builders: list[Callable[[], Case]] = [
@@ -743,6 +804,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": dt.date.today().isoformat(),
         "threads": args.threads,
         "repeats": args.repeats,
+        "protocol": PROTOCOL,
         "quick": q,
         "versions": versions,
         "compile": compile_times(),
@@ -753,6 +815,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     args.out.mkdir(parents=True, exist_ok=True)
     stem = f"{results['machine']}-{results['date']}" + ("-quick" if q else "")
+    stem += "" if PROTOCOL == "alternating" else f"-{PROTOCOL}"
     (args.out / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n")
     (args.out / f"{stem}.md").write_text(markdown(results))
     plot(results, args.out / f"{stem}.png")
