@@ -11,7 +11,6 @@ a float32 result's own rounding), and the bound is checked for being attained.
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import pytest
@@ -143,13 +142,6 @@ def test_documented_accuracy():
         for sigma in sigmas:
             l1 = float(np.abs(_scipy_weights(float(sigma), order)).sum())
             assert max_error(float(sigma), order) <= limits[order] * l1, (sigma, order)
-
-
-def test_max_error_is_cheap():
-    for sigma in (2.5, 97.3, 250.0):
-        t0 = time.perf_counter()
-        max_error(sigma + 1e-9, 2)  # a sigma not cached before
-        assert time.perf_counter() - t0 < 0.005
 
 
 @pytest.mark.parametrize("mode", MODES)
