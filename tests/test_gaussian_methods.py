@@ -125,3 +125,20 @@ def test_pass_engine_rule_and_report() -> None:
     p = plan.plan_passes([(0, long, 0), (1, np.full(101, 1 / 101), 0)], (500, 500))
     assert p.reason == "axis 0: 321 taps by 1-D FFT; axis 1: 101 taps by running sums"
     assert p.macs == plan.FFT_PASS_TAPS + plan.RUNNING_TAPS
+
+
+def test_complex_nan_and_torch_inputs() -> None:
+    rng = np.random.default_rng(6)
+    x = rng.random((40, 50)) + 1j * rng.random((40, 50))
+    x[5, 5] = np.nan + 0j  # a NaN in the real part only
+    got = sepconv.gaussian_filter(x, 10.0, tol=1e-3)  # auto: the exact passes, not the IIR
+    ref = ndimage.gaussian_filter(x, 10.0)
+    assert np.array_equal(np.isnan(got), np.isnan(ref))
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        sepconv.gaussian_filter(x, 10.0, method="recursive")
+    torch = pytest.importorskip("torch")
+    t = torch.from_numpy(rng.random((40, 50)))
+    got_t = sepconv.gaussian_filter(t, 10.0, tol=1e-3).numpy()  # the exact passes on torch
+    np.testing.assert_allclose(got_t, ndimage.gaussian_filter(t.numpy(), 10.0), atol=1e-10)
+    with pytest.raises(ValueError, match="numpy arrays only"):
+        sepconv.gaussian_filter(t, 10.0, method="recursive")

@@ -539,12 +539,20 @@ def gaussian_filter(
     return _run(backend, x, job, dtype, out, workers)
 
 
+def _any_nonfinite(backend: ModuleType, x: Any) -> bool:
+    """Whether real or complex data holds NaN or Inf (complex: either part)."""
+    if backend.is_complex(x.dtype):
+        re, im = backend.split(x)
+        return bool(backend.has_nonfinite(re) or (im is not None and backend.has_nonfinite(im)))
+    return bool(backend.has_nonfinite(x))
+
+
 def _gaussian_method(backend, x, job: Job, gauss: dict, method: str, tol: float | None) -> Job:
     """The job as :func:`sepconv.plan.plan_passes` plans it: unchanged (exact passes) or
     ``method='recursive'`` with each pass's ``(axis, sigma, order)``."""
     ((_, passes),) = job.terms
     gaussians = [(float(gauss[a][0]), int(gauss[a][1])) for a, _, _ in passes]
-    finite = math.isfinite(job.cval) and (x.dtype.kind not in "fc" or not backend.has_nonfinite(x))
+    finite = math.isfinite(job.cval) and not _any_nonfinite(backend, x)
     p = plan_passes(
         passes,
         x.shape,
