@@ -626,8 +626,12 @@ def _named_bytes_written(folder: Path) -> int:
     total = 0
     for p in folder.iterdir():
         if "sepconv-tmp" in p.name:
-            files = [p] if p.is_file() else [q for q in p.rglob("*") if q.is_file()]
-            total += sum(q.stat().st_size for q in files)
+            try:  # the writer renames and removes files while we look (chunk .partial files)
+                files = [p] if p.is_file() else [q for q in p.rglob("*") if q.is_file()]
+                for q in files:
+                    total += q.stat().st_size
+            except FileNotFoundError:
+                continue
     return total
 
 
@@ -665,6 +669,9 @@ def _kill_mid_write(
         if proc.poll() is None:  # pragma: no cover
             proc.kill()
             proc.wait()
+        for pipe in (proc.stdout, proc.stderr):  # closed on every path (no ResourceWarning)
+            if pipe is not None:
+                pipe.close()
     return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
 
 
