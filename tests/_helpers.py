@@ -1,4 +1,5 @@
-"""What several test files share: scipy's border modes, random data and one closeness check.
+"""What several test files share: scipy's border modes, random data, one closeness check and
+a dense torch convolution holding given weights.
 
 Imported by the test modules (``from _helpers import ...``: pytest puts ``tests/`` on the
 path). The references stay independent of sepconv: the mode names are scipy.ndimage's.
@@ -72,3 +73,27 @@ def assert_close(got: Any, ref: Any, tol: float = 1e-12, scale: float | None = N
     same_nonfinite = (np.isnan(got_f) & np.isnan(ref)) | (got_f == ref)
     bad &= ~same_nonfinite
     assert not bad.any(), f"max abs diff {np.nanmax(diff):.3g} > {tol * scale:.3g}"
+
+
+def conv_with(weight: Any, bias: Any = None, **kw: Any) -> Any:
+    """An ``nn.Conv*d`` holding ``weight`` ``(C_out, C_in / groups, *k)`` (and ``bias``), in
+    ``weight``'s dtype; ``kw`` (``groups``, ``stride``, ``padding``, ...) go to the conv."""
+    import torch
+    from torch import nn
+
+    convs = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
+    groups = kw.pop("groups", 1)
+    conv = convs[weight.ndim - 2](
+        weight.shape[1] * groups,
+        weight.shape[0],
+        tuple(weight.shape[2:]),
+        groups=groups,
+        bias=bias is not None,
+        dtype=weight.dtype,
+        **kw,
+    )
+    with torch.no_grad():
+        conv.weight.copy_(weight)
+        if bias is not None:
+            conv.bias.copy_(bias)
+    return conv

@@ -13,30 +13,12 @@ from scipy.optimize import brentq
 from torch import nn
 
 import sepconv.nn as snn
+from _helpers import conv_with
 from sepconv.nn import evbmf, factorize
 
 CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 FCONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 SIZE = {1: (13,), 2: (11, 10), 3: (7, 8, 6)}
-
-
-def conv_with(weight: torch.Tensor, bias=None, **kw) -> nn.Module:
-    d = weight.ndim - 2
-    groups = kw.pop("groups", 1)
-    conv = CONV[d](
-        weight.shape[1] * groups,
-        weight.shape[0],
-        tuple(weight.shape[2:]),
-        groups=groups,
-        bias=bias is not None,
-        dtype=weight.dtype,
-        **kw,
-    )
-    with torch.no_grad():
-        conv.weight.copy_(weight)
-        if bias is not None:
-            conv.bias.copy_(bias)
-    return conv
 
 
 def rel(a, b) -> float:
