@@ -18,6 +18,7 @@ __all__ = [
     "Timer",
     "accuracy",
     "fmt",
+    "mean_ci",
     "setup_matplotlib",
     "shell_command",
     "train",
@@ -62,6 +63,54 @@ def accuracy(model: Any, x: Any, y: Any) -> float:
     model.eval()
     with torch.no_grad():
         return float((model(x).argmax(1) == y).float().mean())
+
+
+def mean_ci(values: Sequence[float], confidence: float = 0.95) -> dict[str, float]:
+    """Mean, sample standard deviation and Student-t confidence interval of the mean.
+
+    Parameters
+    ----------
+    values : sequence of float
+        At least two finite values (independent runs, e.g. one per seed).
+    confidence : float
+        The interval's coverage, in (0, 1).
+
+    Returns
+    -------
+    dict
+        ``n``, ``mean``, ``std`` (``ddof=1``), ``half_width``
+        (``t_{(1 + confidence) / 2, n - 1} * std / sqrt(n)``), ``low``, ``high`` and
+        ``confidence``.
+
+    Raises
+    ------
+    ValueError
+        Fewer than two values, a value that is not finite, or ``confidence`` outside (0, 1).
+
+    >>> ci = mean_ci([1.0, 2.0, 3.0])
+    >>> round(ci["mean"], 6), round(ci["std"], 6), round(ci["half_width"], 4)
+    (2.0, 1.0, 2.4841)
+    """
+    from scipy import stats
+
+    v = np.asarray(values, dtype=np.float64).ravel()
+    if v.size < 2 or not np.all(np.isfinite(v)):
+        raise ValueError(f"values must hold at least two finite numbers, got {v.tolist()!r}")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
+    n = int(v.size)
+    mean = float(v.mean())
+    std = float(v.std(ddof=1))
+    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * std / math.sqrt(n)
+    return {
+        "n": n,
+        "mean": mean,
+        "std": std,
+        "half_width": half,
+        "low": mean - half,
+        "high": mean + half,
+        "confidence": confidence,
+    }
 
 
 class Timer:
