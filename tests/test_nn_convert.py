@@ -138,17 +138,22 @@ def test_exact_policy_converts_a_layer_that_is_depthwise_separable():
     assert diff < 1e-4
 
 
-def test_mac_budget_is_met_and_spent_where_error_per_saved_mac_is_smallest():
-    torch.manual_seed(4)
+def two_convs(seed: int) -> nn.Sequential:
+    """Two 3x3 convs; the second is nearly depthwise separable, so cheap to compress."""
+    torch.manual_seed(seed)
     model = nn.Sequential(
         nn.Conv2d(16, 32, 3, padding=1, bias=False),
         nn.ReLU(),
         nn.Conv2d(32, 32, 3, padding=1, bias=False),
     )
-    # the second conv is nearly depthwise separable: cheap to compress, so the budget goes there
     ds = snn.DepthwiseSeparableConv2d(32, 32, 3, padding=1, bias=False)
     with torch.no_grad():
         model[2].weight.copy_(ds.dense_weight() + 1e-5 * torch.randn(32, 32, 3, 3))
+    return model
+
+
+def test_mac_budget_is_met_and_spent_where_error_per_saved_mac_is_smallest():
+    model = two_convs(4)  # the budget goes to the nearly depthwise-separable second conv
     new, report = convert(model, mac_budget=0.8, input_shape=(1, 16, 8, 8))
     total = (9 * 16 * 32 + 9 * 32 * 32) * 64
     assert report.macs_before == total
@@ -413,20 +418,6 @@ def fake_clock(slow_cin: int | None = None, factor: float = 100.0):
 
     timer.calls = calls  # type: ignore[attr-defined]
     return timer
-
-
-def two_convs(seed: int) -> nn.Sequential:
-    torch.manual_seed(seed)
-    model = nn.Sequential(
-        nn.Conv2d(16, 32, 3, padding=1, bias=False),
-        nn.ReLU(),
-        nn.Conv2d(32, 32, 3, padding=1, bias=False),
-    )
-    # the second conv is nearly depthwise separable: cheap to compress
-    ds = snn.DepthwiseSeparableConv2d(32, 32, 3, padding=1, bias=False)
-    with torch.no_grad():
-        model[2].weight.copy_(ds.dense_weight() + 1e-5 * torch.randn(32, 32, 3, 3))
-    return model
 
 
 def test_latency_budget_spends_time_where_error_per_saved_second_is_smallest():
