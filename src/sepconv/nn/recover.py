@@ -74,18 +74,14 @@ class RecoverReport:
         return self.evaluations[-1].get("accuracy") if self.evaluations else None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "schema": 1,
-            "steps": self.steps,
-            "epochs": self.epochs,
-            "teacher_accuracy": self.teacher_accuracy,
-            "accuracy_before": self.accuracy_before,
-            "accuracy_after": self.accuracy_after,
-            "seconds": self.seconds,
-            "settings": dict(self.settings),
-            "history": [dict(h) for h in self.history],
-            "evaluations": [dict(e) for e in self.evaluations],
-        }
+        """A JSON-ready dict (``schema`` 1): the scalars, then copies of the containers."""
+        d: dict[str, Any] = {"schema": 1}
+        scalars = "steps epochs teacher_accuracy accuracy_before accuracy_after seconds"
+        d.update((name, getattr(self, name)) for name in scalars.split())
+        d["settings"] = dict(self.settings)
+        d["history"] = [dict(h) for h in self.history]
+        d["evaluations"] = [dict(e) for e in self.evaluations]
+        return d
 
     def __str__(self) -> str:
         epochs = "" if self.epochs is None else f" ({self.epochs:.3g} epochs)"
