@@ -140,6 +140,9 @@ _DOCS = {
 }
 
 
+_DOCS["boundary"] = "\n    ".join(_DOCS[k] for k in ("output", "mode", "cval"))
+
+
 def _docfill(fn: Any) -> Any:
     if fn.__doc__:
         fn.__doc__ = fn.__doc__ % _DOCS
@@ -186,6 +189,17 @@ def _weights1d(weights: Any) -> np.ndarray:
 
 def _mode_map(mode: Any, axes: Sequence[int]) -> dict[int, str]:
     return dict(zip(axes, normalize_modes(mode, len(axes)), strict=True))
+
+
+def _run_terms(backend, x, ax, terms, output, mode, cval, workers, /, *, then=None, **kw) -> Any:
+    """The tail every pass-built filter shares: modes, ``cval`` and ``output`` checked (in
+    that order), the terms made a job (``kw``: :func:`sepconv.job.terms_job`'s options),
+    ``then(job)`` applied if given, and the job run."""
+    modes = _mode_map(mode, ax)
+    c = _cval(cval)
+    dtype, out = backend.resolve_output(output, x)
+    job = terms_job(terms, modes, c, **kw)
+    return _run(backend, x, job if then is None else then(job), dtype, out, workers)
 
 
 def _run(
@@ -298,9 +312,7 @@ def correlate1d(
         1-D correlation weights (any length, even included).
     axis : int, optional
         Axis to filter. Default -1.
-    %(output)s
-    %(mode)s
-    %(cval)s
+    %(boundary)s
     %(origin)s
 
     Returns
@@ -350,9 +362,7 @@ def convolve1d(
         1-D convolution weights.
     axis : int, optional
         Axis to filter. Default -1.
-    %(output)s
-    %(mode)s
-    %(cval)s
+    %(boundary)s
     %(origin)s
 
     Examples
@@ -394,9 +404,7 @@ def uniform_filter1d(
         Length of the average (>= 1).
     axis : int, optional
         Axis to filter. Default -1.
-    %(output)s
-    %(mode)s
-    %(cval)s
+    %(boundary)s
     %(origin)s
 
     Examples
@@ -442,9 +450,7 @@ def gaussian_filter1d(
         Axis to filter. Default -1.
     order : int, optional
         Derivative order (0 smooths). Default 0.
-    %(output)s
-    %(mode)s
-    %(cval)s
+    %(boundary)s
     truncate : float, optional
         Radius in standard deviations (``radius = int(truncate * sigma + 0.5)``). Default 4.
     radius : int, optional
@@ -499,9 +505,7 @@ def gaussian_filter(
         Standard deviation per filtered axis; axes with ``sigma <= 1e-15`` are skipped.
     order : int or sequence of int, optional
         Derivative order per filtered axis. Default 0.
-    %(output)s
-    %(mode)s
-    %(cval)s
+    %(boundary)s
     truncate : float, optional
         Radius in standard deviations. Default 4.
     radius : int or sequence of int, optional
@@ -527,16 +531,16 @@ def gaussian_filter(
     backend, x = _input(input)
     ax = normalize_axes(axes, x.ndim)
     terms = [(1.0, _gaussian_passes(ax, sigma, order, truncate, radius))]
-    modes = _mode_map(mode, ax)
-    c = _cval(cval)
-    dtype, out = backend.resolve_output(output, x)
-    job = terms_job(terms, modes, c)
-    if method != "auto" or tol is not None:
-        n = len(ax)
-        pairs = zip(per_axis(sigma, n, "sigma"), per_axis(order, n, "order"), strict=True)
-        gauss = dict(zip(ax, pairs, strict=True))
-        job = _gaussian_method(backend, x, job, gauss, method, check_tol(tol))
-    return _run(backend, x, job, dtype, out, workers)
+    if method == "auto" and tol is None:
+        return _run_terms(backend, x, ax, terms, output, mode, cval, workers)
+    n = len(ax)
+    pairs = zip(per_axis(sigma, n, "sigma"), per_axis(order, n, "order"), strict=True)
+    gauss = dict(zip(ax, pairs, strict=True))
+
+    def planned(job: Job) -> Job:  # exact passes, or the recursive filter within ``tol``
+        return _gaussian_method(backend, x, job, gauss, method, check_tol(tol))
+
+    return _run_terms(backend, x, ax, terms, output, mode, cval, workers, then=planned)
 
 
 def _any_nonfinite(backend: ModuleType, x: Any) -> bool:
@@ -611,9 +615,7 @@ def uniform_filter(
     %(input)s
     size : int or sequence of int, optional
         Box size per filtered axis. Default 3.
-    %(output)s
-    %(mode)s
-    %(cval)s
+    %(boundary)s
     %(origin)s
     %(axes)s
 
@@ -635,10 +637,7 @@ def uniform_filter(
     origins = normalize_origins(origin, sizes)
     ((_, vectors),) = kernels.KERNEL_TERMS[kernels.box](sizes)
     passes = list(zip(ax, vectors, origins, strict=True))
-    modes = _mode_map(mode, ax)
-    c = _cval(cval)
-    dtype, out = backend.resolve_output(output, x)
-    return _run(backend, x, terms_job([(1.0, passes)], modes, c), dtype, out, workers)
+    return _run_terms(backend, x, ax, [(1.0, passes)], output, mode, cval, workers)
 
 
 def _derivative_filter(builder: Any, summary: str, example: str) -> Any:
@@ -657,12 +656,9 @@ def _derivative_filter(builder: Any, summary: str, example: str) -> Any:
         backend, x = _input(input)
         ax = _axis(axis, x.ndim)
         all_axes = tuple(range(x.ndim))
-        modes = _mode_map(mode, all_axes)
         ((_, vectors),) = kernels.KERNEL_TERMS[builder](ax, ndim=x.ndim)
         passes = [(a, v, 0) for a, v in zip(all_axes, vectors, strict=True)]
-        c = _cval(cval)
-        dtype, out = backend.resolve_output(output, x)
-        return _run(backend, x, terms_job([(1.0, passes)], modes, c), dtype, out, workers)
+        return _run_terms(backend, x, all_axes, [(1.0, passes)], output, mode, cval, workers)
 
     fn.__name__ = fn.__qualname__ = builder.__name__
     fn.__doc__ = f"""{summary}
@@ -672,9 +668,7 @@ def _derivative_filter(builder: Any, summary: str, example: str) -> Any:
     %(input)s
     axis : int, optional
         Axis of the derivative. Default -1.
-    %(output)s
-    %(mode)s
-    %(cval)s
+    %(boundary)s
 
     Examples
     --------
@@ -715,9 +709,7 @@ def laplace(
     Parameters
     ----------
     %(input)s
-    %(output)s
-    %(mode)s
-    %(cval)s
+    %(boundary)s
     %(axes)s
 
     Examples
@@ -734,11 +726,7 @@ def laplace(
     # the kernel's own terms: [1, -2, 1] along one axis, the centred delta (dropped) elsewhere
     named = kernels.KERNEL_TERMS[kernels.laplace](ndim=len(ax))
     terms = [(w, [(a, v, 0) for a, v in zip(ax, vs, strict=True)]) for w, vs in named]
-    modes = _mode_map(mode, ax)
-    c = _cval(cval)
-    dtype, out = backend.resolve_output(output, x)
-    job = terms_job(terms, modes, c, drop_deltas=True)
-    return _run(backend, x, job, dtype, out, workers)
+    return _run_terms(backend, x, ax, terms, output, mode, cval, workers, drop_deltas=True)
 
 
 def _gaussian_derivative_terms(sigma, axes, truncate, radius, order_of) -> list[tuple]:
@@ -772,11 +760,7 @@ def _gaussian_derivative_filter(
         backend, x = _input(input)
         ax = normalize_axes(axes, x.ndim)
         terms = _gaussian_derivative_terms(sigma, ax, truncate, radius, order_of)
-        modes = _mode_map(mode, ax)
-        c = _cval(cval)
-        dtype, out = backend.resolve_output(output, x)
-        job = terms_job(terms, modes, c, reduction=reduction)
-        return _run(backend, x, job, dtype, out, workers)
+        return _run_terms(backend, x, ax, terms, output, mode, cval, workers, reduction=reduction)
 
     fn.__name__ = fn.__qualname__ = name
     fn.__doc__ = f"""{summary}
@@ -786,9 +770,7 @@ def _gaussian_derivative_filter(
     %(input)s
     sigma : float or sequence of float
         Standard deviation per filtered axis.
-    %(output)s
-    %(mode)s
-    %(cval)s
+    %(boundary)s
     %(axes)s
     truncate, radius
         As for :func:`gaussian_filter`.
@@ -850,15 +832,14 @@ def _correlate_terms(backend, x, named, output, mode, cval, origin, axes, method
             f"{len(named)} separable terms; use method='lowrank' or 'auto'"
         )
     origins = normalize_origins(origin, shape)
-    modes = _mode_map(mode, ax)
-    c = _cval(cval)
-    dtype, out = backend.resolve_output(output, x)
     terms = [(w, list(zip(ax, vs, origins, strict=True))) for w, vs in named]
     # NaN/Inf as the dense kernel's direct correlation, where that kernel is small enough to
     # build; beyond, the passes define the result for non-finite data too
     K = kernels._dense(named) if math.prod(shape) <= _DENSE_FOR_NONFINITE else None
-    job = terms_job(terms, modes, c, kernel=K, axes=ax, origins=origins, drop_deltas=True)
-    return _run(backend, x, job, dtype, out, workers)
+    return _run_terms(
+        backend, x, ax, terms, output, mode, cval, workers,
+        kernel=K, axes=ax, origins=origins, drop_deltas=True,
+    )  # fmt: skip
 
 
 def _flip_factorization(f: Factorization) -> Factorization:
@@ -893,9 +874,7 @@ def correlate(
     weights : array_like or Factorization
         Kernel with one axis per filtered axis, or a :class:`~sepconv.Factorization`
         (run as its terms by 'auto', 'separable' and 'lowrank').
-    %(output)s
-    %(mode)s
-    %(cval)s
+    %(boundary)s
     %(origin)s
     %(axes)s
     %(method)s
@@ -1021,9 +1000,7 @@ def convolve(
     %(input)s
     weights : array_like or Factorization
         Kernel with one axis per filtered axis.
-    %(output)s
-    %(mode)s
-    %(cval)s
+    %(boundary)s
     %(origin)s
     %(axes)s
     %(method)s
