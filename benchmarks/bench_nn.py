@@ -391,20 +391,25 @@ def bench_latency(args: argparse.Namespace, log: list[dict[str, Any]]) -> list[d
     return out
 
 
+def md_table_head(title: str, intro: str, columns: str) -> list[str]:
+    """A report section's heading, its paragraph (none when empty) and its table's header:
+    ``columns`` separated by ``" | "``."""
+    lines = [f"## {title}", ""]
+    if intro:
+        lines += [intro, ""]
+    return [*lines, f"| {columns} |", "|" + "---|" * (columns.count(" | ") + 1)]
+
+
 def md_latency(rows: list[dict[str, Any]]) -> list[str]:
-    lines = ["## convert(resnet18(), kind, latency_budget) at 224x224, batch 1", ""]
-    lines.append(
+    lines = md_table_head(
+        "convert(resnet18(), kind, latency_budget) at 224x224, batch 1",
         "Random weights (no pretrained weights here): the errors below say what a random "
         "conv loses, not a trained one. `report`: convert's own whole-model measurement "
         "(fastest of 7 calls each, alternating); `check`: this script's, the two prepared "
-        "models alternating after a quiet-machine check (median)."
+        "models alternating after a quiet-machine check (median).",
+        "kind | budget | convert s | converted | MACs after | report after/before | "
+        "check ms (original / converted) | check fraction",
     )
-    lines.append("")
-    lines.append(
-        "| kind | budget | convert s | converted | MACs after | report after/before | "
-        "check ms (original / converted) | check fraction |"
-    )
-    lines.append("|---|---|---|---|---|---|---|---|")
     for r in rows:
         m = r["check_median_ms"]
         lines.append(
@@ -473,16 +478,14 @@ def bench_recover(args: argparse.Namespace, log: list[dict[str, Any]]) -> dict[s
 
 
 def md_recover(res: dict[str, Any]) -> list[str]:
-    lines = ["## digits CNN: convert to half the latency, then recover (3 epochs)", ""]
-    lines.append(
+    lines = md_table_head(
+        "digits CNN: convert to half the latency, then recover (3 epochs)",
         f"Original test accuracy {res['acc_original']:.4f} on {res['test_samples']} digits. "
         "`convert(base, 'depthwise', latency_budget=0.5, input_shape=(64, 1, 16, 16), "
         "threads=1, calibration=xtr[:256])`, then `recover(student, base, (xtr, ytr), "
-        "epochs=3, batch_size=16, lr=1e-2)`; one row per recover seed."
+        "epochs=3, batch_size=16, lr=1e-2)`; one row per recover seed.",
+        "seed | latency after/before | ranks | acc. converted | acc. recovered | drop",
     )
-    lines.append("")
-    lines.append("| seed | latency after/before | ranks | acc. converted | acc. recovered | drop |")
-    lines.append("|---|---|---|---|---|---|")
     for r in res["runs"]:
         lines.append(
             f"| {r['seed']} | {r['latency_fraction']:.3f} | {r['ranks']} | "
@@ -498,6 +501,83 @@ def md_recover(res: dict[str, Any]) -> list[str]:
 # ----------------------------------------------------------------------------------------------
 
 
+def md_mobilenet(res: dict[str, Any]) -> list[str]:
+    mb = res["mobilenet"]
+    lines = md_table_head(
+        "MobileNet v1 vs Conv MobileNet (batch 1, 224x224)",
+        f"MACs: {mb['macs']['mobilenet_v1'] / 1e6:.1f}M vs "
+        f"{mb['macs']['conv_mobilenet'] / 1e6:.1f}M (ratio {mb['mac_ratio']:.2f}). "
+        f"Medians over {res['sessions']} sessions of {res['repeats']} alternating rounds each "
+        "(the last column: each session on its own).",
+        "config | MobileNet v1 ms | Conv MobileNet ms | speed-up | of MAC ratio | per session",
+    )
+    for c in mb["configs"]:
+        m = c["median_s"]
+        per = ", ".join(f"{f:.0%}" for f in c["session_fractions"])
+        lines.append(
+            f"| {c['config']} | {m['mobilenet_v1'] * 1e3:.2f} | "
+            f"{m['conv_mobilenet'] * 1e3:.2f} | "
+            f"{c['speedup']:.2f}x | {c['fraction_of_mac_ratio']:.0%} | {per} |"
+        )
+    best = {
+        n: min(c["median_s"][n] for c in mb["configs"]) for n in ("mobilenet_v1", "conv_mobilenet")
+    }
+    ratio = best["conv_mobilenet"] / best["mobilenet_v1"]
+    lines.append("")
+    lines.append(
+        f"Each model at its fastest configuration: {best['mobilenet_v1'] * 1e3:.2f} ms vs "
+        f"{best['conv_mobilenet'] * 1e3:.2f} ms, {ratio:.2f}x = {ratio / mb['mac_ratio']:.0%} "
+        "of the MAC ratio."
+    )
+    lines.append("")
+    lines.append(
+        "Blocks postponed for a contended machine: "
+        + ", ".join(
+            f"{c['config'].split(',')[0].split(' (')[0]} {c['contended_waits']}"
+            for c in mb["configs"]
+        )
+    )
+    lines.append("")
+    return lines
+
+
+def md_layers(lay: dict[str, Any]) -> list[str]:
+    lines = md_table_head(
+        "MobileNet v1 per layer: measured vs roofline",
+        f"{lay['within_2x']} of {lay['timed_layers']} timed layers within 2x of the roofline "
+        "(folded batch norms are not timed). Outliers:",
+        "layer | type | roofline us | measured us | ratio",
+    )
+    for o in lay["outliers"]:
+        lines.append(
+            f"| {o['name']} | {o['type']} | {o['roofline_us']:.1f} | {o['measured_us']:.1f} | "
+            f"{o['ratio']:.2f} |"
+        )
+    lines.append("")
+    lines.append("<details><summary>full table</summary>")
+    lines.append("")
+    lines.append(lay["markdown"])
+    lines.append("")
+    lines.append("</details>")
+    lines.append("")
+    return lines
+
+
+def md_convert(rows: list[dict[str, Any]]) -> list[str]:
+    lines = md_table_head(
+        "convert on a ResNet-18 layout (20 convs, random weights)",
+        "",
+        "policy | converted | median s | model MACs after",
+    )
+    for c in rows:
+        frac = "" if c["mac_fraction"] is None else f"{c['mac_fraction']:.1%}"
+        lines.append(
+            f"| {c['policy']} | {c['converted']}/{c['convs']} | {c['median_s']:.2f} | {frac} |"
+        )
+    lines.append("")
+    return lines
+
+
 def markdown(res: dict[str, Any]) -> str:
     lines = [f"# sepconv.nn benchmarks — {res['machine']} — {res['date']}", ""]
     lines.append(
@@ -507,87 +587,16 @@ def markdown(res: dict[str, Any]) -> str:
     )
     lines.append("")
     if "mobilenet" in res:
-        mb = res["mobilenet"]
-        lines.append("## MobileNet v1 vs Conv MobileNet (batch 1, 224x224)")
-        lines.append("")
-        lines.append(
-            f"MACs: {mb['macs']['mobilenet_v1'] / 1e6:.1f}M vs "
-            f"{mb['macs']['conv_mobilenet'] / 1e6:.1f}M (ratio {mb['mac_ratio']:.2f}). "
-            f"Medians over {res['sessions']} sessions of {res['repeats']} alternating rounds each "
-            "(the last column: each session on its own)."
-        )
-        lines.append("")
-        lines.append(
-            "| config | MobileNet v1 ms | Conv MobileNet ms | speed-up | of MAC ratio "
-            "| per session |"
-        )
-        lines.append("|---|---|---|---|---|---|")
-        for c in mb["configs"]:
-            m = c["median_s"]
-            per = ", ".join(f"{f:.0%}" for f in c["session_fractions"])
-            lines.append(
-                f"| {c['config']} | {m['mobilenet_v1'] * 1e3:.2f} | "
-                f"{m['conv_mobilenet'] * 1e3:.2f} | "
-                f"{c['speedup']:.2f}x | {c['fraction_of_mac_ratio']:.0%} | {per} |"
-            )
-        best = {
-            n: min(c["median_s"][n] for c in mb["configs"])
-            for n in ("mobilenet_v1", "conv_mobilenet")
-        }
-        ratio = best["conv_mobilenet"] / best["mobilenet_v1"]
-        lines.append("")
-        lines.append(
-            f"Each model at its fastest configuration: {best['mobilenet_v1'] * 1e3:.2f} ms vs "
-            f"{best['conv_mobilenet'] * 1e3:.2f} ms, {ratio:.2f}x = {ratio / mb['mac_ratio']:.0%} "
-            "of the MAC ratio."
-        )
-        lines.append("")
-        lines.append(
-            "Blocks postponed for a contended machine: "
-            + ", ".join(
-                f"{c['config'].split(',')[0].split(' (')[0]} {c['contended_waits']}"
-                for c in mb["configs"]
-            )
-        )
-        lines.append("")
-    if "layers" in res:
-        lay = res["layers"]
-        lines.append("## MobileNet v1 per layer: measured vs roofline")
-        lines.append("")
-        lines.append(
-            f"{lay['within_2x']} of {lay['timed_layers']} timed layers within 2x of the roofline "
-            "(folded batch norms are not timed). Outliers:"
-        )
-        lines.append("")
-        lines.append("| layer | type | roofline us | measured us | ratio |")
-        lines.append("|---|---|---|---|---|")
-        for o in lay["outliers"]:
-            lines.append(
-                f"| {o['name']} | {o['type']} | {o['roofline_us']:.1f} | {o['measured_us']:.1f} | "
-                f"{o['ratio']:.2f} |"
-            )
-        lines.append("")
-        lines.append("<details><summary>full table</summary>")
-        lines.append("")
-        lines.append(lay["markdown"])
-        lines.append("")
-        lines.append("</details>")
-        lines.append("")
-    if "convert" in res:
-        lines.append("## convert on a ResNet-18 layout (20 convs, random weights)")
-        lines.append("")
-        lines.append("| policy | converted | median s | model MACs after |")
-        lines.append("|---|---|---|---|")
-        for c in res["convert"]:
-            frac = "" if c["mac_fraction"] is None else f"{c['mac_fraction']:.1%}"
-            lines.append(
-                f"| {c['policy']} | {c['converted']}/{c['convs']} | {c['median_s']:.2f} | {frac} |"
-            )
-        lines.append("")
-    if "latency" in res:
-        lines += md_latency(res["latency"])
-    if "recover" in res:
-        lines += md_recover(res["recover"])
+        lines += md_mobilenet(res)
+    sections = {
+        "layers": md_layers,
+        "convert": md_convert,
+        "latency": md_latency,
+        "recover": md_recover,
+    }
+    for name, md in sections.items():
+        if name in res:
+            lines += md(res[name])
     lines.append(
         "Machine checks (two-thread ReLU probe, ~40 us when both cores are free; CPU share "
         "used by other processes while we wait):"
