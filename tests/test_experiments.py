@@ -84,6 +84,103 @@ def test_layers_converts_early_late_and_all_layers(out) -> None:
     assert (out / "layers" / "pareto.png").is_file()
 
 
+def _t_interval(values):
+    """scipy's own 95 % Student-t interval of the mean (the reference for mean_ci)."""
+    from scipy import stats
+
+    v = np.asarray(values, dtype=np.float64)
+    if np.all(v == v[0]):  # scipy's scale must be > 0; identical values: a point
+        return v[0], v[0]
+    return stats.t.interval(0.95, len(v) - 1, loc=v.mean(), scale=stats.sem(v))
+
+
+def test_layers_statistics_over_seeds_and_the_latency_row(out) -> None:
+    # reuses the quick run above when it ran first (module-scoped folder), else runs it
+    if not (out / "layers" / "results.json").is_file():
+        run_experiment("layers", out, quick=True)
+    res = _results(out, "layers")
+    seeds, n = res["seeds"], res["n"]
+    assert seeds == [0, 1] and n == 2  # quick: two seeds, the fewest with an interval
+    rows = {r["variant"]: r for r in res["rows"]}
+    assert list(rows) == [
+        "original (standard)",
+        "early layers DS",
+        "late layers DS",
+        "all layers DS",
+        "latency budget 0.5 + recover",
+    ]
+    original = np.array(rows["original (standard)"]["per_seed"]["acc_tuned"])
+    for r in rows.values():
+        for key in ("acc_converted", "acc_tuned"):
+            vals = np.array(r["per_seed"][key])
+            assert vals.shape == (n,) and np.all((vals >= 0) & (vals <= 1))
+            ci = r["ci"][key]
+            assert ci["n"] == n and ci["mean"] == pytest.approx(vals.mean(), abs=1e-12)
+            assert r[key] == pytest.approx(vals.mean(), abs=1e-12)  # the row keeps the mean
+            assert ci["std"] == pytest.approx(np.std(vals, ddof=1), abs=1e-12)
+            lo, hi = _t_interval(vals)
+            assert (ci["low"], ci["high"]) == pytest.approx((lo, hi), abs=1e-9)
+        drop = 100 * (original - np.array(r["per_seed"]["acc_tuned"]))
+        assert r["per_seed"]["drop_tuned_points"] == pytest.approx(drop.tolist(), abs=1e-9)
+        assert r["ci"]["drop_tuned_points"]["mean"] == pytest.approx(drop.mean(), abs=1e-9)
+    # paired: per seed, drop(early) - drop(late) = acc(late) - acc(early), read from its CI
+    early = np.array(rows["early layers DS"]["per_seed"]["acc_tuned"])
+    late = np.array(rows["late layers DS"]["per_seed"]["acc_tuned"])
+    paired = res["comparisons"][1]
+    assert "after fine-tune" in paired["comparison"]
+    diff = 100 * (late - early)
+    assert paired["points_per_seed"] == pytest.approx(diff.tolist(), abs=1e-9)
+    lo, hi = _t_interval(diff)
+    assert (paired["ci"]["low"], paired["ci"]["high"]) == pytest.approx((lo, hi), abs=1e-9)
+    expected = "supported" if hi < 0 else "contradicted" if lo > 0 else "inconclusive"
+    assert paired["reading"] == expected == res["conclusion"]
+    # the latency row: measured by convert on every seed, fewer MACs than the original
+    budget = rows["latency budget 0.5 + recover"]
+    assert len(res["latency_fraction"]) == n
+    assert all(0 < f < 1 for f in res["latency_fraction"])  # never slower than the original
+    original_macs = rows["original (standard)"]["macs"]
+    assert all(0 < m < original_macs for m in budget["per_seed"]["macs"])
+    assert res["settings"]["recover_epochs"] <= 3
+    text = (out / "layers" / "report.md").read_text()
+    assert f"n = {n} seeds" in text and "95 % Student-t" in text
+    assert f"**{paired['reading']}**" in text
+
+
+def test_layers_mean_ci_matches_scipy_and_refuses_bad_input() -> None:
+    from scipy import stats
+
+    from sepconv.experiments._common import mean_ci
+    from sepconv.experiments.layers import seed_list
+
+    rng = np.random.default_rng(3)
+    for n in (2, 5, 12):
+        v = rng.normal(1.0, 0.5, n)
+        ci = mean_ci(v)
+        ref = stats.ttest_1samp(v, 0.0).confidence_interval(0.95)
+        assert (ci["low"], ci["high"]) == pytest.approx((ref.low, ref.high), rel=1e-12)
+        assert ci["std"] == pytest.approx(np.std(v, ddof=1), rel=1e-12)
+    # closed form: two values a, b: mean +- t_{0.975, 1} |a - b| / 2, t = 12.7062...
+    ci = mean_ci([1.0, 3.0])
+    assert ci["half_width"] == pytest.approx(12.706204736, rel=1e-9)
+    ci90 = mean_ci([1.0, 3.0], confidence=0.9)
+    assert ci90["half_width"] == pytest.approx(6.313751515, rel=1e-9)
+    assert mean_ci([0.5] * 5)["half_width"] == 0.0  # identical seeds: a point interval
+    with pytest.raises(ValueError, match="values must hold at least two"):
+        mean_ci([1.0])
+    with pytest.raises(ValueError, match="values must hold at least two"):
+        mean_ci([1.0, float("nan")])
+    with pytest.raises(ValueError, match=r"confidence must be in \(0, 1\), got 1.5"):
+        mean_ci([1.0, 2.0], confidence=1.5)
+    assert seed_list(None) == [0, 1, 2, 3, 4] and seed_list(None, quick=True) == [0, 1]
+    assert seed_list(3) == [0, 1, 2] and seed_list([7, 2]) == [7, 2]
+    for bad in (1, [4], [1, 1], [-1, 2]):
+        with pytest.raises(ValueError, match="seeds must"):
+            seed_list(bad)
+    for wrong in (2.0, True, [1, 2.5], "12"):
+        with pytest.raises(TypeError, match="seeds must be a count"):
+            seed_list(wrong)
+
+
 def test_cli_runs_an_experiment_and_refuses_unknown_names(tmp_path) -> None:
     result = runner.invoke(app, ["experiment", "ds-cost", "--quick", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output

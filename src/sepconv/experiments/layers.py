@@ -3,12 +3,16 @@
 A small standard CNN is trained on scikit-learn's handwritten digits (shipped with the
 package; upsampled to 16x16). Its convolutions are then converted to depthwise-separable form
 with the optimal initialisation of ``sepconv.nn.convert`` (per-input-channel truncated SVD,
-depth multiplier 1): (a) early layers only, (b) late layers only, (c) all. Accuracy is
-measured right after conversion and after a short fine-tune, with MACs and latency.
+depth multiplier 1): (a) early layers only, (b) late layers only, (c) all; and (d) by a
+latency budget (``convert(..., latency_budget=0.5)``) followed by ``sepconv.nn.recover``.
+Accuracy is measured right after conversion and after a short fine-tune, with MACs and
+latency, once per seed (5 by default); every figure is a mean with a Student-t 95 %
+confidence interval, and early and late layers are compared seed by seed (paired).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +20,16 @@ import numpy as np
 
 from .._timing import median_times
 from .._torch_threads import torch_threads
-from ._common import Report, Timer, accuracy, setup_matplotlib, train
+from ._common import Report, Timer, accuracy, mean_ci, setup_matplotlib, train
+
+#: seeds of a full run and of a quick one (``seeds=`` overrides)
+SEEDS_FULL, SEEDS_QUICK = 5, 2
+#: the latency row: ``convert(..., latency_budget=LATENCY_BUDGET)`` then ``recover``
+LATENCY_BUDGET = 0.5
+ORIGINAL = "original (standard)"
+BUDGET = f"latency budget {LATENCY_BUDGET} + recover"
+#: the issue's target for the latency row: within this many points of the original
+TARGET_POINTS = 1.0
 
 
 def load_digits_16() -> tuple[np.ndarray, np.ndarray]:
@@ -28,18 +41,211 @@ def load_digits_16() -> tuple[np.ndarray, np.ndarray]:
     return x, d.target.astype(np.int64)
 
 
-def run(out: Path, *, quick: bool = False, progress: Any = None) -> Report:
+def seed_list(seeds: int | Sequence[int] | None, quick: bool = False) -> list[int]:
+    """The seeds to run: ``None`` (5, or 2 with ``quick``), a count ``n`` (``0..n-1``) or a
+    sequence of distinct integers; at least two, or there is no confidence interval."""
+    if seeds is None:
+        return list(range(SEEDS_QUICK if quick else SEEDS_FULL))
+    if isinstance(seeds, (bool, np.bool_)) or not isinstance(
+        seeds, (int, np.integer, Sequence, np.ndarray)
+    ):
+        raise TypeError(
+            f"seeds must be a count (int) or a sequence of ints, got {type(seeds).__name__}"
+        )
+    if isinstance(seeds, (int, np.integer)):
+        if seeds < 2:
+            raise ValueError(f"seeds must be at least 2 (a confidence interval), got {seeds}")
+        return list(range(int(seeds)))
+    out = list(seeds)
+    if any(isinstance(s, (bool, np.bool_)) or not isinstance(s, (int, np.integer)) for s in out):
+        raise TypeError(f"seeds must be a count (int) or a sequence of ints, got {out!r}")
+    if len(out) < 2 or len(set(out)) != len(out) or min(out) < 0:
+        raise ValueError(
+            f"seeds must hold at least 2 distinct non-negative ints (a confidence interval), "
+            f"got {out!r}"
+        )
+    return [int(s) for s in out]
+
+
+def _sign_reading(ci: dict[str, float]) -> str:
+    """``'supported'`` when the whole interval of ``early - late`` is below 0 (early layers
+    lose less), ``'contradicted'`` when it is above 0, else ``'inconclusive'``."""
+    if ci["high"] < 0:
+        return "supported"
+    if ci["low"] > 0:
+        return "contradicted"
+    return "inconclusive"
+
+
+def _target_reading(ci: dict[str, float]) -> str:
+    """The latency row's drop against the target: met, missed, or inconclusive."""
+    if ci["high"] <= TARGET_POINTS:
+        return "met"
+    if ci["low"] > TARGET_POINTS:
+        return "missed"
+    return "inconclusive"
+
+
+def _spread(values: Sequence[int], form: str) -> str:
+    """One value, or ``min-max`` where the seeds differ (the latency row's choices)."""
+    lo, hi = min(values), max(values)
+    return form.format(lo) if lo == hi else f"{form.format(lo)}-{form.format(hi)}"
+
+
+def _pm(ci: dict[str, float], digits: int = 3) -> str:
+    return f"{ci['mean']:.{digits}f} ± {ci['half_width']:.{digits}f}"
+
+
+def _interval(ci: dict[str, float]) -> str:
+    return f"[{ci['low']:+.2f}, {ci['high']:+.2f}]"
+
+
+def _one_seed(
+    seed: int,
+    data: tuple[Any, Any, Any, Any],
+    settings: dict[str, Any],
+    progress: Any,
+    task: Any,
+) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
+    """Train the CNN with ``seed``, convert it every way, fine-tune; per variant: accuracies,
+    MACs, params, weight error (and the latency row's measured fraction and trajectory).
+    Returns the measures, the models (for timing) and the body convs in forward order."""
     import copy
-    import functools
 
     import torch
     from torch import nn
 
-    from ..nn import convert
+    from ..nn import convert, recover
     from ..nn.models import small_cnn
 
+    xtr, ytr, xte, yte = data
+
+    def step() -> None:
+        if progress:
+            progress.advance(task)
+
+    torch.manual_seed(seed)
+    base = small_cnn("standard", in_chans=1, num_classes=10, width=16, depth=4, resolution=16)
+    train(base, xtr, ytr, settings["epochs"], seed=seed)
+    # body convs in forward order; the one-channel stem stays standard, as in MobileNet
+    convs = [
+        n
+        for n, m in base.named_modules()
+        if isinstance(m, nn.Conv2d)
+        and m.kernel_size != (1, 1)
+        and m.groups == 1
+        and m.in_channels > 1
+    ]
+    half = len(convs) // 2
+    policies = {"early": convs[:half], "late": convs[half:], "all": convs}
+    acc = accuracy(base, xte, yte)
+    _, ref = convert(base, "depthwise", layers=[], input_shape=(1, 1, 16, 16))
+    res: dict[str, Any] = {
+        ORIGINAL: {
+            "layers": [],
+            "acc_converted": acc,
+            "acc_tuned": acc,
+            "macs": ref.macs_before,
+            "params": ref.params_before,
+            "weight_error": 0.0,
+        }
+    }
+    models: dict[str, Any] = {ORIGINAL: base}
+    step()
+    for name, layer_names in policies.items():
+        model, rep = convert(
+            copy.deepcopy(base), "depthwise", layers=layer_names, rank=1, input_shape=(1, 1, 16, 16)
+        )
+        acc0 = accuracy(model, xte, yte)
+        train(model, xtr, ytr, settings["fine_tune_epochs"], seed=seed + 1, lr=1e-3)
+        errs = [r.weight_error for r in rep.converted if r.weight_error is not None]
+        res[f"{name} layers DS"] = {
+            "layers": layer_names,
+            "acc_converted": acc0,
+            "acc_tuned": accuracy(model, xte, yte),
+            "macs": rep.macs_after,
+            "params": rep.params_after,
+            "weight_error": float(np.mean(errs)) if errs else 0.0,
+        }
+        models[f"{name} layers DS"] = model
+        step()
+    # the latency route: measured half latency, then distillation from the original
+    student, rep = convert(
+        base,
+        "depthwise",
+        latency_budget=LATENCY_BUDGET,
+        input_shape=(64, 1, 16, 16),
+        threads=1,
+        calibration=xtr[: settings["calibration"]],
+    )
+    acc0 = accuracy(student, xte, yte)
+    trajectory = recover(
+        student,
+        base,
+        (xtr, ytr),
+        epochs=settings["recover_epochs"],
+        batch_size=settings["recover_batch_size"],
+        lr=settings["recover_lr"],
+        eval_data=(xte, yte),
+        seed=seed,
+        progress=False,
+    )
+    errs = [r.weight_error for r in rep.converted if r.weight_error is not None]
+    res[BUDGET] = {
+        "layers": [r.name for r in rep.converted],
+        "ranks": [r.rank for r in rep.converted],
+        "acc_converted": acc0,
+        "acc_tuned": accuracy(student, xte, yte),
+        "macs": rep.macs_after,
+        "params": rep.params_after,
+        "weight_error": float(np.mean(errs)) if errs else 0.0,
+        "latency_fraction": rep.latency_fraction,
+        "recover_seconds": trajectory.seconds,
+        "recover_evaluations": trajectory.evaluations,
+    }
+    models[BUDGET] = student
+    step()
+    return res, models, convs
+
+
+def run(
+    out: Path,
+    *,
+    quick: bool = False,
+    progress: Any = None,
+    seeds: int | Sequence[int] | None = None,
+) -> Report:
+    """Run the experiment for every seed (default 5; quick: 2) and write its report.
+
+    Parameters
+    ----------
+    out : Path
+        Folder of the reports (this one goes to ``out/layers``).
+    quick : bool
+        Fewer epochs (4 + 1 fine-tune, 1 recover epoch) and seeds, 64 calibration samples.
+    progress : rich Progress, optional
+    seeds : int or sequence of int, optional
+        A count ``n`` (seeds ``0..n-1``) or the seeds themselves; at least 2.
+
+    Returns
+    -------
+    Report
+    """
+    import functools
+
+    import torch
+
+    seeds_run = seed_list(seeds, quick)
     report = Report("layers", "Early vs late layers made depthwise-separable", out, quick)
     epochs, tune = (4, 1) if quick else (15, 3)
+    settings = {
+        "epochs": epochs,
+        "fine_tune_epochs": tune,
+        "recover_epochs": 1 if quick else 3,
+        "recover_batch_size": 16,
+        "recover_lr": 1e-2,
+        "calibration": 64 if quick else 256,
+    }
     x, y = load_digits_16()
     rng = np.random.default_rng(0)
     perm = rng.permutation(len(x))
@@ -47,169 +253,316 @@ def run(out: Path, *, quick: bool = False, progress: Any = None) -> Report:
     tr, te = perm[:n_train], perm[n_train:]
     xtr, ytr = torch.from_numpy(x[tr]), torch.from_numpy(y[tr])
     xte, yte = torch.from_numpy(x[te]), torch.from_numpy(y[te])
-    rows: list[dict[str, Any]] = []
-    task = progress.add_task("layers", total=4) if progress else None
+    task = progress.add_task("layers", total=5 * len(seeds_run) + 1) if progress else None
+    per_seed: list[dict[str, Any]] = []
     with Timer() as timer, torch_threads(1):  # 16x16 images: one thread beats waking a second
-        torch.manual_seed(0)
-        base = small_cnn("standard", in_chans=1, num_classes=10, width=16, depth=4, resolution=16)
-        train(base, xtr, ytr, epochs, seed=0)
-        # body convs in forward order; the one-channel stem stays standard, as in MobileNet
-        convs = [
-            n
-            for n, m in base.named_modules()
-            if isinstance(m, nn.Conv2d)
-            and m.kernel_size != (1, 1)
-            and m.groups == 1
-            and m.in_channels > 1
-        ]
-        half = len(convs) // 2
-        policies = {"early": convs[:half], "late": convs[half:], "all": convs}
-        original_acc = accuracy(base, xte, yte)
-        _, ref = convert(base, "depthwise", layers=[], input_shape=(1, 1, 16, 16))
-        rows.append(
-            {
-                "variant": "original (standard)",
-                "layers": [],
-                "acc_converted": original_acc,
-                "acc_tuned": original_acc,
-                "macs": ref.macs_before,
-                "params": ref.params_before,
-                "weight_error": 0.0,
-            }
-        )
-        if progress:
-            progress.advance(task)
-        for name, layer_names in policies.items():
-            model, rep = convert(
-                copy.deepcopy(base),
-                "depthwise",
-                layers=layer_names,
-                rank=1,
-                input_shape=(1, 1, 16, 16),
-            )
-            acc0 = accuracy(model, xte, yte)
-            train(model, xtr, ytr, tune, seed=1, lr=1e-3)
-            acc1 = accuracy(model, xte, yte)
-            errs = [r.weight_error for r in rep.converted if r.weight_error is not None]
-            rows.append(
-                {
-                    "variant": f"{name} layers DS",
-                    "layers": layer_names,
-                    "acc_converted": acc0,
-                    "acc_tuned": acc1,
-                    "macs": rep.macs_after,
-                    "params": rep.params_after,
-                    "weight_error": float(np.mean(errs)) if errs else 0.0,
-                }
-            )
-            if progress:
-                progress.advance(task)
-        # latency of each model, batch 64
+        for seed in seeds_run:
+            res, models, convs = _one_seed(seed, (xtr, ytr, xte, yte), settings, progress, task)
+            per_seed.append(res)
+            if seed == seeds_run[0]:
+                timed = models  # latency does not depend on the weights: one seed's models
         xb = xte[:64]
-        models: dict[str, Any] = {"original (standard)": base}
-        for r in rows[1:]:
-            m, _ = convert(copy.deepcopy(base), "depthwise", layers=r["layers"], rank=1)
-            models[r["variant"]] = m.eval()
 
         def infer(m: Any) -> Any:
             with torch.inference_mode():
                 return m(xb)
 
         t = median_times(
-            {k: functools.partial(infer, m) for k, m in models.items()}, repeats=5 if quick else 9
+            {k: functools.partial(infer, m.eval()) for k, m in timed.items()},
+            repeats=5 if quick else 9,
         )
-        for r in rows:
-            r["latency_ms"] = t[r["variant"]] * 1e3
+        if progress:
+            progress.advance(task)
     report.seconds = timer.seconds
-    report.results.update(rows=rows, convs=convs, epochs=epochs, fine_tune_epochs=tune)
+    rows = _rows(per_seed, t)
+    comparisons = _comparisons(per_seed)
+    by = {r["variant"]: r for r in rows}
+    fractions = [r[BUDGET]["latency_fraction"] for r in per_seed]
+    latency_ci = mean_ci(fractions) if all(f is not None for f in fractions) else None
+    report.results.update(
+        rows=rows,
+        comparisons=comparisons,
+        seeds=seeds_run,
+        n=len(seeds_run),
+        confidence=0.95,
+        convs=convs,
+        epochs=epochs,
+        fine_tune_epochs=tune,
+        settings=settings,
+        latency_budget=LATENCY_BUDGET,
+        latency_fraction=fractions,
+        latency_fraction_ci=latency_ci,
+        per_seed=per_seed,
+    )
+    _write_text(report, rows, comparisons, by, latency_ci, convs, settings, len(xtr), len(te))
+    report.results["conclusion"] = comparisons[1]["reading"]
+    _figure(report, rows, comparisons, len(seeds_run))
+    return report
+
+
+def _rows(per_seed: list[dict[str, Any]], latency: dict[str, float]) -> list[dict[str, Any]]:
+    """One row per variant: the means (in the keys of the one-seed report), per-seed values
+    and their intervals; drops in points from each seed's own original."""
+    rows = []
+    orig = np.array([r[ORIGINAL]["acc_tuned"] for r in per_seed])
+    for variant, first in per_seed[0].items():
+        vals = {
+            k: np.array([r[variant][k] for r in per_seed], dtype=np.float64)
+            for k in ("acc_converted", "acc_tuned", "weight_error", "macs", "params")
+        }
+        drop0, drop1 = 100 * (orig - vals["acc_converted"]), 100 * (orig - vals["acc_tuned"])
+        macs = [int(v) for v in vals["macs"]]
+        rows.append(
+            {
+                "variant": variant,
+                "layers": first["layers"],
+                "acc_converted": float(vals["acc_converted"].mean()),
+                "acc_tuned": float(vals["acc_tuned"].mean()),
+                "macs": macs[0] if len(set(macs)) == 1 else float(np.mean(macs)),
+                "params": round(float(vals["params"].mean())),
+                "weight_error": float(vals["weight_error"].mean()),
+                "latency_ms": latency[variant] * 1e3,
+                "latency_vs_original": latency[variant] / latency[ORIGINAL],
+                "per_seed": {
+                    "acc_converted": vals["acc_converted"].tolist(),
+                    "acc_tuned": vals["acc_tuned"].tolist(),
+                    "drop_converted_points": drop0.tolist(),
+                    "drop_tuned_points": drop1.tolist(),
+                    "macs": macs,
+                    "params": [int(v) for v in vals["params"]],
+                    "layers": [r[variant]["layers"] for r in per_seed],
+                },
+                "ci": {
+                    "acc_converted": mean_ci(vals["acc_converted"]),
+                    "acc_tuned": mean_ci(vals["acc_tuned"]),
+                    "drop_converted_points": mean_ci(drop0),
+                    "drop_tuned_points": mean_ci(drop1),
+                },
+            }
+        )
+    return rows
+
+
+def _comparisons(per_seed: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Early minus late accuracy drop, seed by seed, right after conversion and after the
+    fine-tune (negative: early layers lose less), each read from its 95 % interval."""
+    out = []
+    for when, key in (
+        ("right after conversion", "acc_converted"),
+        ("after fine-tune", "acc_tuned"),
+    ):
+        # drop_early - drop_late = acc_late - acc_early (the same original in both)
+        diff = [100 * (r["late layers DS"][key] - r["early layers DS"][key]) for r in per_seed]
+        ci = mean_ci(diff)
+        out.append(
+            {
+                "comparison": f"drop(early) - drop(late), {when}",
+                "points_per_seed": diff,
+                "ci": ci,
+                "reading": _sign_reading(ci),
+            }
+        )
+    return out
+
+
+def _write_text(
+    report: Report,
+    rows: list[dict[str, Any]],
+    comparisons: list[dict[str, Any]],
+    by: dict[str, dict[str, Any]],
+    latency_ci: dict[str, float] | None,
+    convs: list[str],
+    settings: dict[str, Any],
+    n_train: int,
+    n_test: int,
+) -> None:
+    n = report.results["n"]
+    seeds = report.results["seeds"]
+    half = len(convs) // 2
     report.text(
         f"scikit-learn digits (1,797 8x8 images, upsampled to 16x16; {n_train} train / "
-        f"{len(te)} test). Model: `sepconv.nn.models.small_cnn` (stem + 4 conv blocks, 3x3, "
-        f"width 16 -> 64), trained {epochs} epochs with Adam. Conversion: "
-        "`sepconv.nn.convert(model, 'depthwise', layers=..., rank=1)` (per-input-channel "
-        "truncated SVD, depth multiplier 1: the optimal weights, no data); fine-tune: "
-        f"{tune} epoch(s) at lr 1e-3. Body convolutions in forward order: "
+        f"{n_test} test, one fixed split). Model: `sepconv.nn.models.small_cnn` (stem + 4 conv "
+        f"blocks, 3x3, width 16 -> 64), trained {settings['epochs']} epochs with Adam. "
+        "Conversion: `sepconv.nn.convert(model, 'depthwise', layers=..., rank=1)` "
+        "(per-input-channel truncated SVD, depth multiplier 1: the optimal weights, no data); "
+        f"fine-tune: {settings['fine_tune_epochs']} epoch(s) at lr 1e-3. Body convolutions in "
+        "forward order: "
         + ", ".join(f"`{c}`" for c in convs)
         + f"; early = the first {half}, late = the rest. The stem has a single input channel "
         "and stays standard, as MobileNet keeps its first layer a full convolution "
-        "(multiplier 1 would force all its filters to be multiples of one filter)."
+        "(multiplier 1 would force all its filters to be multiples of one filter).",
+        f"**Latency row.** `convert(model, 'depthwise', latency_budget={LATENCY_BUDGET}, "
+        "input_shape=(64, 1, 16, 16), threads=1, "
+        f"calibration=x_train[:{settings['calibration']}])` "
+        "(candidates timed on this machine, batch 64, one thread; never a layer slower than "
+        f"the conv), then `recover(student, model, (x_train, y_train), "
+        f"epochs={settings['recover_epochs']}, batch_size={settings['recover_batch_size']}, "
+        f"lr={settings['recover_lr']:g})` (distillation from the original) in place of the "
+        "fine-tune. Its weight error is that of the calibration refit (fitted to the layers' "
+        "outputs, not to the weights), so it can exceed 1.",
+        f"**Statistics.** n = {n} seeds ({', '.join(map(str, seeds))}): seed s initialises and "
+        "orders the CNN's training, s + 1 its fine-tunes, s the recover run; the split is the "
+        "same for all, so the intervals cover training randomness, not the choice of test "
+        f"digits (one digit is {100 / n_test:.2f} points). Every entry is the mean over the "
+        f"seeds ± the half-width of its 95 % Student-t confidence interval (n - 1 = {n - 1} "
+        "degrees of freedom); drops are in points of accuracy, each seed against its own original. "
+        "Standard deviations and per-seed values are in `results.json`.",
     )
     report.table(
         [
             "variant",
             "converted layers",
             "weight error (mean)",
-            "acc. after conversion",
-            "acc. after fine-tune",
             "MACs / image",
             "params",
             "latency ms (batch 64)",
+            "acc. after conversion",
+            "acc. after fine-tune",
+            "drop after fine-tune (points)",
         ],
         [
             [
                 r["variant"],
-                len(r["layers"]),
+                _spread([len(names) for names in r["per_seed"]["layers"]], "{:d}"),
                 r["weight_error"],
-                f"{r['acc_converted']:.3f}",
-                f"{r['acc_tuned']:.3f}",
-                f"{r['macs']:,}" if r["macs"] else "n/a",
-                f"{r['params']:,}",
-                f"{r['latency_ms']:.2f}",
+                _spread(r["per_seed"]["macs"], "{:,d}") if r["macs"] else "n/a",
+                _spread(r["per_seed"]["params"], "{:,d}"),
+                f"{r['latency_ms']:.2f} ({r['latency_vs_original']:.2f}x)",
+                _pm(r["ci"]["acc_converted"]),
+                _pm(r["ci"]["acc_tuned"]),
+                _pm(r["ci"]["drop_tuned_points"], 2),
             ]
             for r in rows
         ],
-        "lrrrrrrr",
+        "lrrrrrrrr",
     )
-    by = {r["variant"]: r for r in rows}
-    early, late = by["early layers DS"], by["late layers DS"]
+    report.text(
+        "Latency: median of alternating calls of the first seed's models in evaluation mode "
+        "(one thread, batch 64, eager, batch norm not folded), with the ratio to the original."
+    )
+    report.table(
+        ["paired comparison (points)", "per seed", "mean", "std", "95 % CI", "reading"],
+        [
+            [
+                c["comparison"],
+                ", ".join(f"{d:+.2f}" for d in c["points_per_seed"]),
+                f"{c['ci']['mean']:+.2f}",
+                f"{c['ci']['std']:.2f}",
+                _interval(c["ci"]),
+                c["reading"],
+            ]
+            for c in comparisons
+        ],
+        "lrrrrl",
+    )
+    early, late, budget = by["early layers DS"], by["late layers DS"], by[BUDGET]
+    c0, c1 = comparisons
+    phrase = {
+        "supported": "**supported**: converting the early layers costs less accuracy than "
+        "converting the late ones, and the whole 95 % interval of the difference is below 0",
+        "contradicted": "**contradicted**: converting the early layers costs more accuracy "
+        "than converting the late ones, and the whole 95 % interval of the difference is "
+        "above 0",
+        "inconclusive": "**inconclusive**: the 95 % interval of the difference contains 0, so "
+        f"{n} seeds cannot tell early from late layers here",
+    }
 
     def saved(r: dict[str, Any]) -> str:
-        return f"{1 - r['macs'] / rows[0]['macs']:.0%}" if r["macs"] and rows[0]["macs"] else "n/a"
+        r0 = by[ORIGINAL]
+        return f"{1 - r['macs'] / r0['macs']:.0%}" if r["macs"] and r0["macs"] else "n/a"
 
-    holds = (original_acc - early["acc_tuned"]) <= (original_acc - late["acc_tuned"])
-    e0, e1 = original_acc - early["acc_converted"], original_acc - early["acc_tuned"]
-    l0, l1 = original_acc - late["acc_converted"], original_acc - late["acc_tuned"]
-    report.text(
-        "**Finding.** Accuracy drop from the original right after conversion (optimal weights, "
-        "no training) / after the fine-tune: early layers "
-        f"{e0:.3f} / {e1:.3f} (MACs saved {saved(early)}), late layers {l0:.3f} / {l1:.3f} "
-        f"(MACs saved {saved(late)}). Right after conversion the early layers lose "
-        + ("less" if e0 <= l0 else "more")
-        + " than the late ones; after the fine-tune they lose "
-        + ("less" if holds else "more")
-        + f" (a difference of {abs(e1 - l1):.3f}, one seed: read it as "
-        + ("support for" if holds and e0 <= l0 else "weak or no support for")
-        + " the article's claim that early layers lose little when made depthwise-separable)."
-        + " A trained 3x3 conv is far from depthwise-separable (mean relative weight error "
-        f"{float(np.mean([r['weight_error'] for r in rows[1:]])):.2f} at multiplier 1), so a "
-        "converted layer needs fine-tuning; the optimal initialisation is where it starts."
+    d1 = budget["ci"]["drop_tuned_points"]
+    lat = (
+        f"measured by `convert` at {_pm(latency_ci)} of the original latency"
+        if latency_ci
+        else "latency not measured"
     )
+    reading = _target_reading(d1)
+    report.text(
+        f"**Finding (n = {n}).** After the fine-tune the early layers lose "
+        f"{_pm(early['ci']['drop_tuned_points'], 2)} points (MACs saved {saved(early)}), the "
+        f"late layers {_pm(late['ci']['drop_tuned_points'], 2)} (MACs saved {saved(late)}); "
+        f"seed by seed, drop(early) - drop(late) = {c1['ci']['mean']:+.2f} points, 95 % CI "
+        f"{_interval(c1['ci'])}. The article's claim that early layers lose little when made "
+        f"depthwise-separable, read as 'less than late layers', is {phrase[c1['reading']]}. "
+        f"Right after conversion (optimal weights, no training) the difference is "
+        f"{c0['ci']['mean']:+.2f} points, 95 % CI {_interval(c0['ci'])} ({c0['reading']}): "
+        "a trained 3x3 conv is far from depthwise-separable (mean relative weight error "
+        f"{float(np.mean([early['weight_error'], late['weight_error']])):.2f} at multiplier "
+        "1), so a converted layer needs fine-tuning; the optimal initialisation is where it "
+        f"starts. The latency route ({lat}; "
+        f"{len(budget['layers'])} of {len(convs) + 1} convs replaced, MACs saved "
+        f"{saved(budget)}) loses {_pm(budget['ci']['drop_converted_points'], 2)} points right "
+        f"after conversion and {_pm(d1, 2)} after `recover` (95 % CI "
+        f"[{d1['low']:.2f}, {d1['high']:.2f}]): the target of at most {TARGET_POINTS:g} point "
+        + {
+            "met": "is met (the whole interval is within it).",
+            "missed": "is missed (the whole interval is above it).",
+            "inconclusive": "is neither met nor missed with confidence (the interval "
+            "straddles it).",
+        }[reading]
+    )
+    report.results["latency_row_target"] = reading
+
+
+def _tick(row: dict[str, Any]) -> str:
+    """A variant's axis label on three lines, with its MACs."""
+    name = row["variant"].replace(" + ", "\n+ ").replace(" DS", "\nDS")
+    return f"{name}\n{row['macs'] / 1e6:.2f} M MACs"
+
+
+def _figure(
+    report: Report, rows: list[dict[str, Any]], comparisons: list[dict[str, Any]], n: int
+) -> None:
     plt = setup_matplotlib()
-    fig, ax = plt.subplots(figsize=(7.5, 5))
-    for i, r in enumerate(rows):  # one colour per variant, both markers
-        macs = (r["macs"] or 0) / 1e6
-        color = f"C{i}"
-        ax.plot(macs, r["acc_converted"], "o", ms=8, alpha=0.5, color=color)
-        ax.plot(macs, r["acc_tuned"], "s", ms=8, color=color)
-        ax.annotate(
-            r["variant"],
-            (macs, r["acc_tuned"]),
-            fontsize=8,
-            xytext=(5, 5),
-            textcoords="offset points",
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(13.5, 5.2), gridspec_kw={"width_ratios": [1.15, 1]})
+    xs = np.arange(len(rows))
+    for dx, key, marker, label in (
+        (-0.12, "acc_converted", "o", "right after conversion"),
+        (0.12, "acc_tuned", "s", "after fine-tune (latency row: recover)"),
+    ):
+        ci = [r["ci"][key] for r in rows]
+        shown = xs if key == "acc_tuned" else xs[1:]  # the original is not converted
+        for i in shown:
+            vals = rows[i]["per_seed"][key]
+            ax.plot([i + dx] * len(vals), vals, ".", color="gray", alpha=0.5, ms=4)
+        ax.errorbar(
+            shown + dx,
+            [ci[i]["mean"] for i in shown],
+            yerr=[ci[i]["half_width"] for i in shown],
+            fmt=marker,
+            ms=7,
+            capsize=4,
+            label=label,
+            mfc="white" if marker == "o" else None,
         )
-        ax.plot([macs, macs], [r["acc_converted"], r["acc_tuned"]], "k:", lw=1)
-    ax.plot([], [], "o", color="gray", alpha=0.5, ms=8, label="right after conversion")
-    ax.plot([], [], "s", color="gray", ms=8, label="after fine-tuning")
-    ax.legend(loc="lower right", fontsize=9)
-    ax.set_xlabel("MACs per image (millions)")
+    ax.set_xticks(xs, [_tick(r) for r in rows], fontsize=8)
+    ax.set_ylim(0, 1.04)
     ax.set_ylabel("test accuracy")
-    ax.set_title("Accuracy vs MACs: the CNN and its depthwise-separable conversions")
+    ax.set_title(f"Test accuracy: mean ± 95 % CI over {n} seeds (dots: seeds)", fontsize=10)
+    ax.legend(loc="lower right", fontsize=8)
+    # right: drops after fine-tune, and the paired early - late difference
+    items = [(r["variant"], r["ci"]["drop_tuned_points"], r["per_seed"]["drop_tuned_points"])
+             for r in rows[1:]]  # fmt: skip
+    c1 = comparisons[1]
+    items.append(("early - late (paired)", c1["ci"], c1["points_per_seed"]))
+    ys = np.arange(len(items))[::-1]
+    for y, (_, ci, vals) in zip(ys, items, strict=True):
+        bx.plot(vals, [y] * len(vals), ".", color="gray", alpha=0.5, ms=5)
+        bx.errorbar(ci["mean"], y, xerr=ci["half_width"], fmt="s", ms=6, capsize=4, color="C3")
+    bx.axvline(0, color="k", lw=1)
+    bx.axvline(TARGET_POINTS, color="C2", lw=1, ls="--", label=f"{TARGET_POINTS:g}-point target")
+    bx.axhline(ys[-1] + 0.5, color="gray", lw=0.8, ls=":")
+    bx.set_yticks(ys, [name for name, _, _ in items], fontsize=8)
+    bx.set_xlabel("accuracy drop after fine-tune / recover (points; < 0: better)")
+    bx.set_title("Drop from the original: mean ± 95 % CI (dots: seeds)", fontsize=10)
+    bx.legend(loc="best", fontsize=8)
     fig.tight_layout()
     report.figure(
         fig,
         "pareto.png",
-        "Accuracy against MACs for the original CNN and its "
-        "early/late/all depthwise-separable conversions.",
+        f"Left: test accuracy of the original CNN and its depthwise-separable conversions "
+        f"(early/late/all layers at multiplier 1, and by a half-latency budget + recover), "
+        f"right after conversion and after fine-tuning, mean ± 95 % CI over {n} seeds. Right: "
+        "accuracy drop after fine-tuning, and the paired early - late difference.",
     )
-    return report
