@@ -18,7 +18,7 @@ Shape:
 from __future__ import annotations
 
 import string
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -82,23 +82,45 @@ class SamePad(nn.Module):
 
 
 class _StructuredConv(nn.Module):
-    """Geometry shared by the structured layers (plain attributes, TorchScript friendly)."""
+    """What the structured layers share: the constructor, the geometry (plain attributes,
+    TorchScript friendly), the child convs and the repr.
+
+    A layer is declared once per structure and spatial dimensions, e.g.
+    ``class LowRankConv2d(_LowRankConvNd, dims=2)``: its structure's base builds the convs
+    (``_build``), and writes the docstring (``_docstring``) for ``dims``.
+    """
 
     _dims: int = 2
     __jit_unused_properties__ = ["geometry"]  # noqa: RUF012 - TorchScript reads this name
 
-    def _setup(
+    def __init_subclass__(cls, dims: int = 0, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if dims:
+            cls._dims = dims
+            cls.__doc__ = cls._docstring(dims)
+
+    @staticmethod
+    def _docstring(dims: int) -> str:
+        """The docstring of the layer with ``dims`` spatial axes."""
+        raise NotImplementedError
+
+    def __init__(
         self,
-        in_channels: Any,
-        out_channels: Any,
-        kernel_size: Any,
-        stride: Any,
-        padding: Any,
-        dilation: Any,
-        padding_mode: Any,
-        groups: Any,
-        bias: Any,
-    ) -> ConvGeometry:
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | Sequence[int],
+        stride: int | Sequence[int] = 1,
+        padding: int | Sequence[int] | str = 0,
+        dilation: int | Sequence[int] = 1,
+        rank: int | Sequence[int] = 1,
+        bias: bool = True,
+        padding_mode: str = "zeros",
+        *,
+        groups: int = 1,
+        device: Any = None,
+        dtype: Any = None,
+    ) -> None:
+        super().__init__()
         cin, cout, groups = check_channels(in_channels, out_channels, groups)
         geo = ConvGeometry(self._dims, kernel_size, stride, padding, dilation, padding_mode)
         bias = check_bool(bias, "bias")
@@ -115,7 +137,11 @@ class _StructuredConv(nn.Module):
             if geo.pad_first
             else nn.Identity()
         )
-        return geo
+        self._build(geo, rank, bias, device, dtype)
+
+    def _build(self, geo: ConvGeometry, rank: Any, bias: bool, device: Any, dtype: Any) -> None:
+        """Check ``rank`` (the structure's width parameter) and add the child convs."""
+        raise NotImplementedError
 
     @property
     def geometry(self) -> ConvGeometry:
@@ -170,11 +196,15 @@ class _StructuredConv(nn.Module):
             dtype=dtype,
         )
 
-    def _extra(self) -> str:
+    def extra_repr(self) -> str:
         text = f"{self.in_channels}, {self.out_channels}, {self.geometry.extra_repr()}"
         if self.groups != 1:
             text += f", groups={self.groups}"
-        return text
+        return text + self._extra_width()
+
+    def _extra_width(self) -> str:
+        """The repr of the structure's width parameter."""
+        return f", rank={self.rank}"
 
     def dense_weight(self) -> Tensor:
         """The weight ``(C_out, C_in / groups, *kernel_size)`` of the equivalent dense conv."""
@@ -229,66 +259,6 @@ def _split(w: Tensor, groups: int) -> Tensor:
 # ----------------------------------------------------------------------------------------------
 
 
-class _DepthwiseSeparableConvNd(_StructuredConv):
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int | Sequence[int],
-        stride: int | Sequence[int] = 1,
-        padding: int | Sequence[int] | str = 0,
-        dilation: int | Sequence[int] = 1,
-        depth_multiplier: int = 1,
-        bias: bool = True,
-        padding_mode: str = "zeros",
-        norm: Any = None,
-        activation: Any = None,
-        *,
-        groups: int = 1,
-        device: Any = None,
-        dtype: Any = None,
-    ) -> None:
-        super().__init__()
-        geo = self._setup(
-            in_channels, out_channels, kernel_size, stride, padding, dilation, padding_mode,
-            groups, bias,
-        )  # fmt: skip
-        m = check_nonnegative_int(depth_multiplier, "depth_multiplier", minimum=1)
-        self.depth_multiplier = m
-        cin, cout, d = self.in_channels, self.out_channels, self._dims
-        self.conv_dw = self._conv(geo, cin, cin * m, -1, cin, False, device, dtype)
-        self.bn1 = make_norm(norm, cin * m, d, device, dtype)
-        self.act1 = make_activation(activation)
-        self.conv_pw = self._conv(geo, cin * m, cout, None, self.groups, bias, device, dtype)
-        self.bn2 = make_norm(norm, cout, d, device, dtype)
-        self.act2 = make_activation(activation)
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.act1(self.bn1(self.conv_dw(self.pad(x))))
-        return self.act2(self.bn2(self.conv_pw(x)))
-
-    def extra_repr(self) -> str:
-        m = self.depth_multiplier
-        return self._extra() + (f", depth_multiplier={m}" if m != 1 else "")
-
-    def dense_weight(self) -> Tensor:
-        """``W[o, i] = sum_j conv_pw[o, i*m+j] conv_dw[i*m+j]`` (needs no norm/act between)."""
-        if not (isinstance(self.bn1, nn.Identity) and isinstance(self.act1, nn.Identity)):
-            raise ValueError(
-                "dense_weight needs norm=None and activation=None: with a norm or activation "
-                "between the depthwise and pointwise convs there is no equivalent dense conv"
-            )
-        g, m = self.groups, self.depth_multiplier
-        cin_g = self.in_channels // g
-        D = self.conv_dw.weight.reshape(g, cin_g, m, -1)
-        P = self.conv_pw.weight.reshape(g, self.out_channels // g, cin_g, m)
-        W = torch.einsum("goij,gijk->goik", P, D)
-        return W.reshape(self.out_channels, cin_g, *self.kernel_size)
-
-    def dense_bias(self) -> Tensor | None:
-        return self.conv_pw.bias
-
-
 def _ds_doc(dims: int) -> str:
     k = " x ".join("k" * dims)
     head = f"""{dims}-D depthwise-separable convolution: depthwise {k} conv, then pointwise 1x1.
@@ -322,19 +292,82 @@ def _ds_doc(dims: int) -> str:
     return _doc(cls, dims, head, params, notes, 'norm="batch", activation="relu"')
 
 
-class DepthwiseSeparableConv1d(_DepthwiseSeparableConvNd):
-    _dims = 1
-    __doc__ = _ds_doc(1)
+class _DepthwiseSeparableConvNd(_StructuredConv):
+    _docstring = staticmethod(_ds_doc)
+
+    # _StructuredConv's parameters with ``depth_multiplier`` for ``rank``, then the norm and
+    # activation that follow each conv (written packed: the shared ones are listed there).
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: int | Sequence[int],
+        stride: int | Sequence[int] = 1, padding: int | Sequence[int] | str = 0,
+        dilation: int | Sequence[int] = 1, depth_multiplier: int = 1, bias: bool = True,
+        padding_mode: str = "zeros", norm: Any = None, activation: Any = None, *,
+        groups: int = 1, device: Any = None, dtype: Any = None,
+    ) -> None:  # fmt: skip
+        super().__init__(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+            depth_multiplier,
+            bias,
+            padding_mode,
+            groups=groups,
+            device=device,
+            dtype=dtype,
+        )
+        mid, d = self.conv_dw.out_channels, self._dims
+        self.bn1 = make_norm(norm, mid, d, device, dtype)
+        self.act1 = make_activation(activation)
+        self.bn2 = make_norm(norm, self.out_channels, d, device, dtype)
+        self.act2 = make_activation(activation)
+
+    def _build(self, geo: ConvGeometry, rank: Any, bias: bool, device: Any, dtype: Any) -> None:
+        m = check_nonnegative_int(rank, "depth_multiplier", minimum=1)
+        self.depth_multiplier = m
+        cin, cout = self.in_channels, self.out_channels
+        self.conv_dw = self._conv(geo, cin, cin * m, -1, cin, False, device, dtype)
+        self.bn1 = nn.Identity()  # norms and activations: set by __init__
+        self.act1 = nn.Identity()
+        self.conv_pw = self._conv(geo, cin * m, cout, None, self.groups, bias, device, dtype)
+        self.bn2 = nn.Identity()
+        self.act2 = nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.act1(self.bn1(self.conv_dw(self.pad(x))))
+        return self.act2(self.bn2(self.conv_pw(x)))
+
+    def _extra_width(self) -> str:
+        m = self.depth_multiplier
+        return f", depth_multiplier={m}" if m != 1 else ""
+
+    def dense_weight(self) -> Tensor:
+        """``W[o, i] = sum_j conv_pw[o, i*m+j] conv_dw[i*m+j]`` (needs no norm/act between)."""
+        if not (isinstance(self.bn1, nn.Identity) and isinstance(self.act1, nn.Identity)):
+            raise ValueError(
+                "dense_weight needs norm=None and activation=None: with a norm or activation "
+                "between the depthwise and pointwise convs there is no equivalent dense conv"
+            )
+        g, m = self.groups, self.depth_multiplier
+        cin_g = self.in_channels // g
+        D = self.conv_dw.weight.reshape(g, cin_g, m, -1)
+        P = self.conv_pw.weight.reshape(g, self.out_channels // g, cin_g, m)
+        W = torch.einsum("goij,gijk->goik", P, D)
+        return W.reshape(self.out_channels, cin_g, *self.kernel_size)
+
+    def dense_bias(self) -> Tensor | None:
+        return self.conv_pw.bias
 
 
-class DepthwiseSeparableConv2d(_DepthwiseSeparableConvNd):
-    _dims = 2
-    __doc__ = _ds_doc(2)
+class DepthwiseSeparableConv1d(_DepthwiseSeparableConvNd, dims=1): ...
 
 
-class DepthwiseSeparableConv3d(_DepthwiseSeparableConvNd):
-    _dims = 3
-    __doc__ = _ds_doc(3)
+class DepthwiseSeparableConv2d(_DepthwiseSeparableConvNd, dims=2): ...
+
+
+class DepthwiseSeparableConv3d(_DepthwiseSeparableConvNd, dims=3): ...
 
 
 # ----------------------------------------------------------------------------------------------
@@ -355,28 +388,53 @@ def _check_rank(rank: Any, dims: int) -> tuple[int, ...]:
     return (check_nonnegative_int(rank, "rank", minimum=1),) * n
 
 
+#: What the spatially separable layers' docstrings say per spatial dimensions.
+_SS_TEXT = {
+    2: {
+        "chain": "``k_h x 1`` then ``1 x k_w`` through ``rank`` channels",
+        "detail": "``conv_h`` (``C_in -> g * rank``, kernel ``(k_h, 1)``) -> ``conv_w`` "
+        "(``-> C_out``, kernel ``(1, k_w)``). Per output pixel (stride 1): "
+        "``rank (C_in k_h + C_out k_w)`` multiply-adds instead of ``C_in C_out k_h k_w / g``.",
+        "rank_type": "int",
+        "rank_note": "",
+    },
+    3: {
+        "chain": "``k_d x 1 x 1``, ``1 x k_h x 1``, ``1 x 1 x k_w``",
+        "detail": "``conv_d`` (``C_in -> g * r_1``) -> ``conv_h`` (``-> g * r_2``) -> ``conv_w`` "
+        "(``-> C_out``). Per output pixel (stride 1): ``C_in r_1 k_d + g r_1 r_2 k_h + "
+        "r_2 C_out k_w`` multiply-adds.",
+        "rank_type": "int or (int, int)",
+        "rank_note": ": ``(r_1, r_2)`` after the depth and height stages (an int is used for both)",
+    },
+}
+
+
+def _ss_doc(dims: int) -> str:
+    chain, detail, rank_type, rank_note = _SS_TEXT[dims].values()
+    head = f"""{dims}-D spatially separable convolution: {chain}.
+
+    {detail}"""
+    params = f""": each stage strides, dilates and
+        pads its own axis, so the output shape equals the dense conv's.
+    rank : {rank_type}
+        Intermediate channels per group{rank_note}.
+    bias : bool
+        A bias on the last stage (the dense conv's bias).
+    groups : int
+        Each stage is grouped (``rank`` is per group)."""
+    return _doc(f"SpatiallySeparableConv{dims}d", dims, head, params, "", "rank=2")
+
+
 class _SpatiallySeparableConvNd(_StructuredConv):
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int | Sequence[int],
-        stride: int | Sequence[int] = 1,
-        padding: int | Sequence[int] | str = 0,
-        dilation: int | Sequence[int] = 1,
-        rank: int | Sequence[int] = 1,
-        bias: bool = True,
-        padding_mode: str = "zeros",
-        *,
-        groups: int = 1,
-        device: Any = None,
-        dtype: Any = None,
-    ) -> None:
-        super().__init__()
-        geo = self._setup(
-            in_channels, out_channels, kernel_size, stride, padding, dilation, padding_mode,
-            groups, bias,
-        )  # fmt: skip
+    _docstring = staticmethod(_ss_doc)
+    if (
+        TYPE_CHECKING
+    ):  # the stages, added by name (declared for mypy; TorchScript must not see them)
+        conv_d: nn.Module
+        conv_h: nn.Module
+        conv_w: nn.Module
+
+    def _build(self, geo: ConvGeometry, rank: Any, bias: bool, device: Any, dtype: Any) -> None:
         ranks = _check_rank(rank, self._dims)
         self.rank = ranks[0] if len(ranks) == 1 else ranks
         g = self.groups
@@ -385,9 +443,6 @@ class _SpatiallySeparableConvNd(_StructuredConv):
             last = a == self._dims - 1
             conv = self._conv(geo, widths[a], widths[a + 1], a, g, bias and last, device, dtype)
             self.add_module(f"conv_{name}", conv)
-
-    def extra_repr(self) -> str:
-        return self._extra() + f", rank={self.rank}"
 
     def _stages(self) -> list[Any]:
         return [getattr(self, f"conv_{n}") for n in AXIS_NAMES[self._dims]]
@@ -408,56 +463,12 @@ class _SpatiallySeparableConvNd(_StructuredConv):
         return self._stages()[-1].bias
 
 
-def _ss_doc(dims: int, chain: str, detail: str, rank_type: str, rank_note: str) -> str:
-    head = f"""{dims}-D spatially separable convolution: {chain}.
-
-    {detail}"""
-    params = f""": each stage strides, dilates and
-        pads its own axis, so the output shape equals the dense conv's.
-    rank : {rank_type}
-        Intermediate channels per group{rank_note}.
-    bias : bool
-        A bias on the last stage (the dense conv's bias).
-    groups : int
-        Each stage is grouped (``rank`` is per group)."""
-    return _doc(f"SpatiallySeparableConv{dims}d", dims, head, params, "", "rank=2")
-
-
-class SpatiallySeparableConv2d(_SpatiallySeparableConvNd):
-    _dims = 2
-    if TYPE_CHECKING:  # declared for mypy; TorchScript must not see them
-        conv_h: nn.Module
-        conv_w: nn.Module
-    __doc__ = _ss_doc(
-        2,
-        chain="``k_h x 1`` then ``1 x k_w`` through ``rank`` channels",
-        detail="``conv_h`` (``C_in -> g * rank``, kernel ``(k_h, 1)``) -> ``conv_w`` "
-        "(``-> C_out``, kernel ``(1, k_w)``). Per output pixel (stride 1): "
-        "``rank (C_in k_h + C_out k_w)`` multiply-adds instead of ``C_in C_out k_h k_w / g``.",
-        rank_type="int",
-        rank_note="",
-    )
-
+class SpatiallySeparableConv2d(_SpatiallySeparableConvNd, dims=2):
     def forward(self, x: Tensor) -> Tensor:
         return self.conv_w(self.conv_h(self.pad(x)))
 
 
-class SpatiallySeparableConv3d(_SpatiallySeparableConvNd):
-    _dims = 3
-    if TYPE_CHECKING:  # declared for mypy; TorchScript must not see them
-        conv_d: nn.Module
-        conv_h: nn.Module
-        conv_w: nn.Module
-    __doc__ = _ss_doc(
-        3,
-        chain="``k_d x 1 x 1``, ``1 x k_h x 1``, ``1 x 1 x k_w``",
-        detail="``conv_d`` (``C_in -> g * r_1``) -> ``conv_h`` (``-> g * r_2``) -> ``conv_w`` "
-        "(``-> C_out``). Per output pixel (stride 1): ``C_in r_1 k_d + g r_1 r_2 k_h + "
-        "r_2 C_out k_w`` multiply-adds.",
-        rank_type="int or (int, int)",
-        rank_note=": ``(r_1, r_2)`` after the depth and height stages (an int is used for both)",
-    )
-
+class SpatiallySeparableConv3d(_SpatiallySeparableConvNd, dims=3):
     def forward(self, x: Tensor) -> Tensor:
         return self.conv_w(self.conv_h(self.conv_d(self.pad(x))))
 
@@ -471,60 +482,12 @@ def _dw_name(dims: int, axis: int) -> str:
     return "conv_dw" if dims == 1 else f"conv_dw_{AXIS_NAMES[dims][axis]}"
 
 
-class _LowRankConvNd(_StructuredConv):
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int | Sequence[int],
-        stride: int | Sequence[int] = 1,
-        padding: int | Sequence[int] | str = 0,
-        dilation: int | Sequence[int] = 1,
-        rank: int = 1,
-        bias: bool = True,
-        padding_mode: str = "zeros",
-        *,
-        groups: int = 1,
-        device: Any = None,
-        dtype: Any = None,
-    ) -> None:
-        super().__init__()
-        geo = self._setup(
-            in_channels, out_channels, kernel_size, stride, padding, dilation, padding_mode,
-            groups, bias,
-        )  # fmt: skip
-        self.rank = check_nonnegative_int(rank, "rank", minimum=1)
-        g = self.groups
-        mid = g * self.rank
-        self.conv_pw1 = self._conv(geo, self.in_channels, mid, None, g, False, device, dtype)
-        for a in range(self._dims):
-            self.add_module(
-                _dw_name(self._dims, a), self._conv(geo, mid, mid, a, mid, False, device, dtype)
-            )
-        self.conv_pw2 = self._conv(geo, mid, self.out_channels, None, g, bias, device, dtype)
-
-    def extra_repr(self) -> str:
-        return self._extra() + f", rank={self.rank}"
-
-    def _depthwise(self) -> list[Any]:
-        return [getattr(self, _dw_name(self._dims, a)) for a in range(self._dims)]
-
-    def dense_weight(self) -> Tensor:
-        """``W[o, i, a_1, ...] = sum_t pw2[o, t] pw1[t, i] prod_l dw_l[t, a_l]`` per group."""
-        g, r = self.groups, self.rank
-        A_in = self.conv_pw1.weight.reshape(g, r, -1)  # (g, r, cin_g)
-        A_out = self.conv_pw2.weight.reshape(g, -1, r)  # (g, co_g, r)
-        fs = [c.weight.reshape(g, r, -1) for c in self._depthwise()]  # (g, r, k_a)
-        taps = string.ascii_lowercase[: self._dims]
-        spec = "gor,gri," + ",".join(f"gr{t}" for t in taps) + "->goi" + taps
-        W = torch.einsum(spec, A_out, A_in, *fs)
-        return W.reshape(self.out_channels, self.in_channels // g, *self.kernel_size)
-
-    def dense_bias(self) -> Tensor | None:
-        return self.conv_pw2.bias
+#: The depthwise stages of the low-rank layers, as their docstrings' first lines name them.
+_LR_DW = {1: "depthwise k", 2: "depthwise k_h x 1 and 1 x k_w", 3: "depthwise along d, h and w"}
 
 
-def _lr_doc(dims: int, dw: str) -> str:
+def _lr_doc(dims: int) -> str:
+    dw = _LR_DW[dims]
     names = ", ".join(f"``{_dw_name(dims, a)}``" for a in range(dims))
     head = f"""{dims}-D low-rank (CP) convolution: pointwise, {dw}, pointwise.
 
@@ -548,38 +511,57 @@ def _lr_doc(dims: int, dw: str) -> str:
     return _doc(f"LowRankConv{dims}d", dims, head, params, notes, "rank=2")
 
 
-class LowRankConv1d(_LowRankConvNd):
-    _dims = 1
-    if TYPE_CHECKING:  # declared for mypy; TorchScript must not see them
+class _LowRankConvNd(_StructuredConv):
+    _docstring = staticmethod(_lr_doc)
+    if TYPE_CHECKING:  # the depthwise convs, added by name (for mypy; not for TorchScript)
         conv_dw: nn.Module
-    __doc__ = _lr_doc(1, "depthwise k")
+        conv_dw_d: nn.Module
+        conv_dw_h: nn.Module
+        conv_dw_w: nn.Module
 
+    def _build(self, geo: ConvGeometry, rank: Any, bias: bool, device: Any, dtype: Any) -> None:
+        self.rank = check_nonnegative_int(rank, "rank", minimum=1)
+        g = self.groups
+        mid = g * self.rank
+        self.conv_pw1 = self._conv(geo, self.in_channels, mid, None, g, False, device, dtype)
+        for a in range(self._dims):
+            self.add_module(
+                _dw_name(self._dims, a), self._conv(geo, mid, mid, a, mid, False, device, dtype)
+            )
+        self.conv_pw2 = self._conv(geo, mid, self.out_channels, None, g, bias, device, dtype)
+
+    def _depthwise(self) -> list[Any]:
+        return [getattr(self, _dw_name(self._dims, a)) for a in range(self._dims)]
+
+    def dense_weight(self) -> Tensor:
+        """``W[o, i, a_1, ...] = sum_t pw2[o, t] pw1[t, i] prod_l dw_l[t, a_l]`` per group."""
+        g, r = self.groups, self.rank
+        A_in = self.conv_pw1.weight.reshape(g, r, -1)  # (g, r, cin_g)
+        A_out = self.conv_pw2.weight.reshape(g, -1, r)  # (g, co_g, r)
+        fs = [c.weight.reshape(g, r, -1) for c in self._depthwise()]  # (g, r, k_a)
+        taps = string.ascii_lowercase[: self._dims]
+        spec = "gor,gri," + ",".join(f"gr{t}" for t in taps) + "->goi" + taps
+        W = torch.einsum(spec, A_out, A_in, *fs)
+        return W.reshape(self.out_channels, self.in_channels // g, *self.kernel_size)
+
+    def dense_bias(self) -> Tensor | None:
+        return self.conv_pw2.bias
+
+
+class LowRankConv1d(_LowRankConvNd, dims=1):
     def forward(self, x: Tensor) -> Tensor:
         x = self.conv_pw1(self.pad(x))
         return self.conv_pw2(self.conv_dw(x))
 
 
-class LowRankConv2d(_LowRankConvNd):
-    _dims = 2
-    if TYPE_CHECKING:  # declared for mypy; TorchScript must not see them
-        conv_dw_h: nn.Module
-        conv_dw_w: nn.Module
-    __doc__ = _lr_doc(2, "depthwise k_h x 1 and 1 x k_w")
-
+class LowRankConv2d(_LowRankConvNd, dims=2):
     def forward(self, x: Tensor) -> Tensor:
         x = self.conv_pw1(self.pad(x))
         x = self.conv_dw_w(self.conv_dw_h(x))
         return self.conv_pw2(x)
 
 
-class LowRankConv3d(_LowRankConvNd):
-    _dims = 3
-    if TYPE_CHECKING:  # declared for mypy; TorchScript must not see them
-        conv_dw_d: nn.Module
-        conv_dw_h: nn.Module
-        conv_dw_w: nn.Module
-    __doc__ = _lr_doc(3, "depthwise along d, h and w")
-
+class LowRankConv3d(_LowRankConvNd, dims=3):
     def forward(self, x: Tensor) -> Tensor:
         x = self.conv_pw1(self.pad(x))
         x = self.conv_dw_w(self.conv_dw_h(self.conv_dw_d(x)))
@@ -603,57 +585,6 @@ def _tucker2_rank(rank: Any) -> tuple[int, int]:
         return (r_in, r_out)
     r = check_nonnegative_int(rank, "rank", minimum=1)
     return (r, r)
-
-
-class _Tucker2ConvNd(_StructuredConv):
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int | Sequence[int],
-        stride: int | Sequence[int] = 1,
-        padding: int | Sequence[int] | str = 0,
-        dilation: int | Sequence[int] = 1,
-        rank: int | Sequence[int] = 1,
-        bias: bool = True,
-        padding_mode: str = "zeros",
-        *,
-        groups: int = 1,
-        device: Any = None,
-        dtype: Any = None,
-    ) -> None:
-        super().__init__()
-        geo = self._setup(
-            in_channels, out_channels, kernel_size, stride, padding, dilation, padding_mode,
-            groups, bias,
-        )  # fmt: skip
-        self.rank: tuple[int, int] = _tucker2_rank(rank)
-        g = self.groups
-        r_in, r_out = self.rank
-        cin, cout = self.in_channels, self.out_channels
-        self.conv_pw1 = self._conv(geo, cin, g * r_in, None, g, False, device, dtype)
-        self.conv_core = self._conv(geo, g * r_in, g * r_out, -1, g, False, device, dtype)
-        self.conv_pw2 = self._conv(geo, g * r_out, cout, None, g, bias, device, dtype)
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.conv_pw1(self.pad(x))
-        return self.conv_pw2(self.conv_core(x))
-
-    def extra_repr(self) -> str:
-        return self._extra() + f", rank={self.rank}"
-
-    def dense_weight(self) -> Tensor:
-        """``W[o, i, k] = sum_{a, b} pw2[o, b] core[b, a, k] pw1[a, i]`` per group."""
-        g = self.groups
-        r_in, r_out = self.rank
-        P1 = self.conv_pw1.weight.reshape(g, r_in, -1)  # (g, r_in, cin_g)
-        C = self.conv_core.weight.reshape(g, r_out, r_in, -1)  # (g, r_out, r_in, K)
-        P2 = self.conv_pw2.weight.reshape(g, -1, r_out)  # (g, co_g, r_out)
-        W = torch.einsum("gob,gbak,gai->goik", P2, C, P1)
-        return W.reshape(self.out_channels, self.in_channels // g, *self.kernel_size)
-
-    def dense_bias(self) -> Tensor | None:
-        return self.conv_pw2.bias
 
 
 def _t2_doc(dims: int) -> str:
@@ -681,24 +612,48 @@ def _t2_doc(dims: int) -> str:
     return _doc(f"Tucker2Conv{dims}d", dims, head, params, notes, "rank=(2, 3)")
 
 
-class Tucker2Conv1d(_Tucker2ConvNd):
-    _dims = 1
-    __doc__ = _t2_doc(1)
+class _Tucker2ConvNd(_StructuredConv):
+    _docstring = staticmethod(_t2_doc)
+
+    def _build(self, geo: ConvGeometry, rank: Any, bias: bool, device: Any, dtype: Any) -> None:
+        self.rank: tuple[int, int] = _tucker2_rank(rank)
+        g = self.groups
+        r_in, r_out = self.rank
+        cin, cout = self.in_channels, self.out_channels
+        self.conv_pw1 = self._conv(geo, cin, g * r_in, None, g, False, device, dtype)
+        self.conv_core = self._conv(geo, g * r_in, g * r_out, -1, g, False, device, dtype)
+        self.conv_pw2 = self._conv(geo, g * r_out, cout, None, g, bias, device, dtype)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.conv_pw1(self.pad(x))
+        return self.conv_pw2(self.conv_core(x))
+
+    def dense_weight(self) -> Tensor:
+        """``W[o, i, k] = sum_{a, b} pw2[o, b] core[b, a, k] pw1[a, i]`` per group."""
+        g = self.groups
+        r_in, r_out = self.rank
+        P1 = self.conv_pw1.weight.reshape(g, r_in, -1)  # (g, r_in, cin_g)
+        C = self.conv_core.weight.reshape(g, r_out, r_in, -1)  # (g, r_out, r_in, K)
+        P2 = self.conv_pw2.weight.reshape(g, -1, r_out)  # (g, co_g, r_out)
+        W = torch.einsum("gob,gbak,gai->goik", P2, C, P1)
+        return W.reshape(self.out_channels, self.in_channels // g, *self.kernel_size)
+
+    def dense_bias(self) -> Tensor | None:
+        return self.conv_pw2.bias
 
 
-class Tucker2Conv2d(_Tucker2ConvNd):
-    _dims = 2
-    __doc__ = _t2_doc(2)
+class Tucker2Conv1d(_Tucker2ConvNd, dims=1): ...
 
 
-class Tucker2Conv3d(_Tucker2ConvNd):
-    _dims = 3
-    __doc__ = _t2_doc(3)
+class Tucker2Conv2d(_Tucker2ConvNd, dims=2): ...
+
+
+class Tucker2Conv3d(_Tucker2ConvNd, dims=3): ...
 
 
 #: The layer class of each structure (:data:`sepconv.nn.KINDS`) by spatial dimensions:
 #: ``LAYERS["cp"][2]`` is :class:`LowRankConv2d`.
-LAYERS: dict[str, dict[int, type[_StructuredConv]]] = {
+LAYERS: dict[str, dict[int, Callable[..., _StructuredConv]]] = {
     "depthwise": {
         1: DepthwiseSeparableConv1d,
         2: DepthwiseSeparableConv2d,
