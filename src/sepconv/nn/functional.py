@@ -93,28 +93,56 @@ def _run(
     return x
 
 
-def _kernel_from(weight: Tensor, dims: int, name: str) -> tuple[int, ...]:
-    if weight.ndim != dims + 2:
+def _check_tensors(value: Any, name: str, allowed: tuple[int, ...]) -> list[Tensor]:
+    """A sequence of one tensor per spatial axis, for ``allowed`` numbers of axes."""
+    if isinstance(value, Tensor) or not isinstance(value, Sequence):
+        raise TypeError(f"{name} must be a sequence of tensors, got {type(value).__name__}")
+    ts = [_check_tensor(w, f"{name}[{a}]") for a, w in enumerate(value)]
+    if len(ts) not in allowed:
+        text = "2 or 3" if allowed == (2, 3) else "1 to 3"
+        raise ValueError(f"{name} must hold one tensor per spatial axis ({text}), got {len(ts)}")
+    return ts
+
+
+def _spatial_dims(w: Tensor, name: str, shape: str) -> int:
+    """The spatial axes (1 to 3) of the weight ``w`` whose ``shape`` ends in ``*kernel_size``."""
+    if w.ndim not in (3, 4, 5):
         raise ValueError(
-            f"{name} must have {dims + 2} dimensions (C_out, C_in / groups, *kernel), "
-            f"got shape {tuple(weight.shape)}"
+            f"{name} must have shape {shape} with 1 to 3 spatial axes, got {tuple(w.shape)}"
         )
-    return tuple(weight.shape[2:])
+    return w.ndim - 2
+
+
+def _check_groups(groups: int, cin: int, cout: int) -> None:
+    if groups < 1 or cin % groups or cout % groups:
+        raise ValueError(f"groups must divide C_in ({cin}) and C_out ({cout}), got {groups}")
+
+
+def _finish(
+    x: Tensor,
+    kernel: Sequence[int],
+    stages: Sequence[tuple[Tensor, int | None, int]],
+    bias: Tensor | None,
+    cout: int,
+    geometry: tuple[Any, Any, Any, Any],
+) -> Tensor:
+    """Check ``bias`` (``cout`` values), then run ``stages`` with the layer's ``geometry``
+    (``stride, padding, dilation, padding_mode``) for ``kernel``."""
+    if bias is not None:
+        _check_shape(_check_tensor(bias, "bias"), (cout,), "bias", "(C_out,)")
+    geo = ConvGeometry(len(kernel), tuple(kernel), *geometry)
+    return _run(x, geo, stages, bias)
 
 
 def depthwise_separable_conv(
-    input: Tensor,
-    weight_dw: Tensor,
-    weight_pw: Tensor,
-    bias: Tensor | None = None,
-    *,
-    stride: int | Sequence[int] = 1,
-    padding: int | Sequence[int] | str = 0,
-    dilation: int | Sequence[int] = 1,
-    groups: int = 1,
-    padding_mode: str = "zeros",
-) -> Tensor:
+    input: Tensor, weight_dw: Tensor, weight_pw: Tensor, bias: Tensor | None = None, *,
+    stride: int | Sequence[int] = 1, padding: int | Sequence[int] | str = 0,
+    dilation: int | Sequence[int] = 1, groups: int = 1, padding_mode: str = "zeros",
+) -> Tensor:  # fmt: skip
     """Depthwise convolution (multiplier ``m``) then a pointwise (1x1) convolution.
+
+    The functional twin of :class:`sepconv.nn.DepthwiseSeparableConv2d` (and its 1-D and 3-D
+    versions) without norms or activations.
 
     Parameters
     ----------
@@ -147,13 +175,7 @@ def depthwise_separable_conv(
     """
     w_dw = _check_tensor(weight_dw, "weight_dw")
     w_pw = _check_tensor(weight_pw, "weight_pw")
-    if w_dw.ndim not in (3, 4, 5):
-        raise ValueError(
-            "weight_dw must have shape (C_in * m, 1, *kernel_size) with 1 to 3 spatial axes, "
-            f"got {tuple(w_dw.shape)}"
-        )
-    d = w_dw.ndim - 2
-    geo = ConvGeometry(d, tuple(w_dw.shape[2:]), stride, padding, dilation, padding_mode)
+    d = _spatial_dims(w_dw, "weight_dw", "(C_in * m, 1, *kernel_size)")
     x = _check_tensor(input, "input")
     _check_input(x, d)
     cin = x.shape[1]
@@ -162,34 +184,23 @@ def depthwise_separable_conv(
             f"weight_dw must have shape (C_in * m, 1, *kernel_size) with C_in = {cin} "
             f"(the input's channels), got {tuple(w_dw.shape)}"
         )
-    mid = w_dw.shape[0]
-    if groups < 1 or cin % groups or w_pw.shape[0] % groups:
-        raise ValueError(
-            f"groups must divide C_in ({cin}) and C_out ({w_pw.shape[0]}), got {groups}"
-        )
-    _check_shape(
-        w_pw,
-        (None, mid // groups) + (1,) * d,
-        "weight_pw",
-        "(C_out, C_in * m / groups" + ", 1" * d + ")",
-    )
-    if bias is not None:
-        _check_shape(_check_tensor(bias, "bias"), (w_pw.shape[0],), "bias", "(C_out,)")
-    return _run(x, geo, [(w_dw, -1, cin), (w_pw, None, groups)], bias)
+    mid, cout = w_dw.shape[0], w_pw.shape[0]
+    _check_groups(groups, cin, cout)
+    text = "(C_out, C_in * m / groups" + ", 1" * d + ")"
+    _check_shape(w_pw, (None, mid // groups) + (1,) * d, "weight_pw", text)
+    stages = [(w_dw, -1, cin), (w_pw, None, groups)]
+    geometry = (stride, padding, dilation, padding_mode)
+    return _finish(x, w_dw.shape[2:], stages, bias, cout, geometry)
 
 
 def spatially_separable_conv(
-    input: Tensor,
-    weights: Sequence[Tensor],
-    bias: Tensor | None = None,
-    *,
-    stride: int | Sequence[int] = 1,
-    padding: int | Sequence[int] | str = 0,
-    dilation: int | Sequence[int] = 1,
-    groups: int = 1,
-    padding_mode: str = "zeros",
-) -> Tensor:
+    input: Tensor, weights: Sequence[Tensor], bias: Tensor | None = None, *,
+    stride: int | Sequence[int] = 1, padding: int | Sequence[int] | str = 0,
+    dilation: int | Sequence[int] = 1, groups: int = 1, padding_mode: str = "zeros",
+) -> Tensor:  # fmt: skip
     """A chain of 1-D convolutions, one per spatial axis, through intermediate channels.
+
+    The functional twin of :class:`sepconv.nn.SpatiallySeparableConv2d` and ``...Conv3d``.
 
     Parameters
     ----------
@@ -214,12 +225,8 @@ def spatially_separable_conv(
     (1, 4, 5, 5)
     """
     x = _check_tensor(input, "input")
-    if isinstance(weights, Tensor) or not isinstance(weights, Sequence):
-        raise TypeError(f"weights must be a sequence of tensors, got {type(weights).__name__}")
-    ws = [_check_tensor(w, f"weights[{a}]") for a, w in enumerate(weights)]
+    ws = _check_tensors(weights, "weights", (2, 3))
     d = len(ws)
-    if d not in (2, 3):
-        raise ValueError(f"weights must hold one tensor per spatial axis (2 or 3), got {d}")
     _check_input(x, d)
     kernel = []
     channels = x.shape[1]
@@ -235,26 +242,20 @@ def spatially_separable_conv(
             )
         kernel.append(w.shape[2 + a])
         channels = w.shape[0]
-    if bias is not None:
-        _check_shape(_check_tensor(bias, "bias"), (channels,), "bias", "(C_out,)")
-    geo = ConvGeometry(d, tuple(kernel), stride, padding, dilation, padding_mode)
-    return _run(x, geo, [(w, a, groups) for a, w in enumerate(ws)], bias)
+    stages = [(w, a, groups) for a, w in enumerate(ws)]
+    geometry = (stride, padding, dilation, padding_mode)
+    return _finish(x, kernel, stages, bias, channels, geometry)
 
 
 def low_rank_conv(
-    input: Tensor,
-    weight_in: Tensor,
-    weights_dw: Sequence[Tensor],
-    weight_out: Tensor,
-    bias: Tensor | None = None,
-    *,
-    stride: int | Sequence[int] = 1,
-    padding: int | Sequence[int] | str = 0,
-    dilation: int | Sequence[int] = 1,
-    groups: int = 1,
+    input: Tensor, weight_in: Tensor, weights_dw: Sequence[Tensor], weight_out: Tensor,
+    bias: Tensor | None = None, *, stride: int | Sequence[int] = 1,
+    padding: int | Sequence[int] | str = 0, dilation: int | Sequence[int] = 1, groups: int = 1,
     padding_mode: str = "zeros",
-) -> Tensor:
+) -> Tensor:  # fmt: skip
     """CP (canonical polyadic) form: pointwise, one depthwise 1-D conv per axis, pointwise.
+
+    The functional twin of the :class:`sepconv.nn.LowRankConv2d` family (1-D to 3-D).
 
     Parameters
     ----------
@@ -266,6 +267,7 @@ def low_rank_conv(
     weight_out : Tensor, shape (C_out, r, 1, ...)
         Last pointwise convolution (``g * r -> C_out``).
     bias : Tensor, shape (C_out,), optional
+        Added after the last convolution.
     stride, padding, dilation, groups, padding_mode
         Of the whole layer, as ``torch.nn.Conv*d``.
 
@@ -289,20 +291,11 @@ def low_rank_conv(
     x = _check_tensor(input, "input")
     w_in = _check_tensor(weight_in, "weight_in")
     w_out = _check_tensor(weight_out, "weight_out")
-    if isinstance(weights_dw, Tensor) or not isinstance(weights_dw, Sequence):
-        raise TypeError(
-            f"weights_dw must be a sequence of tensors, got {type(weights_dw).__name__}"
-        )
-    dws = [_check_tensor(w, f"weights_dw[{a}]") for a, w in enumerate(weights_dw)]
+    dws = _check_tensors(weights_dw, "weights_dw", (1, 2, 3))
     d = len(dws)
-    if d not in (1, 2, 3):
-        raise ValueError(f"weights_dw must hold one tensor per spatial axis (1 to 3), got {d}")
     _check_input(x, d)
     cin = x.shape[1]
-    if groups < 1 or cin % groups or w_out.shape[0] % groups:
-        raise ValueError(
-            f"groups must divide C_in ({cin}) and C_out ({w_out.shape[0]}), got {groups}"
-        )
+    _check_groups(groups, cin, w_out.shape[0])
     ones = (1,) * d
     _check_shape(w_in, (None, cin // groups, *ones), "weight_in", "(g * r, C_in / g, 1, ...)")
     mid = w_in.shape[0]
@@ -317,27 +310,18 @@ def low_rank_conv(
         _check_shape(w, expected, f"weights_dw[{a}]", "(g * r, 1, 1, ..., k, ..., 1)")
         kernel.append(w.shape[2 + a])
     _check_shape(w_out, (None, mid // groups, *ones), "weight_out", "(C_out, r, 1, ...)")
-    if bias is not None:
-        _check_shape(_check_tensor(bias, "bias"), (w_out.shape[0],), "bias", "(C_out,)")
-    geo = ConvGeometry(d, tuple(kernel), stride, padding, dilation, padding_mode)
     stages = [(w_in, None, groups)] + [(w, a, mid) for a, w in enumerate(dws)]
     stages.append((w_out, None, groups))
-    return _run(x, geo, stages, bias)
+    geometry = (stride, padding, dilation, padding_mode)
+    return _finish(x, kernel, stages, bias, w_out.shape[0], geometry)
 
 
 def tucker2_conv(
-    input: Tensor,
-    weight_in: Tensor,
-    weight_core: Tensor,
-    weight_out: Tensor,
-    bias: Tensor | None = None,
-    *,
-    stride: int | Sequence[int] = 1,
-    padding: int | Sequence[int] | str = 0,
-    dilation: int | Sequence[int] = 1,
-    groups: int = 1,
+    input: Tensor, weight_in: Tensor, weight_core: Tensor, weight_out: Tensor,
+    bias: Tensor | None = None, *, stride: int | Sequence[int] = 1,
+    padding: int | Sequence[int] | str = 0, dilation: int | Sequence[int] = 1, groups: int = 1,
     padding_mode: str = "zeros",
-) -> Tensor:
+) -> Tensor:  # fmt: skip
     """Tucker-2 form: pointwise ``C_in -> g r_in``, the full-kernel core, pointwise ``-> C_out``.
 
     The functional twin of :class:`sepconv.nn.Tucker2Conv2d` (and its 1-D and 3-D versions).
@@ -377,12 +361,7 @@ def tucker2_conv(
     w_in = _check_tensor(weight_in, "weight_in")
     w_core = _check_tensor(weight_core, "weight_core")
     w_out = _check_tensor(weight_out, "weight_out")
-    if w_core.ndim not in (3, 4, 5):
-        raise ValueError(
-            "weight_core must have shape (g * r_out, r_in, *kernel_size) with 1 to 3 spatial "
-            f"axes, got {tuple(w_core.shape)}"
-        )
-    d = w_core.ndim - 2
+    d = _spatial_dims(w_core, "weight_core", "(g * r_out, r_in, *kernel_size)")
     _check_input(x, d)
     cin = x.shape[1]
     if not isinstance(groups, int) or groups < 1 or cin % groups or w_out.shape[0] % groups:
@@ -406,8 +385,6 @@ def tucker2_conv(
         "(g * r_out, r_in" + ", k" * d + ")",
     )
     _check_shape(w_out, (None, mid_out // groups, *ones), "weight_out", "(C_out, r_out, 1, ...)")
-    if bias is not None:
-        _check_shape(_check_tensor(bias, "bias"), (w_out.shape[0],), "bias", "(C_out,)")
-    geo = ConvGeometry(d, tuple(w_core.shape[2:]), stride, padding, dilation, padding_mode)
     stages = [(w_in, None, groups), (w_core, -1, groups), (w_out, None, groups)]
-    return _run(x, geo, stages, bias)
+    geometry = (stride, padding, dilation, padding_mode)
+    return _finish(x, w_core.shape[2:], stages, bias, w_out.shape[0], geometry)
