@@ -138,6 +138,14 @@ def test_layers_statistics_over_seeds_and_the_latency_row(out) -> None:
     budget = rows["latency budget 0.5 + recover"]
     assert len(res["latency_fraction"]) == n
     assert all(0 < f < 1 for f in res["latency_fraction"])  # never slower than the original
+    assert budget["per_seed"]["latency_vs_original"] == res["latency_fraction"]
+    for r in rows.values():  # every conversion timed by convert on every seed
+        frac = np.array(r["per_seed"]["latency_vs_original"])
+        assert frac.shape == (n,) and np.all(frac > 0)
+        lo, hi = _t_interval(frac)
+        ci = r["ci"]["latency_vs_original"]
+        assert (ci["low"], ci["high"]) == pytest.approx((lo, hi), abs=1e-9)
+        assert r["latency_vs_original_median"] == pytest.approx(np.median(frac), abs=1e-12)
     original_macs = rows["original (standard)"]["macs"]
     assert all(0 < m < original_macs for m in budget["per_seed"]["macs"])
     assert res["settings"]["recover_epochs"] <= 3

@@ -12,13 +12,13 @@ confidence interval, and early and late layers are compared seed by seed (paired
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .._timing import median_times
 from .._torch_threads import torch_threads
 from ._common import Report, Timer, accuracy, mean_ci, setup_matplotlib, train
 
@@ -92,6 +92,13 @@ def _spread(values: Sequence[int], form: str) -> str:
     return form.format(lo) if lo == hi else f"{form.format(lo)}-{form.format(hi)}"
 
 
+def _load_note(load: Any) -> str:
+    """The machine's load average at the start and end of the run, for the latency note."""
+    if not load:
+        return "load average not available"
+    return f"1-minute load average {load[0]:.1f} at the start, {load[1]:.1f} at the end"
+
+
 def _pm(ci: dict[str, float], digits: int = 3) -> str:
     return f"{ci['mean']:.{digits}f} ± {ci['half_width']:.{digits}f}"
 
@@ -106,10 +113,11 @@ def _one_seed(
     settings: dict[str, Any],
     progress: Any,
     task: Any,
-) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
+) -> tuple[dict[str, Any], list[str]]:
     """Train the CNN with ``seed``, convert it every way, fine-tune; per variant: accuracies,
-    MACs, params, weight error (and the latency row's measured fraction and trajectory).
-    Returns the measures, the models (for timing) and the body convs in forward order."""
+    MACs, params, weight error, the latency ``convert`` measured (seconds, before and after,
+    and their ratio) and the latency row's recover trajectory. Returns the measures and the
+    body convs in forward order."""
     import copy
 
     import torch
@@ -123,6 +131,11 @@ def _one_seed(
     def step() -> None:
         if progress:
             progress.advance(task)
+
+    def timing(rep: Any) -> dict[str, Any]:
+        before, after = rep.latency_before, rep.latency_after
+        return {"latency_before": before, "latency_after": after,
+                "latency_fraction": rep.latency_fraction}  # fmt: skip
 
     torch.manual_seed(seed)
     base = small_cnn("standard", in_chans=1, num_classes=10, width=16, depth=4, resolution=16)
@@ -150,11 +163,17 @@ def _one_seed(
             "weight_error": 0.0,
         }
     }
-    models: dict[str, Any] = {ORIGINAL: base}
     step()
     for name, layer_names in policies.items():
+        # timed as the latency row is (batch 64, one thread; MACs are per image)
         model, rep = convert(
-            copy.deepcopy(base), "depthwise", layers=layer_names, rank=1, input_shape=(1, 1, 16, 16)
+            copy.deepcopy(base),
+            "depthwise",
+            layers=layer_names,
+            rank=1,
+            input_shape=(64, 1, 16, 16),
+            measure=True,
+            threads=1,
         )
         acc0 = accuracy(model, xte, yte)
         train(model, xtr, ytr, settings["fine_tune_epochs"], seed=seed + 1, lr=1e-3)
@@ -166,8 +185,8 @@ def _one_seed(
             "macs": rep.macs_after,
             "params": rep.params_after,
             "weight_error": float(np.mean(errs)) if errs else 0.0,
+            **timing(rep),
         }
-        models[f"{name} layers DS"] = model
         step()
     # the latency route: measured half latency, then distillation from the original
     student, rep = convert(
@@ -199,13 +218,18 @@ def _one_seed(
         "macs": rep.macs_after,
         "params": rep.params_after,
         "weight_error": float(np.mean(errs)) if errs else 0.0,
-        "latency_fraction": rep.latency_fraction,
+        **timing(rep),
         "recover_seconds": trajectory.seconds,
         "recover_evaluations": trajectory.evaluations,
     }
-    models[BUDGET] = student
     step()
-    return res, models, convs
+    # the original's latency: every timing of it in this seed (each against a conversion)
+    befores = [v["latency_before"] for k, v in res.items() if k != ORIGINAL]
+    res[ORIGINAL].update(
+        latency_before=float(np.mean(befores)), latency_after=float(np.mean(befores)),
+        latency_fraction=1.0,
+    )  # fmt: skip
+    return res, convs
 
 
 def run(
@@ -231,8 +255,6 @@ def run(
     -------
     Report
     """
-    import functools
-
     import torch
 
     seeds_run = seed_list(seeds, quick)
@@ -253,32 +275,20 @@ def run(
     tr, te = perm[:n_train], perm[n_train:]
     xtr, ytr = torch.from_numpy(x[tr]), torch.from_numpy(y[tr])
     xte, yte = torch.from_numpy(x[te]), torch.from_numpy(y[te])
-    task = progress.add_task("layers", total=5 * len(seeds_run) + 1) if progress else None
+    task = progress.add_task("layers", total=5 * len(seeds_run)) if progress else None
     per_seed: list[dict[str, Any]] = []
+    load = [os.getloadavg()[0]] if hasattr(os, "getloadavg") else []
     with Timer() as timer, torch_threads(1):  # 16x16 images: one thread beats waking a second
         for seed in seeds_run:
-            res, models, convs = _one_seed(seed, (xtr, ytr, xte, yte), settings, progress, task)
+            res, convs = _one_seed(seed, (xtr, ytr, xte, yte), settings, progress, task)
             per_seed.append(res)
-            if seed == seeds_run[0]:
-                timed = models  # latency does not depend on the weights: one seed's models
-        xb = xte[:64]
-
-        def infer(m: Any) -> Any:
-            with torch.inference_mode():
-                return m(xb)
-
-        t = median_times(
-            {k: functools.partial(infer, m.eval()) for k, m in timed.items()},
-            repeats=5 if quick else 9,
-        )
-        if progress:
-            progress.advance(task)
+    load += [os.getloadavg()[0]] if load else []
     report.seconds = timer.seconds
-    rows = _rows(per_seed, t)
+    rows = _rows(per_seed)
     comparisons = _comparisons(per_seed)
     by = {r["variant"]: r for r in rows}
     fractions = [r[BUDGET]["latency_fraction"] for r in per_seed]
-    latency_ci = mean_ci(fractions) if all(f is not None for f in fractions) else None
+    latency_ci = by[BUDGET]["ci"]["latency_vs_original"]
     report.results.update(
         rows=rows,
         comparisons=comparisons,
@@ -293,6 +303,7 @@ def run(
         latency_fraction=fractions,
         latency_fraction_ci=latency_ci,
         per_seed=per_seed,
+        load_average=load,
     )
     _write_text(report, rows, comparisons, by, latency_ci, convs, settings, len(xtr), len(te))
     report.results["conclusion"] = comparisons[1]["reading"]
@@ -300,7 +311,7 @@ def run(
     return report
 
 
-def _rows(per_seed: list[dict[str, Any]], latency: dict[str, float]) -> list[dict[str, Any]]:
+def _rows(per_seed: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per variant: the means (in the keys of the one-seed report), per-seed values
     and their intervals; drops in points from each seed's own original."""
     rows = []
@@ -308,7 +319,15 @@ def _rows(per_seed: list[dict[str, Any]], latency: dict[str, float]) -> list[dic
     for variant, first in per_seed[0].items():
         vals = {
             k: np.array([r[variant][k] for r in per_seed], dtype=np.float64)
-            for k in ("acc_converted", "acc_tuned", "weight_error", "macs", "params")
+            for k in (
+                "acc_converted",
+                "acc_tuned",
+                "weight_error",
+                "macs",
+                "params",
+                "latency_after",
+                "latency_fraction",
+            )
         }
         drop0, drop1 = 100 * (orig - vals["acc_converted"]), 100 * (orig - vals["acc_tuned"])
         macs = [int(v) for v in vals["macs"]]
@@ -321,14 +340,17 @@ def _rows(per_seed: list[dict[str, Any]], latency: dict[str, float]) -> list[dic
                 "macs": macs[0] if len(set(macs)) == 1 else float(np.mean(macs)),
                 "params": round(float(vals["params"].mean())),
                 "weight_error": float(vals["weight_error"].mean()),
-                "latency_ms": latency[variant] * 1e3,
-                "latency_vs_original": latency[variant] / latency[ORIGINAL],
+                "latency_ms": float(vals["latency_after"].mean()) * 1e3,
+                "latency_vs_original": float(vals["latency_fraction"].mean()),
+                "latency_vs_original_median": float(np.median(vals["latency_fraction"])),
                 "per_seed": {
                     "acc_converted": vals["acc_converted"].tolist(),
                     "acc_tuned": vals["acc_tuned"].tolist(),
                     "drop_converted_points": drop0.tolist(),
                     "drop_tuned_points": drop1.tolist(),
                     "macs": macs,
+                    "latency_ms": (vals["latency_after"] * 1e3).tolist(),
+                    "latency_vs_original": vals["latency_fraction"].tolist(),
                     "params": [int(v) for v in vals["params"]],
                     "layers": [r[variant]["layers"] for r in per_seed],
                 },
@@ -337,6 +359,7 @@ def _rows(per_seed: list[dict[str, Any]], latency: dict[str, float]) -> list[dic
                     "acc_tuned": mean_ci(vals["acc_tuned"]),
                     "drop_converted_points": mean_ci(drop0),
                     "drop_tuned_points": mean_ci(drop1),
+                    "latency_vs_original": mean_ci(vals["latency_fraction"]),
                 },
             }
         )
@@ -370,7 +393,7 @@ def _write_text(
     rows: list[dict[str, Any]],
     comparisons: list[dict[str, Any]],
     by: dict[str, dict[str, Any]],
-    latency_ci: dict[str, float] | None,
+    latency_ci: dict[str, float],
     convs: list[str],
     settings: dict[str, Any],
     n_train: int,
@@ -416,6 +439,7 @@ def _write_text(
             "MACs / image",
             "params",
             "latency ms (batch 64)",
+            "latency / original",
             "acc. after conversion",
             "acc. after fine-tune",
             "drop after fine-tune (points)",
@@ -427,18 +451,30 @@ def _write_text(
                 r["weight_error"],
                 _spread(r["per_seed"]["macs"], "{:,d}") if r["macs"] else "n/a",
                 _spread(r["per_seed"]["params"], "{:,d}"),
-                f"{r['latency_ms']:.2f} ({r['latency_vs_original']:.2f}x)",
+                f"{r['latency_ms']:.2f}",
+                (
+                    f"{_pm(r['ci']['latency_vs_original'], 2)} "
+                    f"(median {r['latency_vs_original_median']:.2f})"
+                    if r["variant"] != ORIGINAL
+                    else "1"
+                ),
                 _pm(r["ci"]["acc_converted"]),
                 _pm(r["ci"]["acc_tuned"]),
                 _pm(r["ci"]["drop_tuned_points"], 2),
             ]
             for r in rows
         ],
-        "lrrrrrrrr",
+        "lrrrrrrrrr",
     )
     report.text(
-        "Latency: median of alternating calls of the first seed's models in evaluation mode "
-        "(one thread, batch 64, eager, batch norm not folded), with the ratio to the original."
+        "Latency: measured by `convert` on every conversion (`measure=True` for the "
+        "early/late/all rows; the latency row's own final timing): the original and the "
+        "converted model prepared alike (evaluation mode, batch norm folded, inference mode, "
+        "the faster memory format), one thread, batch 64, taking turns, each the fastest of "
+        "its calls; the ratio is per seed, from the same timing. The original's time is the "
+        "mean of its timings. Latency does not depend on the weights, so its spread over the "
+        "seeds is the machine's noise; the median resists a timing spoiled by other work "
+        f"({_load_note(report.results.get('load_average'))})."
     )
     report.table(
         ["paired comparison (points)", "per seed", "mean", "std", "95 % CI", "reading"],
@@ -473,15 +509,16 @@ def _write_text(
 
     d1 = budget["ci"]["drop_tuned_points"]
     lat = (
-        f"measured by `convert` at {_pm(latency_ci)} of the original latency"
-        if latency_ci
-        else "latency not measured"
+        f"measured by `convert` at {_pm(latency_ci, 2)} of the original latency, median "
+        f"{budget['latency_vs_original_median']:.2f}"
     )
     reading = _target_reading(d1)
     report.text(
         f"**Finding (n = {n}).** After the fine-tune the early layers lose "
-        f"{_pm(early['ci']['drop_tuned_points'], 2)} points (MACs saved {saved(early)}), the "
-        f"late layers {_pm(late['ci']['drop_tuned_points'], 2)} (MACs saved {saved(late)}); "
+        f"{_pm(early['ci']['drop_tuned_points'], 2)} points (MACs saved {saved(early)}, "
+        f"latency {_pm(early['ci']['latency_vs_original'], 2)} of the original), the late "
+        f"layers {_pm(late['ci']['drop_tuned_points'], 2)} (MACs saved {saved(late)}, latency "
+        f"{_pm(late['ci']['latency_vs_original'], 2)}); "
         f"seed by seed, drop(early) - drop(late) = {c1['ci']['mean']:+.2f} points, 95 % CI "
         f"{_interval(c1['ci'])}. The article's claim that early layers lose little when made "
         f"depthwise-separable, read as 'less than late layers', is {phrase[c1['reading']]}. "
@@ -545,18 +582,19 @@ def _figure(
     items = [(r["variant"], r["ci"]["drop_tuned_points"], r["per_seed"]["drop_tuned_points"])
              for r in rows[1:]]  # fmt: skip
     c1 = comparisons[1]
-    items.append(("early - late (paired)", c1["ci"], c1["points_per_seed"]))
+    items.append(("drop(early) - drop(late)\n(paired by seed)", c1["ci"], c1["points_per_seed"]))
     ys = np.arange(len(items))[::-1]
     for y, (_, ci, vals) in zip(ys, items, strict=True):
         bx.plot(vals, [y] * len(vals), ".", color="gray", alpha=0.5, ms=5)
         bx.errorbar(ci["mean"], y, xerr=ci["half_width"], fmt="s", ms=6, capsize=4, color="C3")
     bx.axvline(0, color="k", lw=1)
-    bx.axvline(TARGET_POINTS, color="C2", lw=1, ls="--", label=f"{TARGET_POINTS:g}-point target")
+    bx.axvline(TARGET_POINTS, color="C2", lw=1, ls="--")
+    bx.text(TARGET_POINTS, 1.0, f" {TARGET_POINTS:g}-point target", color="C2", fontsize=8,
+            va="bottom", transform=bx.get_xaxis_transform())  # fmt: skip
     bx.axhline(ys[-1] + 0.5, color="gray", lw=0.8, ls=":")
     bx.set_yticks(ys, [name for name, _, _ in items], fontsize=8)
     bx.set_xlabel("accuracy drop after fine-tune / recover (points; < 0: better)")
-    bx.set_title("Drop from the original: mean ± 95 % CI (dots: seeds)", fontsize=10)
-    bx.legend(loc="best", fontsize=8)
+    bx.set_title("Drop from the original: mean ± 95 % CI (dots: seeds)", fontsize=10, pad=14)
     fig.tight_layout()
     report.figure(
         fig,
