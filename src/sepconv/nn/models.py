@@ -312,19 +312,10 @@ class SmallCNN(nn.Module):
     """
 
     def __init__(
-        self,
-        kind: str = "standard",
-        *,
-        dims: int = 2,
-        in_chans: int = 3,
-        num_classes: int = 10,
-        width: int = 32,
-        depth: int = 4,
-        kernel_size: int = 3,
-        rank: int = 1,
-        resolution: int = 32,
+        self, kind: str = "standard", *, dims: int = 2, in_chans: int = 3, num_classes: int = 10,
+        width: int = 32, depth: int = 4, kernel_size: int = 3, rank: int = 1, resolution: int = 32,
         width_mult: float = 1.0,
-    ) -> None:
+    ) -> None:  # fmt: skip
         super().__init__()
         if kind not in SMALL_CNN_KINDS:
             raise ValueError(f"kind must be one of {list(SMALL_CNN_KINDS)}, got {kind!r}")
