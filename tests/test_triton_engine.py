@@ -22,6 +22,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from sepconv.job import dense_job
+
 torch = pytest.importorskip("torch")
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")  # read when the kernels are decorated
@@ -383,7 +385,7 @@ def test_direct_2d_with_origins_matches_scipy(mode, small_tiles):
     x = RNG.standard_normal((7, 13))
     K = RNG.standard_normal((3, 4))
     K[1, 2] = 0.0  # zero taps are skipped
-    got = tg.direct(tensor(x), K, (0, 1), (1, -2), {0: mode, 1: mode}, 1.25)
+    got = tg.direct(tensor(x), dense_job(K, (0, 1), (1, -2), {0: mode, 1: mode}, 1.25, "direct"))
     ref = ndimage.correlate(x, K, mode=SCIPY_MODE.get(mode, mode), cval=1.25, origin=(1, -2))
     assert_close(got, ref, 1e-12)
 
@@ -391,14 +393,19 @@ def test_direct_2d_with_origins_matches_scipy(mode, small_tiles):
 def test_direct_nd_with_unfiltered_axes_and_integer_output():
     x = RNG.integers(0, 256, (2, 5, 3, 6)).astype(np.uint8)
     K = RNG.integers(-2, 3, (3, 2)).astype(np.float64) / 4
-    got = tg.direct(tensor(x), K, (1, 3), (0, 0), {1: "reflect", 3: "reflect"}, 0.0)
+    got = tg.direct(
+        tensor(x), dense_job(K, (1, 3), (0, 0), {1: "reflect", 3: "reflect"}, 0.0, "direct")
+    )
     assert got.dtype == torch.uint8
     K4 = K.reshape(1, 3, 1, 2)
     ref = ndimage.correlate(x.astype(np.float64), K4, mode="reflect")
     np.testing.assert_array_equal(got.cpu().numpy(), np.clip(np.rint(ref), 0, 255))
     x3 = RNG.standard_normal((4, 5, 6))
     K3 = RNG.standard_normal((2, 3, 3))
-    got3 = tg.direct(tensor(x3), K3, (0, 1, 2), (0, 0, -1), dict.fromkeys(range(3), "wrap"), 0.0)
+    got3 = tg.direct(
+        tensor(x3),
+        dense_job(K3, (0, 1, 2), (0, 0, -1), dict.fromkeys(range(3), "wrap"), 0.0, "direct"),
+    )
     ref3 = ndimage.correlate(x3, K3, mode="grid-wrap", origin=(0, 0, -1))
     assert_close(got3, ref3, 1e-12)
 
@@ -407,14 +414,20 @@ def test_direct_nan_is_read_only_through_non_zero_taps():
     x = np.zeros((5, 5))
     x[2, 2] = np.nan
     K = np.array([[0.0, 1.0, 0.0], [1.0, 1.0, 1.0], [0.0, 1.0, 0.0]])
-    got = f64(tg.direct(tensor(x), K, (0, 1), (0, 0), {0: "reflect", 1: "reflect"}, 0.0))
+    got = f64(
+        tg.direct(
+            tensor(x), dense_job(K, (0, 1), (0, 0), {0: "reflect", 1: "reflect"}, 0.0, "direct")
+        )
+    )
     np.testing.assert_array_equal(np.isnan(got), ndimage.correlate(np.isnan(x) * 1.0, K) > 0)
 
 
 def test_direct_float32_is_exact_to_float32_rounding():
     x = RNG.standard_normal((16, 16)).astype(np.float32)
     K = RNG.standard_normal((7, 7))
-    got = tg.direct(tensor(x), K, (0, 1), (0, 0), {0: "reflect", 1: "reflect"}, 0.0)
+    got = tg.direct(
+        tensor(x), dense_job(K, (0, 1), (0, 0), {0: "reflect", 1: "reflect"}, 0.0, "direct")
+    )
     assert got.dtype == torch.float32
     ref = ndimage.correlate(x.astype(np.float64), K.astype(np.float32).astype(np.float64))
     assert_close(got, ref, 2e-6)  # TF32 (10-bit mantissa) would be ~1e-3 off
@@ -476,7 +489,9 @@ def test_gpu_float32_is_float32_exact_even_with_tf32_enabled(monkeypatch):
     monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
     x = RNG.standard_normal((64, 96)).astype(np.float32)
     K = RNG.standard_normal((7, 7))
-    got = tg.direct(tensor(x), K, (0, 1), (0, 0), {0: "reflect", 1: "reflect"}, 0.0)
+    got = tg.direct(
+        tensor(x), dense_job(K, (0, 1), (0, 0), {0: "reflect", 1: "reflect"}, 0.0, "direct")
+    )
     ref = ndimage.correlate(x.astype(np.float64), K.astype(np.float32).astype(np.float64))
     assert_close(got, ref, 2e-6)
 

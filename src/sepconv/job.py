@@ -140,6 +140,12 @@ class Job:
                 macs = self.kernel.size
             object.__setattr__(self, "macs", float(max(1, macs)))
 
+    def dense_kernel(self) -> np.ndarray:
+        """The dense kernel (a job of terms without one has none to give)."""
+        if self.kernel is None:  # pragma: no cover - internal
+            raise ValueError("this job has no dense kernel")
+        return self.kernel
+
     @property
     def dense(self) -> bool:
         """Whether the dense kernel runs (direct or FFT) rather than the terms."""

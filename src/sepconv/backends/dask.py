@@ -16,6 +16,7 @@ import functools
 import math
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any, cast
 
 import dask.array as da
@@ -328,13 +329,13 @@ def _job_block(
     with _engine_guard(), engine.threads(nthreads):
         if job.method == "direct":
             assert job.kernel is not None
-            result = engine.direct(xw, job.kernel, job.axes, job.origins, modes, 0.0)
+            result = engine.direct(xw, replace(job, modes=modes, cval=0.0))
             return _crop(result, halos)
         if job.kernel is not None:
             xw, _, bad = engine.nonfinite.split(xw, 0.0)
         if job.method == "fft":
             assert job.kernel is not None
-            result = engine.fft(xw, job.kernel, job.axes, job.origins, modes, 0.0, nthreads)
+            result = engine.fft(xw, replace(job, modes=modes, cval=0.0), nthreads)
         else:
             result = engine.separable(xw, job.terms, modes, 0.0)
         if bad is not None:

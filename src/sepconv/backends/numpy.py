@@ -10,6 +10,7 @@ of a dense kernel (``engine.nonfinite``).
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -75,15 +76,7 @@ def run(x: np.ndarray, job: Job, dtype: np.dtype, out: np.ndarray | None, worker
             return _finish(_with_fft_passes(x, job, wd, out, nthreads), x, dtype, out)
         if job.method == "direct":  # reads the non-zero taps only: NaN/Inf as scipy.ndimage
             assert job.kernel is not None
-            res = engine.direct(
-                _work(x, wd),
-                job.kernel,
-                job.axes,
-                job.origins,
-                job.modes,
-                job.cval,
-                out=_target(x, wd, out),
-            )
+            res = engine.direct(_work(x, wd), job, out=_target(x, wd, out))
             return _finish(res, x, dtype, out)
         xw = _work(x, wd) if job.method == "fft" else _engine_input(x, wd)
         bad = None
@@ -92,9 +85,7 @@ def run(x: np.ndarray, job: Job, dtype: np.dtype, out: np.ndarray | None, worker
             xw, cval, bad = engine.nonfinite.split(xw, cval)
         if job.method == "fft":
             assert job.kernel is not None
-            res = engine.fft(
-                xw, job.kernel, job.axes, job.origins, job.modes, cval, workers=nthreads
-            )
+            res = engine.fft(xw, replace(job, cval=cval), workers=nthreads)
         else:
             res = engine.separable(
                 xw, job.terms, job.modes, cval, out=_target(x, wd, out), dtype=wd

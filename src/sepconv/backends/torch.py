@@ -20,6 +20,7 @@ import contextlib
 import math
 import os
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -29,7 +30,7 @@ import torch.nn.functional as F
 from .. import engine
 from .._modes import extension_table, saturation_bounds, work_dtype
 from .._torch_threads import torch_threads
-from ..job import Job, chain
+from ..job import Job, chain, dense_job
 
 __all__ = ["ENGINES", "check_input", "gpu_engine", "has_nonfinite", "resolve_output", "run"]
 
@@ -111,11 +112,11 @@ def run(
         elif job.method == "direct" and tg is not None:
 
             def compute(v: torch.Tensor, c: float) -> torch.Tensor:
-                return tg.direct(v, kernel, axes, origins, job.modes, c, dtype=v.dtype)
+                return tg.direct(v, replace(job, cval=c), dtype=v.dtype)
         else:
 
             def compute(v: torch.Tensor, c: float) -> torch.Tensor:
-                return _dense(v, kernel, axes, origins, job.modes, c, job.method)
+                return _dense(v, replace(job, cval=c))
 
         result = _nonfinite_safe(xw, job.cval, kernel, axes, origins, job.modes, compute)
         return _finish(result, dtype, out)
@@ -241,21 +242,14 @@ def _terms(
     return total
 
 
-def _dense(
-    x: torch.Tensor,
-    kernel: np.ndarray,
-    axes: Sequence[int],
-    origins: Sequence[int],
-    modes: dict[int, str],
-    cval: float,
-    method: str,
-) -> torch.Tensor:
-    padded = x
-    for a, k, o in zip(axes, kernel.shape, origins, strict=True):
-        padded = _pad(padded, a, k, k // 2 + o, modes[a], cval)
-    if method == "fft":
-        return _fft_valid(padded, kernel, axes)
-    return _direct_valid(padded, kernel, axes)
+def _dense(x: torch.Tensor, job: Job) -> torch.Tensor:
+    """A dense job by torch's convolution ('direct') or FFTs ('fft')."""
+    kernel, padded = job.dense_kernel(), x
+    for a, k, o in zip(job.axes, kernel.shape, job.origins, strict=True):
+        padded = _pad(padded, a, k, k // 2 + o, job.modes[a], job.cval)
+    if job.method == "fft":
+        return _fft_valid(padded, kernel, job.axes)
+    return _direct_valid(padded, kernel, job.axes)
 
 
 def _nonfinite_safe(
@@ -284,7 +278,7 @@ def _nonfinite_safe(
             return None
         method = "fft" if np.count_nonzero(support) > 32 else "direct"
         k = support.astype(np.float64)
-        cnt = _dense(ind.to(x.dtype), k, axes, origins, modes, float(cval_in), method)
+        cnt = _dense(ind.to(x.dtype), dense_job(k, axes, origins, modes, float(cval_in), method))
         return cnt > 0.5
 
     def union(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:

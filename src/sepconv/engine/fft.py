@@ -11,28 +11,23 @@ output whose size is within ~1e8 of the array's maximum. Non-finite data never r
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from scipy import fft as sfft
 
 from .._modes import extension_table, pad
+from ..job import Job
 
 __all__ = ["fft", "fft_pass"]
 
 
-def fft(
-    x: np.ndarray,
-    kernel: np.ndarray,
-    axes: Sequence[int],
-    origins: Sequence[int],
-    modes: dict[int, str],
-    cval: float,
-    workers: int = 1,
-) -> np.ndarray:
-    """Correlate ``x`` with ``kernel`` over ``axes`` by FFT of the padded input ("valid" part)."""
-    padded = pad(x, axes, kernel.shape, origins, modes, cval).astype(np.float64, copy=False)
+def fft(x: np.ndarray, job: Job, workers: int = 1) -> np.ndarray:
+    """A dense job (``job.kernel`` over ``job.axes``) by FFT of the padded input ("valid"
+    part)."""
+    kernel, axes = job.dense_kernel(), job.axes
+    padded = pad(x, axes, kernel.shape, job.origins, job.modes, job.cval)
+    padded = padded.astype(np.float64, copy=False)
     order = np.argsort(axes)
     ax = [int(a) for a in np.asarray(axes)[order]]
     k = kernel.transpose(order)  # kernel axes in increasing data-axis order

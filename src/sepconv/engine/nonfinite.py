@@ -27,6 +27,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from ..job import dense_job
 from .fft import fft
 from .numba_cpu import direct
 
@@ -112,9 +113,9 @@ def _count(
     src = ind if ind is not None else np.zeros(shape, dtype=dtype)
     c = 1.0 if cval_in else 0.0
     if np.count_nonzero(support) > _FFT_TAPS:
-        counts = fft(src, support, axes, origins, modes, c)
+        counts = fft(src, dense_job(support, axes, origins, modes, c, "fft"))
     else:
-        counts = direct(src, support.astype(dtype), axes, origins, modes, c)
+        counts = direct(src, dense_job(support.astype(dtype), axes, origins, modes, c, "direct"))
     return counts > 0.5
 
 

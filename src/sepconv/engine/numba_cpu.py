@@ -33,7 +33,7 @@ import numpy as np
 from numba import njit, prange
 
 from .._modes import extension_table, pad, saturation_bounds
-from ..job import Pass, Term, carry, ordered
+from ..job import Job, Pass, Term, carry, ordered
 
 __all__ = ["direct", "round_saturate", "separable"]
 
@@ -530,19 +530,13 @@ def separable(
     return out
 
 
-def direct(
-    x: np.ndarray,
-    kernel: np.ndarray,
-    axes: Sequence[int],
-    origins: Sequence[int],
-    modes: dict[int, str],
-    cval: float,
-    out: np.ndarray | None = None,
-) -> np.ndarray:
-    """Direct N-D correlation: shift-and-add of the non-zero taps over a padded copy of x."""
+def direct(x: np.ndarray, job: Job, out: np.ndarray | None = None) -> np.ndarray:
+    """A dense job (``job.kernel`` over ``job.axes``) by direct correlation: shift-and-add of
+    the kernel's non-zero taps over a padded copy of ``x``."""
+    kernel, axes = job.dense_kernel(), job.axes
     if out is None:
         out = np.empty(x.shape, dtype=x.dtype)
-    padded = pad(x, axes, kernel.shape, origins, modes, cval)
+    padded = pad(x, axes, kernel.shape, job.origins, job.modes, job.cval)
     pstrides = [s // padded.itemsize for s in padded.strides]
     # flat offset of the first padded element feeding each output row (all axes but the last)
     bases = np.zeros(x.shape[:-1], dtype=np.int64)

@@ -67,7 +67,7 @@ import triton
 import triton.language as tl
 
 from .._modes import extension_table, saturation_bounds, work_dtype
-from ..job import Pass, Term
+from ..job import Job, Pass, Term
 
 __all__ = [
     "AUTOTUNE",
@@ -976,16 +976,9 @@ def separable(
 
 
 def direct(
-    x: torch.Tensor,
-    kernel: np.ndarray,
-    axes: Sequence[int],
-    origins: Sequence[int],
-    modes: dict[int, str],
-    cval: float,
-    out: torch.Tensor | None = None,
-    dtype: torch.dtype | None = None,
+    x: torch.Tensor, job: Job, out: torch.Tensor | None = None, dtype: torch.dtype | None = None
 ) -> torch.Tensor:
-    """Direct N-D correlation with a dense ``kernel`` (kernel axis i along ``axes[i]``).
+    """A dense job by direct correlation (``job.kernel`` axis i along ``job.axes[i]``).
 
     The input is padded per filtered axis through ``_modes.extension_table`` (in the
     computation dtype, so a fractional ``cval`` pads integer input exactly), then every
@@ -993,9 +986,10 @@ def direct(
     and rounding as in :func:`separable`.
     """
     x = _as_tensor(x, "x")
-    kernel = np.asarray(kernel, dtype=np.float64)
-    axes = [int(a) for a in axes]
-    origins = [int(o) for o in origins]
+    kernel = np.asarray(job.dense_kernel(), dtype=np.float64)
+    axes = [int(a) for a in job.axes]
+    origins = [int(o) for o in job.origins]
+    modes, cval = job.modes, job.cval
     if kernel.ndim != len(axes) or len(origins) != len(axes):
         raise ValueError(
             f"kernel must have one dimension per axis ({len(axes)}), got shape {kernel.shape} "
