@@ -476,6 +476,36 @@ def _write_text(
         "seeds is the machine's noise; the median resists a timing spoiled by other work "
         f"({_load_note(report.results.get('load_average'))})."
     )
+    seeds_of = report.results["seeds"]
+    report.text("The latency row seed by seed (`convert` decides on its own timings):")
+    report.table(
+        ["seed", "convs replaced", "MACs / image", "latency / original", "acc. original",
+         "acc. after conversion", "acc. after recover", "drop (points)"],
+        [
+            [
+                s,
+                ", ".join(f"`{c}`" for c in names) or "none",
+                f"{macs:,}",
+                f"{frac:.3f}",
+                f"{a_orig:.4f}",
+                f"{a0:.4f}",
+                f"{a1:.4f}",
+                f"{d:.2f}",
+            ]
+            for s, names, macs, frac, a_orig, a0, a1, d in zip(
+                seeds_of,
+                by[BUDGET]["per_seed"]["layers"],
+                by[BUDGET]["per_seed"]["macs"],
+                by[BUDGET]["per_seed"]["latency_vs_original"],
+                by[ORIGINAL]["per_seed"]["acc_tuned"],
+                by[BUDGET]["per_seed"]["acc_converted"],
+                by[BUDGET]["per_seed"]["acc_tuned"],
+                by[BUDGET]["per_seed"]["drop_tuned_points"],
+                strict=True,
+            )
+        ],
+        "rlrrrrrr",
+    )  # fmt: skip
     report.table(
         ["paired comparison (points)", "per seed", "mean", "std", "95 % CI", "reading"],
         [
@@ -528,8 +558,9 @@ def _write_text(
         f"{float(np.mean([early['weight_error'], late['weight_error']])):.2f} at multiplier "
         "1), so a converted layer needs fine-tuning; the optimal initialisation is where it "
         f"starts. The latency route ({lat}; "
-        f"{len(budget['layers'])} of {len(convs) + 1} convs replaced, MACs saved "
-        f"{saved(budget)}) loses {_pm(budget['ci']['drop_converted_points'], 2)} points right "
+        f"{_spread([len(x) for x in budget['per_seed']['layers']], '{:d}')} of "
+        f"{len(convs) + 1} convs replaced, MACs saved {saved(budget)} on average) loses "
+        f"{_pm(budget['ci']['drop_converted_points'], 2)} points right "
         f"after conversion and {_pm(d1, 2)} after `recover` (95 % CI "
         f"[{d1['low']:.2f}, {d1['high']:.2f}]): the target of at most {TARGET_POINTS:g} point "
         + {
