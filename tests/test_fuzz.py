@@ -963,19 +963,11 @@ def make_case(
         out_kind, _, out_dtype = output.rpartition(":")
         out_kind = out_kind or "dtype"
     return Case(
-        fn=fn,
-        backend=backend,
-        x=x,
-        x_expr=_lit(x),
-        kwargs=kwargs,
-        extra=extra,
-        out_kind=out_kind,
-        out_dtype=out_dtype,
-        chunks=chunks,
+        fn=fn, backend=backend, x=x, x_expr=_lit(x), kwargs=kwargs, extra=extra,
+        out_kind=out_kind, out_dtype=out_dtype, chunks=chunks,
         nonfinite="none" if np.isfinite(x.astype(np.float64)).all() else "nan",
-        filtered_axes=filtered,
-        axis_modes=_axis_modes(kwargs["mode"], filtered),
-    )
+        filtered_axes=filtered, axis_modes=_axis_modes(kwargs["mode"], filtered),
+    )  # fmt: skip
 
 
 _U8 = np.array([[0, 200, 30, 7], [250, 10, 90, 255], [5, 255, 128, 0]], dtype=np.uint8)
