@@ -114,6 +114,7 @@ from numba import njit, prange
 
 from .._modes import extension_table
 from ..kernels import gaussian1d
+from ._shared import longest, split, tile_units, transpose_out, unit
 
 __all__ = ["MIN_SIGMA", "ORDERS", "applies", "gaussian_pass", "max_error"]
 
@@ -311,71 +312,79 @@ def _check_sigma_order(sigma: Any, order: Any) -> tuple[float, int]:
 
 # ----------------------------------------------------------------------------------------------
 # sweeps: ``src[o, tab[j], c0 + c]`` is padded position ``j`` of column ``c`` (a -1 in ``tab``
-# reads nothing: zero); no array slices in the loops (a slice costs an atomic refcount)
+# reads nothing: zero); no array slices in the loops (a slice costs an atomic refcount). The
+# step of the three poles is written once (``_step``, inlined into each loop)
 # ----------------------------------------------------------------------------------------------
+
+
+@njit(fastmath=_FM, cache=True, nogil=True, inline="always")
+def _poles(coef, col, f):  # pragma: no cover - compiled
+    """Columns ``col`` and ``col + 1`` (a complex number) of the three poles' rows of
+    ``coef``, times ``f``: ``(re0, im0, re1, im1, re2, im2)``."""
+    return (
+        coef[0, col] * f, coef[0, col + 1] * f, coef[1, col] * f, coef[1, col + 1] * f,
+        coef[2, col] * f, coef[2, col + 1] * f,
+    )  # fmt: skip
+
+
+@njit(fastmath=_FM, cache=True, nogil=True, inline="always")
+def _ends(tab, j, jo, inside):  # pragma: no cover - compiled
+    """``(a, fa, ao, fo)``: the rows of the entering position ``j`` and the leaving position
+    ``jo`` (clamped into the sweep by the caller), with factors 0 where ``tab`` reads nothing
+    or (``inside`` false) the leaving position is outside the sweep."""
+    a = tab[j]
+    ao = tab[jo]
+    return max(a, 0), 1.0 if a >= 0 else 0.0, max(ao, 0), 1.0 if (inside and ao >= 0) else 0.0
+
+
+@njit(fastmath=_FM, cache=True, nogil=True, inline="always")
+def _pole(S, k, c, zr, zi, v, ur, ui, vo, br, bi):  # pragma: no cover - compiled
+    """One step of the complex state ``S[k] + i S[k + 1]`` of column ``c``: ``z S + v - u
+    vo``; returns ``Re(b S)`` of the new state."""
+    sr = S[k, c]
+    si = S[k + 1, c]
+    nr = zr * sr - zi * si + v - ur * vo
+    ni = zr * si + zi * sr - ui * vo
+    S[k, c] = nr
+    S[k + 1, c] = ni
+    return br * nr - bi * ni
+
+
+@njit(fastmath=_FM, cache=True, nogil=True, inline="always")
+def _step(S, c, src, o, a, fa, ao, col, z, u, b):  # pragma: no cover - compiled
+    """The three poles' step for column ``c`` (``src[o, a, col]`` entering, times ``fa``;
+    ``src[o, ao, col]`` leaving, times the factors ``u``); returns ``Re(sum b S)``."""
+    v = np.float64(src[o, a, col]) * fa
+    vo = np.float64(src[o, ao, col])
+    y = _pole(S, 0, c, z[0], z[1], v, u[0], u[1], vo, b[0], b[1])
+    y += _pole(S, 2, c, z[2], z[3], v, u[2], u[3], vo, b[2], b[3])
+    return y + _pole(S, 4, c, z[4], z[5], v, u[4], u[5], vo, b[4], b[5])
+
+
+@njit(fastmath=_FM, cache=True, nogil=True, inline="always")
+def _zero(S, m):  # pragma: no cover - compiled
+    """The poles' states ``S[0:6, 0:m]`` set to zero."""
+    for k in range(6):
+        for c in range(np.uint64(m)):
+            S[k, c] = 0.0
 
 
 @njit(fastmath=_FM, cache=True, nogil=True)
 def _forward(src, o, c0, m, tab, j0, j1, r, coef, S, acc):  # pragma: no cover - compiled
     """Causal half of outputs ``j0 .. j1 - 1`` (padded positions ``j0 + r .. j1 - 1 + r``)
-    into ``acc[i - j0, c]``, from a zero state at padded position ``j0``. Three poles,
-    written out (one pass over the columns per step, the states in ``S[0:6]``)."""
+    into ``acc[i - j0, c]``, from a zero state at padded position ``j0`` (one pass over the
+    columns per step, the states in ``S[0:6]``)."""
     u0 = np.uint64(c0)
-    for k in range(6):
-        for c in range(np.uint64(m)):
-            S[k, c] = 0.0
-    z0r, z0i, z1r, z1i, z2r, z2i = (
-        coef[0, 0],
-        coef[0, 1],
-        coef[1, 0],
-        coef[1, 1],
-        coef[2, 0],
-        coef[2, 1],
-    )
-    b0r, b0i, b1r, b1i, b2r, b2i = (
-        coef[0, 6],
-        coef[0, 7],
-        coef[1, 6],
-        coef[1, 7],
-        coef[2, 6],
-        coef[2, 7],
-    )
+    _zero(S, m)
+    z = _poles(coef, 0, 1.0)
+    b = _poles(coef, 6, 1.0)
     for j in range(j0, j1 + r):
-        a = tab[j]
-        fa = 1.0 if a >= 0 else 0.0
-        a = max(a, 0)
         jo = j - r - 1
-        ao = tab[max(jo, 0)]
-        fo = 1.0 if (jo >= j0 and ao >= 0) else 0.0
-        ao = max(ao, 0)
-        u0r, u0i = coef[0, 2] * fo, coef[0, 3] * fo
-        u1r, u1i = coef[1, 2] * fo, coef[1, 3] * fo
-        u2r, u2i = coef[2, 2] * fo, coef[2, 3] * fo
+        a, fa, ao, fo = _ends(tab, j, max(jo, 0), jo >= j0)
+        u = _poles(coef, 2, fo)
         row = max(j - r - j0, 0)  # rows before the first output are overwritten there
         for c in range(np.uint64(m)):
-            v = np.float64(src[o, a, u0 + c]) * fa
-            vo = np.float64(src[o, ao, u0 + c])
-            sr = S[0, c]
-            si = S[1, c]
-            nr = z0r * sr - z0i * si + v - u0r * vo
-            ni = z0r * si + z0i * sr - u0i * vo
-            S[0, c] = nr
-            S[1, c] = ni
-            y = b0r * nr - b0i * ni
-            sr = S[2, c]
-            si = S[3, c]
-            nr = z1r * sr - z1i * si + v - u1r * vo
-            ni = z1r * si + z1i * sr - u1i * vo
-            S[2, c] = nr
-            S[3, c] = ni
-            y += b1r * nr - b1i * ni
-            sr = S[4, c]
-            si = S[5, c]
-            nr = z2r * sr - z2i * si + v - u2r * vo
-            ni = z2r * si + z2i * sr - u2i * vo
-            S[4, c] = nr
-            S[5, c] = ni
-            acc[row, c] = y + (b2r * nr - b2i * ni)
+            acc[row, c] = _step(S, c, src, o, a, fa, ao, u0 + c, z, u, b)
 
 
 @njit(fastmath=_FM, cache=True, nogil=True)
@@ -389,53 +398,17 @@ def _backward(
     output index (in ``corr``, ``dst``, ``out``) is ``i + shift``."""
     u0 = np.uint64(c0)
     end = j1 + 2 * r - 1  # the last padded position read
-    for k in range(6):
-        for c in range(np.uint64(m)):
-            S[k, c] = 0.0
-    z0r, z0i, z1r, z1i, z2r, z2i = (
-        coef[0, 0],
-        coef[0, 1],
-        coef[1, 0],
-        coef[1, 1],
-        coef[2, 0],
-        coef[2, 1],
-    )
-    g0r, g0i, g1r, g1i, g2r, g2i = (
-        coef[0, 8],
-        coef[0, 9],
-        coef[1, 8],
-        coef[1, 9],
-        coef[2, 8],
-        coef[2, 9],
-    )
+    _zero(S, m)
+    z = _poles(coef, 0, 1.0)
+    g = _poles(coef, 8, 1.0)
     for j in range(end - 1, j0 + r - 1, -1):
-        a = tab[j + 1]
-        fa = 1.0 if a >= 0 else 0.0
-        a = max(a, 0)
         jo = j + r + 1
-        ao = tab[min(jo, end)]
-        fo = 1.0 if (jo <= end and ao >= 0) else 0.0
-        ao = max(ao, 0)
-        v0r, v0i = coef[0, 4] * fo, coef[0, 5] * fo
-        v1r, v1i = coef[1, 4] * fo, coef[1, 5] * fo
-        v2r, v2i = coef[2, 4] * fo, coef[2, 5] * fo
+        a, fa, ao, fo = _ends(tab, j + 1, min(jo, end), jo <= end)
+        v = _poles(coef, 4, fo)
         i = j - r  # the output once ``i < j1``; before that the state warms up
         if i >= j1:
             for c in range(np.uint64(m)):
-                v = np.float64(src[o, a, u0 + c]) * fa
-                vo = np.float64(src[o, ao, u0 + c])
-                sr = S[0, c]
-                si = S[1, c]
-                S[0, c] = z0r * sr - z0i * si + v - v0r * vo
-                S[1, c] = z0r * si + z0i * sr - v0i * vo
-                sr = S[2, c]
-                si = S[3, c]
-                S[2, c] = z1r * sr - z1i * si + v - v1r * vo
-                S[3, c] = z1r * si + z1i * sr - v1i * vo
-                sr = S[4, c]
-                si = S[5, c]
-                S[4, c] = z2r * sr - z2i * si + v - v2r * vo
-                S[5, c] = z2r * si + z2i * sr - v2i * vo
+                _step(S, c, src, o, a, fa, ao, u0 + c, z, v, g)
             continue
         row = i - j0
         ci = corr[i + shift]
@@ -448,42 +421,11 @@ def _backward(
             di = i + shift
             dc = u0
         for c in range(np.uint64(m)):
-            v = np.float64(src[o, a, u0 + c]) * fa
-            vo = np.float64(src[o, ao, u0 + c])
-            sr = S[0, c]
-            si = S[1, c]
-            nr = z0r * sr - z0i * si + v - v0r * vo
-            ni = z0r * si + z0i * sr - v0i * vo
-            S[0, c] = nr
-            S[1, c] = ni
-            y = g0r * nr - g0i * ni
-            sr = S[2, c]
-            si = S[3, c]
-            nr = z1r * sr - z1i * si + v - v1r * vo
-            ni = z1r * si + z1i * sr - v1i * vo
-            S[2, c] = nr
-            S[3, c] = ni
-            y += g1r * nr - g1i * ni
-            sr = S[4, c]
-            si = S[5, c]
-            nr = z2r * sr - z2i * si + v - v2r * vo
-            ni = z2r * si + z2i * sr - v2i * vo
-            S[4, c] = nr
-            S[5, c] = ni
-            S[6, c] = y + (g2r * nr - g2i * ni)
+            S[6, c] = _step(S, c, src, o, a, fa, ao, u0 + c, z, v, g)
         for c in range(np.uint64(m)):  # apart: reading acc or writing dst above stops SIMD
             dst[d0, di, dc + c] = (acc[row, c] + S[6, c]) + ci
         if ring and slot == 0:
-            _transpose_out(dst, m, min(_TT, j1 - i), out, oo, row0, i + shift)
-
-
-@njit(fastmath=_FM, cache=True, nogil=True)
-def _transpose_out(ring, nl, count, out, o, row0, i0):  # pragma: no cover - compiled
-    """``out[o, row0 + ln, i0 + j] = ring[0, j, ln]`` for ``ln < nl``, ``j < count``."""
-    u0 = np.uint64(i0)
-    for ln in range(nl):
-        for j in range(np.uint64(count)):
-            out[o, row0 + ln, u0 + j] = ring[0, j, ln]
+            transpose_out(dst, m, min(_TT, j1 - i), out, oo, row0, i + shift)
 
 
 @njit(fastmath=_FM, cache=True, nogil=True)
@@ -517,26 +459,15 @@ def _transpose_in(x, o, row0, nl, tab, p0, p1, off, buf):  # pragma: no cover - 
 @njit(parallel=True, fastmath=_FM, cache=True, nogil=True)
 def _outer_pass(x, out, tab, starts, r, coef, corr, nthreads):  # pragma: no cover - compiled
     """Pass along axis 1 of ``x`` (outer, n, inner); units (outer, chunk of n, tile)."""
-    outer = x.shape[0]
-    inner = x.shape[2]
     nchunk = starts.shape[0] - 1
-    ntiles = (inner + _TILE - 1) // _TILE
-    units = outer * nchunk * ntiles
-    nthreads = max(1, min(nthreads, units))
-    per = (units + nthreads - 1) // nthreads
-    width = min(inner, _TILE)
-    rows = 0
-    for ch in range(nchunk):
-        rows = max(rows, starts[ch + 1] - starts[ch])
+    units, ntiles, width = tile_units(x, nchunk, _TILE)
+    nthreads, per = split(units, nthreads)
+    rows = longest(starts)
     for th in prange(nthreads):
         S = np.zeros((7, width))
         acc = np.zeros((rows, width))
         for u in range(th * per, min(units, (th + 1) * per)):
-            o = u // (nchunk * ntiles)
-            rest = u - o * nchunk * ntiles
-            ch = rest // ntiles
-            c0 = (rest - ch * ntiles) * _TILE
-            m = min(_TILE, inner - c0)
+            o, ch, c0, m = unit(u, nchunk, ntiles, _TILE, x.shape[2])
             j0 = starts[ch]
             j1 = starts[ch + 1]
             _forward(x, o, c0, m, tab, j0, j1, r, coef, S, acc)
@@ -552,11 +483,8 @@ def _lines_pass(x, out, tab, off, starts, r, coef, corr, nthreads):  # pragma: n
     nchunk = starts.shape[0] - 1
     per_o = (lines + _LANES - 1) // _LANES
     units = outer * per_o * nchunk
-    nthreads = max(1, min(nthreads, units))
-    per = (units + nthreads - 1) // nthreads
-    rows = 0
-    for ch in range(nchunk):
-        rows = max(rows, starts[ch + 1] - starts[ch])
+    nthreads, per = split(units, nthreads)
+    rows = longest(starts)
     ident = np.arange(rows + 2 * r)
     for th in prange(nthreads):
         S = np.zeros((7, _LANES))
@@ -665,14 +593,9 @@ def _check_arrays(x: Any, out: Any) -> np.ndarray:
 
 
 def gaussian_pass(
-    x: np.ndarray,
-    axis: int,
-    sigma: float,
-    order: int = 0,
-    mode: str = "reflect",
-    cval: float = 0.0,
-    out: np.ndarray | None = None,
-) -> np.ndarray:
+    x: np.ndarray, axis: int, sigma: float, order: int = 0, mode: str = "reflect",
+    cval: float = 0.0, out: np.ndarray | None = None,
+) -> np.ndarray:  # fmt: skip
     """Gaussian (derivative) pass along ``axis`` in O(1) work per output: a recursive filter.
 
     Approximates ``scipy.ndimage.gaussian_filter1d(x, sigma, axis, order, mode=mode,
