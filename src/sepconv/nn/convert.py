@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import math
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -42,6 +43,13 @@ from .profile import _FORMAT_NAMES, _eval, _fold_batchnorm, count, example_input
 __all__ = ["ConvertReport", "convert", "load_converted", "save_converted"]
 
 _CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_TRANSPOSED = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+#: The reason a transposed convolution is left alone (it is listed in the report when all
+#: convolutions are considered, ``layers=None``).
+TRANSPOSED_REASON = (
+    "transposed conv: left alone (sepconv's structured layers are forward convolutions; "
+    "a factorized transposed conv would need transposed stages)"
+)
 
 
 @dataclass
@@ -438,7 +446,7 @@ class _Greedy:
 def _mac_points(lay: _Layer, multiple: int | None = None) -> list[Point]:
     """The dense point and every candidate rank cheaper in MACs, with its squared error
     (candidates rounded up to ``multiple``)."""
-    assert lay.dec is not None
+    assert lay.dec is not None and lay.conv is not None
     pts: list[Point] = [(lay.macs, 0.0, None)]
     ranks = lay.dec.candidates()
     if multiple is not None:
@@ -844,9 +852,19 @@ def convert(
     convs: dict[str, nn.Module] = {
         n: m for n, m in model.named_modules() if isinstance(m, _CONV_TYPES) and n not in structured
     }
+    # transposed convs are reported (left alone) when every conv is considered; names and
+    # slices select among the forward convolutions only, as before
+    transposed: dict[str, nn.Module] = {}
+    if layers is None:
+        transposed = {
+            n: m
+            for n, m in model.named_modules()
+            if isinstance(m, _TRANSPOSED) and n not in structured
+        }
     params_before = sum(p.numel() for p in model.parameters())
-    trace = _trace(model, convs, calibration, input_shape)
-    chosen = _analyse(convs, _select(layers, trace.order, structured), kind, trace)
+    trace = _trace(model, {**convs, **transposed}, calibration, input_shape)
+    selected = _select(layers, trace.order, structured)  # transposed ones only with None
+    chosen = _analyse({**convs, **transposed}, selected, kind, trace)
     target = None
     if timing is not None:
         target = _prepare(model, _timed_input(model, calibration, input_shape), timing)
@@ -1004,7 +1022,7 @@ def _trace(
         order, sizes, inputs, reference = _record(model, convs, example, calibration is not None)
         # per sample, like the layers' totals
         model_macs = sum(r.macs for r in count(model, example)) // example.shape[0]
-    except RuntimeError as exc:
+    except (RuntimeError, ValueError) as exc:  # a model's own shape checks raise either
         raise ValueError(
             f"{what} of shape {tuple(example.shape)} does not fit the model: "
             f"{' '.join(str(exc).split())[:300]}"
@@ -1022,7 +1040,7 @@ class _Layer:
     """A selected convolution on its way through :func:`convert`."""
 
     name: str
-    conv: _Conv
+    conv: _Conv | None  # None: a transposed conv (always left alone)
     size: tuple[int, ...] | None  # spatial input size, when the model was run
     macs: int  # of the dense conv: total with a size, else per output pixel
     params: int
@@ -1050,7 +1068,13 @@ def _analyse(
     """Every selected conv: its dense cost, and its decomposition unless it is left alone."""
     out = []
     for name in selected:
-        c = _as_conv(convs[name], name)
+        module = convs[name]
+        if isinstance(module, _TRANSPOSED):
+            lay = _Layer(name, None, trace.sizes.get(name), *_transposed_costs(module, trace, name))
+            lay.leave(kind, TRANSPOSED_REASON)
+            out.append(lay)
+            continue
+        c = _as_conv(module, name)
         size = trace.sizes.get(name)
         lay = _Layer(name, c, size, *_costs(c, None, None, size))
         reason = _skip_reason(c, kind)
@@ -1062,6 +1086,20 @@ def _analyse(
             lay.dec = _decompose(c, kind)
         out.append(lay)
     return out
+
+
+def _transposed_costs(module: nn.Module, trace: _Trace, name: str) -> tuple[int, int]:
+    """(MACs, params) of a transposed conv, counted as :func:`sepconv.nn.profile` counts
+    them (``prod(k) C_in C_out / groups`` per input element): totals for one sample with its
+    input size, else per output pixel (rounded)."""
+    assert isinstance(module, _TRANSPOSED)
+    per_in = math.prod(module.kernel_size) * module.in_channels * module.out_channels
+    per_in //= module.groups
+    params = sum(p.numel() for p in module.parameters(recurse=False))
+    size = trace.sizes.get(name)
+    if size is not None:
+        return per_in * math.prod(size), params
+    return round(per_in / math.prod(module.stride)), params
 
 
 def _choose_ranks(
@@ -1095,6 +1133,7 @@ def _choose_ranks(
         elif rank is not None:
             lay.rank, lay.rank_note = _clip_rank(lay.dec, rank)
         else:
+            assert lay.conv is not None
             exact = _exact_tol(lay.conv.dtype)
             lay.rank = lay.dec.rank_for(exact if tol is None else max(tol, exact), None)
         if multiple is not None:
@@ -1145,6 +1184,7 @@ def _time_layers(
         bias = getattr(dense, "bias", None) is not None
         modules: dict[Any, nn.Module] = {None: dense}
         for r in ranks(lay):
+            assert lay.conv is not None
             modules[r] = _structure(lay.conv, kind, r, bias, target)
         t = timing.times(modules, x)
         before = t.pop(None)
@@ -1314,6 +1354,7 @@ def _factorize_layers(
     for lay in layers:
         if lay.dec is None:
             continue
+        assert lay.conv is not None
         r = lay.rank
         if r is None:
             lay.leave(kind, f"kept dense by the {'latency' if by_time else 'MAC'} budget")
