@@ -42,6 +42,7 @@ __all__ = [
     "dense_job",
     "halos",
     "ordered",
+    "stages",
     "terms_job",
 ]
 
@@ -56,6 +57,18 @@ REDUCTIONS = ("sum", "hypot")
 def ordered(passes: Sequence[Pass]) -> list[Pass]:
     """The passes of one term in the order they run: increasing axis."""
     return sorted(passes, key=lambda p: p[0])
+
+
+def stages(passes: Sequence[Pass], ndim: int, fuse_max: int | None = None) -> list[list[Pass]]:
+    """The passes of one term in running order, grouped into the stages an engine runs: one
+    pass each, except the last two when they run along the last two axes of an ``ndim``-D
+    array (and have at most ``fuse_max`` taps each, when given): one fused 2-D stage."""
+    run = ordered(passes)
+    out = [[p] for p in run]
+    if len(run) >= 2 and run[-1][0] == ndim - 1 and run[-2][0] == ndim - 2:
+        if fuse_max is None or max(len(run[-1][1]), len(run[-2][1])) <= fuse_max:
+            out = [*out[:-2], list(run[-2:])]
+    return out
 
 
 def carry(cval: float, weights: np.ndarray) -> float:

@@ -33,7 +33,8 @@ import numpy as np
 from numba import njit, prange
 
 from .._modes import extension_table, pad, saturation_bounds
-from ..job import Job, Pass, Term, carry, ordered
+from ..job import Job, Term, carry
+from ..job import stages as job_stages
 
 __all__ = ["direct", "round_saturate", "separable"]
 
@@ -472,14 +473,6 @@ def _run_stage(src, dst, stage, modes, cval, alpha, accumulate) -> float:
     return carry(cval, w)
 
 
-def _stages(passes: Sequence[Pass], ndim: int) -> list[list[Pass]]:
-    run = ordered(passes)
-    stages = [[p] for p in run]
-    if len(run) >= 2 and run[-1][0] == ndim - 1 and run[-2][0] == ndim - 2:
-        stages = [*stages[:-2], list(run[-2:])]
-    return stages
-
-
 def separable(
     x: np.ndarray,
     terms: Sequence[Term],
@@ -508,7 +501,7 @@ def separable(
 
     for r, (weight, passes) in enumerate(terms):
         accumulate = r > 0
-        stages = _stages(passes, x.ndim)
+        stages = job_stages(passes, x.ndim)
         if not stages:
             if accumulate:
                 out += dt.type(weight) * x

@@ -68,6 +68,7 @@ import triton.language as tl
 
 from .._modes import extension_table, saturation_bounds, work_dtype
 from ..job import Job, Pass, Term
+from ..job import stages as job_stages
 
 __all__ = [
     "AUTOTUNE",
@@ -889,20 +890,6 @@ def _check_terms(terms: Any, modes: dict[int, str], ndim: int) -> list[tuple[flo
     return checked
 
 
-def _stages(passes: list[Pass], ndim: int, fuse: bool) -> list[list[Pass]]:
-    stages = [[p] for p in passes]
-    if (
-        fuse
-        and len(passes) >= 2
-        and passes[-1][0] == ndim - 1
-        and passes[-2][0] == ndim - 2
-        and len(passes[-1][1]) <= _FUSE_MAX_K
-        and len(passes[-2][1]) <= _FUSE_MAX_K
-    ):
-        stages = [*stages[:-2], list(passes[-2:])]
-    return stages
-
-
 def separable(
     x: torch.Tensor,
     terms: Sequence[Term],
@@ -949,7 +936,7 @@ def separable(
         return scratch[i]
 
     for r, (weight, passes) in enumerate(checked):
-        stages = _stages(passes, xs.ndim, fuse)
+        stages = job_stages(passes, xs.ndim, _FUSE_MAX_K if fuse else 0)
         if not stages:  # a bare weight: one unit tap along the last axis
             stages = [[(xs.ndim - 1, np.ones(1), 0)]]
         last_term = r == nterms - 1
