@@ -835,11 +835,11 @@ def _refuse_torchscript(model_name: str) -> None:
 
 
 def _write_torchscript(model: Any, output: Path) -> None:
-    import os
-    import tempfile
     import warnings
 
     import torch
+
+    from .io import replace_atomically
 
     try:
         with warnings.catch_warnings():
@@ -850,19 +850,13 @@ def _write_torchscript(model: Any, output: Path) -> None:
             f"the converted model cannot be scripted (--torchscript): "
             f"{' '.join(str(exc).split())[:300]}"
         ) from None
-    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
-    os.close(fd)
-    try:
+
+    def save(tmp: str) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript, torch >= 2.9
             torch.jit.save(scripted, tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # as an ordinary new file (mkstemp makes it 0600)
-        os.replace(tmp, output)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    replace_atomically(output, save)
 
 
 @app.command("convert")

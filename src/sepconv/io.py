@@ -36,7 +36,7 @@ import shutil
 import stat
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, TypeAlias
@@ -60,6 +60,7 @@ __all__ = [
     "path_size",
     "read",
     "remove_stale_temporaries",
+    "replace_atomically",
     "signals_as_exceptions",
     "write",
 ]
@@ -1011,6 +1012,31 @@ def atomic_output(
     finally:
         if os.path.lexists(tmp):
             _remove(tmp)
+
+
+def replace_atomically(path: StrPath, write: Callable[[str], Any]) -> None:
+    """Write one file of any kind (a torch checkpoint, a TorchScript model) with
+    ``write(tmp)`` to a temporary name beside ``path``, then rename it into place.
+
+    ``path`` is replaced whole or left as it was; on any error (Ctrl-C included) the
+    temporary is removed. The file gets an ordinary new file's mode (``0o666`` less the umask;
+    the temporary is created ``0600``). Unlike :func:`atomic_output` it replaces an existing
+    file: callers check ``overwrite`` themselves.
+    """
+    import tempfile
+
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _place_file(tmp: str, target: str, overwrite: bool) -> None:
