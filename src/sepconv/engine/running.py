@@ -65,6 +65,7 @@ from numba import njit, prange
 from .._modes import extension_table, normalize_mode
 from ..job import carry
 from . import numba_cpu
+from ._shared import split, tile_units, transpose_out, unit
 
 __all__ = ["FUSE_MAX_WIDTH", "box", "box_pass"]
 
@@ -112,6 +113,26 @@ def _add(s, c, v, mul):  # pragma: no cover - compiled
     p, ep = _two_prod(mul, v)
     s, e = _two_sum(s, p)
     return s, c + (e + ep)
+
+
+@njit(fastmath=_FM, cache=True, nogil=True, inline="always")
+def _slide(s, t, a, b):  # pragma: no cover - compiled
+    """The pair ``(s, t)`` plus ``a - b`` (``a`` enters the window, ``b`` leaves it): the
+    difference exact as ``d + ed``, then added by TwoSum."""
+    d, ed = _two_sum(a, -b)
+    s, es = _two_sum(s, d)
+    return s, t + (es + ed)
+
+
+@njit(fastmath=_FM, cache=True, nogil=True, inline="always")
+def _emit_slide(S, C, c, a, b, fk, dst, d0, d1, col):  # pragma: no cover - compiled
+    """``dst[d0, d1, col] = (S[c] + C[c]) / k``, then the pair of column ``c`` slides by
+    ``a - b``: the fast loop's body, written once (inlined: a call per step would pass every
+    array's fields, which costs more than the step itself for a short row of lanes)."""
+    s0 = S[c]
+    t0 = C[c]
+    dst[d0, d1, col] = (s0 + t0) / fk
+    S[c], C[c] = _slide(s0, t0, a, b)
 
 
 @njit(fastmath=_FM, cache=True, nogil=True, inline="always")
@@ -196,13 +217,8 @@ def _emit_step(S, C, x, o, c0, m, je, jl, fk, dst, d0, d1):  # pragma: no cover 
     stops vectorising it)."""
     u0 = np.uint64(c0)
     for c in range(np.uint64(m)):
-        s0 = S[c]
-        t0 = C[c]
-        dst[d0, d1, u0 + c] = (s0 + t0) / fk
-        d, ed = _two_sum(np.float64(x[o, je, u0 + c]), -np.float64(x[o, jl, u0 + c]))
-        s, es = _two_sum(s0, d)  # d + ed: the exact difference
-        S[c] = s
-        C[c] = t0 + (es + ed)
+        a = np.float64(x[o, je, u0 + c])
+        _emit_slide(S, C, c, a, np.float64(x[o, jl, u0 + c]), fk, dst, d0, d1, u0 + c)
 
 
 @njit(fastmath=_FM, cache=True, nogil=True)
@@ -214,15 +230,9 @@ def _emit_step_cval(S, C, x, o, c0, m, ie, il, cval, fk, dst, d0, d1):  # pragma
     ce = ie < 0
     cl = il < 0
     for c in range(np.uint64(m)):
-        s0 = S[c]
-        t0 = C[c]
-        dst[d0, d1, u0 + c] = (s0 + t0) / fk
         a = cval if ce else np.float64(x[o, je, u0 + c])
         b = cval if cl else np.float64(x[o, jl, u0 + c])
-        d, ed = _two_sum(a, -b)
-        s, es = _two_sum(s0, d)
-        S[c] = s
-        C[c] = t0 + (es + ed)
+        _emit_slide(S, C, c, a, b, fk, dst, d0, d1, u0 + c)
 
 
 @njit(fastmath=_FM, cache=True, nogil=True)
@@ -295,8 +305,7 @@ def _sweep(
     ``out[oo, row0 + c, i]`` (the lines of a block). Returns whether a state ended
     non-finite (a NaN/Inf entered; in ``track`` mode: the finite sum overflowed).
 
-    The fast loop is written out here, not called: a call per step passes every array's
-    fields, which costs more than the step itself for a short row of lanes.
+    The fast loop's body is inlined here (``_emit_slide``), not called.
     """
     _init(S, C, NN, NP, NM, x, o, c0, m, idx, mul, e0, e1, cval, track)
     u0 = np.uint64(c0)
@@ -316,19 +325,21 @@ def _sweep(
             je = enter[i]
             jl = leave[i]
             for c in range(np.uint64(m)):
-                s0 = S[c]
-                t0 = C[c]
-                dst[d0, r, u0 + c] = (s0 + t0) / fk
-                d, ed = _two_sum(np.float64(x[o, je, u0 + c]), -np.float64(x[o, jl, u0 + c]))
-                s, es = _two_sum(s0, d)  # d + ed: the exact difference
-                S[c] = s
-                C[c] = t0 + (es + ed)
+                a = np.float64(x[o, je, u0 + c])
+                _emit_slide(S, C, c, a, np.float64(x[o, jl, u0 + c]), fk, dst, d0, r, u0 + c)
         else:
             _emit_step_cval(S, C, x, o, c0, m, enter[i], leave[i], cval, fk, dst, d0, r)
         if ring and (r == _TT - 1 or i + 1 == r1):
-            _transpose_out(dst, m, r + 1, out, oo, row0, j0)
+            transpose_out(dst, m, r + 1, out, oo, row0, j0)
             j0 = i + 1
     return _bad(S, C, m)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _state(width):  # pragma: no cover - compiled
+    """A thread's row of ``width`` states: the pair ``(S, C)`` and the NaN, +Inf, -Inf counts."""
+    nn = np.zeros(width, dtype=np.int64)
+    return np.zeros(width), np.zeros(width), nn, np.zeros_like(nn), np.zeros_like(nn)
 
 
 @njit(fastmath=_FM, cache=True, nogil=True)
@@ -350,28 +361,15 @@ def _outer_pass(
     x, out, fk, cval, ptr, idx, mul, starts, enter, leave, track, todo, bad, nthreads
 ):  # pragma: no cover - compiled
     """Pass along axis 1 of ``x`` (outer, n, inner); units (outer, chunk of n, tile)."""
-    outer = x.shape[0]
-    inner = x.shape[2]
     nchunk = starts.shape[0] - 1
-    ntiles = (inner + _TILE - 1) // _TILE
-    units = outer * nchunk * ntiles
-    nthreads = max(1, min(nthreads, units))
-    per = (units + nthreads - 1) // nthreads
-    width = min(inner, _TILE)
+    units, ntiles, width = tile_units(x, nchunk, _TILE)
+    nthreads, per = split(units, nthreads)
     for th in prange(nthreads):
-        S = np.zeros(width)
-        C = np.zeros(width)
-        NN = np.zeros(width, dtype=np.int64)
-        NP = np.zeros(width, dtype=np.int64)
-        NM = np.zeros(width, dtype=np.int64)
+        S, C, NN, NP, NM = _state(width)
         for u in range(th * per, min(units, (th + 1) * per)):
             if not todo[u]:
                 continue
-            o = u // (nchunk * ntiles)
-            rest = u - o * nchunk * ntiles
-            ch = rest // ntiles
-            c0 = (rest - ch * ntiles) * _TILE
-            m = min(_TILE, inner - c0)
+            o, ch, c0, m = unit(u, nchunk, ntiles, _TILE, x.shape[2])
             bad[u] = _sweep(
                 S, C, NN, NP, NM, x, o, c0, m, idx, mul, ptr[ch], ptr[ch + 1],
                 starts[ch], starts[ch + 1], enter, leave, cval, fk, track, out, o,
@@ -389,8 +387,7 @@ def _long_pass(
     lines = x.shape[0]
     nchunk = starts.shape[0] - 1
     units = lines * nchunk
-    nthreads = max(1, min(nthreads, units))
-    per = (units + nthreads - 1) // nthreads
+    nthreads, per = split(units, nthreads)
     for th in prange(nthreads):
         for u in range(th * per, min(units, (th + 1) * per)):
             if not todo[u]:
@@ -411,9 +408,7 @@ def _long_pass(
                 il = leave[i]
                 a = cval if ie < 0 else np.float64(x[line, max(ie, 0)])
                 b = cval if il < 0 else np.float64(x[line, max(il, 0)])
-                d, ed = _two_sum(a, -b)
-                s, es = _two_sum(s, d)
-                t += es + ed
+                s, t = _slide(s, t, a, b)
             out[line, r1 - 1] = (s + t) / fk
             bad[u] = not _finite(s + t)
 
@@ -429,15 +424,6 @@ def _transpose_in(x, o, row0, nl, buf):  # pragma: no cover - compiled
                 buf[0, u0 + j, ln] = x[o, row0 + ln, u0 + j]
 
 
-@njit(fastmath=_FM, cache=True, nogil=True)
-def _transpose_out(ring, nl, count, out, o, row0, j0):  # pragma: no cover - compiled
-    """``out[o, row0 + ln, j0 + j] = ring[0, j, ln]`` for ``ln < nl``, ``j < count``."""
-    u0 = np.uint64(j0)
-    for ln in range(nl):
-        for j in range(np.uint64(count)):
-            out[o, row0 + ln, u0 + j] = ring[0, j, ln]
-
-
 @njit(parallel=True, fastmath=_FM, cache=True, nogil=True)
 def _lines_pass(
     x, out, fk, cval, idx, mul, enter, leave, lanes, track, todo, bad, nthreads
@@ -447,14 +433,9 @@ def _lines_pass(
     outer, lines, n = x.shape
     per_o = (lines + lanes - 1) // lanes
     units = outer * per_o
-    nthreads = max(1, min(nthreads, units))
-    per = (units + nthreads - 1) // nthreads
+    nthreads, per = split(units, nthreads)
     for th in prange(nthreads):
-        S = np.zeros(lanes)
-        C = np.zeros(lanes)
-        NN = np.zeros(lanes, dtype=np.int64)
-        NP = np.zeros(lanes, dtype=np.int64)
-        NM = np.zeros(lanes, dtype=np.int64)
+        S, C, NN, NP, NM = _state(lanes)
         buf = np.zeros((1, n, lanes), dtype=x.dtype)  # the lines as they are
         ring = np.zeros((1, _TT, lanes))
         for u in range(th * per, min(units, (th + 1) * per)):
@@ -485,22 +466,13 @@ def _fused_pass(
     n1 = x.shape[2]
     nchunk = starts.shape[0] - 1
     units = outer * nchunk
-    nthreads = max(1, min(nthreads, units))
-    per = (units + nthreads - 1) // nthreads
+    nthreads, per = split(units, nthreads)
     for th in prange(nthreads):
-        S0 = np.zeros(n1)
-        C0 = np.zeros(n1)
-        NN0 = np.zeros(n1, dtype=np.int64)
-        NP0 = np.zeros(n1, dtype=np.int64)
-        NM0 = np.zeros(n1, dtype=np.int64)
+        S0, C0, NN0, NP0, NM0 = _state(n1)
         blk = np.zeros((1, lanes, n1))
         buf = np.zeros((1, n1, lanes))
         ring = np.zeros((1, _TT, lanes))
-        S1 = np.zeros(lanes)
-        C1 = np.zeros(lanes)
-        NN1 = np.zeros(lanes, dtype=np.int64)
-        NP1 = np.zeros(lanes, dtype=np.int64)
-        NM1 = np.zeros(lanes, dtype=np.int64)
+        S1, C1, NN1, NP1, NM1 = _state(lanes)
         for u in range(th * per, min(units, (th + 1) * per)):
             if not todo[u]:
                 continue
