@@ -65,12 +65,12 @@ def accuracy(model: Any, x: Any, y: Any) -> float:
         return float((model(x).argmax(1) == y).float().mean())
 
 
-def mean_ci(values: Sequence[float], confidence: float = 0.95) -> dict[str, float]:
+def mean_ci(values: Sequence[float] | np.ndarray, confidence: float = 0.95) -> dict[str, float]:
     """Mean, sample standard deviation and Student-t confidence interval of the mean.
 
     Parameters
     ----------
-    values : sequence of float
+    values : sequence or array of float
         At least two finite values (independent runs, e.g. one per seed).
     confidence : float
         The interval's coverage, in (0, 1).
