@@ -429,94 +429,88 @@ def _add_ol(a, b, like):
     return lambda a, b, like: conv(a + b)
 
 
-@njit(fastmath=_FM, cache=True, nogil=True)
-def _csweep(
-    dst, dof, base, init, kind, first, like, rlike, x3, o, ra, rb, ws, c0, width
-):  # pragma: no cover - compiled
-    """Column units on columns ``c0 .. c0 + width`` of output row: ``s = (init if first else
-    base) + sum_j (x3[o, ra[j]] +- x3[o, rb[j]]) * ws[j]`` in the type of ``like``.
+def _pair(src, o, a, b, c, like):  # pragma: no cover - replaced by the overload in compiled code
+    return src[o, a, c] + src[o, b, c] if src.ndim == 3 else src[a + c] + src[b + c]
 
-    ``ra``, ``rb``, ``ws`` are tuples (1, 2 or 4 units: a compile-time length, so the unit
-    loop unrolls inside the vectorised column loop); indices are unsigned (no negative-index
-    wraparound test in the loop). ``kind`` 0: ``s`` into ``dst[dof:]`` (an accumulator);
-    1: converted to the float type of ``rlike`` (the row buffer).
-    """
-    nu = len(ws)
-    if kind == 0:
+
+@overload(_pair)
+def _pair_ol(src, o, a, b, c, like):
+    if src.ndim == 3:  # a column unit: rows a and b of plane o, column c
+        return lambda src, o, a, b, c, like: _add(src[o, a, c], src[o, b, c], like)
+    # a row unit: offsets a and b into the padded row buffer, plus the column c
+    return lambda src, o, a, b, c, like: _add(src[a + c], src[b + c], like)
+
+
+@njit(fastmath=_FM, cache=True, nogil=True, inline="always")
+def _sum(s, src, o, ra, rb, ws, c, like):  # pragma: no cover - compiled
+    """``s + sum_j pair(ra[j], rb[j]) * ws[j]`` at column ``c`` (the tuples' length is a
+    compile-time constant: the unit loop unrolls)."""
+    for j in range(len(ws)):
+        s += _pair(src, o, ra[j], rb[j], c, like) * ws[j]
+    return s
+
+
+@njit(fastmath=_FM, cache=True, nogil=True)
+def _sweep(
+    dst, dof, base, rnd, first, like, src, o, ra, rb, ws, c0, width, lo, hi
+):  # pragma: no cover - compiled
+    """Units ``(ra, rb, ws)`` (tuples of 2 or 4) on columns ``c0 .. c0 + width``: ``s =
+    (0 if first else base[c]) + sum_j (src[ra[j]] + src[rb[j]]) * ws[j]`` in the type of
+    ``like``, where ``src`` is either the data (3-D: rows of plane ``o``; a column unit) or
+    the padded row buffer (1-D: offsets; a row unit). Indices are unsigned (no negative-index
+    wraparound test in the loop). ``s`` goes into ``dst[dof + c]`` (an accumulator, or the
+    row buffer as its float type), or with ``rnd`` rounded half to even (``rint``),
+    saturated to ``[lo, hi]`` and stored as an integer."""
+    if rnd:
         for c in range(width):
-            s = init if first else base[c]
-            for j in range(nu):
-                s += _add(x3[o, ra[j], c0 + c], x3[o, rb[j], c0 + c], like) * ws[j]
+            s = _sum(like if first else base[c], src, o, ra, rb, ws, c0 + c, like)
+            dst[dof + c] = min(max(np.int32(np.rint(s)), lo), hi)
+    else:
+        for c in range(width):
+            s = _sum(like if first else base[c], src, o, ra, rb, ws, c0 + c, like)
             dst[dof + c] = _cast(s, like)
-    else:
-        for c in range(width):
-            s = init if first else base[c]
-            for j in range(nu):
-                s += _add(x3[o, ra[j], c0 + c], x3[o, rb[j], c0 + c], like) * ws[j]
-            dst[dof + c] = _cast(_cast(s, like), rlike)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _quad(a, g):  # pragma: no cover - compiled
+    return (a[g], a[g + 1], a[g + 2], a[g + 3])
 
 
 @njit(fastmath=_FM, cache=True, nogil=True)
-def _rsweep(
-    dst, dof, base, init, kind, first, buf, ra, rb, ws, c0, width, lo, hi
+def _group(
+    dst, dof, base, rnd, first, like, src, o, ua, ub, uw, g, cnt, c0, width, lo, hi
 ):  # pragma: no cover - compiled
-    """Row units for output columns ``c0 .. c0 + width``: ``s = (init if first else base) +
-    sum_j (buf[ra[j] + c] +- buf[rb[j] + c]) * ws[j]``. ``kind`` 0: ``s`` into ``dst[dof:]``;
-    2: rounded half to even (``rint``), saturated to ``[lo, hi]``, stored as an integer."""
-    nu = len(ws)
-    if kind == 0:
-        for c in range(width):
-            s = init if first else base[c]
-            for j in range(nu):
-                s += (buf[ra[j] + c0 + c] + buf[rb[j] + c0 + c]) * ws[j]
-            dst[dof + c] = s
-    else:
-        for c in range(width):
-            s = init if first else base[c]
-            for j in range(nu):
-                s += (buf[ra[j] + c0 + c] + buf[rb[j] + c0 + c]) * ws[j]
-            r = np.int32(np.rint(s))
-            dst[dof + c] = min(max(r, lo), hi)
-
-
-@njit(fastmath=_FM, cache=True, nogil=True)
-def _cgroup(
-    dst, dof, base, init, kind, first, like, rlike, x3, o, ua, ub, uw, g, cnt, c0, width
-):  # pragma: no cover - compiled
-    """Column units ``g .. g + cnt`` (``cnt``: 1, 2 or 4) as one sweep."""
+    """Units ``g .. g + cnt`` (``cnt``: 2 or 4; the arrays hold a multiple of 4 units) as one
+    sweep, the units passed as tuples (in registers across the column loop)."""
+    a, b, w = _quad(ua, g), _quad(ub, g), _quad(uw, g)
     if cnt == 2:
-        _csweep(
-            dst, dof, base, init, kind, first, like, rlike, x3, o,
-            (ua[g], ua[g + 1]), (ub[g], ub[g + 1]), (uw[g], uw[g + 1]), c0, width,
-        )  # fmt: skip
+        _sweep(dst, dof, base, rnd, first, like, src, o, a[:2], b[:2], w[:2], c0, width, lo, hi)
     else:
-        _csweep(
-            dst, dof, base, init, kind, first, like, rlike, x3, o,
-            (ua[g], ua[g + 1], ua[g + 2], ua[g + 3]),
-            (ub[g], ub[g + 1], ub[g + 2], ub[g + 3]),
-            (uw[g], uw[g + 1], uw[g + 2], uw[g + 3]),
-            c0, width,
-        )  # fmt: skip
+        _sweep(dst, dof, base, rnd, first, like, src, o, a, b, w, c0, width, lo, hi)
 
 
-@njit(fastmath=_FM, cache=True, nogil=True)
-def _rgroup(
-    dst, dof, base, init, kind, first, buf, ra, rb, rw, g, cnt, c0, width, lo, hi
+@njit(fastmath=_FM, cache=True, nogil=True, inline="always")
+def _stage(
+    dst, dof, acc, acc2, rnd, like, src, o, ua, ub, uw, groups, last, m, tile, lo, hi
 ):  # pragma: no cover - compiled
-    """Row units ``g .. g + cnt`` (``cnt``: 1, 2 or 4) as one sweep."""
-    if cnt == 2:
-        _rsweep(
-            dst, dof, base, init, kind, first, buf,
-            (ra[g], ra[g + 1]), (rb[g], rb[g + 1]), (rw[g], rw[g + 1]), c0, width, lo, hi,
-        )  # fmt: skip
-    else:
-        _rsweep(
-            dst, dof, base, init, kind, first, buf,
-            (ra[g], ra[g + 1], ra[g + 2], ra[g + 3]),
-            (rb[g], rb[g + 1], rb[g + 2], rb[g + 3]),
-            (rw[g], rw[g + 1], rw[g + 2], rw[g + 3]),
-            c0, width, lo, hi,
-        )  # fmt: skip
+    """A pass on ``m`` columns into ``dst[dof:]`` (``rnd``: rounded and saturated), tile by
+    tile, in ``groups`` sweeps of 4 units (the last of ``last``). The partial sums go back
+    and forth between ``acc`` and ``acc2``: a sweep never reads the array it writes
+    (aliasing defeats vectorizing)."""
+    for t0 in range(0, m, tile):
+        c0 = np.uint64(t0)
+        w = np.uint64(min(m - t0, tile))
+        d0 = np.uint64(dof) + c0
+        if groups == 1:
+            _group(dst, d0, acc, rnd, True, like, src, o, ua, ub, uw, 0, last, c0, w, lo, hi)
+            continue
+        _group(acc, 0, acc, False, True, like, src, o, ua, ub, uw, 0, 4, c0, w, lo, hi)
+        for gi in range(1, groups - 1):
+            a, b = (acc2, acc) if gi % 2 else (acc, acc2)
+            _group(a, 0, b, False, False, like, src, o, ua, ub, uw, 4 * gi, 4, c0, w, lo, hi)
+        prev = acc if groups % 2 == 0 else acc2
+        g = 4 * (groups - 1)
+        _group(dst, d0, prev, rnd, False, like, src, o, ua, ub, uw, g, last, c0, w, lo, hi)
 
 
 @njit(cache=True, nogil=True)
@@ -594,95 +588,9 @@ def _fused(
                 for u in range(jw.shape[0]):
                     ua[u] = t0[i + ja[u]]
                     ub[u] = t0[i + jb[u]]
-                for c0_ in range(0, m, tile):
-                    uc0 = np.uint64(c0_)
-                    w_ = np.uint64(min(m - c0_, tile))
-                    d0 = ulo1 + uc0
-                    if cg == 1:
-                        _cgroup(
-                            buf,
-                            d0,
-                            acc,
-                            like,
-                            1,
-                            True,
-                            like,
-                            rlike,
-                            x,
-                            uo,
-                            ua,
-                            ub,
-                            jw,
-                            0,
-                            clast,
-                            uc0,
-                            w_,
-                        )
-                        continue
-                    _cgroup(
-                        acc, 0, acc, like, 0, True, like, rlike, x, uo, ua, ub, jw, 0, 4, uc0, w_
-                    )
-                    for gi in range(1, cg - 1):
-                        if gi % 2:
-                            _cgroup(
-                                acc2,
-                                0,
-                                acc,
-                                like,
-                                0,
-                                False,
-                                like,
-                                rlike,
-                                x,
-                                uo,
-                                ua,
-                                ub,
-                                jw,
-                                4 * gi,
-                                4,
-                                uc0,
-                                w_,
-                            )
-                        else:
-                            _cgroup(
-                                acc,
-                                0,
-                                acc2,
-                                like,
-                                0,
-                                False,
-                                like,
-                                rlike,
-                                x,
-                                uo,
-                                ua,
-                                ub,
-                                jw,
-                                4 * gi,
-                                4,
-                                uc0,
-                                w_,
-                            )
-                    last = acc if cg % 2 == 0 else acc2
-                    _cgroup(
-                        buf,
-                        d0,
-                        last,
-                        like,
-                        1,
-                        False,
-                        like,
-                        rlike,
-                        x,
-                        uo,
-                        ua,
-                        ub,
-                        jw,
-                        4 * (cg - 1),
-                        clast,
-                        uc0,
-                        w_,
-                    )
+                _stage(
+                    buf, ulo1, acc, acc2, False, like, x, uo, ua, ub, jw, cg, clast, m, tile, lo, hi
+                )
             # the row buffer's border through the row's extension table (or the carried cval)
             for p in range(lo1):
                 s = t1[p]
@@ -691,73 +599,9 @@ def _fused(
                 s = t1[p]
                 buf[p] = c1 if s < 0 else buf[lo1 + s]
             orow = out[o, i]
-            for c0_ in range(0, m, tile):
-                uc0 = np.uint64(c0_)
-                w_ = np.uint64(min(m - c0_, tile))
-                if rg == 1:
-                    _rgroup(
-                        orow, uc0, racc, rlike, 2, True, buf, ra, rb, rw, 0, rlast, uc0, w_, lo, hi
-                    )
-                    continue
-                _rgroup(racc, 0, racc, rlike, 0, True, buf, ra, rb, rw, 0, 4, uc0, w_, lo, hi)
-                for gi in range(1, rg - 1):
-                    if gi % 2:
-                        _rgroup(
-                            racc2,
-                            0,
-                            racc,
-                            rlike,
-                            0,
-                            False,
-                            buf,
-                            ra,
-                            rb,
-                            rw,
-                            4 * gi,
-                            4,
-                            uc0,
-                            w_,
-                            lo,
-                            hi,
-                        )
-                    else:
-                        _rgroup(
-                            racc,
-                            0,
-                            racc2,
-                            rlike,
-                            0,
-                            False,
-                            buf,
-                            ra,
-                            rb,
-                            rw,
-                            4 * gi,
-                            4,
-                            uc0,
-                            w_,
-                            lo,
-                            hi,
-                        )
-                last = racc if rg % 2 == 0 else racc2
-                _rgroup(
-                    orow,
-                    uc0,
-                    last,
-                    rlike,
-                    2,
-                    False,
-                    buf,
-                    ra,
-                    rb,
-                    rw,
-                    4 * (rg - 1),
-                    rlast,
-                    uc0,
-                    w_,
-                    lo,
-                    hi,
-                )
+            _stage(
+                orow, 0, racc, racc2, True, rlike, buf, uo, ra, rb, rw, rg, rlast, m, tile, lo, hi
+            )
 
 
 def _units(q: np.ndarray, sym: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
@@ -802,12 +646,9 @@ def _units(q: np.ndarray, sym: int) -> tuple[np.ndarray, np.ndarray, np.ndarray,
 
 
 def separable_int(
-    x: np.ndarray,
-    terms: Sequence[Term],
-    modes: Mapping[int, str],
-    cval: float,
+    x: np.ndarray, terms: Sequence[Term], modes: Mapping[int, str], cval: float,
     out: np.ndarray | None = None,
-) -> np.ndarray:
+) -> np.ndarray:  # fmt: skip
     """The job ``terms`` on 8/16-bit integer ``x``, rounded once into ``x``'s dtype.
 
     ``terms`` (one separable term), ``modes`` (axis -> canonical mode) and ``cval`` are a
