@@ -202,6 +202,34 @@ def test_cli_runs_an_experiment_and_refuses_unknown_names(tmp_path) -> None:
     assert "experiment must be one of" in result.output
 
 
+def test_seeds_reach_the_seeded_experiments_only(tmp_path, monkeypatch) -> None:
+    from sepconv.experiments import layers
+
+    seen = {}
+
+    def fake_run(out, *, quick=False, progress=None, seeds=None):
+        seen["seeds"] = seeds
+        raise RuntimeError("stop here")  # the forwarding is what is tested
+
+    monkeypatch.setattr(layers, "run", fake_run)
+    with pytest.raises(RuntimeError, match="stop here"):
+        run_experiment("layers", tmp_path, quick=True, seeds=3)
+    assert seen["seeds"] == 3
+    with pytest.raises(ValueError, match="seeds applies to the experiments \\['layers'\\]"):
+        run_experiment("lowrank", tmp_path, seeds=3)
+    result = runner.invoke(app, ["experiment", "ds-cost", "--seeds", "3", "--out", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "seeds applies" in result.output
+    assert not (tmp_path / "ds-cost").exists()
+    for bad, message in (("1", "at least 2"), ("two", "count N or a list"), ("1,1", "distinct")):
+        result = runner.invoke(
+            app, ["experiment", "layers", "--seeds", bad, "--out", str(tmp_path)]
+        )
+        assert result.exit_code == 2 and message in result.output, (bad, result.output)
+    result = runner.invoke(app, ["experiment", "layers", "--seeds", "0,4", "--out", str(tmp_path)])
+    assert seen["seeds"] == [0, 4]
+
+
 def test_every_registered_experiment_has_a_module() -> None:
     import importlib
 

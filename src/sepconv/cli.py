@@ -538,6 +538,10 @@ def experiment(
     out: Annotated[Path, typer.Option(help="Folder for the reports.")] = Path(
         "sepconv-experiments"
     ),
+    seeds: Annotated[
+        str | None,
+        typer.Option(help="Seeds to repeat over (layers): a count N, or a list 0,3,7. Default 5."),
+    ] = None,
 ) -> None:
     """Reproduce the article's claims: writes OUT/NAME/report.md, PNG plots and results.json."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -553,9 +557,22 @@ def experiment(
         console=err_console,
         transient=True,
     ) as progress:
-        report = run_experiment(name, out, quick=quick, progress=progress)
+        report = run_experiment(name, out, quick=quick, progress=progress, seeds=_seeds(seeds))
     path = report.results.get("path") or (out / report.name / "report.md")
     console.print(f"{report.title}: wrote {path} ({report.seconds:.0f} s)")
+
+
+def _seeds(text: str | None) -> int | list[int] | None:
+    """``--seeds``: a count ``N`` or a comma-separated list of seeds."""
+    if text is None:
+        return None
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise ValueError(
+            f"seeds must be a count N or a list of integers such as 0,3,7, got {text!r}"
+        ) from None
+    return values[0] if "," not in text else values
 
 
 # ----------------------------------------------------------------------------------------------

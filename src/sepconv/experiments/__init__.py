@@ -12,7 +12,7 @@ import importlib
 from pathlib import Path
 from typing import Any
 
-__all__ = ["EXPERIMENTS", "run_experiment"]
+__all__ = ["EXPERIMENTS", "SEEDED", "run_experiment"]
 
 #: name -> (module, one-line description)
 EXPERIMENTS: dict[str, tuple[str, str]] = {
@@ -24,16 +24,38 @@ EXPERIMENTS: dict[str, tuple[str, str]] = {
 }
 
 
-def run_experiment(name: str, out: Path, *, quick: bool = False, progress: Any = None) -> Any:
-    """Run one experiment (or ``'all'``) and return its report (for ``all``: the index)."""
+#: Experiments that repeat over seeds (``run(..., seeds=)``: a count or a list of seeds).
+SEEDED = ("layers",)
+
+
+def run_experiment(
+    name: str, out: Path, *, quick: bool = False, progress: Any = None, seeds: Any = None
+) -> Any:
+    """Run one experiment (or ``'all'``) and return its report (for ``all``: the index).
+
+    ``seeds`` (a count, or a list of seeds) goes to the experiments that repeat over seeds
+    (:data:`SEEDED`); by default each uses its own (``layers``: 5, quick 2).
+    """
     if name == "all":
         from ._common import write_index
 
-        reports = [run_experiment(n, out, quick=quick, progress=progress) for n in EXPERIMENTS]
+        reports = [
+            run_experiment(
+                n, out, quick=quick, progress=progress, seeds=seeds if n in SEEDED else None
+            )
+            for n in EXPERIMENTS
+        ]
         return write_index(out, reports, quick=quick)
     if name not in EXPERIMENTS:
         raise ValueError(f"experiment must be one of {sorted([*EXPERIMENTS, 'all'])}, got {name!r}")
+    if seeds is not None and name not in SEEDED:
+        raise ValueError(
+            f"seeds applies to the experiments {list(SEEDED)}, not {name!r} (its seeds are fixed)"
+        )
     module = importlib.import_module(f".{EXPERIMENTS[name][0]}", __name__)
-    report = module.run(out, quick=quick, progress=progress)
+    if seeds is not None:
+        module.seed_list(seeds, quick)  # checked before any work
+    kwargs = {} if seeds is None else {"seeds": seeds}
+    report = module.run(out, quick=quick, progress=progress, **kwargs)
     report.write()
     return report

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from .._torch_threads import torch_threads
-from ._common import Report, Timer, accuracy, mean_ci, setup_matplotlib, train
+from ._common import Report, Timer, accuracy, mean_ci, setup_matplotlib, shell_command, train
 
 #: seeds of a full run and of a quick one (``seeds=`` overrides)
 SEEDS_FULL, SEEDS_QUICK = 5, 2
@@ -259,6 +259,12 @@ def run(
 
     seeds_run = seed_list(seeds, quick)
     report = Report("layers", "Early vs late layers made depthwise-separable", out, quick)
+    if seeds is not None:  # the command that makes this report names the seeds it ran
+        given = [str(seeds)] if isinstance(seeds, int) else [",".join(map(str, seeds_run))]
+        report.command = shell_command(
+            "sepconv", "experiment", "layers", *(["--quick"] if quick else []),
+            "--seeds", *given, "--out", str(out),
+        )  # fmt: skip
     epochs, tune = (4, 1) if quick else (15, 3)
     settings = {
         "epochs": epochs,
