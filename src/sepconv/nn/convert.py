@@ -1582,32 +1582,9 @@ def save_converted(
         "state_dict": model.state_dict(),
         "report": report.to_dict(),
     }
-    write_atomically(target, lambda tmp: torch.save(checkpoint, tmp))
+    from ..io import replace_atomically
 
-
-def write_atomically(target: Any, write: Callable[[str], object]) -> None:
-    """``write(tmp)`` to a temporary file in ``target``'s folder, then rename it to ``target``.
-
-    The temporary gets an ordinary new file's permissions (``0o666`` less the umask) before
-    the rename; on any error (or Ctrl-C) it is removed and ``target`` is left as it was.
-    Shared by :func:`save_converted` and ``sepconv convert --torchscript``.
-    """
-    import os
-    import tempfile
-    from pathlib import Path
-
-    target = Path(target)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # as an ordinary new file (mkstemp makes it 0600)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    replace_atomically(target, lambda tmp: torch.save(checkpoint, tmp))
 
 
 def _import_factory(spec: str) -> Any:
