@@ -207,6 +207,34 @@ def test_segresnet_3d_mac_budget_converts_runs_and_reloads(tmp_path):
         assert torch.equal(again(x), new.eval()(x))
 
 
+def test_segresnet_3d_tucker2_errors_are_numpy_s_bounds_and_lopsided_pairs_the_optimum():
+    """Every replaced layer's Tucker-2 error lies between the bounds from numpy's SVDs of the
+    two unfoldings; where one rank covers the other mode (``r_in >= min(C_in, r_out K)`` or
+    the reverse) it equals the lower bound, the global optimum."""
+    net = randomize(segresnet(), seed=5)
+    _, report = snn.convert(net, "tucker2", mac_budget=0.3, input_shape=(1, 1, 16, 16, 16))
+    assert len(report.converted) >= 5, str(report)
+    lopsided = 0
+    for r in report.converted:
+        W = net.get_submodule(r.name).weight.detach().double().numpy()
+        co, ci = W.shape[:2]
+        K = W[0, 0].size
+        s0 = np.linalg.svd(W.reshape(co, -1), compute_uv=False)
+        s1 = np.linalg.svd(np.moveaxis(W, 1, 0).reshape(ci, -1), compute_uv=False)
+        r_in, r_out = r.rank
+        tail0, tail1 = np.sum(s0[r_out:] ** 2), np.sum(s1[r_in:] ** 2)
+        n2 = np.sum(W * W)
+        lower, upper = np.sqrt(max(tail0, tail1) / n2), np.sqrt((tail0 + tail1) / n2)
+        assert lower - 1e-6 <= r.weight_error <= upper + 1e-6, (r.name, r.rank)
+        if r_in >= min(ci, r_out * K):
+            lopsided += 1
+            assert r.weight_error == pytest.approx(np.sqrt(tail0 / n2), abs=1e-6)
+        elif r_out >= min(co, r_in * K):
+            lopsided += 1
+            assert r.weight_error == pytest.approx(np.sqrt(tail1 / n2), abs=1e-6)
+    assert lopsided >= 2
+
+
 def test_too_small_input_for_a_monai_network_is_a_value_error_naming_the_shape():
     net = monai_nets.BasicUNet(spatial_dims=3, in_channels=1, out_channels=2, features=(4,) * 6)
     with pytest.raises(ValueError, match=r"input_shape of shape \(1, 1, 8, 8, 8\) does not fit"):
