@@ -4,6 +4,7 @@ tensorly's partial_tucker, numpy SVDs, closed forms and dense torch convolutions
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -90,6 +91,28 @@ def test_tucker2_error_equals_tensorly_partial_tucker(shape, rank):
     assert abs(report.weight_error - ours) < 1e-12
     assert abs(ours - reference) <= 1e-6 * reference, (ours, reference)
     assert ours <= reference + 1e-6
+
+
+@pytest.mark.parametrize(("rank", "mode"), [((40, 4), 0), ((3, 40), 1)])
+def test_lopsided_tucker2_ranks_reach_the_closed_form_optimum(rank, mode):
+    # r_in >= min(C_in, r_out * K): the input factor can hold everything the r_out output
+    # directions need, so the optimum is the output mode's truncated SVD (and symmetrically);
+    # the error is that unfolding's discarded spectrum, and no HOOI fit can do better
+    gen = torch.Generator().manual_seed(48)
+    W = torch.randn(64, 48, 3, 3, dtype=torch.float64, generator=gen)
+    Wn = W.numpy()
+    unfolding = np.moveaxis(Wn, mode, 0).reshape(Wn.shape[mode], -1)
+    keep = rank[1] if mode == 0 else rank[0]
+    expected = math.sqrt(spectrum_tail2(unfolding, keep)) / float(np.linalg.norm(Wn))
+    layer, report = factorize(conv_with(W), "tucker2", rank=rank)
+    ours = rel(dense_from_children(layer), Wn)
+    assert report.rank == rank and report.converted
+    assert abs(ours - expected) <= 1e-10 * expected
+    assert abs(report.weight_error - ours) < 1e-12
+    with warnings.catch_warnings():  # tensorly caps the larger rank at what HOOI can use
+        warnings.filterwarnings("ignore", "Trying to compute SVD with n_eigenvecs", UserWarning)
+        reference = tensorly_error(Wn, *rank)
+    assert ours <= reference + 1e-12
 
 
 def test_grouped_tucker2_error_equals_tensorly_per_group():
