@@ -30,9 +30,12 @@ typecheck: $(STAMP)
 
 # The engine tests run a second time with numba's bounds checking on (and a separate cache so
 # no unchecked compiled code is reused): an indexing bug then fails instead of corrupting memory.
+# Both passes spread the tests over every core (pytest-xdist; PYTEST_WORKERS=0 runs them in one
+# process).
+PYTEST_WORKERS ?= auto
 test: lint typecheck
-	$(VENV)/bin/pytest -q
-	NUMBA_BOUNDSCHECK=1 NUMBA_CACHE_DIR=$(CURDIR)/.numba-boundscheck $(VENV)/bin/pytest -q -m "engine and not out_of_core" -p no:cacheprovider
+	$(VENV)/bin/pytest -q -n $(PYTEST_WORKERS)
+	NUMBA_BOUNDSCHECK=1 NUMBA_CACHE_DIR=$(CURDIR)/.numba-boundscheck $(VENV)/bin/pytest -q -n $(PYTEST_WORKERS) -m "engine and not out_of_core" -p no:cacheprovider
 
 demo: $(STAMP)
 	$(VENV)/bin/sepconv demo
