@@ -145,14 +145,17 @@ def rank_terms(case: dict[str, Any]) -> list[tuple[float, list[tuple[int, np.nda
 
 def contenders(case: dict[str, Any], x: torch.Tensor, tg: Any, notes: list[str]) -> dict:
     """name -> zero-argument callable returning the result (a tensor or a cupy array)."""
+    from sepconv.job import Job
+
     terms = rank_terms(case)
     modes = dict.fromkeys(case["axes"], "reflect")
+    job = Job(tuple(terms), modes, 0.0)
     out: dict[str, Callable[[], Any]] = {}
     y = torch.empty_like(x)
-    out["triton"] = lambda: tg.separable(x, terms, modes, 0.0, out=y)
+    out["triton"] = lambda: tg.separable(x, job, out=y)
     if len(case["axes"]) == 2 and case["axes"][-1] == x.ndim - 1:  # fused vs two kernels
         y2 = torch.empty_like(x)
-        out["triton-2pass"] = lambda: tg.separable(x, terms, modes, 0.0, out=y2, fuse=False)
+        out["triton-2pass"] = lambda: tg.separable(x, job, out=y2, fuse=False)
     try:
         import sepconv
 

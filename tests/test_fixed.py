@@ -15,6 +15,7 @@ from scipy import ndimage
 
 import sepconv
 from sepconv.engine import fixed
+from sepconv.job import Job
 from sepconv.kernels import gaussian1d
 
 pytestmark = pytest.mark.engine
@@ -78,7 +79,7 @@ def test_within_one_lsb_of_the_exact_result_every_mode(dtype, name) -> None:
             if p is None:  # the float path runs (stated by applies); not this test's concern
                 assert not fixed.applies(x, terms, modes, cval)
                 continue
-            got = fixed.separable_int(x, terms, modes, cval)
+            got = fixed.separable_int(x, Job(terms, modes, cval))
             ref = _exact(x, w0, w1, (mode, mode), cval)
             assert got.dtype == x.dtype
             d = np.abs(got.astype(np.float64) - ref)
@@ -111,7 +112,7 @@ def test_origins_and_even_kernels(mode) -> None:
     w0, w1 = np.array([0.25, 0.5, 0.125, 0.125]), np.array([0.3, 0.3, 0.4])
     for origins in ((0, 0), (-1, 1), (1, -1), (-2, 0)):
         terms = _terms(2, w0, w1, origins)
-        got = fixed.separable_int(x, terms, {0: mode, 1: mode}, 3)
+        got = fixed.separable_int(x, Job(terms, {0: mode, 1: mode}, 3))
         ref = _exact(x, w0, w1, (mode, mode), 3, origins)
         assert np.abs(got.astype(float) - ref).max() <= 1, origins
 
@@ -119,11 +120,11 @@ def test_origins_and_even_kernels(mode) -> None:
 def test_one_and_n_dimensional_inputs_and_weights() -> None:
     w = gaussian1d(1.7)
     line = _image((101,), np.uint16, seed=2)
-    got = fixed.separable_int(line, _terms(1, None, w), {0: "mirror"}, 0)
+    got = fixed.separable_int(line, Job(_terms(1, None, w), {0: "mirror"}, 0))
     assert np.abs(got.astype(float) - _exact(line, None, w, (None, "mirror"), 0)).max() <= 1
     vol = _image((3, 20, 25), np.int16, seed=4)
     terms = _terms(3, w, w[::-1].copy(), weight=0.75)
-    got = fixed.separable_int(vol, terms, {1: "nearest", 2: "wrap"}, 0)
+    got = fixed.separable_int(vol, Job(terms, {1: "nearest", 2: "wrap"}, 0))
     ref = _exact(vol, w, w[::-1], ("nearest", "wrap"), 0, weight=0.75)
     assert np.abs(got.astype(float) - ref).max() <= 1
 
@@ -136,7 +137,7 @@ def test_constant_images_keep_their_value(dtype) -> None:
         x = np.full((25, 31), value, dtype=dtype)
         for sigma in (0.7, 1.3, 2.9, 6.1):
             w = gaussian1d(sigma)
-            got = fixed.separable_int(x, _terms(2, w, w), {0: "reflect", 1: "nearest"}, 0)
+            got = fixed.separable_int(x, Job(_terms(2, w, w), {0: "reflect", 1: "nearest"}, 0))
             assert np.all(got == value), (value, sigma)
 
 
@@ -202,8 +203,8 @@ def test_refuses_what_it_cannot_run() -> None:
     three = [(1.0, ((0, w, 0), (1, w, 0), (2, w, 0)))]
     assert not fixed.applies(_image((4, 5, 6), np.uint8), three, {0: "reflect", **modes}, 0)
     with pytest.raises(ValueError, match="integer path does not apply"):
-        fixed.separable_int(x.astype(np.int32), _terms(2, w, w), modes, 0)
+        fixed.separable_int(x.astype(np.int32), Job(_terms(2, w, w), modes, 0))
     with pytest.raises(ValueError, match="out must"):
-        fixed.separable_int(x, _terms(2, w, w), modes, 0, out=np.empty((10, 10), np.uint16))
+        fixed.separable_int(x, Job(_terms(2, w, w), modes, 0), out=np.empty((10, 10), np.uint16))
     with pytest.raises(ValueError, match="overlap"):
-        fixed.separable_int(x, _terms(2, w, w), modes, 0, out=x)
+        fixed.separable_int(x, Job(_terms(2, w, w), modes, 0), out=x)

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from sepconv.job import dense_job
+from sepconv.job import Job, dense_job
 
 torch = pytest.importorskip("torch")
 if not torch.cuda.is_available():
@@ -119,7 +119,7 @@ def test_every_mode_with_even_kernels_and_extreme_origins_matches_scipy(mode, fu
     x = RNG.standard_normal((9, 21))
     # even kernel at its lowest origin along rows, odd kernel at its highest along columns
     terms = [(1.0, [(0, W4, -2), (1, W5, 2)])]
-    got = tg.separable(tensor(x), terms, {0: mode, 1: mode}, 1.5, fuse=fuse)
+    got = tg.separable(tensor(x), Job(terms, {0: mode, 1: mode}, 1.5), fuse=fuse)
     assert got.dtype == torch.float64
     assert_close(got, reference(x, terms, {0: mode, 1: mode}, 1.5), 1e-12)
 
@@ -128,7 +128,7 @@ def test_every_mode_with_even_kernels_and_extreme_origins_matches_scipy(mode, fu
 def test_symmetric_and_antisymmetric_folding_matches_scipy(mode):
     x = RNG.standard_normal((6, 11))
     terms = [(1.0, [(0, W5A, 1), (1, W3S, 0)])]
-    got = tg.separable(tensor(x), terms, {0: mode, 1: mode}, -0.75)
+    got = tg.separable(tensor(x), Job(terms, {0: mode, 1: mode}, -0.75))
     assert_close(got, reference(x, terms, {0: mode, 1: mode}, -0.75), 1e-12)
 
 
@@ -140,11 +140,11 @@ def test_kernels_longer_than_the_axis_match_scipy(mode, fuse):
     x = RNG.standard_normal((3, 5))
     w9, w13 = RNG.standard_normal(9), RNG.standard_normal(13)
     terms = [(1.0, [(0, w9, 3), (1, w13, -5)])]
-    got = tg.separable(tensor(x), terms, {0: mode, 1: mode}, 2.0, fuse=fuse)
+    got = tg.separable(tensor(x), Job(terms, {0: mode, 1: mode}, 2.0), fuse=fuse)
     assert_close(got, reference(x, terms, {0: mode, 1: mode}, 2.0), 1e-12)
     x1 = RNG.standard_normal((1, 4))
     terms1 = [(1.0, [(0, W4, 1), (1, w9, 0)])]
-    got1 = tg.separable(tensor(x1), terms1, {0: mode, 1: mode}, 2.0, fuse=fuse)
+    got1 = tg.separable(tensor(x1), Job(terms1, {0: mode, 1: mode}, 2.0), fuse=fuse)
     assert_close(got1, reference(x1, terms1, {0: mode, 1: mode}, 2.0), 1e-12)
 
 
@@ -159,7 +159,7 @@ def test_many_tiles_and_int64_indexing_match_scipy(fuse, int64_index, small_tile
     modes = {0: "mirror", 1: "constant", 2: "reflect"}
     terms = [(1.0, [(0, W3S, 0), (1, W3S[:2] * 3, -1), (2, W5, 1)])]
     ref = reference(x, terms, modes, 0.0)  # mixed modes: scipy pass by pass (cval 0)
-    got = tg.separable(tensor(x), terms, modes, 0.0, fuse=fuse)
+    got = tg.separable(tensor(x), Job(terms, modes, 0.0), fuse=fuse)
     assert_close(got, ref, 1e-12)
 
 
@@ -167,7 +167,9 @@ def test_mixed_modes_per_axis_match_scipy():
     x = RNG.standard_normal((7, 10))
     modes = {0: "wrap", 1: "mirror"}
     terms = [(1.0, [(0, W4, 1), (1, W5, -1)])]
-    assert_close(tg.separable(tensor(x), terms, modes, 0.0), reference(x, terms, modes, 0.0), 1e-12)
+    assert_close(
+        tg.separable(tensor(x), Job(terms, modes, 0.0)), reference(x, terms, modes, 0.0), 1e-12
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -182,7 +184,7 @@ def test_low_rank_terms_accumulate_into_one_output(rank):
     terms = [(ws[r], [(0, RNG.standard_normal(3 + r), 0), (1, RNG.standard_normal(5 - r), 0)])
              for r in range(rank)]  # fmt: skip
     modes = {0: "constant", 1: "constant"}
-    got = tg.separable(tensor(x), terms, modes, 0.5)
+    got = tg.separable(tensor(x), Job(terms, modes, 0.5))
     assert_close(got, reference(x, terms, modes, 0.5), 1e-12)
 
 
@@ -192,7 +194,7 @@ def test_low_rank_into_an_integer_output_rounds_the_sum_once():
     x = np.arange(1, 25, dtype=np.int16).reshape(4, 6)
     half = np.array([0.5])
     terms = [(1.0, [(0, half, 0), (1, np.ones(1), 0)]), (1.0, [(1, half, 0)])]
-    got = tg.separable(tensor(x), terms, {0: "reflect", 1: "reflect"}, 0.0)
+    got = tg.separable(tensor(x), Job(terms, {0: "reflect", 1: "reflect"}, 0.0))
     assert got.dtype == torch.int16
     np.testing.assert_array_equal(got.cpu().numpy(), x)
 
@@ -201,7 +203,7 @@ def test_three_d_constant_mode_carries_cval_through_three_passes():
     x = RNG.standard_normal((5, 6, 9))
     modes = dict.fromkeys(range(3), "constant")
     terms = [(1.0, [(2, W5, 0), (0, W4, 1), (1, W3S, 0)])]  # any order: sorted by axis
-    got = tg.separable(tensor(x), terms, modes, 3.0)
+    got = tg.separable(tensor(x), Job(terms, modes, 3.0))
     assert_close(got, reference(x, terms, modes, 3.0), 1e-12)
 
 
@@ -220,24 +222,24 @@ def test_nd_shapes_with_unfiltered_axes_match_scipy(shape, axes):
     ws = [W4, W3S, W5, W5A]
     terms = [(1.0, [(a, ws[i], 0) for i, a in enumerate(axes)])]
     modes = dict.fromkeys(axes, "mirror")
-    assert_close(tg.separable(tensor(x), terms, modes, 0.0), reference(x, terms, modes, 0.0),
+    assert_close(tg.separable(tensor(x), Job(terms, modes, 0.0)), reference(x, terms, modes, 0.0),
                  1e-12)  # fmt: skip
 
 
 def test_a_term_without_passes_scales_the_input():
     x = RNG.standard_normal((3, 4))
-    got = tg.separable(tensor(x), [(2.5, []), (1.0, [(1, np.array([1.0, 1.0]), 0)])],
-                       {1: "wrap"}, 0.0)  # fmt: skip
+    terms = [(2.5, []), (1.0, [(1, np.array([1.0, 1.0]), 0)])]
+    got = tg.separable(tensor(x), Job(terms, {1: "wrap"}, 0.0))
     ref = 2.5 * x + np.roll(x, 1, axis=1) + x  # an even kernel centres on its second tap
     assert_close(got, ref, 1e-14)
 
 
 def test_empty_and_zero_dimensional_inputs():
     empty = torch.zeros((0, 5), dtype=torch.float32, device=DEVICE)
-    got = tg.separable(empty, [(1.0, [(1, W3S, 0)])], {1: "reflect"}, 0.0)
+    got = tg.separable(empty, Job([(1.0, [(1, W3S, 0)])], {1: "reflect"}, 0.0))
     assert got.shape == (0, 5)
     scalar = torch.tensor(3.0, dtype=torch.float64, device=DEVICE)
-    assert float(tg.separable(scalar, [(2.0, [])], {}, 0.0)) == 6.0
+    assert float(tg.separable(scalar, Job([(2.0, [])], {}, 0.0))) == 6.0
 
 
 # ----------------------------------------------------------------------------------------------
@@ -251,7 +253,7 @@ def test_uint8_in_and_out_saturates_and_rounds_half_to_even():
     halves = np.array([0.5, 0.5])  # x.5 results: ties go to even
     for w in (sharpen, halves):
         terms = [(1.0, [(1, w, 0)])]
-        got = tg.separable(tensor(x), terms, {1: "nearest"}, 0.0)
+        got = tg.separable(tensor(x), Job(terms, {1: "nearest"}, 0.0))
         assert got.dtype == torch.uint8
         exact = reference(x, terms, {1: "nearest"}, 0.0)
         np.testing.assert_array_equal(got.cpu().numpy(), np.clip(np.rint(exact), 0, 255))
@@ -268,7 +270,7 @@ def test_uint8_in_and_out_saturates_and_rounds_half_to_even():
 def test_integer_outputs_saturate_to_the_exact_ends_and_nan_becomes_zero(out_dtype, lo, hi):
     # float32 data: float(2**31 - 1) rounds up to 2**31, which would wrap to -2**31 if cast
     x = np.array([[3e38, -3e38, np.nan, np.inf, -np.inf, 2.5, -2.5, 1e10]], dtype=np.float32)
-    got = tg.separable(tensor(x), [(1.0, [(1, np.ones(1), 0)])], {1: "reflect"}, 0.0,
+    got = tg.separable(tensor(x), Job([(1.0, [(1, np.ones(1), 0)])], {1: "reflect"}, 0.0),
                        dtype=out_dtype)  # fmt: skip
     assert got.dtype == out_dtype
     expect = [hi, lo, 0, hi, lo, 2, -2, min(hi, 10**10)]
@@ -278,12 +280,12 @@ def test_integer_outputs_saturate_to_the_exact_ends_and_nan_becomes_zero(out_dty
 def test_bool_input_and_bool_output():
     mask = np.array([[True, False, True, True, False, False]])
     w = np.array([1.0, 1.0, 1.0]) / 3
-    got = tg.separable(tensor(mask), [(1.0, [(1, w, 0)])], {1: "constant"}, 0.0,
+    got = tg.separable(tensor(mask), Job([(1.0, [(1, w, 0)])], {1: "constant"}, 0.0),
                        dtype=torch.float32)  # fmt: skip
     assert got.dtype == torch.float32
     ref = reference(mask.astype(float), [(1.0, [(1, w, 0)])], {1: "constant"}, 0.0)
     assert_close(got, ref, 1e-6)
-    vote = tg.separable(tensor(mask), [(1.0, [(1, w, 0)])], {1: "constant"}, 0.0)
+    vote = tg.separable(tensor(mask), Job([(1.0, [(1, w, 0)])], {1: "constant"}, 0.0))
     assert vote.dtype == torch.bool
     np.testing.assert_array_equal(vote.cpu().numpy(), np.rint(ref).astype(bool))
 
@@ -294,7 +296,7 @@ def test_half_precision_is_read_and_written_as_such_with_float32_accumulation(dt
     xr = f64(x)  # the values actually stored
     terms = [(1.0, [(0, W4, 0), (1, W5, 1)]), (-0.5, [(0, W3S, 0), (1, W5A, 0)])]
     modes = {0: "constant", 1: "constant"}
-    got = tg.separable(x, terms, modes, 1.0)
+    got = tg.separable(x, Job(terms, modes, 1.0))
     assert got.dtype == dtype
     ref = reference(xr, terms, modes, 1.0)
     # one rounding of the result to the output type (float32 accumulation is far finer)
@@ -313,13 +315,13 @@ def test_float64_is_computed_in_float64_and_float32_in_float32():
     terms = [(1.0, [(0, W4, 0), (1, W5, 0)])]
     modes = {0: "nearest", 1: "nearest"}
     ref = reference(base, terms, modes, 0.0)
-    got64 = tg.separable(tensor(base), terms, modes, 0.0)
+    got64 = tg.separable(tensor(base), Job(terms, modes, 0.0))
     assert float(np.abs(f64(got64) - ref).max()) < 1e-13  # float32 would be ~1e-7 off
-    got32 = tg.separable(tensor(base, torch.float32), terms, modes, 0.0)
+    got32 = tg.separable(tensor(base, torch.float32), Job(terms, modes, 0.0))
     assert got32.dtype == torch.float32
     assert_close(got32, reference(f64(tensor(base, torch.float32)), terms, modes, 0.0), 2e-6)
     # float32 data with a float64 result: computed in float64 (scipy's rule)
-    got = tg.separable(tensor(base, torch.float32), terms, modes, 0.0, dtype=torch.float64)
+    got = tg.separable(tensor(base, torch.float32), Job(terms, modes, 0.0), dtype=torch.float64)
     assert got.dtype == torch.float64
     assert_close(got, reference(f64(tensor(base, torch.float32)), terms, modes, 0.0), 1e-13)
 
@@ -343,16 +345,16 @@ def test_out_is_written_in_place_in_any_layout_and_may_be_the_input():
     modes = {0: "reflect", 1: "wrap"}
     ref = reference(x, terms, modes, 0.0)
     out = torch.full((6, 7), np.nan, dtype=torch.float32, device=DEVICE)
-    assert tg.separable(tensor(x), terms, modes, 0.0, out=out) is out
+    assert tg.separable(tensor(x), Job(terms, modes, 0.0), out=out) is out
     assert_close(out, ref, 2e-6)
     strided = torch.zeros((7, 6), dtype=torch.float32, device=DEVICE).t()  # not contiguous
-    assert tg.separable(tensor(x), terms, modes, 0.0, out=strided) is strided
+    assert tg.separable(tensor(x), Job(terms, modes, 0.0), out=strided) is strided
     assert_close(strided, ref, 2e-6)
     xt = tensor(x)
-    assert tg.separable(xt, terms, modes, 0.0, out=xt) is xt  # the input, overwritten
+    assert tg.separable(xt, Job(terms, modes, 0.0), out=xt) is xt  # the input, overwritten
     assert_close(xt, ref, 2e-6)
     as_int = torch.zeros((6, 7), dtype=torch.int16, device=DEVICE)
-    tg.separable(tensor(x * 1000), terms, modes, 0.0, out=as_int)
+    tg.separable(tensor(x * 1000), Job(terms, modes, 0.0), out=as_int)
     np.testing.assert_array_equal(as_int.cpu().numpy(), np.rint(1000 * ref))
 
 
@@ -360,19 +362,21 @@ def test_bad_arguments_raise_errors_naming_them():
     x = tensor(np.zeros((3, 4)))
     terms = [(1.0, [(1, W3S, 0)])]
     with pytest.raises(TypeError, match=r"x must be a torch\.Tensor"):
-        tg.separable(np.zeros((3, 4)), terms, {1: "reflect"}, 0.0)
+        tg.separable(np.zeros((3, 4)), Job(terms, {1: "reflect"}, 0.0))
     with pytest.raises(TypeError, match="complex"):
-        tg.separable(x.to(torch.complex64), terms, {1: "reflect"}, 0.0)
+        tg.separable(x.to(torch.complex64), Job(terms, {1: "reflect"}, 0.0))
     with pytest.raises(ValueError, match="out must have the input's shape"):
-        tg.separable(x, terms, {1: "reflect"}, 0.0, out=torch.zeros((4, 3), device=DEVICE))
+        tg.separable(x, Job(terms, {1: "reflect"}, 0.0), out=torch.zeros((4, 3), device=DEVICE))
     with pytest.raises(ValueError, match="differs from out's dtype"):
-        tg.separable(x, terms, {1: "reflect"}, 0.0, out=torch.zeros_like(x), dtype=torch.float32)
+        tg.separable(
+            x, Job(terms, {1: "reflect"}, 0.0), out=torch.zeros_like(x), dtype=torch.float32
+        )
     with pytest.raises(ValueError, match="axis must be in"):
-        tg.separable(x, [(1.0, [(2, W3S, 0)])], {2: "reflect"}, 0.0)
+        tg.separable(x, Job([(1.0, [(2, W3S, 0)])], {2: "reflect"}, 0.0))
     with pytest.raises(ValueError, match="origin must be between -1 and 1"):
-        tg.separable(x, [(1.0, [(1, W3S, 2)])], {1: "reflect"}, 0.0)
+        tg.separable(x, Job([(1.0, [(1, W3S, 2)])], {1: "reflect"}, 0.0))
     with pytest.raises(ValueError, match=r"modes\[1\] must be one of"):
-        tg.separable(x, terms, {1: "grid-wrap"}, 0.0)
+        tg.separable(x, Job(terms, {1: "grid-wrap"}, 0.0))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -448,8 +452,10 @@ def test_import_sepconv_imports_neither_torch_nor_triton():
 def test_cpu_tensor_without_the_interpreter_is_refused_with_a_clear_error():
     code = (
         "import torch, numpy as np; from sepconv.engine import triton_gpu as tg\n"
+        "from sepconv.job import Job\n"
         "try:\n"
-        "    tg.separable(torch.zeros(3), [(1.0, [(0, np.ones(1), 0)])], {0: 'reflect'}, 0.0)\n"
+        "    job = Job([(1.0, [(0, np.ones(1), 0)])], {0: 'reflect'}, 0.0)\n"
+        "    tg.separable(torch.zeros(3), job)\n"
         "except ValueError as e:\n"
         "    print(e)\n"
     )
@@ -479,7 +485,7 @@ def test_gpu_autotuned_fused_and_two_pass_match_scipy(monkeypatch):
     modes = {0: "reflect", 1: "constant"}  # mixed modes: the reference runs pass by pass,
     ref = reference(x, terms, modes, 0.0)  # exact for cval = 0 only
     for fuse in (True, False):
-        assert_close(tg.separable(tensor(x), terms, modes, 0.0, fuse=fuse), ref, 2e-6)
+        assert_close(tg.separable(tensor(x), Job(terms, modes, 0.0), fuse=fuse), ref, 2e-6)
 
 
 @gpu
@@ -502,13 +508,13 @@ def test_gpu_repeated_calls_do_not_synchronise_with_the_host():
     x = torch.randn(2, 3, 64, 80, device="cuda")
     terms = [(1.0, [(2, W5, 0), (3, W3S, 0)])]
     modes = {2: "reflect", 3: "reflect"}
-    tg.separable(x, terms, modes, 0.0)  # constants uploaded and kernels compiled
+    tg.separable(x, Job(terms, modes, 0.0))  # constants uploaded and kernels compiled
     torch.cuda.synchronize()
     with warnings.catch_warnings():  # "a prototype feature" UserWarning
         warnings.simplefilter("ignore", UserWarning)
         try:
             torch.cuda.set_sync_debug_mode("error")
-            tg.separable(x, terms, modes, 0.0)
+            tg.separable(x, Job(terms, modes, 0.0))
         finally:
             torch.cuda.set_sync_debug_mode("default")
 
@@ -517,7 +523,7 @@ def test_gpu_repeated_calls_do_not_synchronise_with_the_host():
 @needs_cuda
 def test_gpu_integer_rounding_is_half_to_even_on_the_device():
     x = tensor(np.arange(-8, 9, dtype=np.int32).reshape(1, -1))
-    got = tg.separable(x, [(1.0, [(1, np.array([0.5]), 0)])], {1: "reflect"}, 0.0)
+    got = tg.separable(x, Job([(1.0, [(1, np.array([0.5]), 0)])], {1: "reflect"}, 0.0))
     np.testing.assert_array_equal(got.cpu().numpy(), np.rint(np.arange(-8, 9) / 2)[None])
 
 

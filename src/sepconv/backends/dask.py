@@ -301,7 +301,9 @@ def _engine_guard() -> contextlib.AbstractContextManager[Any]:
     if not _SERIAL:
         import numba
 
-        engine.separable(np.zeros((2, 2)), [(1.0, [(0, np.ones(1), 0)])], {0: "nearest"}, 0.0)
+        engine.separable(
+            np.zeros((2, 2)), Job(((1.0, ((0, np.ones(1), 0),)),), {0: "nearest"}, 0.0)
+        )
         try:
             layer = numba.threading_layer()
         except ValueError:  # pragma: no cover - no parallel kernel ran
@@ -337,7 +339,7 @@ def _job_block(
             assert job.kernel is not None
             result = engine.fft(xw, replace(job, modes=modes, cval=0.0), nthreads)
         else:
-            result = engine.separable(xw, job.terms, modes, 0.0)
+            result = engine.separable(xw, replace(job, modes=modes, cval=0.0))
         if bad is not None:
             assert job.kernel is not None
             engine.nonfinite.patch(result, bad, job.kernel, job.axes, job.origins, modes)

@@ -51,7 +51,7 @@ def run(x: np.ndarray, job: Job, dtype: np.dtype, out: np.ndarray | None, worker
             return _finish(_recursive(x, job, wd, out), x, dtype, out)
         if _fixed_point(x, job, dtype):  # 8/16-bit in and out: quantised taps, fused passes
             target = out if _writable_into(out, x) else None
-            res = engine.fixed.separable_int(x, job.terms, job.modes, job.cval, out=target)
+            res = engine.fixed.separable_int(x, job, out=target)
             if out is not None and res is not out:
                 np.copyto(out, res, casting="unsafe")
                 return out
@@ -87,9 +87,7 @@ def run(x: np.ndarray, job: Job, dtype: np.dtype, out: np.ndarray | None, worker
             assert job.kernel is not None
             res = engine.fft(xw, replace(job, cval=cval), workers=nthreads)
         else:
-            res = engine.separable(
-                xw, job.terms, job.modes, cval, out=_target(x, wd, out), dtype=wd
-            )
+            res = engine.separable(xw, replace(job, cval=cval), out=_target(x, wd, out), dtype=wd)
         if bad is not None:
             assert job.kernel is not None
             engine.nonfinite.patch(res, bad, job.kernel, job.axes, job.origins, job.modes)
@@ -201,7 +199,8 @@ def _with_fft_passes(
             if plan.pass_engine(w, mode=job.modes[axis], origin=origin) == "fft":
                 engine.fft_pass(cur, axis, w, origin, job.modes[axis], c, dst, nthreads)
             else:
-                engine.separable(cur, [(1.0, ((axis, w, origin),))], job.modes, c, out=dst)
+                one = replace(job, terms=((1.0, ((axis, w, origin),)),), cval=c)
+                engine.separable(cur, one, out=dst)
             cur = dst
         if r == 0:
             np.multiply(cur, wd.type(weight), out=acc, casting="unsafe")
@@ -228,7 +227,7 @@ def _hypot(x: np.ndarray, job: Job, wd: np.dtype) -> np.ndarray:
     d = np.empty_like(acc)
     nan = None
     for term in job.terms:
-        engine.separable(xe, [term], job.modes, job.cval, out=d, dtype=wd)
+        engine.separable(xe, replace(job, terms=(term,)), out=d, dtype=wd)
         np.hypot(acc, d, out=acc)
         if xe.dtype.kind == "f" or not np.isfinite(job.cval):
             isnan = np.isnan(d)

@@ -91,7 +91,7 @@ def run(
 
         def terms(v: torch.Tensor, ts: Any, c: float) -> torch.Tensor:
             if tg is not None:
-                return tg.separable(v, ts, job.modes, c, dtype=v.dtype)
+                return tg.separable(v, replace(job, terms=tuple(ts), cval=c), dtype=v.dtype)
             return _terms(v, ts, job.modes, c)
 
         if job.reduction == "hypot":

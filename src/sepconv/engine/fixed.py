@@ -50,7 +50,7 @@ from numba import njit, prange, types
 from numba.extending import overload
 
 from .._modes import extension_table
-from ..job import Term
+from ..job import Job, Term
 
 __all__ = ["DTYPES", "MAX_ERROR", "IntPlan", "applies", "plan", "quantize", "separable_int"]
 
@@ -645,17 +645,14 @@ def _units(q: np.ndarray, sym: int) -> tuple[np.ndarray, np.ndarray, np.ndarray,
     )
 
 
-def separable_int(
-    x: np.ndarray, terms: Sequence[Term], modes: Mapping[int, str], cval: float,
-    out: np.ndarray | None = None,
-) -> np.ndarray:  # fmt: skip
-    """The job ``terms`` on 8/16-bit integer ``x``, rounded once into ``x``'s dtype.
+def separable_int(x: np.ndarray, job: Job, out: np.ndarray | None = None) -> np.ndarray:
+    """A job of one separable term on 8/16-bit integer ``x``, rounded once into ``x``'s dtype.
 
-    ``terms`` (one separable term), ``modes`` (axis -> canonical mode) and ``cval`` are a
-    :class:`sepconv.job.Job`'s; the result is ``out`` (C-contiguous, ``x``'s dtype and shape,
-    not overlapping ``x``) or a new array. Raises ValueError where :func:`applies` is false.
-    Threads: ``numba.get_num_threads()`` (scope it with ``engine.threads``).
+    The result is ``out`` (C-contiguous, ``x``'s dtype and shape, not overlapping ``x``) or a
+    new array. Raises ValueError where :func:`applies` is false. Threads:
+    ``numba.get_num_threads()`` (scope it with ``engine.threads``).
     """
+    terms, modes, cval = job.terms, job.modes, job.cval
     x = np.asarray(x)
     p = plan(x.dtype, x.ndim, terms, modes, cval)
     if p is None:

@@ -26,14 +26,13 @@ Direct
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import numba
 import numpy as np
 from numba import njit, prange
 
 from .._modes import extension_table, pad, saturation_bounds
-from ..job import Job, Term, carry
+from ..job import Job, carry
 from ..job import stages as job_stages
 
 __all__ = ["direct", "round_saturate", "separable"]
@@ -474,14 +473,10 @@ def _run_stage(src, dst, stage, modes, cval, alpha, accumulate) -> float:
 
 
 def separable(
-    x: np.ndarray,
-    terms: Sequence[Term],
-    modes: dict[int, str],
-    cval: float,
-    out: np.ndarray | None = None,
-    dtype: np.dtype | type | None = None,
+    x: np.ndarray, job: Job, out: np.ndarray | None = None, dtype: np.dtype | type | None = None
 ) -> np.ndarray:
-    """``sum_r weight_r * (passes_r applied to x)`` for a C-contiguous array ``x``.
+    """A job of terms, ``sum_r weight_r * (passes_r applied to x)`` with ``job.modes`` and
+    ``job.cval``, for a C-contiguous array ``x``.
 
     ``x`` may be float32/float64 or a 8/16-bit integer array, which the first pass reads
     directly (no converted copy). The result has ``dtype`` (default ``x.dtype``; must be a
@@ -489,6 +484,7 @@ def separable(
     Temporaries: none for 1-D/2-D separable filters (the last two axes are fused), one array
     for 3 or more passes, two for low-rank sums of 3-D terms.
     """
+    terms, modes, cval = job.terms, job.modes, job.cval
     dt = np.dtype(x.dtype if dtype is None else dtype)
     if out is None:
         out = np.empty(x.shape, dtype=dt)

@@ -63,7 +63,7 @@ import numpy as np
 from numba import njit, prange
 
 from .._modes import extension_table, normalize_mode
-from ..job import carry
+from ..job import Job, carry
 from . import numba_cpu
 from ._shared import split, tile_units, transpose_out, unit
 
@@ -758,14 +758,9 @@ def _weights(k: int) -> np.ndarray:
 
 def _direct(src: np.ndarray, dst: np.ndarray, passes: Sequence[tuple], cval: float) -> None:
     """The direct engine's passes (O(size) each): the fallback when a running sum overflows."""
-    numba_cpu.separable(
-        src,
-        [(1.0, [(a, _weights(k), o) for a, k, o, _ in passes])],
-        {a: m for a, _, _, m in passes},
-        cval,
-        out=dst,
-        dtype=dst.dtype,
-    )
+    term = (1.0, tuple((a, _weights(k), o) for a, k, o, _ in passes))
+    job = Job((term,), {a: m for a, _, _, m in passes}, cval)
+    numba_cpu.separable(src, job, out=dst, dtype=dst.dtype)
 
 
 def box_pass(

@@ -1,7 +1,7 @@
 """Triton GPU engine: separable, low-rank and direct correlation of torch tensors.
 
-The same contract as :mod:`sepconv.engine.numba_cpu` (``separable(x, terms, modes, cval)`` and
-``direct(x, kernel, axes, origins, modes, cval)``), for CUDA tensors. With
+The same contract as :mod:`sepconv.engine.numba_cpu` (``separable(x, job)`` for a job of
+terms and ``direct(x, job)`` for a dense one, :class:`sepconv.job.Job`), for CUDA tensors. With
 ``TRITON_INTERPRET=1`` set before triton is imported, the same kernels run on CPU tensors
 through Triton's interpreter (how the tests run without a GPU; slow, for small arrays only).
 
@@ -67,7 +67,7 @@ import triton
 import triton.language as tl
 
 from .._modes import extension_table, saturation_bounds, work_dtype
-from ..job import Job, Pass, Term
+from ..job import Job, Pass
 from ..job import stages as job_stages
 
 __all__ = [
@@ -892,18 +892,16 @@ def _check_terms(terms: Any, modes: dict[int, str], ndim: int) -> list[tuple[flo
 
 def separable(
     x: torch.Tensor,
-    terms: Sequence[Term],
-    modes: dict[int, str],
-    cval: float,
+    job: Job,
     out: torch.Tensor | None = None,
     dtype: torch.dtype | None = None,
     *,
     fuse: bool = True,
 ) -> torch.Tensor:
-    """``sum_r weight_r * (passes_r applied to x)`` on the tensor's device.
+    """A job of terms, ``sum_r weight_r * (passes_r applied to x)``, on the tensor's device.
 
-    ``terms = [(weight, [(axis, w1d, origin), ...]), ...]`` (correlation weights, passes in
-    any order: they run sorted by axis, as in the CPU engine); ``modes[axis]`` is a canonical
+    ``job.terms = [(weight, [(axis, w1d, origin), ...]), ...]`` (correlation weights, passes in
+    any order: they run sorted by axis, as in the CPU engine); ``job.modes[axis]`` is a canonical
     mode (``reflect``, ``mirror``, ``nearest``, ``wrap``, ``constant``); in constant mode each
     pass pads with ``cval`` times the sums of the earlier passes' weights (the dense
     correlation's exact padding). ``x`` is any real tensor (float16/bfloat16/float32/float64,
@@ -912,6 +910,7 @@ def separable(
     bool rounded half to even and saturated, NaN -> 0). ``out`` (any layout, may be ``x``) is
     written in place and returned. ``fuse=False`` runs the last two axes as two passes.
     """
+    terms, modes, cval = job.terms, job.modes, job.cval
     x = _as_tensor(x, "x")
     out_dtype, res = _result_target(x, out, dtype)
     ct = compute_dtype(x.dtype, out_dtype)
