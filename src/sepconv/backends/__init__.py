@@ -20,10 +20,11 @@ The registry
 ------------
 :func:`for_type` (or :func:`for_array`) picks the backend by the input's type: a
 ``dask.array.Array`` goes to :mod:`sepconv.backends.dask`, a ``torch.Tensor`` to
-:mod:`sepconv.backends.torch`, anything else to :mod:`sepconv.backends.numpy`. A library is
-recognised without importing it: an object can only be one of its arrays if the library is
-already loaded, so ``import sepconv`` stays light. Adding an array library (CuPy, a GPU
-engine) means adding a module and one :func:`register` call; the filters do not change.
+:mod:`sepconv.backends.torch`, a ``cupy.ndarray`` to :mod:`sepconv.backends.cupy` (the
+torch backend's GPU engine, through DLPack), anything else to :mod:`sepconv.backends.numpy`.
+A library is recognised without importing it: an object can only be one of its arrays if the
+library is already loaded, so ``import sepconv`` stays light. Adding an array library means adding a
+module and one :func:`register` call; the filters do not change.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ __all__ = ["for_array", "for_type", "register"]
 _REGISTRY: list[tuple[str, str, str]] = [
     ("dask.array", "Array", "sepconv.backends.dask"),
     ("torch", "Tensor", "sepconv.backends.torch"),
+    ("cupy", "ndarray", "sepconv.backends.cupy"),
 ]
 
 
