@@ -6,6 +6,11 @@ border extension of the mode (the same ``_modes.extension_table`` the in-memory 
 so reflect/mirror/wrap and kernels longer than the axis come out the same). The numba engine
 then runs on the window and the halo is cropped away. See :mod:`sepconv.dask` (the public
 facade: ``strategy``, ``store`` and the filters) for the strategies and the memory bound.
+
+Chunks of another array library (a dask array whose ``_meta`` is a ``cupy.ndarray``) run
+through that library's backend instead of the numba engine: each window is assembled by the
+chunks' own indexing and concatenation, handed to the backend's ``run`` (for CuPy: the GPU
+engine, through DLPack) and cropped; the result's chunks stay of that library.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import math
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from types import ModuleType
 from typing import Any, cast
 
 import dask.array as da
@@ -48,15 +54,36 @@ STRATEGY: contextvars.ContextVar[str] = contextvars.ContextVar("sepconv_dask_str
 
 
 def check_input(x: da.Array) -> da.Array:
-    """The numpy dtype rules (float32/64 or integers), and known chunk sizes."""
+    """The numpy dtype rules (float32/64 or integers), and known chunk sizes; chunks of another
+    array library (CuPy) also pass that library's backend's check."""
     _check_numpy_input(np.empty(0, dtype=x.dtype))
     if any(math.isnan(c) for cs in x.chunks for c in cs):
         raise ValueError("input has unknown chunk sizes (nan); call x.compute_chunk_sizes() first")
+    backend = _chunk_backend(x._meta)
+    if backend is not None:
+        backend.check_input(x._meta)
     return x
+
+
+def _chunk_backend(block: Any) -> ModuleType | None:
+    """The backend of a chunk's array library, or None for numpy chunks (the numba engine)."""
+    if type(block) is np.ndarray:
+        return None
+    from . import for_type
+    from . import numpy as numpy_backend
+
+    backend = for_type(type(block))
+    return None if backend is numpy_backend else backend
 
 
 def resolve_output(output: Any, x: da.Array) -> tuple[np.dtype, Any]:
     """None or a dtype (lazy result), or an array-like target (numpy, zarr) to store into."""
+    dtype_like = output is None or isinstance(output, (str, type, np.dtype))
+    if not dtype_like and _chunk_backend(x._meta) is not None:
+        raise TypeError(
+            f"output must be None or a dtype for a dask array of {type(x._meta).__name__} "
+            f"chunks (device memory), got {type(output).__name__}; store the result yourself"
+        )
     if output is None or isinstance(output, np.ndarray) or not hasattr(output, "__setitem__"):
         return _resolve_numpy_output(output, cast(Any, x))
     shape = tuple(getattr(output, "shape", ()))
@@ -108,16 +135,23 @@ def _hypot(xw: da.Array, job: Job, nthreads: int) -> da.Array:
 
 
 def _round_block(block: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    backend = _chunk_backend(block)
+    if backend is not None:  # the backend's own rounding, by a one-tap identity pass
+        return backend.run(block, _IDENTITY, dtype, None, 1)
     out = np.empty(block.shape, dtype=native(dtype))
     with _engine_guard(), engine.threads(1):
         engine.round_saturate(block, out)
     return out if out.dtype == dtype else out.astype(dtype)
 
 
+#: The job that leaves a block as it is: one pass of the tap 1 along axis 0.
+_IDENTITY = Job(((1.0, ((0, np.ones(1), 0),)),), {0: "constant"}, 0.0)
+
+
 def _finish(result: da.Array, dtype: np.dtype, out: Any) -> Any:
     """Round and saturate to an integer dtype (the engine's rule), cast, store into ``out``."""
     if dtype.kind in "iub":
-        meta = np.empty((0,) * result.ndim, dtype)
+        meta = result._meta.astype(dtype)
         result = da.map_blocks(_round_block, result, dtype, dtype=dtype, meta=meta)
     result = result.astype(dtype)
     if out is None:
@@ -211,8 +245,7 @@ def _windowed(
         key = (name, *idx)
         dsk[key] = (_window_task, keys, window_spec, cval, fn)
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=[cast(Any, x)])
-    meta = np.empty((0,) * x.ndim, dtype=x.dtype)
-    return da.Array(graph, name, chunks=x.chunks, meta=meta)
+    return da.Array(graph, name, chunks=x.chunks, meta=x._meta)
 
 
 def _window_spec(
@@ -272,13 +305,14 @@ def _window_task(blocks: Any, spec: tuple, cval: float, fn: Callable[[np.ndarray
 
     window = concatenate3(cut(blocks, 0))
     for axis, (_, table, outside) in enumerate(spec):
-        if table is not None:
-            window = np.take(window, table, axis=axis)
-        if outside is not None:
-            sl = [slice(None)] * window.ndim
-            sl[axis] = outside
-            window[tuple(sl)] = cval
-    return fn(np.ascontiguousarray(window))
+        lead = (slice(None),) * axis
+        if table is not None:  # indexing, not np.take: the same on cupy chunks
+            index = (*lead, table)
+            window = window[index]
+        if outside is not None:  # positions, not a mask: a mask would synchronise a GPU
+            index = (*lead, np.flatnonzero(outside))
+            window[index] = cval
+    return fn(np.ascontiguousarray(window) if type(window) is np.ndarray else window)
 
 
 def _cut_axis(part: Any, axis: int, rng: tuple[int, int] | None) -> Any:
@@ -316,7 +350,8 @@ def _crop(block: np.ndarray, halos: dict[int, tuple[int, int]]) -> np.ndarray:
     sl = [slice(None)] * block.ndim
     for axis, (lo, hi) in halos.items():
         sl[axis] = slice(lo, block.shape[axis] - hi)
-    return np.ascontiguousarray(block[tuple(sl)])
+    part = block[tuple(sl)]
+    return np.ascontiguousarray(part) if type(part) is np.ndarray else part.copy()
 
 
 def _job_block(
@@ -325,8 +360,12 @@ def _job_block(
     """Run ``job`` on one window and crop the halo (the window holds every value read, so
     the modes are never consulted: constant 0 stands in). NaN/Inf in the window get the
     dense kernel's direct correlation (``engine.nonfinite``), as in memory."""
-    xw = np.ascontiguousarray(block)
     modes = {a: "constant" for a in range(block.ndim)}
+    backend = _chunk_backend(block)
+    if backend is not None:  # another library's chunks (CuPy: the GPU engine)
+        window_job = replace(job, modes=modes, cval=0.0)
+        return _crop(backend.run(block, window_job, block.dtype, None, nthreads), halos)
+    xw = np.ascontiguousarray(block)
     bad = None
     with _engine_guard(), engine.threads(nthreads):
         if job.method == "direct":
