@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import functools
 import math
-import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -38,7 +37,15 @@ from .factorize import (
     _relative,
 )
 from .layers import LAYERS, _StructuredConv
-from .profile import _FORMAT_NAMES, _eval, _fold_batchnorm, count, example_input
+from .profile import (
+    _FORMAT_NAMES,
+    _check_device,
+    _cuda_seconds,
+    _eval,
+    _fold_batchnorm,
+    count,
+    example_input,
+)
 
 __all__ = ["ConvertReport", "convert", "load_converted", "save_converted"]
 
@@ -481,45 +488,6 @@ MAX_TIMED = 8
 #: and the predicted step (fraction of the original latency) below which it stops.
 LATENCY_ROUNDS = 8
 LATENCY_RESOLUTION = 0.01
-#: CUDA: replays of the captured graph per timed sample.
-CUDA_INNER = 20
-
-
-def _cuda_seconds(module: nn.Module, x: Tensor, repeats: int, warmup: int) -> float:
-    """Median seconds of ``module(x)`` on a CUDA device: CUDA events around replays of a CUDA
-    graph of the call (the launch overhead of eager kernels is what graphs remove); eager
-    calls when the module cannot be captured."""
-    stream = torch.cuda.Stream(device=x.device)
-    stream.wait_stream(torch.cuda.current_stream(x.device))
-    with torch.cuda.stream(stream):
-        for _ in range(3):
-            module(x)
-    torch.cuda.current_stream(x.device).wait_stream(stream)
-    run: Callable[[], object]
-    try:
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            module(x)
-        run = graph.replay
-    except RuntimeError:
-        torch.cuda.synchronize(x.device)
-
-        def run() -> object:
-            return module(x)
-
-    for _ in range(warmup):
-        run()
-    samples = []
-    for _ in range(repeats):
-        start = torch.cuda.Event(enable_timing=True)
-        end = torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(CUDA_INNER):
-            run()
-        end.record()
-        end.synchronize()
-        samples.append(start.elapsed_time(end) / 1e3 / CUDA_INNER)
-    return statistics.median(samples)
 
 
 @dataclass
@@ -581,22 +549,7 @@ class _Timing:
 
 
 def _check_timing(device: Any, threads: Any, timer: Any, model: nn.Module) -> _Timing:
-    if device is None:
-        try:
-            dev = next(model.parameters()).device
-        except StopIteration:
-            dev = torch.device("cpu")
-    else:
-        try:
-            dev = torch.device(device)
-        except (RuntimeError, TypeError):
-            raise ValueError(
-                f"device must be 'cpu', 'cuda', 'cuda:N' or a torch.device, got {device!r}"
-            ) from None
-    if dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"device must be a CPU or a CUDA device, got {str(dev)!r}")
-    if dev.type == "cuda" and timer is None and not torch.cuda.is_available():
-        raise ValueError(f"device {str(dev)!r} is not available (no CUDA device is visible)")
+    dev = _check_device(device, model, visible=timer is None)
     if threads is not None:
         threads = check_nonnegative_int(threads, "threads", minimum=1)
     if timer is not None and not callable(timer):

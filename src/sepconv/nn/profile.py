@@ -14,6 +14,11 @@ The timed model is a prepared copy (the original is never changed): evaluation m
 batch norm folded into the preceding convolution, a memory format (channels-last for 2-D and
 3-D inputs when it is faster), ``torch.inference_mode``, optionally ``torch.compile``;
 ``Profile.settings`` records which.
+
+On a CUDA device (``device='cuda'``) the copy and its input move to the GPU, times are CUDA
+events around replays of CUDA graphs (the host clock would time asynchronous launches), and
+the roofline uses the GPU's measured device-to-device copy bandwidth and matrix-multiply rate
+at each layer's precision (:func:`machine_rates` with ``device=``).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 import copy
 import itertools
 import math
+import statistics
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -42,25 +48,153 @@ MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 
 
 # ----------------------------------------------------------------------------------------------
+# timing on a CUDA device (also convert's clock for latency budgets)
+# ----------------------------------------------------------------------------------------------
+
+#: CUDA: calls (replays of the captured graph) per timed sample.
+CUDA_INNER = 20
+
+
+class _HostClock:
+    """``perf_counter`` marks: the clock of synchronous (CPU) work."""
+
+    def mark(self) -> float:
+        return time.perf_counter()
+
+    def seconds(self, start: float, end: float) -> float:
+        return end - start
+
+
+class _CudaClock:
+    """CUDA events recorded on the current stream of the current device: ``seconds`` waits for
+    the end event, then reads the GPU time between the two (``elapsed_time``, milliseconds)."""
+
+    def mark(self) -> Any:
+        event = torch.cuda.Event(enable_timing=True)
+        event.record()
+        return event
+
+    def seconds(self, start: Any, end: Any) -> float:
+        end.synchronize()
+        return float(start.elapsed_time(end)) / 1e3
+
+
+def _timed_samples(
+    run: Callable[[], object], clock: Any, *, repeats: int, warmup: int, inner: int
+) -> list[float]:
+    """``repeats`` samples of seconds per call of ``run`` after ``warmup`` untimed calls; each
+    sample spans ``inner`` calls between two marks of ``clock`` (a :class:`_HostClock` or a
+    :class:`_CudaClock`: the marks are taken in the order of the calls, so events time the
+    device's work, not the host's asynchronous launches)."""
+    for _ in range(warmup):
+        run()
+    samples = []
+    for _ in range(repeats):
+        start = clock.mark()
+        for _ in range(inner):
+            run()
+        end = clock.mark()
+        samples.append(clock.seconds(start, end) / inner)
+    return samples
+
+
+def _cuda_device(device: Any) -> torch.device:
+    """``device`` with its index (``'cuda'``: the current device)."""
+    dev = torch.device(device)
+    if dev.index is None:
+        dev = torch.device("cuda", torch.cuda.current_device())
+    return dev
+
+
+def _cuda_runner(
+    fn: Callable[[], object], device: torch.device
+) -> tuple[Callable[[], object], bool]:
+    """``(run, graphed)``: ``fn`` captured in a CUDA graph (``run`` replays it; the launch
+    overhead of eager kernels is what graphs remove), or ``fn`` itself when it cannot be
+    captured. Call within ``torch.cuda.device(device)``.
+
+    ``fn`` runs three times on a side stream first (lazy initialisation, cuDNN's algorithm
+    choice and the allocator's warm-up must not happen during capture), as torch's CUDA graph
+    notes prescribe. The tensors ``fn`` reads must stay alive while ``run`` is used.
+    """
+    stream = torch.cuda.Stream(device=device)
+    stream.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(stream):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream(device).wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    try:
+        with torch.cuda.graph(graph):
+            fn()
+    except RuntimeError:  # not capturable (host synchronisation, unsupported op): run eagerly
+        torch.cuda.synchronize(device)
+        return fn, False
+    return graph.replay, True
+
+
+def cuda_samples(
+    fn: Callable[[], object],
+    device: Any,
+    *,
+    repeats: int,
+    warmup: int,
+    inner: int = CUDA_INNER,
+    graph: bool = True,
+) -> tuple[list[float], bool]:
+    """Samples of seconds per call of ``fn()`` on a CUDA device, and whether a graph ran.
+
+    CUDA events around ``inner`` replays of a CUDA graph of the call (``graph=False``, or a
+    call that cannot be captured: around ``inner`` eager calls, launch overhead included),
+    ``repeats`` samples after ``warmup`` untimed runs. Call under ``torch.inference_mode()``
+    or ``torch.no_grad()`` when ``fn`` runs a model.
+    """
+    dev = _cuda_device(device)
+    with torch.cuda.device(dev):
+        run, graphed = _cuda_runner(fn, dev) if graph else (fn, False)
+        samples = _timed_samples(run, _CudaClock(), repeats=repeats, warmup=warmup, inner=inner)
+    return samples, graphed
+
+
+def _cuda_seconds(module: nn.Module, x: Tensor, repeats: int, warmup: int) -> float:
+    """Median seconds of ``module(x)`` on ``x``'s CUDA device (events around graph replays;
+    eager calls when the module cannot be captured)."""
+    samples, _ = cuda_samples(lambda: module(x), x.device, repeats=repeats, warmup=warmup)
+    return statistics.median(samples)
+
+
+# ----------------------------------------------------------------------------------------------
 # machine rates
 # ----------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class MachineRates:
-    """Measured rates of this machine at ``threads`` threads (float32).
+    """Measured rates of this machine at ``threads`` threads (float32), or of a CUDA device.
 
     ``bandwidth_curve`` holds ``(bytes moved, copy bytes/s)`` pairs from copies of growing
     size: working sets that stay in cache move faster than main memory
     (``bandwidth_bytes_per_s``, the largest copy), and the smallest copies include the fixed
     cost of one call. The roofline uses the bandwidth measured at the layer's own bytes moved
     (a cache-aware roofline), interpolated log-linearly.
+
+    ``device`` is ``'cpu'`` or the GPU's name (``torch.cuda.get_device_name``); for a GPU,
+    ``threads`` is 0, the bandwidth is that of device-to-device copies and ``gemm_rates``
+    holds the matrix-multiply rate per precision (``'float32'`` with TF32 off, which is also
+    ``gemm_macs_per_s``, ``'tf32'``, ``'bfloat16'``, ``'float16'``, ``'float64'``).
     """
 
     gemm_macs_per_s: float
     bandwidth_bytes_per_s: float
     threads: int
     bandwidth_curve: tuple[tuple[int, float], ...] = ()
+    device: str = "cpu"
+    gemm_rates: tuple[tuple[str, float], ...] = ()
+
+    def gemm(self, precision: str | None = None) -> float:
+        """Matrix-multiply rate (MAC/s) at ``precision`` (a key of ``gemm_rates``; else, or
+        when not measured, ``gemm_macs_per_s``)."""
+        return dict(self.gemm_rates).get(precision or "", self.gemm_macs_per_s)
 
     def bandwidth(self, nbytes: float) -> float:
         """Copy bandwidth for a working set of ``nbytes`` (main memory beyond the curve)."""
@@ -75,15 +209,19 @@ class MachineRates:
                 return b0 + f * (b1 - b0)
         return self.bandwidth_bytes_per_s
 
-    def roofline(self, macs: float, nbytes: float) -> tuple[float, str]:
-        """``(time, bound)``: ``max(macs / R, bytes / B(bytes))`` and which term is larger."""
-        tc = macs / self.gemm_macs_per_s
+    def roofline(
+        self, macs: float, nbytes: float, precision: str | None = None
+    ) -> tuple[float, str]:
+        """``(time, bound)``: ``max(macs / R, bytes / B(bytes))`` and which term is larger
+        (``R``: the GEMM rate at ``precision``, see :meth:`gemm`)."""
+        tc = macs / self.gemm(precision)
         tm = nbytes / self.bandwidth(nbytes) if nbytes else 0.0
         return (tc, "compute") if tc >= tm else (tm, "memory")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["bandwidth_curve"] = [list(p) for p in self.bandwidth_curve]
+        d["gemm_rates"] = dict(self.gemm_rates)
         return d
 
 
@@ -94,12 +232,20 @@ _RATES: dict[int, MachineRates] = {}
 COPY_SIZES = tuple(2**k for k in range(13, 28, 2))  # 8 KiB ... 128 MiB
 
 
-def machine_rates(threads: int | None = None, *, refresh: bool = False) -> MachineRates:
-    """Measure (once per thread count, then cached) the GEMM rate and memory bandwidth.
+def machine_rates(
+    threads: int | None = None, *, refresh: bool = False, device: Any = None
+) -> MachineRates:
+    """Measure (once per thread count or GPU, then cached) the GEMM rate and memory bandwidth.
 
     Peak rates, so the best of several runs: GEMM from float32 square matmuls of 1024, 1536
     and 2048 (``n**3`` MACs each); bandwidth from tensor copies of 8 KiB to 128 MiB (read +
     write bytes), the largest being main memory. Takes about two seconds.
+
+    ``device='cuda'`` (or ``'cuda:N'``, a ``torch.device``) measures that GPU instead, cached
+    per device name: device-to-device copies of 64 KiB to 1 GiB (read + write bytes; CUDA
+    graphs and events, best of 7 samples; the largest copy is device memory, smaller ones fit
+    in L2) and square matmuls of 4096 and 8192 per precision (float32 with TF32 off, TF32,
+    bfloat16, float16, float64; events around eager calls). ``threads`` does not apply.
 
     Examples
     --------
@@ -107,6 +253,11 @@ def machine_rates(threads: int | None = None, *, refresh: bool = False) -> Machi
     >>> r.gemm_macs_per_s / 1e9, r.bandwidth_bytes_per_s / 1e9  # doctest: +SKIP
     (88.1, 21.6)
     """
+    if device is not None:
+        dev = _check_device(device, None)
+        _cpu_only_threads(threads, dev)
+        if dev.type == "cuda":
+            return _cuda_rates(dev, refresh)
     if threads is not None:
         threads = check_nonnegative_int(threads, "threads", minimum=1)
     with torch_threads(threads) as n:
@@ -133,6 +284,112 @@ def machine_rates(threads: int | None = None, *, refresh: bool = False) -> Machi
         rates = MachineRates(gemm, curve[-1][1], n, tuple(curve))
         _RATES[n] = rates
         return rates
+
+
+#: CUDA: bytes per tensor of the device-to-device copies behind the bandwidth curve.
+CUDA_COPY_SIZES = tuple(2**k for k in range(16, 31, 2))  # 64 KiB ... 1 GiB
+#: CUDA: sizes of the square matmuls, and the precisions timed: (dtype, float32 matmul
+#: precision while timing; None: left as it is).
+CUDA_GEMM_SIZES = (4096, 8192)
+CUDA_PRECISIONS: dict[str, tuple[torch.dtype, str | None]] = {
+    "float32": (torch.float32, "highest"),
+    "tf32": (torch.float32, "high"),
+    "bfloat16": (torch.bfloat16, None),
+    "float16": (torch.float16, None),
+    "float64": (torch.float64, None),
+}
+
+_CUDA_RATES: dict[str, MachineRates] = {}
+
+
+@contextmanager
+def _matmul_precision(precision: str | None) -> Iterator[bool]:
+    """``torch.set_float32_matmul_precision(precision)`` for the block (None: unchanged),
+    restored afterwards; yields False, changing nothing, when the current setting cannot be
+    read (torch refuses to when its legacy and new TF32 flags were both set)."""
+    if precision is None:
+        yield True
+        return
+    try:
+        old = torch.get_float32_matmul_precision()
+    except RuntimeError:
+        yield False
+        return
+    torch.set_float32_matmul_precision(precision)
+    try:
+        yield True
+    finally:
+        torch.set_float32_matmul_precision(old)
+
+
+def _cuda_rates(dev: torch.device, refresh: bool) -> MachineRates:
+    dev = _cuda_device(dev)
+    name = torch.cuda.get_device_name(dev)
+    if name in _CUDA_RATES and not refresh:
+        return _CUDA_RATES[name]
+    curve: list[tuple[int, float]] = []
+    gemm: dict[str, float] = {}
+    with torch.inference_mode(), torch.cuda.device(dev):
+        free, _ = torch.cuda.mem_get_info(dev)
+        for nbytes in CUDA_COPY_SIZES:
+            if nbytes > free // 8 and curve:
+                break
+            src = torch.ones(nbytes // 4, device=dev)
+            dst = torch.empty_like(src)
+            samples, _ = cuda_samples(
+                lambda: dst.copy_(src),  # noqa: B023
+                dev,
+                repeats=7,
+                warmup=2,
+                inner=10,
+            )
+            curve.append((2 * nbytes, 2 * nbytes / min(samples)))
+        gen = torch.Generator(device=dev).manual_seed(0)
+        for key, (dtype, precision) in CUDA_PRECISIONS.items():
+            with _matmul_precision(precision) as settable:
+                if not settable and key != "float32":
+                    continue  # float32: measured as configured
+                best = 0.0
+                for n in CUDA_GEMM_SIZES:
+                    a = torch.randn(n, n, device=dev, dtype=dtype, generator=gen)
+                    b = torch.randn(n, n, device=dev, dtype=dtype, generator=gen)
+                    out = torch.empty(n, n, device=dev, dtype=dtype)
+                    samples, _ = cuda_samples(
+                        lambda: torch.matmul(a, b, out=out),  # noqa: B023
+                        dev,
+                        repeats=5,
+                        warmup=1,
+                        inner=2,
+                        graph=False,
+                    )
+                    best = max(best, n**3 / min(samples))
+                gemm[key] = best
+    torch.cuda.empty_cache()
+    rates = MachineRates(
+        gemm["float32"], curve[-1][1], 0, tuple(curve), device=name, gemm_rates=tuple(gemm.items())
+    )
+    _CUDA_RATES[name] = rates
+    return rates
+
+
+def _tf32(conv: bool) -> bool:
+    """Whether float32 convolutions (cuDNN) or matmuls (cuBLAS) may use TF32 now."""
+    try:
+        if conv:
+            return bool(torch.backends.cudnn.allow_tf32)
+        return torch.get_float32_matmul_precision() != "highest"
+    except RuntimeError:  # legacy and new TF32 flags both set: torch answers the new ones only
+        backend = (
+            getattr(torch.backends.cudnn, "conv", None) if conv else torch.backends.cuda.matmul
+        )
+        return getattr(backend, "fp32_precision", "") == "tf32"
+
+
+def _precision(module: nn.Module, dtype: torch.dtype) -> str:
+    """The key of :attr:`MachineRates.gemm_rates` a layer of ``dtype`` computes at on a GPU."""
+    if dtype != torch.float32:
+        return str(dtype).removeprefix("torch.")
+    return "tf32" if _tf32(isinstance(module, _CONVS + _TRANSPOSED)) else "float32"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -535,7 +792,16 @@ class Profile:
             f"({self.params / 1e6:.2f}M), {self.macs:,} MACs ({self.macs / 1e6:.1f}M mult-adds), "
             f"{self.bias_adds:,} bias adds, {_size(self.bytes)} moved"
         ]
-        if self.rates is not None:
+        if self.rates is not None and self.rates.device != "cpu":
+            r = self.rates
+            gemm = ", ".join(f"{k} {v / 1e12:.1f}" for k, v in r.gemm_rates)
+            lines.append(
+                f"device: {r.device}: GEMM (TMAC/s) {gemm} (float32: TF32 off); copy "
+                f"bandwidth {r.bandwidth_bytes_per_s / 1e9:.0f} GB/s (device memory; up to "
+                f"{max((b for _, b in r.bandwidth_curve), default=0) / 1e9:.0f} GB/s in L2); "
+                f"roofline total {_us(self.roofline_s)} us"
+            )
+        elif self.rates is not None:
             r = self.rates
             lines.append(
                 f"machine: GEMM {r.gemm_macs_per_s / 1e9:.1f} GMAC/s, copy bandwidth "
@@ -623,11 +889,49 @@ def _check_shape(input_shape: Any) -> tuple[int, ...]:
     return shape
 
 
+def _check_device(device: Any, model: nn.Module | None, *, visible: bool = True) -> torch.device:
+    """``device`` as a ``torch.device`` (None: where ``model``'s first parameter is, the CPU
+    without any); a CPU or CUDA device, and a CUDA device must be visible (``visible=False``:
+    need not, for a custom clock). Shared with :func:`sepconv.nn.convert`."""
+    if device is None:
+        try:
+            dev = next(model.parameters()).device  # type: ignore[union-attr]
+        except StopIteration:
+            dev = torch.device("cpu")
+    else:
+        try:
+            dev = torch.device(device)
+        except (RuntimeError, TypeError):
+            raise ValueError(
+                f"device must be 'cpu', 'cuda', 'cuda:N' or a torch.device, got {device!r}"
+            ) from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be a CPU or a CUDA device, got {str(dev)!r}")
+    if dev.type == "cuda" and visible:
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {str(dev)!r} is not available (no CUDA device is visible)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device {str(dev)!r} is not available ({torch.cuda.device_count()} CUDA "
+                "devices are visible)"
+            )
+    return dev
+
+
+def _cpu_only_threads(threads: Any, dev: torch.device) -> None:
+    if dev.type == "cuda" and threads is not None:
+        raise ValueError(
+            f"threads applies to CPU timing only, got threads={threads!r} with device "
+            f"{str(dev)!r} (leave it out)"
+        )
+
+
 def profile(
     model: nn.Module,
     input_shape: Sequence[int],
     *,
     measure: bool = True,
+    device: Any = None,
     threads: int | None = None,
     fold_bn: bool = True,
     memory_format: str = "auto",
@@ -647,8 +951,17 @@ def profile(
         Full input shape including the batch axis, e.g. ``(1, 3, 224, 224)``.
     measure : bool
         Time the layers and the whole model (False: counts only, no machine rates).
+    device : str or torch.device, optional
+        Where to time: ``'cpu'``, ``'cuda'``, ``'cuda:N'``; default: the model's device. On a
+        GPU the timed copy and the input go to the device (the model stays where it is),
+        every time is the median of CUDA events around replays of a CUDA graph of the call
+        (eager calls for what cannot be captured; ``settings['clock']`` says how many), and
+        the roofline uses the GPU's measured copy bandwidth and matrix-multiply rate at the
+        precision each layer computes in (float32 convolutions at TF32 when cuDNN allows it,
+        as it does by default).
     threads : int, optional
         ``torch.set_num_threads`` for the measurement (restored afterwards); default: as is.
+        CPU only.
     fold_bn : bool
         Fold batch norm into the convolution before it (checked: the prepared copy must give
         the original's output, else folding is undone and the settings say so).
@@ -696,6 +1009,10 @@ def profile(
         )
     warmup = check_nonnegative_int(warmup, "warmup", minimum=0)
     repeats = check_nonnegative_int(repeats, "repeats", minimum=1)
+    # counting alone needs no device (models on the meta device count too)
+    dev = _check_device(device, model) if measure or device is not None else None
+    if dev is not None:
+        _cpu_only_threads(threads, dev)
     example = example_input(model, shape)
     try:
         layers = count(model, example)
@@ -703,15 +1020,44 @@ def profile(
         raise ValueError(f"input_shape {shape} does not fit the model: {exc}") from None
     params = sum(p.numel() for p in model.parameters())
     result = Profile(name or type(model).__name__, shape, layers, params)
-    if not measure:
+    if not measure or dev is None:
+        return result
+    if dev.type == "cuda":
+        dev = _cuda_device(dev)
+        result.rates = _cuda_rates(dev, refresh=False)
+        _measure(
+            model, example, result, fold_bn, memory_format, inference_mode, compile, warmup,
+            repeats, dev,
+        )  # fmt: skip
         return result
     with torch_threads(threads) as n:
         result.rates = machine_rates(n)
         _measure(
             model, example, result, fold_bn, memory_format, inference_mode, compile, warmup,
-            repeats,
+            repeats, dev,
         )  # fmt: skip
     return result
+
+
+def _seconds(
+    device: torch.device, graphed: list[bool]
+) -> Callable[[Callable[[], object], int, int, bool], float]:
+    """``seconds(fn, repeats, warmup, graph)``: the median seconds of ``fn()`` on ``device``
+    (CPU: ``perf_counter``; CUDA: :func:`cuda_samples`, appending to ``graphed`` whether a
+    CUDA graph ran)."""
+    if device.type != "cuda":
+
+        def host(fn: Callable[[], object], repeats: int, warmup: int, graph: bool = True) -> float:
+            return median_time(fn, repeats=repeats, warmup=warmup)
+
+        return host
+
+    def seconds(fn: Callable[[], object], repeats: int, warmup: int, graph: bool = True) -> float:
+        samples, g = cuda_samples(fn, device, repeats=repeats, warmup=warmup, graph=graph)
+        graphed.append(g)
+        return statistics.median(samples)
+
+    return seconds
 
 
 def _measure(
@@ -724,15 +1070,23 @@ def _measure(
     compile: bool | str,
     warmup: int,
     repeats: int,
+    device: torch.device,
 ) -> None:
     assert result.rates is not None
     grad_ctx = torch.inference_mode if inference_mode else torch.no_grad
+    cuda = device.type == "cuda"
+    graphed: list[bool] = []
+    seconds = _seconds(device, graphed)
     prepared = copy.deepcopy(model).eval()
-    settings: dict[str, Any] = {"threads": result.rates.threads}
+    settings: dict[str, Any] = (
+        {"device": str(device), "device_name": result.rates.device}
+        if cuda
+        else {"threads": result.rates.threads}
+    )
     folded: list[tuple[str, str]] = []
     with _eval(model), torch.no_grad():
         reference = model(example)
-    if fold_bn:
+    if fold_bn:  # on the model's own device, before the copy moves
         folded = _fold_batchnorm(prepared, example)
         with torch.no_grad():
             check = prepared(example)
@@ -749,6 +1103,9 @@ def _measure(
             settings["fold_bn"] = f"{len(folded)} batch norms folded"
     else:
         settings["fold_bn"] = False
+    if example.device != device:
+        prepared = prepared.to(device)
+        example = example.to(device)
     fmt = _format_for(example, memory_format)
     with grad_ctx():
         if memory_format == "auto" and fmt != torch.contiguous_format:
@@ -756,10 +1113,11 @@ def _measure(
             for f in (torch.contiguous_format, fmt):
                 m = copy.deepcopy(prepared).to(memory_format=f)  # type: ignore[call-overload]
                 x = _to_format(example, f)
-                timed[f] = median_time(lambda: m(x), repeats=3)  # noqa: B023
+                timed[f] = seconds(lambda: m(x), 3, 1, True)  # noqa: B023
             fmt = min(timed, key=lambda f: timed[f])
         prepared = prepared.to(memory_format=fmt)  # type: ignore[call-overload]
         x = _to_format(example, fmt)
+    graphed.clear()
     settings["memory_format"] = _FORMAT_NAMES[fmt]
     settings["inference_mode"] = inference_mode
     settings["compile"] = compile
@@ -795,25 +1153,39 @@ def _measure(
             args = inputs.get(row.name)
             if m is None or args is None:
                 continue
-            t = median_time(lambda: m(*args), repeats=repeats, warmup=warmup)  # noqa: B023
+            t = seconds(lambda: m(*args), repeats, warmup, True)  # noqa: B023
             out = m(*args)
-            macs, _ = _macs(m, _first_tensor(args), _first_tensor(out))  # type: ignore[arg-type]
+            first = _first_tensor(args)
+            macs, _ = _macs(m, first, _first_tensor(out))  # type: ignore[arg-type]
             pbytes = sum(p.numel() * p.element_size() for p in m.parameters(recurse=False))
             nbytes = _nbytes(args) + _nbytes(out) + pbytes
-            rt, bound = result.rates.roofline(macs * row.calls, nbytes * row.calls)
+            precision = _precision(m, first.dtype) if cuda and first is not None else None
+            rt, bound = result.rates.roofline(macs * row.calls, nbytes * row.calls, precision)
             row.roofline_s, row.bound, row.measured_s = rt, bound, t * row.calls
             if row.name in {c for c, _ in folded}:
                 row.note = "batch norm folded in"
             if row.calls > 1:
                 row.note = (row.note + "; " if row.note else "") + f"{row.calls} calls"
+        layer_graphs = sum(graphed)
         if not compile:
-            result.latency_s = median_time(lambda: prepared(x), repeats=repeats, warmup=warmup)
+            result.latency_s = seconds(lambda: prepared(x), repeats, warmup, True)
     if compile:
         with torch.no_grad():
             t0 = time.perf_counter()
             runner = compiled(prepared, x, compile)
+            if cuda:
+                torch.cuda.synchronize(device)
             settings["compile_s"] = round(time.perf_counter() - t0, 2)
-            result.latency_s = median_time(lambda: runner(x), repeats=repeats, warmup=warmup + 2)
+            # compiled code runs eagerly on a GPU: events around calls, launches included
+            result.latency_s = seconds(lambda: runner(x), repeats, warmup + 2, False)
+    if cuda:
+        whole = "eager calls (compiled)" if compile else (
+            "a CUDA graph" if graphed[-1] else "eager calls (not capturable)"
+        )  # fmt: skip
+        settings["clock"] = (
+            f"CUDA events; layers: CUDA graphs for {layer_graphs} of {len(graphed) - 1}, "
+            f"whole model: {whole}"
+        )
     result.settings = settings
 
 
