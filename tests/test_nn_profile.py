@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 
 import pytest
 import torch
@@ -341,3 +342,163 @@ def test_profile_compiled_with_torchscript_and_bad_compile_value():
     assert p.settings["compile"] == "torchscript" and p.latency_s > 0
     with pytest.raises(ValueError, match="compile must be False, True or one of"):
         profile(model, (1, 3, 16, 16), compile="tvm")
+
+
+# ----------------------------------------------------------------------------------------------
+# devices: CUDA (the real-GPU tests are marked gpu and skipped without one)
+# ----------------------------------------------------------------------------------------------
+
+HAVE_CUDA = torch.cuda.is_available()
+needs_cuda = pytest.mark.skipif(not HAVE_CUDA, reason="needs a CUDA device")
+
+
+def test_timed_samples_mark_around_exactly_inner_calls_after_warmup():
+    """The CUDA timer's loop, run with the host clock: warm-up calls untimed, each sample the
+    clock's span over `inner` calls divided by `inner`."""
+    from sepconv.nn.profile import _HostClock, _timed_samples
+
+    log: list[str] = []
+
+    class Recording(_HostClock):
+        def mark(self) -> float:
+            log.append("mark")
+            return super().mark()
+
+    def run() -> None:
+        log.append("call")
+        time.sleep(0.002)
+
+    samples = _timed_samples(run, Recording(), repeats=3, warmup=2, inner=4)
+    assert log == ["call"] * 2 + (["mark"] + ["call"] * 4 + ["mark"]) * 3
+    assert len(samples) == 3
+    # each call sleeps 2 ms: a sample (seconds per call) is at least that, and not absurd
+    assert all(0.002 <= t < 0.5 for t in samples)
+
+
+def test_profile_cpu_settings_and_machine_are_as_before():
+    """An explicit device='cpu' times as the default does: the CPU settings, no GPU fields."""
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU())
+    p = profile(model, (1, 3, 12, 12), device="cpu", threads=1, repeats=2, warmup=1)
+    assert set(p.settings) == {
+        "threads", "fold_bn", "memory_format", "inference_mode", "compile", "warmup", "repeats",
+    }  # fmt: skip
+    assert p.rates is machine_rates(1) and p.rates.device == "cpu" and p.rates.gemm_rates == ()
+    assert p.to_dict()["machine"]["gemm_rates"] == {}
+    assert "threads; roofline total" in str(p) and "device:" not in str(p)
+    assert machine_rates(device="cpu") is machine_rates()
+
+
+@pytest.mark.skipif(HAVE_CUDA, reason="checks the refusal without CUDA")
+@pytest.mark.parametrize("device", ["cuda", "cuda:1", torch.device("cuda", 0)])
+def test_profile_on_cuda_without_a_gpu_names_the_device(device):
+    name = str(torch.device(device))
+    with pytest.raises(ValueError, match=rf"device '{name}' is not available \(no CUDA device"):
+        profile(small_cnn(width=4, depth=1), (1, 3, 16, 16), device=device)
+    with pytest.raises(ValueError, match=rf"device '{name}' is not available"):
+        profile(small_cnn(width=4, depth=1), (1, 3, 16, 16), device=device, measure=False)
+    with pytest.raises(ValueError, match=rf"device '{name}' is not available"):
+        machine_rates(device=device)
+
+
+def test_profile_bad_device_and_threads_on_a_gpu():
+    with pytest.raises(ValueError, match="device must be 'cpu', 'cuda', 'cuda:N' or a torch"):
+        profile(nn.Conv2d(3, 3, 3), (1, 3, 8, 8), device="tpu")
+    with pytest.raises(ValueError, match="device must be a CPU or a CUDA device, got 'meta'"):
+        profile(nn.Conv2d(3, 3, 3), (1, 3, 8, 8), device="meta")
+    from sepconv.nn.profile import _cpu_only_threads
+
+    with pytest.raises(ValueError, match="threads applies to CPU timing only, got threads=2"):
+        _cpu_only_threads(2, torch.device("cuda", 0))
+    _cpu_only_threads(2, torch.device("cpu"))
+    _cpu_only_threads(None, torch.device("cuda", 0))
+
+
+def test_gpu_machine_rates_pick_the_gemm_rate_of_the_precision_and_name_the_device():
+    rates = MachineRates(
+        1e12, 2e12, 0, ((1_000, 1e11), (10**9, 2e12)), device="Some GPU",
+        gemm_rates=(("float32", 1e12), ("tf32", 8e12), ("bfloat16", 16e12)),
+    )  # fmt: skip
+    assert rates.gemm() == rates.gemm("float32") == rates.gemm("float64") == 1e12
+    assert rates.roofline(8e12, 10, "tf32") == (1.0, "compute")
+    assert rates.roofline(8e12, 10, "bfloat16") == (0.5, "compute")
+    assert rates.roofline(8e12, 10) == (8.0, "compute")
+    row = LayerProfile("c", "Conv2d", (), (), 0, 8e12, 0, 10, roofline_s=1.0, measured_s=1.0)
+    text = str(Profile("m", (1,), [row], 0, rates=rates))
+    assert "device: Some GPU: GEMM (TMAC/s) float32 1.0, tf32 8.0, bfloat16 16.0" in text
+    assert "copy bandwidth 2000 GB/s (device memory" in text
+    assert json.loads(json.dumps(rates.to_dict()))["gemm_rates"]["tf32"] == 8e12
+
+
+def test_layer_precision_follows_dtype_and_the_tf32_switches():
+    from sepconv.nn.profile import _matmul_precision, _precision
+
+    conv, linear = nn.Conv2d(2, 2, 1), nn.Linear(2, 2)
+    assert _precision(conv, torch.bfloat16) == "bfloat16"
+    assert _precision(linear, torch.float16) == "float16"
+    with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+        assert _precision(conv, torch.float32) == "float32"
+    with torch.backends.cudnn.flags(enabled=True, allow_tf32=True):
+        assert _precision(conv, torch.float32) == "tf32"
+    before = torch.get_float32_matmul_precision()
+    with _matmul_precision("highest") as ok:
+        assert ok and _precision(linear, torch.float32) == "float32"
+    with _matmul_precision("high") as ok:
+        assert ok and _precision(linear, torch.float32) == "tf32"
+    assert torch.get_float32_matmul_precision() == before
+
+
+@pytest.mark.skipif(HAVE_CUDA, reason="checks the refusal without CUDA")
+def test_cli_profile_device_cuda_without_a_gpu_is_one_line_exit_2():
+    from typer.testing import CliRunner
+
+    from sepconv.cli import app
+
+    result = CliRunner().invoke(app, ["profile", "small_cnn", "--device", "cuda"])
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert lines == ["sepconv: error: device 'cuda' is not available (no CUDA device is visible)"]
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_profile_on_cuda_counts_as_on_cpu_and_times_with_the_gpu_roofline():
+    from sepconv.nn.profile import _precision
+
+    torch.manual_seed(0)
+    model = small_cnn("depthwise", width=16, depth=3, resolution=32)
+    cpu = profile(model, (8, 3, 32, 32), measure=False)
+    p = profile(model, (8, 3, 32, 32), device="cuda", repeats=5, warmup=2)
+    assert next(model.parameters()).device.type == "cpu"  # the user's model stays
+    assert [r.macs for r in p.layers] == [r.macs for r in cpu.layers] and p.macs == cpu.macs
+    assert p.rates is not None and p.rates.device == torch.cuda.get_device_name()
+    assert p.rates.threads == 0 and p.rates is machine_rates(device="cuda")
+    gemm = dict(p.rates.gemm_rates)
+    assert set(gemm) >= {"float32", "tf32", "bfloat16", "float16"}
+    assert p.rates.bandwidth_bytes_per_s > 1e11 and gemm["float32"] > 1e11
+    assert p.settings["device"].startswith("cuda:") and "CUDA events" in p.settings["clock"]
+    timed = [r for r in p.layers if not r.note.startswith("folded")]
+    assert timed and all(r.measured_s > 0 for r in timed)
+    for r in timed:
+        if r.macs:  # the roofline from the GPU's rates at the layer's precision, by hand
+            m = dict(model.named_modules())[r.name]
+            rate = gemm[_precision(m, torch.float32)]
+            bw = p.rates.bandwidth(r.bytes)
+            assert r.roofline_s == pytest.approx(max(r.macs / rate, r.bytes / bw), rel=1e-6)
+    assert p.latency_s > 0
+    factor = p.measured_layers_s / p.latency_s
+    assert 1 / 5 < factor < 5, (p.measured_layers_s, p.latency_s)
+    assert "device: " + torch.cuda.get_device_name() in str(p)
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_convert_cuda_clock_is_the_profiler_helper():
+    import importlib
+
+    from sepconv.nn.profile import _cuda_seconds
+
+    assert importlib.import_module("sepconv.nn.convert")._cuda_seconds is _cuda_seconds
+    conv = nn.Conv2d(16, 16, 3, padding=1).cuda().eval()
+    x = torch.randn(4, 16, 32, 32, device="cuda")
+    with torch.inference_mode():
+        assert 0 < _cuda_seconds(conv, x, 5, 2) < 0.1

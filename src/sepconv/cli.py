@@ -13,6 +13,7 @@ Commands
     Per layer of a model (``mobilenet_v1``, ``resnet18``, ``small_cnn`` or
     ``package.module:factory``): params, MACs, bias additions, bytes moved, roofline time from
     this machine's GEMM rate and bandwidth, measured time; totals and end-to-end latency.
+    ``--device cuda`` times on the GPU (CUDA events, CUDA graphs) against its measured rates.
 ``sepconv convert MODEL -o OUT [--state-dict W] [--kind K] [--rank R | --tol T | ...] [--json]``
     Replace the model's convolutions by structured ones (``sepconv.nn.convert``) and save it:
     a state dict with the structure (``sepconv.nn.load_converted``) or ``--torchscript``;
@@ -65,9 +66,14 @@ separable term (``sum(shape)``), ``macs.lowrank`` that of the exact rank
     {"schema": 1, "model": str, "input_shape": [int],
      "settings": {"threads": int, "fold_bn": str | bool, "memory_format": str,
                   "inference_mode": bool, "compile": bool | str, "warmup": int,
-                  "repeats": int, "compile_s": float},  # compile_s only when compiled
+                  "repeats": int, "compile_s": float,  # compile_s only when compiled
+                  "device": str, "device_name": str, "clock": str},  # these 3: GPU only,
+                                                                     # threads: CPU only
      "machine": {"gemm_macs_per_s": float, "bandwidth_bytes_per_s": float, "threads": int,
-                 "bandwidth_curve": [[int, float]]} | null,
+                 "bandwidth_curve": [[int, float]],
+                 "device": str,  # "cpu" or the GPU's name (then threads is 0)
+                 "gemm_rates": {str: float}} | null,  # GPU: MAC/s per precision (float32 =
+                                                      # TF32 off, tf32, bfloat16, ...); CPU: {}
      "layers": [{"name": str, "type": str, "input_shape": [int], "output_shape": [int],
                  "params": int, "macs": int, "bias_adds": int, "bytes": int, "calls": int,
                  "roofline_s": float | null, "bound": str, "measured_s": float | null,
@@ -677,7 +683,13 @@ def profile_command(
     measure: Annotated[
         bool, typer.Option(help="Time layers and the model (--no-measure: counts only).")
     ] = True,
-    threads: Annotated[int | None, typer.Option(help="torch threads while timing.")] = None,
+    device: Annotated[
+        str | None,
+        typer.Option(help="Where to time: cpu, cuda, cuda:N (default: cpu)."),
+    ] = None,
+    threads: Annotated[
+        int | None, typer.Option(help="torch threads while timing (CPU only).")
+    ] = None,
     fold_bn: Annotated[bool, typer.Option(help="Fold batch norm into convs for timing.")] = True,
     memory_format: Annotated[
         str, typer.Option(help="auto | channels_last | contiguous (for timing).")
@@ -689,7 +701,11 @@ def profile_command(
     repeats: Annotated[int, typer.Option(help="Timed runs (median reported).")] = 10,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON (stable schema).")] = False,
 ) -> None:
-    """Per-layer params, MACs, bytes, roofline and measured time of a model."""
+    """Per-layer params, MACs, bytes, roofline and measured time of a model.
+
+    With --device cuda the model is timed on the GPU (CUDA events around CUDA-graph replays)
+    and the roofline uses the GPU's measured copy bandwidth and matrix-multiply rate.
+    """
     from .nn.profile import profile as run_profile
 
     model = _build_model(model_name, width, resolution, full_conv, num_classes)
@@ -706,6 +722,7 @@ def profile_command(
         model,
         shape,
         measure=measure,
+        device=device,
         threads=threads,
         fold_bn=fold_bn,
         memory_format=memory_format,

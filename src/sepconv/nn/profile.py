@@ -124,10 +124,12 @@ def _cuda_runner(
             fn()
     torch.cuda.current_stream(device).wait_stream(stream)
     graph = torch.cuda.CUDAGraph()
+    current = torch.cuda.current_stream(device)
     try:
         with torch.cuda.graph(graph):
             fn()
     except RuntimeError:  # not capturable (host synchronisation, unsupported op): run eagerly
+        torch.cuda.set_stream(current)  # a failed capture_end skips leaving the capture stream
         torch.cuda.synchronize(device)
         return fn, False
     return graph.replay, True
