@@ -12,11 +12,20 @@ after warm-up, which includes Triton's compilation and autotuning):
 ``triton``          ``sepconv.engine.triton_gpu.separable`` into a preallocated output
                     (the last two axes fused in one kernel)
 ``triton-2pass``    the same engine with ``fuse=False`` (one kernel per axis), 2-D cases only
-``torch-path``      sepconv's public filter on a tensor today (``sepconv.gaussian_filter``;
-                    ``sepconv.correlate`` with the dense rank-r kernel for the low-rank cases)
+``sepconv``         sepconv's public filter on the tensor (``sepconv.gaussian_filter``;
+                    ``sepconv.correlate`` with the dense rank-r kernel for the low-rank cases):
+                    the Triton engine plus argument checks and planning, what users get
+``sepconv-cupy``    the same public filter on a CuPy array (zero-copy through DLPack)
+``torch-path``      the same public filter with ``SEPCONV_TORCH_ENGINE=torch``: torch's own
+                    convolutions (what sepconv ran on a GPU before the Triton engine)
 ``cupyx``           ``cupyx.scipy.ndimage.gaussian_filter`` (``correlate1d`` per pass and
                     term for low rank) on the same memory through DLPack, preallocated output
 ``copy``            ``out.copy_(x)``: reading and writing the array once, the bandwidth limit
+
+Cases marked ``grad`` time a forward and a backward pass (``y.backward(g)``) of the public
+filter on a tensor that requires gradients: ``sepconv`` (the Triton engine both ways) against
+``torch-path`` (torch's autograd through its convolutions); the gradient is checked against a
+float64 reference.
 
 Every contender's result is checked against the reference (cupyx where it runs, else the
 torch path) on a strided subsample; a failing contender or case is reported and skipped,
@@ -27,6 +36,7 @@ never ending the run. Writes ``benchmarks/results/gpu-<device>-<date>.{json,md}`
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -37,7 +47,7 @@ import sys
 import time
 import traceback
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +127,8 @@ def cases(quick: bool) -> list[dict[str, Any]]:
         dict(name="2d k=25 rank 1", shape=s2, sigma=3.0, axes=(0, 1), dtype="float32", rank=1),
         dict(name="2d k=25 rank 2", shape=s2, sigma=3.0, axes=(0, 1), dtype="float32", rank=2),
         dict(name="2d k=25 rank 3", shape=s2, sigma=3.0, axes=(0, 1), dtype="float32", rank=3),
+        dict(name="2d k=9 grad", shape=s2, sigma=1.0, axes=(0, 1), dtype="float32", grad=True),
+        dict(name="BCHW grad", shape=s4, sigma=2.0, axes=(2, 3), dtype="float32", grad=True),
     ]
     for c in out:
         c["k"] = 2 * int(4.0 * c["sigma"] + 0.5) + 1
@@ -143,14 +155,71 @@ def rank_terms(case: dict[str, Any]) -> list[tuple[float, list[tuple[int, np.nda
 # ----------------------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def engine(name: str) -> Iterator[None]:
+    """``SEPCONV_TORCH_ENGINE=name`` during the block (read by sepconv at every call)."""
+    before = os.environ.get("SEPCONV_TORCH_ENGINE")
+    os.environ["SEPCONV_TORCH_ENGINE"] = name
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["SEPCONV_TORCH_ENGINE"]
+        else:
+            os.environ["SEPCONV_TORCH_ENGINE"] = before
+
+
+def on(name: str, fn: Callable[[], Any]) -> Callable[[], Any]:
+    """``fn`` run with ``SEPCONV_TORCH_ENGINE=name``."""
+
+    def call() -> Any:
+        with engine(name):
+            return fn()
+
+    return call
+
+
+def grad_contenders(case: dict[str, Any], x: torch.Tensor, notes: list[str]) -> dict:
+    """Forward + backward of the public filter: the Triton engine against torch's autograd;
+    ``reference``: the gradient in float64 (torch's path, untimed)."""
+    import sepconv
+
+    auto = "auto" if x.device.type == "cuda" else "triton"  # CPU: the interpreter
+    gen = torch.Generator(device="cpu").manual_seed(1)
+    g = torch.rand(x.shape, generator=gen, dtype=torch.float32).to(x.device, x.dtype)
+
+    def fwd_bwd(t: torch.Tensor, gt: torch.Tensor) -> Callable[[], Any]:
+        leaf = t.detach().clone().requires_grad_(True)
+
+        def fn() -> Any:
+            leaf.grad = None
+            sepconv.gaussian_filter(leaf, case["sigma"], axes=case["axes"]).backward(gt)
+            return leaf.grad
+
+        return fn
+
+    out: dict[str, Callable[[], Any]] = {
+        "sepconv": on(auto, fwd_bwd(x, g)),
+        "torch-path": on("torch", fwd_bwd(x, g)),
+        "reference": on("torch", fwd_bwd(x.double(), g.double())),
+    }
+    y3 = torch.empty_like(x)
+    out["copy"] = lambda: y3.copy_(x)
+    return out
+
+
 def contenders(case: dict[str, Any], x: torch.Tensor, tg: Any, notes: list[str]) -> dict:
-    """name -> zero-argument callable returning the result (a tensor or a cupy array)."""
+    """name -> zero-argument callable returning the result (a tensor or a cupy array); an
+    entry ``reference`` is run once, untimed, as the correctness reference."""
     from sepconv.job import Job
 
+    if case.get("grad"):
+        return grad_contenders(case, x, notes)
     terms = rank_terms(case)
     modes = dict.fromkeys(case["axes"], "reflect")
     job = Job(tuple(terms), modes, 0.0)
     out: dict[str, Callable[[], Any]] = {}
+    auto = "auto" if x.device.type == "cuda" else "triton"  # CPU: the interpreter
     y = torch.empty_like(x)
     out["triton"] = lambda: tg.separable(x, job, out=y)
     if len(case["axes"]) == 2 and case["axes"][-1] == x.ndim - 1:  # fused vs two kernels
@@ -160,14 +229,29 @@ def contenders(case: dict[str, Any], x: torch.Tensor, tg: Any, notes: list[str])
         import sepconv
 
         if case.get("rank") is None:
-            out["torch-path"] = lambda: sepconv.gaussian_filter(x, case["sigma"], axes=case["axes"])
+
+            def public(a: Any) -> Any:
+                return sepconv.gaussian_filter(a, case["sigma"], axes=case["axes"])
         else:
             K = sum(
                 wt * np.multiply.outer(ps[0][1], ps[1][1]) for wt, ps in terms
             )  # dense rank-r kernel
-            out["torch-path"] = lambda: sepconv.correlate(x, K)
+
+            def public(a: Any) -> Any:
+                return sepconv.correlate(a, K)
+
+        out["sepconv"] = on(auto, lambda: public(x))
+        out["torch-path"] = on("torch", lambda: public(x))
+        if x.device.type == "cuda":
+            try:
+                import cupy
+
+                cx_public = cupy.from_dlpack(x)
+                out["sepconv-cupy"] = lambda: public(cx_public)
+            except Exception as exc:
+                notes.append(f"sepconv-cupy unavailable: {type(exc).__name__}: {exc}")
     except Exception as exc:
-        notes.append(f"torch-path unavailable: {type(exc).__name__}: {exc}")
+        notes.append(f"public filters unavailable: {type(exc).__name__}: {exc}")
     if x.device.type == "cuda":
         try:
             import cupy
@@ -252,10 +336,17 @@ def run_case(case: dict[str, Any], tg: Any, args: argparse.Namespace, device: to
     results: dict[str, dict[str, Any]] = {}
     outputs: dict[str, Any] = {}
     t_start = time.perf_counter()
+    reference = fns.pop("reference", None)
+    if reference is not None:
+        try:
+            outputs["reference"] = reference()
+        except Exception as exc:
+            notes.append(f"reference failed: {type(exc).__name__}: {exc}")
     for name, fn in list(fns.items()):  # warm-up: compilation, autotuning, caches
         try:
             t0 = time.perf_counter()
-            outputs[name] = fn()
+            first = fn()
+            outputs[name] = first.clone() if isinstance(first, torch.Tensor) else first
             for _ in range(args.warmup - 1):
                 fn()
             if device.type == "cuda":
@@ -268,7 +359,10 @@ def run_case(case: dict[str, Any], tg: Any, args: argparse.Namespace, device: to
                 traceback.print_exc()
             del fns[name]
     # correctness on a subsample, against cupyx (else the torch path)
-    ref_name = next((n for n in ("cupyx", "torch-path") if n in outputs and n in fns), None)
+    ref_name = "reference" if "reference" in outputs else None
+    ref_name = ref_name or next(
+        (n for n in ("cupyx", "torch-path") if n in outputs and n in fns), None
+    )
     step = max(1, round(x.numel() ** (1 / x.ndim) / 512)) if not args.quick else 1
     for name in list(fns):
         if name == "copy" or ref_name is None or name == ref_name:
@@ -316,7 +410,7 @@ def run_case(case: dict[str, Any], tg: Any, args: argparse.Namespace, device: to
 # report
 # ----------------------------------------------------------------------------------------------
 
-COLUMNS = ["triton", "triton-2pass", "torch-path", "cupyx", "copy"]
+COLUMNS = ["triton", "triton-2pass", "sepconv", "sepconv-cupy", "torch-path", "cupyx", "copy"]
 
 
 def fmt_ms(r: dict[str, Any] | None) -> str:
@@ -343,15 +437,16 @@ def markdown(report: dict[str, Any]) -> str:
         f"`{report['command']}`; torch {report['torch']}, triton {report['triton']}, "
         f"cupy {report['cupy']}; medians of {report['timer']} times (ms) after warm-up; "
         f"autotune {'on' if report['autotune'] else 'off'}. Ratios: the contender's time over "
-        "the Triton engine's (> 1: the engine is faster); 'x copy': the engine's time over a "
-        "device-to-device copy of the same array (the bandwidth limit).",
+        "the Triton engine's (> 1: the engine is faster; grad cases: over the public filter's "
+        "forward + backward); 'x copy': the engine's time over a device-to-device copy of the "
+        "same array (the bandwidth limit).",
         "",
         "| case | " + " | ".join(COLUMNS) + " | x copy | vs torch-path | vs cupyx |",
         "|---|" + "---|" * (len(COLUMNS) + 3),
     ]
     for c in report["cases"]:
         r = c["results"]
-        t = r.get("triton")
+        t = r.get("triton") or r.get("sepconv")  # grad cases: the public filter, both ways
         cells = [fmt_ms(r.get(n)) for n in COLUMNS]
         xc = f"{t['x_copy']:.2f}" if t and "x_copy" in t else "—"
         lines.append(

@@ -190,6 +190,44 @@ def test_gradient_is_the_adjoint_correlation() -> None:
     assert_close(x.grad, adjoint)
 
 
+def test_cuda_calls_run_cudnn_without_tf32_and_restore_the_flags() -> None:
+    """torch enables TF32 for cuDNN convolutions by default (10-bit mantissa: a float32 7x7
+    correlation 1.4e-4 off); the torch path turns it off for CUDA tensors during the call."""
+    from types import SimpleNamespace
+
+    from sepconv.backends import torch as backend
+
+    cudnn = torch.backends.cudnn
+    before = (cudnn.allow_tf32, cudnn.enabled, cudnn.benchmark, cudnn.deterministic)
+    assert before[0]  # torch's default
+    with backend._ieee(SimpleNamespace(device=torch.device("cuda"))):
+        assert not cudnn.allow_tf32
+        assert (cudnn.enabled, cudnn.benchmark, cudnn.deterministic) == before[1:]
+    assert (cudnn.allow_tf32, cudnn.enabled, cudnn.benchmark, cudnn.deterministic) == before
+    with backend._ieee(torch.zeros(1)):  # CPU tensors: nothing changes
+        assert cudnn.allow_tf32
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("engine", ["torch", "auto"])
+def test_cuda_float32_dense_correlation_is_float32_exact(monkeypatch, engine) -> None:
+    monkeypatch.setenv("SEPCONV_TORCH_ENGINE", engine)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    x = rand((96, 80), seed=11).astype(np.float32)
+    K = rand((7, 7), seed=12)
+    t = torch.tensor(x, device="cuda", requires_grad=True)
+    got = sepconv.correlate(t, K, method="direct")
+    ref = ndimage.correlate(x.astype(np.float64), K.astype(np.float32).astype(np.float64))
+    close(got.detach(), ref, 2e-6)
+    g = rand((96, 80), seed=13).astype(np.float32)
+    (got * torch.tensor(g, device="cuda")).sum().backward()
+    if engine == "auto":  # the Triton engine's backward: exact too (torch's follows its flags)
+        adjoint = ndimage.convolve(g.astype(np.float64), K, mode="constant")
+        interior = (slice(3, -3), slice(3, -3))  # away from the reflect fold at the borders
+        close(t.grad[interior], adjoint[interior], 2e-6)
+
+
 # ----------------------------------------------------------------------------------------------
 # imports stay lazy
 # ----------------------------------------------------------------------------------------------

@@ -534,7 +534,7 @@ def test_gpu_integer_rounding_is_half_to_even_on_the_device():
 
 @pytest.fixture
 def triton_backend(monkeypatch):
-    """Route torch tensors to the Triton engine (CUDA tensors always are, without grad)."""
+    """Route torch tensors to the Triton engine (CUDA tensors always are)."""
     monkeypatch.setenv("SEPCONV_TORCH_ENGINE", "triton")
     from sepconv.backends import torch as torch_backend
 
@@ -575,10 +575,138 @@ def test_backend_on_triton_keeps_nan_semantics_ranks_and_integer_outputs(triton_
     np.testing.assert_allclose(mag, ndimage.gaussian_gradient_magnitude(x[:, 5:], 1.0), atol=1e-12)
 
 
-def test_tensors_that_need_gradients_stay_on_the_torch_path(triton_backend) -> None:
-    x = tensor(np.ones((4, 4))).requires_grad_(True)
-    assert triton_backend.gpu_engine(x) is None
+# ---------------------------------------------------------------------------------------------
+# gradients on the Triton engine: the adjoint, against scipy's operator transposed
+# ---------------------------------------------------------------------------------------------
+
+
+def operator(f, shape):
+    """The matrix of the affine map ``f`` (a scipy.ndimage call) on arrays of ``shape``, and its
+    offset ``f(0)``: column ``i`` is ``f(e_i) - f(0)``."""
+    n = int(np.prod(shape))
+    offset = f(np.zeros(shape)).ravel()
+    cols = [f(np.eye(n)[i].reshape(shape)).ravel() - offset for i in range(n)]
+    return np.stack(cols, axis=1), offset
+
+
+@pytest.fixture
+def no_torch_convs(monkeypatch):
+    """The torch path's convolutions fail if called: forward and backward stay on the engine."""
+    import torch.nn.functional as F
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a torch convolution ran: the Triton engine should have")
+
+    for name in ("conv1d", "conv2d", "conv3d"):
+        monkeypatch.setattr(F, name, refuse)
+
+
+def how(m, method):
+    """``method=`` for sepconv's correlate (scipy's has none)."""
+    return {} if m is ndimage else {"method": method}
+
+
+K34 = np.arange(12.0).reshape(3, 4) % 5 - 2  # rank 2
+
+GRADIENT_CASES = {
+    "gaussian reflect": (
+        (5, 7),
+        lambda m, x: m.gaussian_filter(x, 1.0, mode="reflect"),
+    ),
+    "gaussian constant cval": (
+        (5, 7),
+        lambda m, x: m.gaussian_filter(x, 0.8, mode="constant", cval=0.7),
+    ),
+    "sobel mirror": ((6, 5), lambda m, x: m.sobel(x, axis=0, mode="mirror")),
+    "uniform nearest origin": (
+        (5, 6),
+        lambda m, x: m.uniform_filter(x, (3, 4), mode="nearest", origin=(1, -1)),
+    ),
+    "uniform1d wrap longer than the axis": (
+        (4, 5),
+        lambda m, x: m.uniform_filter1d(x, 9, axis=1, mode="wrap"),
+    ),
+    "correlate1d reflect longer than the axis": (
+        (4, 3),
+        lambda m, x: m.correlate1d(x, np.arange(1.0, 8.0), axis=0, mode="reflect"),
+    ),
+    "correlate lowrank wrap origin": (
+        (5, 6),
+        lambda m, x: m.correlate(x, K34, mode="wrap", origin=(1, -1), **how(m, "lowrank")),
+    ),
+    "correlate direct mirror origin": (
+        (5, 6),
+        lambda m, x: m.correlate(x, K34.T, mode="mirror", origin=(0, 1), **how(m, "direct")),
+    ),
+    "gaussian 3-D nearest": ((3, 4, 5), lambda m, x: m.gaussian_filter(x, 0.7, mode="nearest")),
+}
+
+
+@pytest.mark.parametrize("name", sorted(GRADIENT_CASES))
+def test_gradients_are_the_adjoint_on_the_engine(triton_backend, no_torch_convs, name) -> None:
+    """d/dx sum(f(x) * g) = A^T g, A the matrix of scipy's filter: the backward runs on the
+    Triton engine (no torch convolution is called) and is exact to float64 rounding."""
     import sepconv
 
-    sepconv.gaussian_filter(x, 1.0).sum().backward()
-    assert x.grad is not None
+    shape, f = GRADIENT_CASES[name]
+    rng = np.random.default_rng(5)
+    x0, g = rng.standard_normal(shape), rng.standard_normal(shape)
+    A, offset = operator(lambda a: f(ndimage, a), shape)
+    x = tensor(x0).requires_grad_(True)
+    y = f(sepconv, x)
+    np.testing.assert_allclose(f64(y).ravel(), A @ x0.ravel() + offset, rtol=0, atol=1e-12)
+    (y * tensor(g)).sum().backward()
+    np.testing.assert_allclose(f64(x.grad).ravel(), A.T @ g.ravel(), rtol=0, atol=1e-12)
+
+
+def test_second_derivatives_on_the_engine(triton_backend, no_torch_convs) -> None:
+    """grad of <grad(|f(x)|^2), v> is 2 A^T A v: the backward is itself differentiable."""
+    import sepconv
+
+    shape = (5, 6)
+
+    def f(m, a):
+        return m.correlate(a, [[1.0, -2.0, 0.5], [0.0, 3.0, 1.0]], mode="reflect", origin=(0, 1))
+
+    A, _ = operator(lambda a: f(ndimage, a), shape)
+    rng = np.random.default_rng(6)
+    x = tensor(rng.standard_normal(shape)).requires_grad_(True)
+    v = rng.standard_normal(shape)
+    (gx,) = torch.autograd.grad((f(sepconv, x) ** 2).sum(), x, create_graph=True)
+    (gx * tensor(v)).sum().backward()
+    np.testing.assert_allclose(f64(x.grad).ravel(), 2 * A.T @ A @ v.ravel(), rtol=0, atol=1e-11)
+
+
+def test_gradient_magnitude_gradient_on_the_engine(triton_backend, no_torch_convs) -> None:
+    """The hypot of two derivative filters: the chain rule through scipy's operators."""
+    import sepconv
+
+    shape = (6, 5)
+    rng = np.random.default_rng(7)
+    x0, g = rng.standard_normal(shape), rng.standard_normal(shape)
+    ops = [
+        operator(lambda a, d=d: ndimage.gaussian_filter(a, 1.0, order=d), shape)[0]
+        for d in ((1, 0), (0, 1))
+    ]
+    parts = [A @ x0.ravel() for A in ops]
+    mag = np.hypot(*parts)
+    expected = sum(A.T @ (p / mag * g.ravel()) for A, p in zip(ops, parts, strict=True))
+    x = tensor(x0).requires_grad_(True)
+    (sepconv.gaussian_gradient_magnitude(x, 1.0) * tensor(g)).sum().backward()
+    np.testing.assert_allclose(f64(x.grad).ravel(), expected, rtol=0, atol=1e-11)
+
+
+def test_float32_gradients_on_the_engine(triton_backend, no_torch_convs) -> None:
+    import sepconv
+
+    shape = (6, 7)
+    A, _ = operator(lambda a: ndimage.gaussian_filter(a, 1.5, mode="wrap"), shape)
+    rng = np.random.default_rng(8)
+    g = rng.standard_normal(shape)
+    x = tensor(rng.standard_normal(shape), torch.float32).requires_grad_(True)
+    y = sepconv.gaussian_filter(x, 1.5, mode="wrap")
+    (y * tensor(g, torch.float32)).sum().backward()
+    assert x.grad.dtype == torch.float32
+    ref = A.T @ g.astype(np.float32).astype(np.float64).ravel()
+    assert_close_rel = np.abs(f64(x.grad).ravel() - ref).max() / np.abs(ref).max()
+    assert assert_close_rel < 2e-6

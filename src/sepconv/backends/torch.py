@@ -17,6 +17,7 @@ See :mod:`sepconv.torch` (the public facade) for precision and threads.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -30,7 +31,7 @@ import torch.nn.functional as F
 from .. import engine
 from .._modes import extension_table, saturation_bounds, work_dtype
 from .._torch_threads import torch_threads
-from ..job import Job, chain, dense_job
+from ..job import Job, chain, dense_job, ordered
 
 __all__ = ["ENGINES", "check_input", "gpu_engine", "has_nonfinite", "resolve_output", "run"]
 
@@ -80,10 +81,11 @@ def run(
 ) -> torch.Tensor:
     """``job`` on ``x`` (on its device); the result has ``dtype`` (or is ``out``).
 
-    CUDA tensors run on the Triton engine (:func:`gpu_engine`), others (and any tensor that needs
-    gradients: the torch path is differentiable) on torch's own convolutions.
+    CUDA tensors run on the Triton engine (:func:`gpu_engine`; differentiable: the gradient is
+    the job's adjoint on the same engine, :class:`_OnEngine`), others on torch's own
+    convolutions (differentiable by torch's autograd; on CUDA without TF32).
     """
-    with _threads(x, workers):
+    with _threads(x, workers), _ieee(x):
         xw = _work(x, dtype)
         if xw.numel() == 0:
             return _finish(xw, dtype, out)
@@ -91,7 +93,7 @@ def run(
 
         def terms(v: torch.Tensor, ts: Any, c: float) -> torch.Tensor:
             if tg is not None:
-                return tg.separable(v, replace(job, terms=tuple(ts), cval=c), dtype=v.dtype)
+                return _on_engine(v, replace(job, terms=tuple(ts), cval=c), tg)
             return _terms(v, ts, job.modes, c)
 
         if job.reduction == "hypot":
@@ -112,7 +114,7 @@ def run(
         elif job.method == "direct" and tg is not None:
 
             def compute(v: torch.Tensor, c: float) -> torch.Tensor:
-                return tg.direct(v, replace(job, cval=c), dtype=v.dtype)
+                return _on_engine(v, replace(job, cval=c), tg)
         else:
 
             def compute(v: torch.Tensor, c: float) -> torch.Tensor:
@@ -122,8 +124,8 @@ def run(
         return _finish(result, dtype, out)
 
 
-#: Which engine runs torch tensors: ``'auto'`` (the Triton engine for CUDA tensors that need
-#: no gradient, torch's convolutions otherwise), ``'torch'`` (always torch's), or ``'triton'``
+#: Which engine runs torch tensors: ``'auto'`` (the Triton engine for CUDA tensors, torch's
+#: convolutions otherwise), ``'torch'`` (always torch's), or ``'triton'``
 #: (also CPU tensors, through Triton's interpreter when ``TRITON_INTERPRET=1``: how the tests
 #: run the GPU path without a GPU). Set by the environment variable ``SEPCONV_TORCH_ENGINE``.
 ENGINES = ("auto", "torch", "triton")
@@ -134,8 +136,8 @@ def gpu_engine(x: torch.Tensor) -> Any:
     choice = os.environ.get("SEPCONV_TORCH_ENGINE", "auto")
     if choice not in ENGINES:
         raise ValueError(f"SEPCONV_TORCH_ENGINE must be one of {list(ENGINES)}, got {choice!r}")
-    if choice == "torch" or (x.requires_grad and torch.is_grad_enabled()):
-        return None  # the backward of the torch path is torch's own
+    if choice == "torch":
+        return None
     if x.device.type != "cuda" and not (
         choice == "triton" and os.environ.get("TRITON_INTERPRET") == "1"
     ):
@@ -145,6 +147,116 @@ def gpu_engine(x: torch.Tensor) -> Any:
     except ImportError:  # no triton: torch's convolutions on the GPU too
         return None
     return triton_gpu
+
+
+def _on_engine(x: torch.Tensor, job: Job, tg: Any) -> torch.Tensor:
+    """A linear job (terms or a direct dense kernel) on the Triton engine ``tg``, through
+    :class:`_OnEngine` when a gradient is needed."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        result: torch.Tensor = _OnEngine.apply(x, job, tg)
+        return result
+    if job.dense:
+        return tg.direct(x, job, dtype=x.dtype)
+    return tg.separable(x, job, dtype=x.dtype)
+
+
+class _OnEngine(torch.autograd.Function):
+    """A job on the Triton engine, differentiable: the gradient is the job's adjoint, run on
+    the same engine (exact IEEE arithmetic both ways, no TF32).
+
+    A pass ``y[i] = sum_j w[j] * e[i + j]`` reads the border extension ``e[p] = x[t[p]]``
+    (``t``: ``_modes.extension_table``; constant mode reads ``cval``, which has no gradient).
+    Its adjoint is the full correlation of the gradient with the flipped taps, ``ge[p] =
+    sum_j w[j] * g[p - j]`` for ``p < n + k - 1`` (a constant-mode pass with zero ``cval`` on
+    the gradient extended by ``k - 1`` zeros, origin ``(k - 1) // 2``), folded back onto the
+    input through the table (``index_add``). A term's passes run backwards in reverse order;
+    a dense kernel is flipped on every axis and folded axis by axis. The backward calls this
+    function again, so second derivatives work too.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, job: Job, tg: Any) -> torch.Tensor:
+        ctx.job, ctx.tg = job, tg
+        if job.dense:
+            return tg.direct(x, job, dtype=x.dtype)
+        return tg.separable(x, job, dtype=x.dtype)
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        return _adjoint(g.contiguous(), ctx.job, ctx.tg), None, None
+
+
+def _adjoint(g: torch.Tensor, job: Job, tg: Any) -> torch.Tensor:
+    """``job``'s linear part transposed, applied to ``g`` (see :class:`_OnEngine`)."""
+    if job.dense:
+        kernel = job.dense_kernel()
+        flipped = np.ascontiguousarray(kernel[(slice(None, None, -1),) * kernel.ndim])
+        extended = g
+        for a, k in zip(job.axes, kernel.shape, strict=True):
+            extended = _extend(extended, a, k - 1)
+        full = _OnEngine.apply(
+            extended,
+            dense_job(
+                flipped,
+                job.axes,
+                [(k - 1) // 2 for k in kernel.shape],
+                dict.fromkeys(job.axes, "constant"),
+                0.0,
+                "direct",
+            ),
+            tg,
+        )
+        for a, k, o in zip(job.axes, kernel.shape, job.origins, strict=True):
+            full = _fold(full, a, g.shape[a], k, k // 2 + o, job.modes[a])
+        return full
+    total: torch.Tensor | None = None
+    for weight, passes in job.terms:
+        cur = g
+        for axis, w, origin in reversed(ordered(passes)):
+            k = len(w)
+            single = Job(
+                ((1.0, ((axis, np.ascontiguousarray(w[::-1]), (k - 1) // 2),)),),
+                {axis: "constant"},
+                0.0,
+            )
+            full = _OnEngine.apply(_extend(cur, axis, k - 1), single, tg)
+            cur = _fold(full, axis, cur.shape[axis], k, k // 2 + origin, job.modes[axis])
+        term = cur * weight if weight != 1.0 or cur is g else cur
+        total = term if total is None else total + term
+    assert total is not None  # jobs always hold at least one term
+    return total
+
+
+def _extend(x: torch.Tensor, axis: int, count: int) -> torch.Tensor:
+    """``x`` with ``count`` zeros appended along ``axis`` (differentiable)."""
+    if count == 0:
+        return x
+    shape = list(x.shape)
+    shape[axis] = count
+    return torch.cat([x, x.new_zeros(shape)], dim=axis)
+
+
+def _fold(ge: torch.Tensor, axis: int, n: int, k: int, offset: int, mode: str) -> torch.Tensor:
+    """The adjoint of the border extension along ``axis``: each of the ``n + k - 1`` extended
+    positions of ``ge`` added onto the input position it reads (positions reading ``cval``
+    dropped)."""
+    table = extension_table(n, k, offset, mode)
+    inside = np.flatnonzero(table >= 0)
+    src = torch.from_numpy(inside).to(ge.device)
+    dst = torch.from_numpy(table[inside]).to(ge.device)
+    shape = list(ge.shape)
+    shape[axis] = n
+    return ge.new_zeros(shape).index_add(axis, dst, ge.index_select(axis, src))
+
+
+def _ieee(x: torch.Tensor) -> contextlib.AbstractContextManager[Any]:
+    """cuDNN convolutions in IEEE float32 (no TF32, on by default in torch) during the call, for
+    CUDA tensors: a float32 filter is float32-exact on the GPU too."""
+    if x.device.type != "cuda":
+        return contextlib.nullcontext()
+    # every other flag None: left as it is (the flags' names differ between torch versions)
+    keep: dict[str, Any] = dict.fromkeys(inspect.signature(torch.backends.cudnn.flags).parameters)
+    return torch.backends.cudnn.flags(**{**keep, "allow_tf32": False})
 
 
 @contextlib.contextmanager
