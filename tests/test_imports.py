@@ -1,4 +1,5 @@
-"""`import sepconv` stays light: no torch, dask, matplotlib (or the CLI's typer/rich)."""
+"""`import sepconv` stays light: no torch, triton, cupy, dask, matplotlib (or the CLI's
+typer/rich)."""
 
 import subprocess
 import sys
@@ -8,7 +9,7 @@ def test_import_sepconv_does_not_import_heavy_frameworks() -> None:
     code = (
         "import sys, sepconv; "
         "heavy = [m for m in ('torch', 'dask', 'matplotlib', 'distributed', 'zarr', 'typer', "
-        "'rich', 'sklearn', 'skimage', 'nibabel', 'cv2') if m in sys.modules]; "
+        "'rich', 'sklearn', 'skimage', 'nibabel', 'cv2', 'cupy', 'triton') if m in sys.modules]; "
         "print(','.join(heavy))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
