@@ -502,3 +502,32 @@ def test_convert_cuda_clock_is_the_profiler_helper():
     x = torch.randn(4, 16, 32, 32, device="cuda")
     with torch.inference_mode():
         assert 0 < _cuda_seconds(conv, x, 5, 2) < 0.1
+
+
+@pytest.mark.skipif(HAVE_CUDA, reason="checks the report without CUDA")
+def test_ds_cost_report_says_the_gpu_table_was_skipped_and_why(tmp_path):
+    from sepconv.experiments import run_experiment
+
+    run_experiment("ds-cost", tmp_path, quick=True)
+    text = (tmp_path / "ds-cost" / "report.md").read_text()
+    assert "GPU table skipped: no CUDA device is visible" in text
+    assert "on the GPU" not in text
+    res = json.loads((tmp_path / "ds-cost" / "results.json").read_text())
+    assert res["gpu"]["measured"] == [] and "no CUDA device" in res["gpu"]["skipped"]
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_ds_cost_gpu_table_times_both_layers_at_every_batch(tmp_path):
+    from sepconv.experiments import run_experiment
+
+    run_experiment("ds-cost", tmp_path, quick=True)
+    text = (tmp_path / "ds-cost" / "report.md").read_text()
+    assert "## Measured PyTorch latency on the GPU (" + torch.cuda.get_device_name() in text
+    gpu = json.loads((tmp_path / "ds-cost" / "results.json").read_text())["gpu"]
+    assert gpu["skipped"] is None and len(gpu["measured"]) == 3 * len(gpu["batches"])
+    for m in gpu["measured"]:
+        k2, cin, cout = 9, m["cin"], m["cout"]
+        assert m["mac_ratio"] == pytest.approx(k2 * cin * cout / (k2 * cin + cin * cout))
+        assert m["standard_ms"] > 0 and m["ds_ms"] > 0
+        assert m["latency_ratio"] == pytest.approx(m["standard_ms"] / m["ds_ms"])

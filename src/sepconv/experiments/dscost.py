@@ -3,11 +3,14 @@
 The article: a standard layer costs k^2 C_in C_out multiply-adds per output pixel (3x3,
 64 -> 128: 73,728), a depthwise-separable one k^2 C_in + C_in C_out; the ratio is
 C_out k^2 / (k^2 + C_out), "8 to 9 times" for typical layers. Counts come from
-``sepconv.cost``; latencies from PyTorch (batch 1, channels-first, inference mode).
+``sepconv.cost``; latencies from PyTorch (batch 1, channels-first, inference mode). When a
+CUDA device is visible, the same layers are also timed on the GPU (batch 1 and 32; CUDA
+events around CUDA-graph replays); otherwise the report says the GPU table was skipped.
 """
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -36,28 +39,95 @@ def _torch_latency(cin: int, cout: int, k: int, size: int, repeats: int) -> dict
     return median_times({"standard": lambda: run(std), "ds": lambda: run(ds)}, repeats)
 
 
-def _latencies(
-    pairs: list[tuple[int, int]], size: int, repeats: int, progress: Any
-) -> list[dict[str, Any]]:
-    """Measured 3x3 standard and depthwise-separable latencies per channel pair."""
-    measured = []
-    task = progress.add_task("ds-cost latency", total=len(pairs)) if progress else None
-    for cin, cout in pairs:
-        t = _torch_latency(cin, cout, 3, size, repeats)
-        c = cost.compare_conv(cin, cout, 3)
-        measured.append(
-            {
-                "cin": cin,
-                "cout": cout,
-                "standard_ms": t["standard"] * 1e3,
-                "ds_ms": t["ds"] * 1e3,
-                "latency_ratio": t["standard"] / t["ds"],
-                "mac_ratio": c["ratio"]["macs"],
-            }
+def _gpu_latency(
+    cin: int, cout: int, k: int, size: int, repeats: int, batch: int = 1
+) -> dict[str, float]:
+    """Median seconds of both layers on the current CUDA device (float32, inference mode):
+    CUDA events around replays of a CUDA graph of the call (``sepconv.nn.profile``'s clock)."""
+    import torch
+    from torch import nn
+
+    from ..nn.profile import cuda_samples
+
+    dev = torch.device("cuda", torch.cuda.current_device())
+    torch.manual_seed(0)
+    x = torch.randn(batch, cin, size, size, device=dev)
+    std = nn.Conv2d(cin, cout, k, padding=k // 2, bias=False).to(dev).eval()
+    ds = (
+        nn.Sequential(
+            nn.Conv2d(cin, cin, k, padding=k // 2, groups=cin, bias=False),
+            nn.Conv2d(cin, cout, 1, bias=False),
         )
-        if progress:
-            progress.advance(task)
+        .to(dev)
+        .eval()
+    )
+    out = {}
+    with torch.inference_mode():
+        for name, m in (("standard", std), ("ds", ds)):
+            samples, _ = cuda_samples(lambda: m(x), dev, repeats=repeats, warmup=2)  # noqa: B023
+            out[name] = statistics.median(samples)
+    return out
+
+
+def _latencies(
+    pairs: list[tuple[int, int]],
+    size: int,
+    repeats: int,
+    progress: Any,
+    batches: tuple[int, ...] | None = None,
+) -> list[dict[str, Any]]:
+    """Measured 3x3 standard and depthwise-separable latencies per channel pair (``batches``:
+    on the GPU, per batch size; None: on the CPU, batch 1)."""
+    measured = []
+    label = "ds-cost latency" + (" (GPU)" if batches else "")
+    task = progress.add_task(label, total=len(pairs) * len(batches or (1,))) if progress else None
+    for batch in batches or (1,):
+        for cin, cout in pairs:
+            if batches:
+                t = _gpu_latency(cin, cout, 3, size, repeats, batch)
+            else:
+                t = _torch_latency(cin, cout, 3, size, repeats)
+            c = cost.compare_conv(cin, cout, 3)
+            row: dict[str, Any] = {} if batches is None else {"batch": batch}
+            row.update(
+                cin=cin,
+                cout=cout,
+                standard_ms=t["standard"] * 1e3,
+                ds_ms=t["ds"] * 1e3,
+                latency_ratio=t["standard"] / t["ds"],
+                mac_ratio=c["ratio"]["macs"],
+            )
+            measured.append(row)
+            if progress:
+                progress.advance(task)
     return measured
+
+
+#: Batch sizes of the GPU table.
+GPU_BATCHES = (1, 32)
+
+
+def _gpu(pairs: list[tuple[int, int]], size: int, repeats: int, progress: Any) -> dict[str, Any]:
+    """The GPU table's measurements, or why it was skipped (``skipped``)."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is an extra
+        return {"skipped": "torch is not installed", "measured": []}
+    if not torch.cuda.is_available():
+        return {
+            "skipped": "no CUDA device is visible (torch.cuda.is_available() is False)",
+            "measured": [],
+        }
+    from ..nn.profile import _tf32
+
+    return {
+        "skipped": None,
+        "device": torch.cuda.get_device_name(),
+        "tf32": _tf32(conv=True),
+        "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
+        "batches": list(GPU_BATCHES),
+        "measured": _latencies(pairs, size, repeats, progress, GPU_BATCHES),
+    }
 
 
 def run(out: Path, *, quick: bool = False, progress: Any = None) -> Report:
@@ -91,6 +161,7 @@ def run(out: Path, *, quick: bool = False, progress: Any = None) -> Report:
         if have_torch:
             with torch_threads(2):
                 measured = _latencies(pairs, size, repeats, progress)
+        gpu = _gpu(pairs, size, repeats, progress)
     report.seconds = timer.seconds
 
     c = cost.compare_conv(64, 128, 3)
@@ -166,8 +237,47 @@ def run(out: Path, *, quick: bool = False, progress: Any = None) -> Report:
             "pointwise stage is a matrix product and runs near peak. The gap is widest for "
             "small channel counts, where the depthwise share of the work is largest."
         )
+    if gpu["skipped"]:
+        report.text(f"GPU table skipped: {gpu['skipped']}.")
+    else:
+        report.text(
+            f"## Measured PyTorch latency on the GPU ({gpu['device']}), 3x3, {size}x{size}, "
+            f"float32 (cuDNN TF32 {'allowed' if gpu['tf32'] else 'off'}, cudnn.benchmark "
+            f"{gpu['cudnn_benchmark']}), inference mode, CUDA events around CUDA-graph replays"
+        )
+        report.table(
+            ["batch", "C_in -> C_out", "MAC ratio", "standard ms", "DS ms", "latency ratio",
+             "latency / MAC ratio"],
+            [
+                [
+                    m["batch"],
+                    f"{m['cin']} -> {m['cout']}",
+                    f"{m['mac_ratio']:.2f}x",
+                    f"{m['standard_ms']:.4f}",
+                    f"{m['ds_ms']:.4f}",
+                    f"{m['latency_ratio']:.2f}x",
+                    f"{m['latency_ratio'] / m['mac_ratio']:.0%}",
+                ]
+                for m in gpu["measured"]
+            ],
+        )  # fmt: skip
+
+        def share(rows: list[dict[str, Any]]) -> float:
+            return statistics.median(m["latency_ratio"] / m["mac_ratio"] for m in rows)
+
+        cpu = f" (CPU, batch 1: {share(measured):.0%})" if measured else ""
+        report.text(
+            "Median measured speed-up as a share of the MAC ratio over these layers: "
+            + ", ".join(
+                f"GPU batch {b}: {share([m for m in gpu['measured'] if m['batch'] == b]):.0%}"
+                for b in GPU_BATCHES
+            )
+            + cpu
+            + "."
+        )
     report.results.update(
         measured=measured,
+        gpu=gpu,
         ratios={str(k): {str(co): cost.ds_ratio(co, k) for co in couts} for k in ks},
     )
 
@@ -198,13 +308,22 @@ def run(out: Path, *, quick: bool = False, progress: Any = None) -> Report:
                 xytext=(3, 3),
                 textcoords="offset points",
             )
+        for batch in GPU_BATCHES:
+            rows = [m for m in gpu["measured"] if m["batch"] == batch]
+            if rows:
+                ax.plot(
+                    [m["mac_ratio"] for m in rows],
+                    [m["latency_ratio"] for m in rows],
+                    "^" if batch == 1 else "v",
+                    label=f"GPU, batch {batch}",
+                )
         lim = max(m["mac_ratio"] for m in measured) * 1.1
         ax.plot([0, lim], [0, lim], "k--", lw=1, label="latency ratio = MAC ratio")
         ax.set_xlim(0, lim)
         ax.set_ylim(0, lim)
     ax.set_xlabel("MAC ratio (theory)")
     ax.set_ylabel("latency ratio standard / DS (measured)")
-    ax.set_title(f"PyTorch CPU, batch 1, {size}x{size}")
+    ax.set_title(f"PyTorch CPU, batch 1, {size}x{size}" + ("" if gpu["skipped"] else " (+ GPU)"))
     ax.legend(fontsize=8)
     report.figure(
         fig,
