@@ -185,7 +185,7 @@ def test_calibration_is_saved_and_loaded(tmp_path, monkeypatch) -> None:
         assert per_mac > 0 and per_pass >= 0 and per_call >= 0
     # a fresh process state loads the cached model on first use
     monkeypatch.setattr(plan, "TIME_MODEL", dict(plan.DEFAULT_TIME_MODEL))
-    monkeypatch.setattr(plan, "_loaded", False)
+    monkeypatch.setattr(plan, "_loaded", set())
     plan.estimate_time("direct", 9)
     assert plan.TIME_MODEL["direct"] == pytest.approx(tuple(result["time_model"]["direct"]))
 

@@ -49,3 +49,111 @@ def test_log_volume_plan_stays_exact_and_low_rank() -> None:
     np.testing.assert_allclose(
         sepconv.correlate(x, K), ndimage.correlate(x, K), atol=1e-12 * np.abs(K).sum()
     )
+
+
+# ----------------------------------------------------------------------------------------------
+# a time model per device: GPU arrays are planned with the GPU's measured model
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fresh_models(tmp_path, monkeypatch):
+    """No GPU model known, no calibration file: the planner's state of a fresh process."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(plan, "DEVICE_TIME_MODELS", {})
+    monkeypatch.setattr(plan, "_loaded", set())
+    monkeypatch.setattr(plan, "TIME_MODEL", dict(plan.DEFAULT_TIME_MODEL))
+    plan.set_time_model({})  # drops plans cached under another model
+    yield plan
+    plan.set_time_model({})
+
+
+#: A GPU model under which FFTs are nearly free (no GPU is measured here: a stand-in that
+#: makes the planner's choice visible).
+FFT_CHEAP = {"passes": (1.0, 1.0, 1.0), "direct": (1.0, 1.0, 1.0), "fft": (1e-6, 0.0, 1e-3)}
+
+
+def test_an_unmeasured_gpu_is_planned_with_the_cpu_model_and_says_so(fresh_models) -> None:
+    K = np.outer(kernels.gaussian1d(2.0), kernels.gaussian1d(3.0))
+    cpu = plan.make_plan(K, (256, 256))
+    gpu = plan.make_plan(K, (256, 256), device="cuda")
+    assert plan.time_model("cuda") is None
+    assert gpu.method == cpu.method and gpu.time_ms == cpu.time_ms
+    assert "sepconv calibrate --device cuda" in gpu.reason
+    assert "calibrate" not in cpu.reason
+    with pytest.raises(ValueError, match=r"device must be one of \['cpu', 'cuda'\], got 'tpu'"):
+        plan.make_plan(K, (256, 256), device="tpu")
+
+
+def test_a_measured_gpu_model_decides_for_gpu_arrays_only(fresh_models) -> None:
+    K = np.outer(kernels.gaussian1d(2.0), kernels.gaussian1d(3.0))
+    before = plan.make_plan(K, (256, 256))
+    plan.set_time_model(FFT_CHEAP, "cuda")
+    assert plan.make_plan(K, (256, 256), device="cuda").method == "fft"
+    assert plan.make_plan(K, (256, 256)).method == before.method != "fft"
+    assert plan.estimate_time("fft", 1e6, 1, 1.0, "cuda") == pytest.approx(1.001)
+
+
+def test_the_gpu_calibration_file_is_loaded_for_gpu_arrays(fresh_models) -> None:
+    import json
+
+    path = plan.calibration_path("cuda")
+    assert path.name.endswith("-cuda.json") and path != plan.calibration_path()
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"time_model": FFT_CHEAP}))
+    assert plan.time_model("cuda") == {k: tuple(v) for k, v in FFT_CHEAP.items()}
+    assert plan.time_model("cpu") == plan.DEFAULT_TIME_MODEL  # the CPU's is not touched
+
+
+def test_filters_plan_torch_cuda_tensors_with_the_gpu_model(fresh_models, monkeypatch) -> None:
+    """The backend names the device (here a CPU tensor passed off as a CUDA one, so the torch
+    path runs it): the job the filter builds follows the GPU model, and the result is right."""
+    torch = pytest.importorskip("torch")
+    from sepconv.backends import torch as backend
+
+    plan.set_time_model(FFT_CHEAP, "cuda")
+    seen = []
+    run = backend.run
+
+    def spy(x, job, *args):
+        seen.append(job.method)
+        return run(x, job, *args)
+
+    monkeypatch.setattr(backend, "run", spy)
+    x = np.random.default_rng(0).random((40, 50))
+    K = np.outer(kernels.gaussian1d(1.5), kernels.gaussian1d(2.0))
+    got = sepconv.correlate(torch.tensor(x), K)
+    monkeypatch.setattr(backend, "device_kind", lambda t: "cuda")
+    got_gpu = sepconv.correlate(torch.tensor(x), K)
+    assert seen[0] != "fft" and seen[1] == "fft"
+    for g in (got, got_gpu):
+        np.testing.assert_allclose(g.numpy(), ndimage.correlate(x, K), rtol=0, atol=1e-12)
+
+
+def test_calibrating_a_missing_gpu_is_a_clear_error(fresh_models) -> None:
+    torch = pytest.importorskip("torch")
+    from sepconv.calibrate import calibrate
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    with pytest.raises(ValueError, match="device 'cuda' is not available"):
+        calibrate(device="cuda", save=False)
+    with pytest.raises(ValueError, match="device must be one of"):
+        calibrate(device="gpu", save=False)
+    assert not plan.calibration_path("cuda").exists()
+
+
+@pytest.mark.gpu
+def test_calibrating_the_gpu_measures_a_model_for_gpu_arrays(fresh_models) -> None:
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    from sepconv.calibrate import calibrate
+
+    result = calibrate(device="cuda", quick=True, repeats=2)
+    assert plan.calibration_path("cuda").is_file()
+    assert result["device"].startswith("cuda")
+    for per_mac, per_pass, per_call in result["time_model"].values():
+        assert per_mac > 0 and per_pass >= 0 and per_call >= 0
+    assert plan.time_model("cuda") == result["time_model"]
+    assert plan.time_model("cpu") == plan.DEFAULT_TIME_MODEL

@@ -506,12 +506,16 @@ def calibrate(
         bool, typer.Option("--quick", help="One image size, fewer kernels (~2 s).")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    device: Annotated[
+        str,
+        typer.Option(help="cpu (numpy arrays) or cuda (CUDA tensors and CuPy arrays)."),
+    ] = "cpu",
 ) -> None:
     """Measure this machine's time model for method='auto' and cache it (~15 s)."""
     from .calibrate import calibrate as run_calibration
     from .plan import DEFAULT_TIME_MODEL
 
-    result = run_calibration(quick=quick)
+    result = run_calibration(quick=quick, device=device)
     if as_json:
         sys.stdout.write(json.dumps(result, indent=2) + "\n")
         return
@@ -522,7 +526,10 @@ def calibrate(
         d = ", ".join(f"{v:g}" for v in DEFAULT_TIME_MODEL[name])
         table.add_row(name, f"{a:.4f}", f"{b:.3f}", f"{c:.3f}", d)
     console.print(table)
-    console.print(f"saved to {result['path']}; method='auto' uses it from now on")
+    console.print(
+        f"saved to {result['path']}; method='auto' uses it from now on"
+        + ("" if device == "cpu" else f" for {device} arrays")
+    )
 
 
 # ----------------------------------------------------------------------------------------------

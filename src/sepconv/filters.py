@@ -933,6 +933,7 @@ def correlate(
         tol=tol,
         size=math.prod(x.shape),
         precision=_coarser(kprec, _work_name(x.dtype, dtype)),
+        device=_device(backend, x),
     )
     if np.iscomplexobj(K):  # conjugated, as np.correlate does; each part planned on its own
         Kc = np.conj(K)
@@ -941,6 +942,13 @@ def correlate(
         return _run(backend, x, job, dtype, out, workers, imag=imag, default_output=output is None)
     job = _planned_job(given if given is not None else K, ax, origins, modes, c, plan_args)
     return _run(backend, x, job, dtype, out, workers, default_output=output is None)
+
+
+def _device(backend: Any, x: Any) -> str:
+    """Whose time model plans the filter: the backend's ``device_kind(x)`` (``'cuda'`` for
+    GPU arrays), ``'cpu'`` for backends without one."""
+    kind = getattr(backend, "device_kind", None)
+    return "cpu" if kind is None else str(kind(x))
 
 
 def _planned_job(kernel, ax, origins, modes, c, plan_args) -> Job:

@@ -32,6 +32,8 @@ from .factor import (
 
 __all__ = [
     "DEFAULT_TIME_MODEL",
+    "DEVICES",
+    "DEVICE_TIME_MODELS",
     "METHODS",
     "TIME_MODEL",
     "Plan",
@@ -43,6 +45,7 @@ __all__ = [
     "plan_passes",
     "plan_terms",
     "set_time_model",
+    "time_model",
 ]
 
 #: Methods accepted by ``correlate``/``convolve``/``filter``.
@@ -62,46 +65,73 @@ DEFAULT_TIME_MODEL: dict[str, tuple[float, float, float]] = {
     "fft": (0.63, 0.0, 0.89),
 }
 TIME_MODEL = dict(DEFAULT_TIME_MODEL)
-_loaded = False
+#: Devices the planner models: ``'cpu'`` (the numpy engines; ``TIME_MODEL``) and ``'cuda'``
+#: (CUDA tensors and CuPy arrays: the Triton engine, torch.fft).
+DEVICES = ("cpu", "cuda")
+#: Time models of the other devices, measured by ``sepconv calibrate --device cuda`` (cached
+#: per host and loaded on first use). None is built in: until the GPU is measured, a GPU plan
+#: uses the CPU model and says so in its reason.
+DEVICE_TIME_MODELS: dict[str, dict[str, tuple[float, float, float]]] = {}
+_loaded: set[str] = set()
 
 
-def set_time_model(model: dict[str, tuple[float, float, float]]) -> None:
-    """Use ``model`` (as measured by :func:`sepconv.calibrate.calibrate`) from now on; cached
-    plans, made with the previous model, are dropped."""
-    TIME_MODEL.update(model)
+def _check_device(device: str) -> str:
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {list(DEVICES)}, got {device!r}")
+    return device
+
+
+def time_model(device: str = "cpu") -> dict[str, tuple[float, float, float]] | None:
+    """The time model the planner uses for ``device`` (None: a GPU not measured yet)."""
+    _load_calibration(_check_device(device))
+    return TIME_MODEL if device == "cpu" else DEVICE_TIME_MODELS.get(device)
+
+
+def set_time_model(model: dict[str, tuple[float, float, float]], device: str = "cpu") -> None:
+    """Use ``model`` (as measured by :func:`sepconv.calibrate.calibrate`) for ``device`` from
+    now on; cached plans, made with the previous model, are dropped."""
+    if _check_device(device) == "cpu":
+        TIME_MODEL.update(model)
+    else:
+        DEVICE_TIME_MODELS[device] = dict(model)
     with _LOCK:
         _PLANS.clear()
         _WITHIN.clear()
 
 
-def calibration_path() -> Path:
-    """Where ``sepconv calibrate`` caches this machine's time model."""
+def calibration_path(device: str = "cpu") -> Path:
+    """Where ``sepconv calibrate`` caches this machine's time model (per device)."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "sepconv" / f"calibration-{platform.node() or 'host'}.json"
+    suffix = "" if _check_device(device) == "cpu" else f"-{device}"
+    return Path(base) / "sepconv" / f"calibration-{platform.node() or 'host'}{suffix}.json"
 
 
-def _load_calibration() -> None:
-    global _loaded
-    if _loaded:
+def _load_calibration(device: str = "cpu") -> None:
+    if device in _loaded:
         return
-    _loaded = True
+    _loaded.add(device)
     try:
-        data = json.loads(calibration_path().read_text())
+        data = json.loads(calibration_path(device).read_text())
         model = {k: (float(v[0]), float(v[1]), float(v[2])) for k, v in data["time_model"].items()}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return
     if set(model) == set(DEFAULT_TIME_MODEL) and all(
         all(math.isfinite(x) and x >= 0 for x in v) and v[0] > 0 for v in model.values()
     ):
-        TIME_MODEL.update(model)
+        if device == "cpu":
+            TIME_MODEL.update(model)
+        else:
+            DEVICE_TIME_MODELS.setdefault(device, model)
 
 
-def estimate_time(method: str, macs: float, passes: int = 1, mpix: float = 1.0) -> float:
-    """Modelled milliseconds for ``mpix`` million outputs (see ``TIME_MODEL``)."""
-    _load_calibration()
-    per_mac, per_pass, per_call = TIME_MODEL[
-        "passes" if method in ("separable", "lowrank") else method
-    ]
+def estimate_time(
+    method: str, macs: float, passes: int = 1, mpix: float = 1.0, device: str = "cpu"
+) -> float:
+    """Modelled milliseconds for ``mpix`` million outputs on ``device`` (see ``TIME_MODEL``;
+    a device not measured yet: the CPU's)."""
+    model = time_model(device) or time_model("cpu")
+    assert model is not None
+    per_mac, per_pass, per_call = model["passes" if method in ("separable", "lowrank") else method]
     return mpix * (per_mac * macs + per_pass * passes) + per_call * passes
 
 
@@ -204,6 +234,7 @@ def make_plan(
     tol: float | None = None,
     size: int | None = None,
     precision: Any = None,
+    device: str = "cpu",
 ) -> Plan:
     """Plan the correlation of data whose filtered axes have ``data_shape`` with ``kernel``.
 
@@ -223,6 +254,9 @@ def make_plan(
         Precision the kernel's separable rank is judged at (see :func:`sepconv.separate`);
         default: the kernel's own dtype (float32 kernels at float32 rounding), so a kernel
         gets the same plan whether it is given in float32 or float64.
+    device : {'cpu', 'cuda'}
+        Where the filter runs: whose time model decides (``'cuda'``: the one measured by
+        ``sepconv calibrate --device cuda``; the CPU's, said in the reason, until then).
 
     Returns
     -------
@@ -252,14 +286,21 @@ def make_plan(
     K = given.kernel if given is not None else np.asarray(kernel, dtype=np.float64)
     data = tuple(max(1, int(n)) for n in data_shape)
     nout = math.prod(data) if size is None else max(1, int(size))
-    key = (K.shape, K.tobytes(), data, nout, method, tol, prec.name)
+    _check_device(device)
+    key = (K.shape, K.tobytes(), data, nout, method, tol, prec.name, device)
     plan = _cache_get(_PLANS, key) if given is None else None
     if plan is None:
-        plan = _make_plan(K, given, data, nout / 1e6, method, tol, prec)
+        plan = _make_plan(K, given, data, nout / 1e6, method, tol, prec, device)
+        if device != "cpu" and time_model(device) is None:
+            plan = replace(
+                plan,
+                reason=f"{plan.reason} (the CPU's time model: this {device} device is not "
+                f"measured yet; run `sepconv calibrate --device {device}`)",
+            )
         if given is None:
             _cache_put(_PLANS, key, plan, 128)
     if method != "auto":
-        _warn_if_slow(plan, K.shape, data, nout / 1e6)
+        _warn_if_slow(plan, K.shape, data, nout / 1e6, device)
     return plan
 
 
@@ -497,12 +538,14 @@ SLOW_MS = 30_000.0
 SLOW_RATIO = 10.0
 
 
-def _warn_if_slow(plan: Plan, shape: tuple[int, ...], data: tuple[int, ...], mpix: float) -> None:
+def _warn_if_slow(
+    plan: Plan, shape: tuple[int, ...], data: tuple[int, ...], mpix: float, device: str
+) -> None:
     direct = float(math.prod(shape))
     fft = float(cost.kernel_macs(shape, "fft", data_shape=data))
     others = {
-        "direct": estimate_time("direct", direct, 1, mpix),
-        "fft": estimate_time("fft", fft, 1, mpix),
+        "direct": estimate_time("direct", direct, 1, mpix, device),
+        "fft": estimate_time("fft", fft, 1, mpix, device),
     }
     others.pop(plan.method, None)
     name, best = min(others.items(), key=lambda kv: kv[1])
@@ -519,15 +562,18 @@ def _warn_if_slow(plan: Plan, shape: tuple[int, ...], data: tuple[int, ...], mpi
         )
 
 
-def _make_plan(K, given, data, mpix, method, tol, prec) -> Plan:
+def _make_plan(K, given, data, mpix, method, tol, prec, device) -> Plan:
+    def est(method: str, macs: float, passes: int) -> float:
+        return estimate_time(method, macs, passes, mpix, device)
+
     shape = K.shape
     stages = _stages(K.ndim)
     direct = float(math.prod(shape))
     fft = float(cost.kernel_macs(shape, "fft", data_shape=data))
     if method == "direct":
-        return Plan("direct", None, direct, "requested", estimate_time("direct", direct, 1, mpix))
+        return Plan("direct", None, direct, "requested", est("direct", direct, 1))
     if method == "fft":
-        return Plan("fft", None, fft, "requested", estimate_time("fft", fft, 1, mpix))
+        return Plan("fft", None, fft, "requested", est("fft", fft, 1))
     if method in ("separable", "lowrank"):
         f = given if given is not None else _factorize(K, tol, prec)
         if method == "separable" and f.rank > 1:
@@ -536,20 +582,20 @@ def _make_plan(K, given, data, mpix, method, tol, prec) -> Plan:
                 f"method='separable' needs a separable kernel, but this {shape} kernel has "
                 f"separable rank {f.rank} {allowed}; use method='lowrank' or 'auto', or pass tol"
             )
-        t = estimate_time(method, f.macs, f.rank * stages, mpix)
+        t = est(method, f.macs, f.rank * stages)
         return Plan(method, f, float(f.macs), "requested", t)
 
     # auto: the fastest of the exact candidates (or of those within tol)
     candidates = [
-        ("direct", direct, estimate_time("direct", direct, 1, mpix)),
-        ("fft", fft, estimate_time("fft", fft, 1, mpix)),
+        ("direct", direct, est("direct", direct, 1)),
+        ("fft", fft, est("fft", fft, 1)),
     ]
     best_other = min(c[2] for c in candidates)
     if given is not None:
         f = given
     else:
         lower = rank_lower_bound(K, precision=prec)
-        cheapest = estimate_time("lowrank", lower * sum(shape), lower * stages, mpix)
+        cheapest = est("lowrank", lower * sum(shape), lower * stages)
         if tol is None and cheapest >= best_other:
             name, macs, t = min(candidates, key=lambda c: c[2])
             why = f"separable rank >= {lower}: passes would cost more than {name}"
@@ -557,9 +603,9 @@ def _make_plan(K, given, data, mpix, method, tol, prec) -> Plan:
         # only ranks cheaper than the dense methods are worth finding, and the search may
         # cost at most ~10% of the filter's predicted time (50 ms at least)
         useful = 1
-        while estimate_time(
-            "lowrank", (useful + 1) * sum(shape), (useful + 1) * stages, mpix
-        ) < best_other and useful < max_useful_rank(shape):
+        while useful < max_useful_rank(shape) and (
+            est("lowrank", (useful + 1) * sum(shape), (useful + 1) * stages) < best_other
+        ):
             useful += 1
         budget = max(PLANNING_SECONDS, 0.1 * best_other / 1e3)
         found = _factorize_within(K, tol, prec, useful, budget)
@@ -573,7 +619,7 @@ def _make_plan(K, given, data, mpix, method, tol, prec) -> Plan:
         f = found
     if f.rank >= 1 and (f.exact or tol is not None or given is not None):
         name = "separable" if f.rank == 1 else "lowrank"
-        t = estimate_time(name, f.macs, f.rank * stages, mpix)
+        t = est(name, f.macs, f.rank * stages)
         candidates.append((name, float(f.macs), t))
     name, macs, t = min(candidates, key=lambda c: c[2])
     reason = "; ".join(f"{n}: {m:.0f} MACs, ~{tt:.2f} ms" for n, m, tt in candidates)

@@ -33,7 +33,15 @@ from .._modes import extension_table, saturation_bounds, work_dtype
 from .._torch_threads import torch_threads
 from ..job import Job, chain, dense_job, ordered
 
-__all__ = ["ENGINES", "check_input", "gpu_engine", "has_nonfinite", "resolve_output", "run"]
+__all__ = [
+    "ENGINES",
+    "check_input",
+    "device_kind",
+    "gpu_engine",
+    "has_nonfinite",
+    "resolve_output",
+    "run",
+]
 
 _LOW = (torch.float16, torch.bfloat16)
 
@@ -69,6 +77,11 @@ def resolve_output(output: Any, x: torch.Tensor) -> tuple[torch.dtype, torch.Ten
     if isinstance(output, np.ndarray):
         raise TypeError("output must be None, a dtype or a tensor for a tensor input, got ndarray")
     return _torch_dtype(output), None
+
+
+def device_kind(x: torch.Tensor) -> str:
+    """Whose time model the planner uses: ``'cuda'`` for CUDA tensors, else ``'cpu'``."""
+    return "cuda" if x.device.type == "cuda" else "cpu"
 
 
 def has_nonfinite(x: torch.Tensor) -> bool:
