@@ -28,6 +28,18 @@ Writes ``benchmarks/results/nn-<machine>-<date>.json`` and ``.md``.
 
     python benchmarks/bench_nn.py [--threads 2] [--repeats 15] [--compile] [--quick]
         [--only mobilenet layers convert latency recover]
+
+On a GPU (``--device cuda``; about a minute on an H100): MobileNet v1 against Conv MobileNet
+at batch 1 and 64, float32 and bfloat16 (``--batches``, ``--dtypes``), each a CUDA graph of
+the prepared model (BN folded, channels-last, inference mode, ``cudnn.benchmark``), CUDA
+events around graph replays, the two alternating; the latency ratio beside the MAC ratio;
+and :func:`sepconv.nn.profile` of MobileNet v1 on the GPU against its measured roofline.
+Writes ``benchmarks/results/nn-gpu-<device name>-<date>.json`` and ``.md``. Without network,
+from the source tree::
+
+    PYTHONPATH=src python benchmarks/bench_nn.py --device cuda
+
+``--dry-run`` runs the same GPU code on the CPU (host clock, no graphs) to check it.
 """
 
 from __future__ import annotations
@@ -37,6 +49,7 @@ import copy
 import datetime as dt
 import json
 import platform
+import re
 import socket
 import statistics
 import sys
@@ -51,7 +64,15 @@ import sepconv
 from sepconv._torch_threads import torch_threads
 from sepconv.nn import convert, profile
 from sepconv.nn.models import mobilenet_v1, resnet18
-from sepconv.nn.profile import _fold_batchnorm, machine_rates
+from sepconv.nn.profile import (
+    _cuda_runner,
+    _CudaClock,
+    _fold_batchnorm,
+    _HostClock,
+    _tf32,
+    _timed_samples,
+    machine_rates,
+)
 from sepconv.nn.profile import compiled as compiled_model
 
 HERE = Path(__file__).resolve().parent
@@ -266,7 +287,13 @@ def bench_layers(args: argparse.Namespace, log: list[dict[str, Any]]) -> dict[st
         row.measured_s = min(measured) if measured else None
     p.latency_s = min(r.latency_s for r in runs if r.latency_s is not None)
     p.settings["profile_runs"] = args.profile_runs
-    outliers = p.outliers(2.0, min_time=5e-6)
+    return layer_summary(p, min_time=5e-6)
+
+
+def layer_summary(p: Any, min_time: float) -> dict[str, Any]:
+    """A per-layer profile for the report: its table, its outliers beyond 2x of the roofline
+    (roofline at least ``min_time`` seconds) and how many layers are within 2x."""
+    outliers = p.outliers(2.0, min_time=min_time)
     return {
         "profile": p.to_dict(),
         "markdown": p.to_markdown(),
@@ -497,6 +524,213 @@ def md_recover(res: dict[str, Any]) -> list[str]:
 
 
 # ----------------------------------------------------------------------------------------------
+# GPU (--device cuda): MobileNet v1 vs Conv MobileNet, and the per-layer profile
+# ----------------------------------------------------------------------------------------------
+
+#: The sections that run on a GPU (``--device cuda``).
+GPU_SECTIONS = ("mobilenet", "layers")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def gpu_clock(dev: torch.device) -> tuple[Any, Any]:
+    """``(runner, clock)``: on CUDA, ``runner(fn)`` captures ``fn`` in a CUDA graph (``(run,
+    graphed)``) and the clock is CUDA events; on the CPU (``--dry-run``: the same code, for
+    checking it) ``fn`` itself and ``perf_counter``."""
+    if dev.type == "cuda":
+        return (lambda fn: _cuda_runner(fn, dev)), _CudaClock()
+    return (lambda fn: (fn, False)), _HostClock()
+
+
+def alternate_gpu(
+    runs: dict[str, Any], clock: Any, rounds: int, inner: int, warmup: int = 3
+) -> dict[str, list[float]]:
+    """Each run warmed up, then ``rounds`` rounds in a rotating order; a sample is the clock's
+    time over ``inner`` calls (graph replays) divided by ``inner``."""
+    names = list(runs)
+    for name in names:
+        for _ in range(warmup):
+            runs[name]()
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for i in range(rounds):
+        for name in names[i % len(names) :] + names[: i % len(names)]:
+            times[name] += _timed_samples(runs[name], clock, repeats=1, warmup=0, inner=inner)
+    return times
+
+
+def bench_gpu_mobilenet(args: argparse.Namespace, dev: torch.device) -> dict[str, Any]:
+    """MobileNet v1 and Conv MobileNet at every ``--batches`` x ``--dtypes``: batch norm folded
+    (in float32 on the CPU, checked), then cast and moved to the device, channels-last,
+    ``torch.inference_mode``; CUDA graphs of the whole model, CUDA events around ``inner``
+    replays per sample, the two models alternating for ``--repeats`` rounds; medians."""
+    res = args.resolution
+    with torch.device("meta"):  # counting needs shapes only
+        macs = {
+            "mobilenet_v1": profile(mobilenet_v1(resolution=res), (1, 3, res, res),
+                                    measure=False).macs,
+            "conv_mobilenet": profile(mobilenet_v1(resolution=res, full_conv=True),
+                                      (1, 3, res, res), measure=False).macs,
+        }  # fmt: skip
+    mac_ratio = macs["conv_mobilenet"] / macs["mobilenet_v1"]
+    torch.manual_seed(0)
+    x0 = torch.randn(1, 3, res, res)
+    folded = {
+        "mobilenet_v1": prepare(mobilenet_v1(resolution=res).eval(), x0, torch.contiguous_format),
+        "conv_mobilenet": prepare(
+            mobilenet_v1(resolution=res, full_conv=True).eval(), x0, torch.contiguous_format
+        ),
+    }
+    runner, clock = gpu_clock(dev)
+    rows = []
+    for dname in args.dtypes:
+        dtype = DTYPES[dname]
+        models = {
+            n: copy.deepcopy(m).to(device=dev, dtype=dtype, memory_format=torch.channels_last)
+            for n, m in folded.items()
+        }
+        for batch in args.batches:
+            gen = torch.Generator().manual_seed(batch)
+            x = torch.randn(batch, 3, res, res, generator=gen).to(dev, dtype)
+            x = x.contiguous(memory_format=torch.channels_last)
+            inner = 20 if batch == 1 else 5
+            with torch.inference_mode():
+                runs, graphed = {}, {}
+                for n, m in models.items():
+                    runs[n], graphed[n] = runner(lambda m=m, x=x: m(x))
+                times = alternate_gpu(runs, clock, args.repeats, inner)
+            del runs
+            med = {n: statistics.median(t) for n, t in times.items()}
+            speedup = med["conv_mobilenet"] / med["mobilenet_v1"]
+            rows.append(
+                {
+                    "dtype": dname,
+                    "batch": batch,
+                    "median_s": med,
+                    "times_s": times,
+                    "inner": inner,
+                    "cuda_graphs": graphed,
+                    "speedup": speedup,
+                    "fraction_of_mac_ratio": speedup / mac_ratio,
+                    "images_per_s": {n: batch / t for n, t in med.items()},
+                }
+            )
+            print(f"gpu mobilenet {dname} batch {batch}: {speedup:.2f}x", file=sys.stderr)
+        del models
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
+    return {"macs": macs, "mac_ratio": mac_ratio, "resolution": res, "rows": rows}
+
+
+def bench_gpu_layers(args: argparse.Namespace, dev: torch.device) -> dict[str, Any]:
+    """:func:`sepconv.nn.profile` of MobileNet v1 on the device (float32, batch 1,
+    channels-last): per-layer CUDA-graph replays against the GPU's roofline."""
+    torch.manual_seed(0)
+    res = args.resolution
+    p = profile(
+        mobilenet_v1(resolution=res), (1, 3, res, res), device=dev,
+        memory_format="channels_last", repeats=max(args.repeats, 10), name="mobilenet_v1",
+    )  # fmt: skip
+    return layer_summary(p, min_time=1e-6)
+
+
+def md_gpu_mobilenet(mb: dict[str, Any]) -> list[str]:
+    res = mb["resolution"]
+    lines = md_table_head(
+        f"MobileNet v1 vs Conv MobileNet on the GPU ({res}x{res})",
+        f"MACs per image: {mb['macs']['mobilenet_v1'] / 1e6:.1f}M vs "
+        f"{mb['macs']['conv_mobilenet'] / 1e6:.1f}M (ratio {mb['mac_ratio']:.2f}). Medians of "
+        "CUDA-event samples over CUDA-graph replays, the two models alternating.",
+        "dtype | batch | MobileNet v1 ms | Conv MobileNet ms | speed-up | of MAC ratio | "
+        "images/s (v1 / conv) | graphs",
+    )
+    for r in mb["rows"]:
+        m, ips = r["median_s"], r["images_per_s"]
+        eager = [n for n, g in r["cuda_graphs"].items() if not g]
+        graphs = "eager: " + ", ".join(eager) if eager else "yes"
+        lines.append(
+            f"| {r['dtype']} | {r['batch']} | {m['mobilenet_v1'] * 1e3:.3f} | "
+            f"{m['conv_mobilenet'] * 1e3:.3f} | {r['speedup']:.2f}x | "
+            f"{r['fraction_of_mac_ratio']:.0%} | {ips['mobilenet_v1']:,.0f} / "
+            f"{ips['conv_mobilenet']:,.0f} | {graphs} |"
+        )
+    lines.append("")
+    return lines
+
+
+def gpu_markdown(res: dict[str, Any]) -> str:
+    r = res["rates"]
+    gemm = ", ".join(f"{k} {v / 1e12:.1f}" for k, v in r["gemm_rates"].items())
+    lines = [f"# sepconv.nn GPU benchmarks — {res['device_name']} — {res['date']}", ""]
+    lines.append(
+        f"torch {res['versions']['torch']} (CUDA {res['versions']['cuda']}, cuDNN "
+        f"{res['versions']['cudnn']}), {res['settings']}. Device rates (measured): GEMM "
+        f"(TMAC/s) {gemm or 'n/a'}; copy bandwidth {r['bandwidth_bytes_per_s'] / 1e9:.0f} GB/s."
+    )
+    if res["dry_run"]:
+        lines.append("")
+        lines.append("**Dry run on the CPU (host clock, no CUDA graphs): not GPU numbers.**")
+    lines.append("")
+    if "mobilenet" in res:
+        lines += md_gpu_mobilenet(res["mobilenet"])
+    if "layers" in res:
+        lines += md_layers(res["layers"])
+    return "\n".join(lines) + "\n"
+
+
+def main_gpu(args: argparse.Namespace) -> int:
+    """The GPU sections (``--device cuda``; ``--dry-run``: the same code on the CPU)."""
+    dev = torch.device("cpu") if args.dry_run else torch.device(args.device)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            print(f"bench_nn: error: --device {args.device}: no CUDA device is visible",
+                  file=sys.stderr)  # fmt: skip
+            return 2
+        if dev.index is None:
+            dev = torch.device("cuda", torch.cuda.current_device())
+        torch.cuda.set_device(dev)
+        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its algorithms
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu (dry run)"
+    t0 = time.perf_counter()
+    rates = machine_rates(device=dev) if dev.type == "cuda" else machine_rates()
+    res: dict[str, Any] = {
+        "device": str(dev),
+        "device_name": name,
+        "dry_run": args.dry_run,
+        "date": dt.date.today().isoformat(),
+        "repeats": args.repeats,
+        "settings": (
+            f"cudnn.benchmark={torch.backends.cudnn.benchmark}, cuDNN TF32 "
+            f"{'allowed' if _tf32(conv=True) else 'off'}, float32 matmul TF32 "
+            f"{'allowed' if _tf32(conv=False) else 'off'}, channels-last, BN folded, "
+            "inference mode"
+        ),
+        "versions": {
+            "torch": torch.__version__,
+            "cuda": torch.version.cuda,
+            "cudnn": torch.backends.cudnn.version() if dev.type == "cuda" else None,
+            "sepconv": sepconv.__version__,
+            "python": platform.python_version(),
+        },
+        "rates": rates.to_dict(),
+    }
+    runners = {"mobilenet": bench_gpu_mobilenet, "layers": bench_gpu_layers}
+    for section in GPU_SECTIONS:
+        if section in args.only:
+            print(f"gpu {section} ...", file=sys.stderr)
+            res[section] = runners[section](args, dev)
+    res["seconds"] = time.perf_counter() - t0
+    args.out.mkdir(parents=True, exist_ok=True)
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-").lower()
+    suffix = "" if set(args.only) >= set(GPU_SECTIONS) else "-" + "-".join(args.only)
+    stem = args.out / f"nn-gpu-{slug}-{res['date']}{suffix}"
+    stem.with_suffix(".json").write_text(json.dumps(res, indent=2) + "\n")
+    text = gpu_markdown(res)
+    stem.with_suffix(".md").write_text(text)
+    print(text)
+    print(f"wrote {stem}.json and .md ({res['seconds']:.0f} s)", file=sys.stderr)
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
 # report
 # ----------------------------------------------------------------------------------------------
 
@@ -639,8 +873,26 @@ def main(argv: list[str] | None = None) -> int:
         "--only",
         nargs="+",
         choices=SECTIONS,
-        default=list(SECTIONS),
-        help="sections to run (default: all)",
+        default=None,
+        help="sections to run (default: all; on a GPU: mobilenet layers)",
+    )
+    ap.add_argument(
+        "--device",
+        default="cpu",
+        help="cpu (default), or cuda / cuda:N: the GPU sections (MobileNet v1 vs Conv "
+        "MobileNet at --batches x --dtypes with CUDA graphs and events; the per-layer "
+        "profile on the GPU)",
+    )
+    ap.add_argument("--batches", type=int, nargs="+", default=[1, 64], help="GPU: batch sizes")
+    ap.add_argument(
+        "--dtypes", nargs="+", choices=list(DTYPES), default=["float32", "bfloat16"],
+        help="GPU: dtypes",
+    )  # fmt: skip
+    ap.add_argument("--resolution", type=int, default=224, help="GPU: input resolution")
+    ap.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="run the GPU sections' code on the CPU (host clock, no graphs) to check it",
     )
     ap.add_argument("--budget", type=float, default=0.5, help="latency section: the budget")
     ap.add_argument(
@@ -650,6 +902,12 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.quick:
         args.repeats = min(args.repeats, 5)
+    if args.device != "cpu" or args.dry_run:
+        args.only = args.only or list(GPU_SECTIONS)
+        if set(args.only) - set(GPU_SECTIONS):
+            ap.error(f"--only on a GPU: choose from {list(GPU_SECTIONS)}, got {args.only}")
+        return main_gpu(args)
+    args.only = args.only or list(SECTIONS)
     torch.set_num_threads(args.threads)
     log: list[dict[str, Any]] = []
     settle(args.threads, args.settle, log, "machine rates")
