@@ -41,7 +41,12 @@ SHAPE = (16, 20)
 
 
 class FakeArray(np.ndarray):
-    """The stand-in's ``cupy.ndarray``: numpy memory, exchanged through DLPack."""
+    """The stand-in's ``cupy.ndarray``: numpy memory, exchanged through DLPack; numpy's
+    functions of it return it (as numpy's functions of cupy arrays return cupy arrays)."""
+
+    def __array_function__(self, func, types, args, kwargs):
+        result = super().__array_function__(func, types, args, kwargs)
+        return result.view(FakeArray) if type(result) is np.ndarray else result
 
 
 def _fake_from_dlpack(obj):
@@ -335,17 +340,10 @@ def test_import_sepconv_does_not_import_cupy_or_the_backend() -> None:
 
 @pytest.fixture
 def dask_cupy(cupy, monkeypatch):
-    """dask's concatenation for the stand-in's chunks (dask registers cupy's own), removed
-    afterwards; returns the list the cupy backend's ``run`` records its calls in."""
+    """dask.array, and the list the cupy backend's ``run`` records its calls in."""
     da = pytest.importorskip("dask.array")
-    from dask.array.dispatch import concatenate_lookup
-
     from sepconv.backends import cupy as cupy_backend
 
-    def concatenate(arrays, axis=0):
-        return np.concatenate([np.asarray(a) for a in arrays], axis=axis).view(FakeArray)
-
-    monkeypatch.setitem(concatenate_lookup._lookup, FakeArray, concatenate)
     calls: list[tuple[int, ...]] = []
     real = cupy_backend.run
 
@@ -370,9 +368,16 @@ def test_dask_of_cupy_chunks_runs_each_window_on_the_backend(dask_cupy) -> None:
     x = rand(SHAPE, seed=9)
     d = da.from_array(dev(x), chunks=(5, 7), asarray=False)
     assert type(d._meta) is FakeArray
-    for name in ("gaussian_filter", "convolve1d-long-wrap", "correlate-direct", "laplace"):
+    import sepconv.dask
+
+    names = ["gaussian_filter", "convolve1d-long-wrap", "correlate-direct", "laplace"]
+    for name, strategy in [(n, "auto") for n in names] + [
+        ("gaussian_gradient_magnitude", "passes"),  # the passes strategy and the hypot
+        ("uniform_filter-constant", "fused"),
+    ]:
         calls.clear()
-        got = ours(name, d)
+        with sepconv.dask.strategy(strategy):
+            got = ours(name, d)
         assert type(got._meta) is FakeArray and _blocks(got) == {FakeArray}, name
         assert len(calls) >= d.npartitions, name  # at least a window per chunk: the backend ran
         assert_close(got.compute(scheduler="sync"), scipy_ref(name, x))
