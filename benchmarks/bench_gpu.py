@@ -469,6 +469,17 @@ def markdown(report: dict[str, Any]) -> str:
             + (("; errors: " + "; ".join(errors)) if errors else "")
             + (("; " + "; ".join(c["notes"])) if c["notes"] else "")
         )
+    if report.get("gpu_time_model"):
+        lines += [
+            "",
+            "The planner's time model measured on this GPU (`sepconv calibrate --device cuda`; "
+            "ms = Mpixel x (a x MACs + b x passes) + c x passes):",
+            "",
+            "| method | a: per MAC | b: per pass | c: per call |",
+            "|---|---|---|---|",
+        ]
+        for name, (a, b, c) in report["gpu_time_model"].items():
+            lines.append(f"| {name} | {a:.3g} | {b:.3g} | {c:.3g} |")
     if report.get("notes"):
         lines += ["", "Notes:", ""] + [f"- {n}" for n in report["notes"]]
     return "\n".join(lines) + "\n"
@@ -573,6 +584,16 @@ def main(argv: list[str] | None = None) -> int:
         report["total_s"] = round(time.perf_counter() - t0, 1)
         if not write(report, stem, args.out, quiet=True):  # after every case: a run cut
             return 1  # short still leaves its results
+    if device.type == "cuda" and not args.cases:  # the planner's GPU time model, measured
+        log("planner time model on this GPU (sepconv calibrate --device cuda) ...")
+        try:
+            from sepconv.calibrate import calibrate
+
+            t1 = time.perf_counter()
+            report["gpu_time_model"] = calibrate(device="cuda", save=False)["time_model"]
+            notes.append(f"GPU time model measured in {time.perf_counter() - t1:.0f} s")
+        except Exception as exc:
+            notes.append(f"GPU time model failed: {type(exc).__name__}: {exc}")
     md = write(report, stem, args.out)
     if md is None:
         return 1
