@@ -317,6 +317,21 @@ def test_bad_output_and_input_are_refused(cupy) -> None:
         sepconv.gaussian_filter(np.zeros(SHAPE, "M8[s]").view(FakeArray), 1.0)
 
 
+def test_a_dtype_torch_cannot_import_is_a_type_error(cupy, monkeypatch) -> None:
+    real = torch.from_dlpack
+
+    def old_torch(obj):  # torch < 2.3 has no uint16/32/64 through DLPack
+        if obj.dtype == np.uint16:
+            raise BufferError("Unsupported kUInt bits 16")
+        return real(obj)
+
+    monkeypatch.setattr(torch, "from_dlpack", old_torch)
+    with pytest.raises(TypeError, match=r"input of dtype uint16 cannot be handed to torch"):
+        sepconv.uniform_filter(dev(np.zeros(SHAPE, np.uint16)), 3)
+    with pytest.raises(TypeError, match=r"output of dtype uint16 cannot be handed to torch"):
+        sepconv.uniform_filter(dev(np.zeros(SHAPE)), 3, output=dev(np.zeros(SHAPE, np.uint16)))
+
+
 def test_missing_triton_is_an_import_error_naming_the_gpu_extra(cupy, monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "triton", None)  # `import triton` raises ImportError
     with pytest.raises(ImportError, match=r"sepconv\[gpu\].*cupy-cuda12x.*missing: triton"):

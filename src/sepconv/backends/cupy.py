@@ -59,14 +59,21 @@ def _torch_backend() -> ModuleType:
     return torch_backend
 
 
-def _tensor(a: Any) -> Any:
+def _tensor(a: Any, name: str = "input") -> Any:
     """The torch tensor on ``a``'s memory (DLPack, zero-copy). Torch has no negative strides
-    (it aborts the process on such a capsule), so a reversed view is copied first."""
+    (it aborts the process on such a capsule), so a reversed view is copied first. A dtype
+    this torch cannot import (uint16/32/64 before torch 2.3) is a TypeError naming ``name``."""
     import torch
 
     if any(s < 0 for s in a.strides):
         a = a.copy()
-    return torch.from_dlpack(a)
+    try:
+        return torch.from_dlpack(a)
+    except (BufferError, RuntimeError, TypeError, ValueError) as exc:
+        raise TypeError(
+            f"{name} of dtype {a.dtype} cannot be handed to torch {torch.__version__} through "
+            f"DLPack ({exc}); convert it first (e.g. to float32)"
+        ) from exc
 
 
 def _torch_dtype(dtype: np.dtype) -> Any:
@@ -127,7 +134,7 @@ def run(x: Any, job: Job, dtype: np.dtype, out: Any, workers: int | None) -> Any
     """``job`` on ``x`` by the torch backend (the Triton engine for device data); the result
     has ``dtype`` (a new cupy array) or is ``out``, written in place."""
     tb = _torch_backend()
-    target = None if out is None or any(s < 0 for s in out.strides) else _tensor(out)
+    target = None if out is None or any(s < 0 for s in out.strides) else _tensor(out, "output")
     result = tb.run(_tensor(x), job, _torch_dtype(np.dtype(dtype)), target, workers)
     return _finish(result, target, out)
 
@@ -157,7 +164,7 @@ def join(re: Any, im: Any, dtype: Any, out: Any) -> Any:
     import torch
 
     result = torch.complex(_tensor(re), _tensor(im)).to(_torch_dtype(np.dtype(dtype)))
-    target = None if out is None or any(s < 0 for s in out.strides) else _tensor(out)
+    target = None if out is None or any(s < 0 for s in out.strides) else _tensor(out, "output")
     if target is not None:
         target.copy_(result)
     return _finish(result, target, out)
