@@ -28,6 +28,7 @@ import itertools
 import math
 import statistics
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -115,7 +116,8 @@ def _cuda_runner(
 
     ``fn`` runs three times on a side stream first (lazy initialisation, cuDNN's algorithm
     choice and the allocator's warm-up must not happen during capture), as torch's CUDA graph
-    notes prescribe. The tensors ``fn`` reads must stay alive while ``run`` is used.
+    notes prescribe. The tensors ``fn`` reads must stay alive while ``run`` is used. A call
+    that launches no kernel (an empty graph) runs eagerly too.
     """
     stream = torch.cuda.Stream(device=device)
     stream.wait_stream(torch.cuda.current_stream(device))
@@ -125,12 +127,22 @@ def _cuda_runner(
     torch.cuda.current_stream(device).wait_stream(stream)
     graph = torch.cuda.CUDAGraph()
     current = torch.cuda.current_stream(device)
-    try:
-        with torch.cuda.graph(graph):
-            fn()
-    except RuntimeError:  # not capturable (host synchronisation, unsupported op): run eagerly
-        torch.cuda.set_stream(current)  # a failed capture_end skips leaving the capture stream
-        torch.cuda.synchronize(device)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            with torch.cuda.graph(graph):
+                fn()
+            failed = False
+        except RuntimeError:  # not capturable (host synchronisation, unsupported op)
+            torch.cuda.set_stream(current)  # a failed capture_end skips leaving its stream
+            torch.cuda.synchronize(device)
+            failed = True
+    # torch warns of an empty graph when ``fn`` launches no kernel (a view such as Flatten)
+    empty = [w for w in caught if "CUDA Graph is empty" in str(w.message)]
+    for w in caught:
+        if w not in empty:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if failed or empty:
         return fn, False
     return graph.replay, True
 
@@ -1207,8 +1219,6 @@ def compiled(model: nn.Module, example: Tensor, how: str | bool) -> Callable[...
     if how == "inductor":
         runner: Callable[..., Any] = torch.compile(model, options={"freezing": True})
     elif how == "torchscript":
-        import warnings
-
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             runner = torch.jit.optimize_for_inference(torch.jit.script(model.eval()))
