@@ -332,6 +332,24 @@ def test_a_dtype_torch_cannot_import_is_a_type_error(cupy, monkeypatch) -> None:
         sepconv.uniform_filter(dev(np.zeros(SHAPE)), 3, output=dev(np.zeros(SHAPE, np.uint16)))
 
 
+def test_the_planner_gets_the_device_of_the_memory(cupy, monkeypatch) -> None:
+    """``device_kind``: the torch backend's rule for the tensor on the array's memory (here
+    CPU memory); a dask array of the library's chunks asks the chunks' backend."""
+    da = pytest.importorskip("dask.array")
+    from sepconv.backends import cupy as cupy_backend
+    from sepconv.backends import dask as dask_backend
+    from sepconv.backends import torch as torch_backend
+
+    c = dev(np.zeros(SHAPE))
+    d = da.from_array(c, chunks=(5, 7), asarray=False)
+    assert cupy_backend.device_kind(c) == "cpu" and dask_backend.device_kind(d) == "cpu"
+    seen = []
+    monkeypatch.setattr(torch_backend, "device_kind", lambda t: seen.append(t) or "cuda")
+    assert cupy_backend.device_kind(c) == "cuda" and dask_backend.device_kind(d) == "cuda"
+    assert seen[0].data_ptr() == c.__array_interface__["data"][0]
+    assert dask_backend.device_kind(da.zeros(SHAPE, chunks=(5, 7))) == "cpu"  # numpy chunks
+
+
 def test_missing_triton_is_an_import_error_naming_the_gpu_extra(cupy, monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "triton", None)  # `import triton` raises ImportError
     with pytest.raises(ImportError, match=r"sepconv\[gpu\].*cupy-cuda12x.*missing: triton"):
@@ -435,8 +453,11 @@ def real_cupy():
 
 @pytest.mark.gpu
 def test_gpu_every_filter_matches_scipy(real_cupy) -> None:
+    from sepconv.backends import cupy as cupy_backend
+
     cp = real_cupy
     x = rand((64, 96), seed=10)
+    assert cupy_backend.device_kind(cp.zeros(3)) == "cuda"
     for dtype, tol in ((np.float32, 1e-6), (np.float64, 1e-12)):
         xs = x.astype(dtype)
         c = cp.asarray(xs)

@@ -27,6 +27,7 @@ from .numpy import complex_of, is_complex, real_of  # the same dtype rules as nu
 __all__ = [
     "check_input",
     "complex_of",
+    "device_kind",
     "has_nonfinite",
     "is_complex",
     "join",
@@ -123,6 +124,12 @@ def resolve_output(output: Any, x: Any) -> tuple[np.dtype, Any]:
             f"output dtype must be in native byte order for a cupy input, got {dt.str}"
         )
     return dt, None
+
+
+def device_kind(x: Any) -> str:
+    """Whose time model the planner uses: ``'cuda'`` for device memory (the torch backend's
+    rule for the tensor on it), else ``'cpu'``."""
+    return str(_torch_backend().device_kind(_tensor(x)))
 
 
 def has_nonfinite(x: Any) -> bool:

@@ -39,6 +39,7 @@ __all__ = [
     "STRATEGIES",
     "check_input",
     "complex_of",
+    "device_kind",
     "has_nonfinite",
     "is_complex",
     "join",
@@ -74,6 +75,14 @@ def _chunk_backend(block: Any) -> ModuleType | None:
 
     backend = for_type(type(block))
     return None if backend is numpy_backend else backend
+
+
+def device_kind(x: da.Array) -> str:
+    """Whose time model the planner uses: the chunks' backend's (``'cuda'`` for CuPy chunks),
+    ``'cpu'`` for numpy chunks."""
+    backend = _chunk_backend(x._meta)
+    kind = getattr(backend, "device_kind", None)
+    return "cpu" if kind is None else str(kind(x._meta))
 
 
 def resolve_output(output: Any, x: da.Array) -> tuple[np.dtype, Any]:
