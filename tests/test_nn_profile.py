@@ -534,3 +534,40 @@ def test_ds_cost_gpu_table_times_both_layers_at_every_batch(tmp_path):
         assert m["mac_ratio"] == pytest.approx(k2 * cin * cout / (k2 * cin + cin * cout))
         assert m["standard_ms"] > 0 and m["ds_ms"] > 0
         assert m["latency_ratio"] == pytest.approx(m["standard_ms"] / m["ds_ms"])
+
+
+def test_bench_nn_gpu_section_dry_run_on_the_cpu(tmp_path):
+    """The benchmark's GPU code path, run on the CPU (host clock, no graphs): MAC counts from
+    the closed form, one row per dtype x batch, the files named for the device."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_nn.py"
+    spec = importlib.util.spec_from_file_location("bench_nn_under_test", path)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    argv = ["--dry-run", "--only", "mobilenet", "--resolution", "32", "--batches", "1", "2",
+            "--dtypes", "float32", "bfloat16", "--repeats", "2",
+            "--out", str(tmp_path)]  # fmt: skip
+    assert bench.main(argv) == 0
+    (json_file,) = tmp_path.glob("nn-gpu-cpu-dry-run-*-mobilenet.json")
+    res = json.loads(json_file.read_text())
+    mb = res["mobilenet"]
+    v1, conv = mobilenet_closed_form(1.0, 32, False)[0], mobilenet_closed_form(1.0, 32, True)[0]
+    assert mb["macs"] == {"mobilenet_v1": v1, "conv_mobilenet": conv}
+    assert [(r["dtype"], r["batch"]) for r in mb["rows"]] == [
+        ("float32", 1), ("float32", 2), ("bfloat16", 1), ("bfloat16", 2),
+    ]  # fmt: skip
+    for r in mb["rows"]:
+        assert all(len(t) == 2 and min(t) > 0 for t in r["times_s"].values())
+        assert r["speedup"] == pytest.approx(
+            r["median_s"]["conv_mobilenet"] / r["median_s"]["mobilenet_v1"]
+        )
+    text = json_file.with_suffix(".md").read_text()
+    assert "Dry run on the CPU" in text and "| bfloat16 | 2 |" in text
+    with pytest.raises(SystemExit):
+        bench.main(["--device", "cuda", "--only", "convert"])  # not a GPU section
+    if not HAVE_CUDA:
+        assert bench.main(["--device", "cuda", "--out", str(tmp_path / "none")]) == 2
+        assert not (tmp_path / "none").exists()
