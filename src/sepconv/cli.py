@@ -710,8 +710,7 @@ def profile_command(
 ) -> None:
     """Per-layer params, MACs, bytes, roofline and measured time of a model.
 
-    With --device cuda the model is timed on the GPU (CUDA events around CUDA-graph replays)
-    and the roofline uses the GPU's measured copy bandwidth and matrix-multiply rate.
+    --device cuda: timed on the GPU (CUDA events, CUDA graphs) against its measured rates.
     """
     from .nn.profile import profile as run_profile
 
