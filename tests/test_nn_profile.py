@@ -488,8 +488,9 @@ def test_profile_on_cuda_counts_as_on_cpu_and_times_with_the_gpu_roofline():
             bw = p.rates.bandwidth(nbytes)
             assert r.roofline_s == pytest.approx(max(r.macs / rate, nbytes / bw), rel=1e-6)
     assert p.latency_s > 0
+    # each layer alone pays one graph launch (a few us), the whole model one for all
     factor = p.measured_layers_s / p.latency_s
-    assert 1 / 5 < factor < 5, (p.measured_layers_s, p.latency_s)
+    assert 1 / 4 < factor < 8, (p.measured_layers_s, p.latency_s)
     assert "device: " + torch.cuda.get_device_name() in str(p)
 
 
