@@ -2,7 +2,7 @@
 
 Used by the experiments, the nn profiler and the planner's calibration. Times are seconds per
 call (``time.perf_counter``); a median is that of the samples (for an even count, the mean of
-the two middle ones).
+the two middle ones). On a GPU, :func:`cuda_seconds` times one call with CUDA events.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import statistics
 import time
 from collections.abc import Callable, Mapping
 
-__all__ = ["median_time", "median_times", "sample_times"]
+__all__ = ["cuda_seconds", "median_time", "median_times", "sample_times"]
 
 
 def _samples(
@@ -88,3 +88,18 @@ def median_times(
     """
     samples = _samples(fns, repeats, warmup, inner, budget_s)
     return {n: statistics.median(v) for n, v in samples.items()}
+
+
+def cuda_seconds(fn: Callable[[], object]) -> float:
+    """Seconds one call of ``fn`` takes on the current CUDA stream: CUDA events recorded
+    around it (host work between them counts as the stream's idle time), then one wait for
+    the end event. torch is imported here only."""
+    import torch
+
+    start = torch.cuda.Event(enable_timing=True)
+    end = torch.cuda.Event(enable_timing=True)
+    start.record()
+    fn()
+    end.record()
+    end.synchronize()
+    return float(start.elapsed_time(end)) / 1e3

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from . import cost
-from ._timing import median_time
+from ._timing import cuda_seconds, median_time
 from .factor import separate
 from .filters import correlate
 from .plan import DEVICES, TIME_MODEL, calibration_path, set_time_model
@@ -113,16 +113,7 @@ def _cuda(repeats: int) -> tuple[Callable[[np.ndarray], Any], Callable[[Any], fl
     def timed(fn: Any) -> float:
         fn()
         torch.cuda.synchronize()
-        samples = []
-        for _ in range(repeats):
-            start = torch.cuda.Event(enable_timing=True)
-            end = torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            samples.append(float(start.elapsed_time(end)))
-        return float(np.median(samples))
+        return float(np.median([cuda_seconds(fn) for _ in range(repeats)])) * 1e3
 
     return to_device, timed
 
