@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# One prepared GPU session for issues 13 and 15 (no network there; sepconv from the source tree).
+#
+#   bash benchmarks/gpu_session.sh tests   # the GPU-capable tests on the GPU      (~3-5 min)
+#   bash benchmarks/gpu_session.sh bench   # bench_gpu, then bench_nn --device cuda (~5-7 min)
+#
+# Results go to $OUT (the device tool's folder) or benchmarks/results. First it prints which
+# packages the machine lacks: carry those as wheels (see the device tool's README) and rerun.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export PYTHONPATH="src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+OUT="${OUT:-benchmarks/results}"
+PY="${PYTHON:-python3}"
+mkdir -p "$OUT"
+"$PY" - <<'PYEOF'
+import importlib
+for name in ("torch", "triton", "cupy", "numpy", "scipy", "numba", "pytest", "hypothesis",
+             "xdist", "typer", "rich", "dask"):
+    try:
+        print(f"{name:10s} {getattr(importlib.import_module(name), '__version__', '?')}")
+    except Exception as exc:
+        print(f"{name:10s} MISSING ({type(exc).__name__})")
+import torch
+print("cuda", torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_available() else "")
+PYEOF
+case "${1:-}" in
+  tests)
+    # the files with CUDA paths or gpu-marked tests; counts in the last line of the log
+    workers=()
+    "$PY" -c "import xdist" 2>/dev/null && workers=(-n 8)
+    "$PY" -m pytest -q -p no:cacheprovider "${workers[@]}" \
+      tests/test_triton_engine.py tests/test_torch_backend.py tests/test_cupy_backend.py \
+      tests/test_planning.py tests/test_nn_profile.py tests/test_nn_convert.py \
+      tests/test_bench_gpu.py 2>&1 | tee "$OUT/gpu-tests.log"
+    ;;
+  bench)
+    "$PY" benchmarks/bench_gpu.py --out "$OUT" 2>&1 | tee "$OUT/bench-gpu.log"
+    "$PY" benchmarks/bench_nn.py --device cuda --out "$OUT" 2>&1 | tee "$OUT/bench-nn-gpu.log"
+    ;;
+  *)
+    echo "usage: bash benchmarks/gpu_session.sh tests|bench" >&2
+    exit 2
+    ;;
+esac
