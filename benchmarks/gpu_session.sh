@@ -9,6 +9,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+export TRITON_INTERPRET=0  # compiled kernels (tests/conftest.py would pick the interpreter
+                          # where /dev/nvidiactl is missing)
 OUT="${OUT:-benchmarks/results}"
 PY="${PYTHON:-python3}"
 mkdir -p "$OUT"
