@@ -242,3 +242,23 @@ def test_importing_sepconv_imports_neither_torch_nor_dask() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_tensors_filter_without_numba() -> None:
+    """A GPU-only setup may have torch (and triton) but no numba: tensors never need it."""
+    code = (
+        "import sys\n"
+        "sys.modules['numba'] = None  # import numba now fails\n"
+        "import numpy as np, torch, sepconv\n"
+        "from scipy import ndimage\n"
+        "x = np.random.default_rng(0).random((20, 30))\n"
+        "t = torch.tensor(x)\n"
+        "for got, ref in (\n"
+        "    (sepconv.gaussian_filter(t, 1.5), ndimage.gaussian_filter(x, 1.5)),\n"
+        "    (sepconv.correlate(t, np.ones((3, 4))), ndimage.correlate(x, np.ones((3, 4)))),\n"
+        "    (sepconv.sobel(t, workers=None), ndimage.sobel(x)),\n"
+        "):\n"
+        "    assert np.abs(got.numpy() - ref).max() < 1e-12\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr

@@ -55,15 +55,14 @@ def register(library: str, type_name: str, backend: str) -> None:
 def for_type(kind: type) -> ModuleType:
     """The backend module for arrays of type ``kind`` (numpy for ndarrays and every other
     array-like: lists, scalars, objects with ``__array__``)."""
-    from . import numpy as numpy_backend
+    if kind.__module__ != "numpy":
+        for library, type_name, backend in _REGISTRY:
+            lib = sys.modules.get(library)
+            cls = getattr(lib, type_name, None) if lib is not None else None
+            if cls is not None and issubclass(kind, cls):
+                return importlib.import_module(backend)
+    from . import numpy as numpy_backend  # (numba: not needed for tensors or CuPy arrays)
 
-    if kind.__module__ == "numpy":
-        return numpy_backend
-    for library, type_name, backend in _REGISTRY:
-        lib = sys.modules.get(library)
-        cls = getattr(lib, type_name, None) if lib is not None else None
-        if cls is not None and issubclass(kind, cls):
-            return importlib.import_module(backend)
     return numpy_backend
 
 

@@ -28,7 +28,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .. import engine
 from .._modes import extension_table, saturation_bounds, work_dtype
 from .._torch_threads import torch_threads
 from ..job import Job, chain, dense_job, ordered
@@ -275,7 +274,12 @@ def _ieee(x: torch.Tensor) -> contextlib.AbstractContextManager[Any]:
 @contextlib.contextmanager
 def _threads(x: torch.Tensor, workers: int | None) -> Iterator[None]:
     """``workers`` threads for torch's CPU kernels during the call (ignored on CUDA)."""
-    n = None if workers is None else engine.check_workers(workers)
+    if workers is None:
+        n = None
+    else:  # numba's thread bound (imported here only: a GPU-only setup may lack numba)
+        from ..engine import check_workers
+
+        n = check_workers(workers)
     with torch_threads(n if x.device.type == "cpu" else None):
         yield
 
