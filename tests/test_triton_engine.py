@@ -639,6 +639,24 @@ GRADIENT_CASES = {
         lambda m, x: m.correlate(x, K34.T, mode="mirror", origin=(0, 1), **how(m, "direct")),
     ),
     "gaussian 3-D nearest": ((3, 4, 5), lambda m, x: m.gaussian_filter(x, 0.7, mode="nearest")),
+    "4-D axes (1, 3), a mode per axis": (
+        (2, 4, 2, 5),
+        lambda m, x: m.uniform_filter(x, (3, 2), mode=["wrap", "constant"], cval=1.5, axes=(1, 3)),
+    ),
+    "even kernel, origin -1, mirror far longer than the axis": (
+        (3, 4),
+        lambda m, x: m.correlate1d(x, np.arange(1.0, 11.0) % 4, axis=1, mode="mirror", origin=-1),
+    ),
+    "direct 3-D kernel with zero taps, constant": (
+        (3, 4, 4),
+        lambda m, x: m.correlate(
+            x,
+            np.eye(3)[:, :, None] * [1.0, 0.0, -2.0],
+            mode="constant",
+            cval=-1.0,
+            **how(m, "direct"),
+        ),
+    ),
 }
 
 
