@@ -9,7 +9,7 @@ axis too), origins over their whole valid range, axes subsets spelled with negat
 kernels of every length (even, longer than the axis) as float32, float64 or big-endian
 arrays, the method of ``correlate``/``convolve``, the output (``None``, a dtype, an
 ``output=`` array, strided, big-endian or the input itself) and the backend (numpy; dask
-with random chunks; torch CPU).
+with random chunks; torch CPU; the Triton GPU engine, run on CPU tensors by its interpreter).
 
 The oracle is independent of sepconv: scipy.ndimage in float64 on the input converted to
 float64. Where sepconv differs from scipy on purpose (README, ``sepconv.filters``' docstring),
@@ -51,7 +51,7 @@ transformed in float64 at present); plans that may use FFT (``fft``, ``auto``) g
 ``FFT_ERROR = 4`` times that, or the direct bound if larger.
 
 Size: ``SEPCONV_FUZZ_EXAMPLES`` (default 1000) examples for numpy, a fifth of that each for
-dask and torch, all derandomized (the same examples every run): about 30 s once numba's cache
+dask and torch, a twentieth for the Triton engine, all derandomized (the same examples every run): about 30 s once numba's cache
 is warm (the first run compiles ~80 engine signatures, minutes on 2 cores).
 ``test_found_cases_match_scipy`` replays one small case of every failure class the fuzz has
 found, so each stays covered whatever the random draw. For a long hunt:
@@ -79,6 +79,10 @@ from _helpers import MODES
 
 HAVE_DASK = importlib.util.find_spec("dask") is not None
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
+HAVE_TRITON = HAVE_TORCH and importlib.util.find_spec("triton") is not None
+#: Backends that take torch tensors: ``triton`` is torch's with ``SEPCONV_TORCH_ENGINE=triton``
+#: (CPU tensors through Triton's interpreter, ``tests/conftest.py``): the GPU engine's path.
+TORCHES = ("torch", "triton")
 N_EXAMPLES = int(os.environ.get("SEPCONV_FUZZ_EXAMPLES", "1000"))
 
 #: np.pad's name for each scipy mode (checked against scipy for pads longer than the axis).
@@ -231,16 +235,22 @@ class Case:
         if self.backend == "dask":
             lines[0] += "; import dask.array as da"
             xin = f"da.from_array(x, chunks={self.chunks!r})"
-        elif self.backend == "torch":
+        elif self.backend in TORCHES:
             lines[0] += "; import torch"
             xin = "torch.from_numpy(x)"
+            if self.backend == "triton":
+                lines.insert(
+                    0,
+                    "import os; os.environ.update(TRITON_INTERPRET='1', "
+                    "SEPCONV_TORCH_ENGINE='triton')",
+                )
         args = [xin]
         args += [f"{k}={_lit(v)}" for k, v in self.kwargs.items()]
         out = self.output_expr()
         if out != "None":
-            if self.backend == "torch" and self.out_kind in ("array", "strided"):
+            if self.backend in TORCHES and self.out_kind in ("array", "strided"):
                 out = f"torch.from_numpy({out})"
-            elif self.backend == "torch" and self.out_kind == "inplace":
+            elif self.backend in TORCHES and self.out_kind == "inplace":
                 out = "xt"
                 lines.append("xt = torch.from_numpy(x)")
                 args[0] = "xt"
@@ -297,13 +307,13 @@ def _input(draw, backend: str):
     if draw(st.integers(0, 20)) == 0:
         shape[draw(st.integers(0, ndim - 1))] = 0  # an empty axis
     shape = tuple(shape)
-    dtypes = TORCH_DTYPES if backend == "torch" else INPUT_DTYPES
+    dtypes = TORCH_DTYPES if backend in TORCHES else INPUT_DTYPES
     dtype = np.dtype(draw(st.sampled_from(dtypes)))
     profile = draw(st.sampled_from(["small", "full", "limits"]))
     seed = draw(st.integers(0, 2**32 - 1))
     # non-contiguous views: every other element, transposed, reversed, broadcast (stride 0);
     # torch.from_numpy takes neither negative strides nor read-only (broadcast) arrays
-    layouts = ["C", "C", "step", "T"] + ([] if backend == "torch" else ["neg", "bcast"])
+    layouts = ["C", "C", "step", "T"] + ([] if backend in TORCHES else ["neg", "bcast"])
     layout = draw(st.sampled_from(layouts if ndim > 1 else ["C", "step"]))
     rng = np.random.default_rng(seed)
     base_shape = shape
@@ -542,7 +552,7 @@ def cases(draw, backend: str) -> Case:
     if out_kind == "dtype":
         out_dtype = draw(st.sampled_from(OUTPUT_DTYPES))
     elif out_kind in ("array", "strided"):
-        pool = OUTPUT_DTYPES if backend == "torch" else OUTPUT_ARRAY_DTYPES
+        pool = OUTPUT_DTYPES if backend in TORCHES else OUTPUT_ARRAY_DTYPES
         out_dtype = draw(st.sampled_from(pool))
     elif out_kind == "inplace":
         out_dtype = str(x.dtype)
@@ -841,7 +851,7 @@ def run_sepconv(case: Case) -> tuple[Any, Any, np.ndarray]:
         import dask.array as da
 
         xin: Any = da.from_array(x, chunks=case.chunks)
-    elif case.backend == "torch":
+    elif case.backend in TORCHES:
         import torch
 
         xin = torch.from_numpy(x)
@@ -856,17 +866,28 @@ def run_sepconv(case: Case) -> tuple[Any, Any, np.ndarray]:
             output = np.zeros(shape, dtype=case.out_dtype)
         else:
             output = np.zeros((*shape[:-1], 2 * shape[-1]), dtype=case.out_dtype)[..., ::2]
-        if case.backend == "torch":
+        if case.backend in TORCHES:
             import torch
 
             output = torch.from_numpy(output)
     elif case.out_kind == "inplace":
         output = xin
-    res = getattr(sepconv, case.fn)(xin, **case.kwargs, output=output, **case.extra)
+    before = os.environ.get("SEPCONV_TORCH_ENGINE")
+    if case.backend == "triton":
+        os.environ["SEPCONV_TORCH_ENGINE"] = "triton"
+    try:
+        # the interpreter computes with numpy, which warns of inf - inf (a GPU does not)
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+            res = getattr(sepconv, case.fn)(xin, **case.kwargs, output=output, **case.extra)
+    finally:
+        if before is None:
+            os.environ.pop("SEPCONV_TORCH_ENGINE", None)
+        else:
+            os.environ["SEPCONV_TORCH_ENGINE"] = before
     target = output if case.out_kind in ("array", "strided", "inplace") else res
     if case.backend == "dask" and case.out_kind in ("none", "dtype"):
         target = res.compute()
-    if case.backend == "torch":
+    if case.backend in TORCHES:
         target = target.numpy()
     return res, output, np.asarray(target)
 
@@ -1048,7 +1069,8 @@ FOUND = {
 @pytest.mark.parametrize("name", sorted(FOUND))
 def test_found_cases_match_scipy(name: str) -> None:
     case = FOUND[name]()
-    if not {"numpy": True, "dask": HAVE_DASK, "torch": HAVE_TORCH}[case.backend]:
+    have = {"numpy": True, "dask": HAVE_DASK, "torch": HAVE_TORCH, "triton": HAVE_TRITON}
+    if not have[case.backend]:
         pytest.skip(f"{case.backend} is not installed")
     check(case)
 
@@ -1077,6 +1099,15 @@ def test_dask_filters_match_scipy_ndimage(case: Case) -> None:
 @_fuzz_settings(N_EXAMPLES // 5)
 @given(case=cases("torch"))
 def test_torch_cpu_filters_match_scipy_ndimage(case: Case) -> None:
+    check(case)
+
+
+@pytest.mark.skipif(not HAVE_TRITON, reason="torch and triton are not installed")
+@_fuzz_settings(max(N_EXAMPLES // 20, 10))
+@given(case=cases("triton"))
+def test_triton_engine_filters_match_scipy_ndimage(case: Case) -> None:
+    """The GPU engine's path (CUDA tensors run it; here CPU tensors in Triton's interpreter,
+    so fewer examples: each call is slow)."""
     check(case)
 
 
