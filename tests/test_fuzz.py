@@ -51,8 +51,9 @@ transformed in float64 at present); plans that may use FFT (``fft``, ``auto``) g
 ``FFT_ERROR = 4`` times that, or the direct bound if larger.
 
 Size: ``SEPCONV_FUZZ_EXAMPLES`` (default 1000) examples for numpy, a fifth of that each for
-dask and torch, a twentieth for the Triton engine, all derandomized (the same examples every run): about 30 s once numba's cache
-is warm (the first run compiles ~80 engine signatures, minutes on 2 cores).
+dask and torch, a twentieth for the Triton engine, all derandomized (the same examples every
+run): about 30 s once numba's cache is warm (the first run compiles ~80 engine signatures,
+minutes on 2 cores).
 ``test_found_cases_match_scipy`` replays one small case of every failure class the fuzz has
 found, so each stays covered whatever the random draw. For a long hunt:
 ``SEPCONV_FUZZ_EXAMPLES=5000 .venv/bin/pytest -p no:cacheprovider tests/test_fuzz.py``.
