@@ -240,8 +240,7 @@ def test_importing_sepconv_imports_neither_torch_nor_dask() -> None:
         "if m in sys.modules]\n"
         "assert not bad, bad\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
+    run_python(code)
 
 
 def test_tensors_filter_without_numba() -> None:
@@ -260,5 +259,10 @@ def test_tensors_filter_without_numba() -> None:
         "):\n"
         "    assert np.abs(got.numpy() - ref).max() < 1e-12\n"
     )
+    run_python(code)
+
+
+def run_python(code: str) -> None:
+    """``code`` in a fresh interpreter (what it imports is its own), which must succeed."""
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
