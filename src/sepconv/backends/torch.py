@@ -266,9 +266,13 @@ def _ieee(x: torch.Tensor) -> contextlib.AbstractContextManager[Any]:
     CUDA tensors: a float32 filter is float32-exact on the GPU too."""
     if x.device.type != "cuda":
         return contextlib.nullcontext()
-    # every other flag None: left as it is (the flags' names differ between torch versions)
-    keep: dict[str, Any] = dict.fromkeys(inspect.signature(torch.backends.cudnn.flags).parameters)
-    return torch.backends.cudnn.flags(**{**keep, "allow_tf32": False})
+    return torch.backends.cudnn.flags(**{**_CUDNN_KEEP, "allow_tf32": False})
+
+
+#: Every cuDNN flag None (left as it is); the flags' names differ between torch versions.
+_CUDNN_KEEP: dict[str, Any] = dict.fromkeys(
+    inspect.signature(torch.backends.cudnn.flags).parameters
+)
 
 
 @contextlib.contextmanager
