@@ -7,6 +7,7 @@ path). The references stay independent of sepconv: the mode names are scipy.ndim
 
 from __future__ import annotations
 
+import types
 from typing import Any
 
 import numpy as np
@@ -97,3 +98,22 @@ def conv_with(weight: Any, bias: Any = None, **kw: Any) -> Any:
         if bias is not None:
             conv.bias.copy_(bias)
     return conv
+
+
+class FakeArray(np.ndarray):
+    """A stand-in ``cupy.ndarray``: numpy memory, exchanged through DLPack; numpy's functions of
+    it return it (as numpy's functions of cupy arrays return cupy arrays)."""
+
+    def __array_function__(self, func, types, args, kwargs):
+        result = super().__array_function__(func, types, args, kwargs)
+        return result.view(FakeArray) if type(result) is np.ndarray else result
+
+
+def fake_cupy() -> types.ModuleType:
+    """A module to install as ``sys.modules['cupy']``: ``ndarray`` (:class:`FakeArray`) and
+    ``from_dlpack``, all sepconv's cupy backend uses. CPU tensors made from it run through
+    Triton's interpreter with ``SEPCONV_TORCH_ENGINE=triton``."""
+    fake = types.ModuleType("cupy")
+    fake.ndarray = FakeArray  # type: ignore[attr-defined]
+    fake.from_dlpack = lambda obj: np.from_dlpack(obj).view(FakeArray)  # type: ignore[attr-defined]
+    return fake

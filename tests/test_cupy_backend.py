@@ -26,7 +26,7 @@ import pytest
 from scipy import ndimage
 
 import sepconv
-from _helpers import assert_close, rand
+from _helpers import FakeArray, assert_close, fake_cupy, rand
 
 torch = pytest.importorskip("torch")
 if not torch.cuda.is_available():
@@ -40,26 +40,11 @@ CPU_ENGINE = "triton" if tg.interpreted() else "auto"
 SHAPE = (16, 20)
 
 
-class FakeArray(np.ndarray):
-    """The stand-in's ``cupy.ndarray``: numpy memory, exchanged through DLPack; numpy's
-    functions of it return it (as numpy's functions of cupy arrays return cupy arrays)."""
-
-    def __array_function__(self, func, types, args, kwargs):
-        result = super().__array_function__(func, types, args, kwargs)
-        return result.view(FakeArray) if type(result) is np.ndarray else result
-
-
-def _fake_from_dlpack(obj):
-    return np.from_dlpack(obj).view(FakeArray)
-
-
 @pytest.fixture
 def cupy(monkeypatch):
     """The stand-in installed as ``cupy`` (removed afterwards: no other test sees it), CPU
     tensors routed to the Triton engine."""
-    fake = types.ModuleType("cupy")
-    fake.ndarray = FakeArray
-    fake.from_dlpack = _fake_from_dlpack
+    fake = fake_cupy()
     monkeypatch.setitem(sys.modules, "cupy", fake)
     monkeypatch.setenv("SEPCONV_TORCH_ENGINE", CPU_ENGINE)
     if CPU_ENGINE == "triton":

@@ -9,7 +9,8 @@ axis too), origins over their whole valid range, axes subsets spelled with negat
 kernels of every length (even, longer than the axis) as float32, float64 or big-endian
 arrays, the method of ``correlate``/``convolve``, the output (``None``, a dtype, an
 ``output=`` array, strided, big-endian or the input itself) and the backend (numpy; dask
-with random chunks; torch CPU; the Triton GPU engine, run on CPU tensors by its interpreter).
+with random chunks; torch CPU; the Triton GPU engine, run on CPU tensors by its interpreter;
+CuPy arrays, a stand-in on numpy memory reaching that engine through DLPack).
 
 The oracle is independent of sepconv: scipy.ndimage in float64 on the input converted to
 float64. Where sepconv differs from scipy on purpose (README, ``sepconv.filters``' docstring),
@@ -66,6 +67,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,7 +78,7 @@ from hypothesis import strategies as st
 from scipy import ndimage
 
 import sepconv
-from _helpers import MODES
+from _helpers import MODES, FakeArray, fake_cupy
 
 HAVE_DASK = importlib.util.find_spec("dask") is not None
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
@@ -84,6 +86,10 @@ HAVE_TRITON = HAVE_TORCH and importlib.util.find_spec("triton") is not None
 #: Backends that take torch tensors: ``triton`` is torch's with ``SEPCONV_TORCH_ENGINE=triton``
 #: (CPU tensors through Triton's interpreter, ``tests/conftest.py``): the GPU engine's path.
 TORCHES = ("torch", "triton")
+#: Backends drawn like torch's (its dtypes, no read-only or reversed layouts): those and
+#: ``cupy``, a stand-in cupy (``_helpers.fake_cupy``) whose arrays reach the Triton engine
+#: through DLPack.
+TORCH_LIKE = (*TORCHES, "cupy")
 N_EXAMPLES = int(os.environ.get("SEPCONV_FUZZ_EXAMPLES", "1000"))
 
 #: np.pad's name for each scipy mode (checked against scipy for pads longer than the axis).
@@ -245,9 +251,22 @@ class Case:
                     "import os; os.environ.update(TRITON_INTERPRET='1', "
                     "SEPCONV_TORCH_ENGINE='triton')",
                 )
+        elif self.backend == "cupy":
+            lines[:0] = [
+                "import os; os.environ.update(TRITON_INTERPRET='1', SEPCONV_TORCH_ENGINE='triton')",
+                "import sys; sys.path.insert(0, 'tests'); from _helpers import fake_cupy",
+                "cupy = sys.modules['cupy'] = fake_cupy()",
+            ]
+            xin = "x.view(cupy.ndarray)"
         args = [xin]
         args += [f"{k}={_lit(v)}" for k, v in self.kwargs.items()]
         out = self.output_expr()
+        if self.backend == "cupy" and self.out_kind in ("array", "strided"):
+            out = f"{out}.view(cupy.ndarray)"
+        elif self.backend == "cupy" and self.out_kind == "inplace":
+            out = "xc"
+            lines.append(f"xc = {xin}")
+            args[0] = "xc"
         if out != "None":
             if self.backend in TORCHES and self.out_kind in ("array", "strided"):
                 out = f"torch.from_numpy({out})"
@@ -308,13 +327,13 @@ def _input(draw, backend: str):
     if draw(st.integers(0, 20)) == 0:
         shape[draw(st.integers(0, ndim - 1))] = 0  # an empty axis
     shape = tuple(shape)
-    dtypes = TORCH_DTYPES if backend in TORCHES else INPUT_DTYPES
+    dtypes = TORCH_DTYPES if backend in TORCH_LIKE else INPUT_DTYPES
     dtype = np.dtype(draw(st.sampled_from(dtypes)))
     profile = draw(st.sampled_from(["small", "full", "limits"]))
     seed = draw(st.integers(0, 2**32 - 1))
     # non-contiguous views: every other element, transposed, reversed, broadcast (stride 0);
     # torch.from_numpy takes neither negative strides nor read-only (broadcast) arrays
-    layouts = ["C", "C", "step", "T"] + ([] if backend in TORCHES else ["neg", "bcast"])
+    layouts = ["C", "C", "step", "T"] + ([] if backend in TORCH_LIKE else ["neg", "bcast"])
     layout = draw(st.sampled_from(layouts if ndim > 1 else ["C", "step"]))
     rng = np.random.default_rng(seed)
     base_shape = shape
@@ -553,7 +572,7 @@ def cases(draw, backend: str) -> Case:
     if out_kind == "dtype":
         out_dtype = draw(st.sampled_from(OUTPUT_DTYPES))
     elif out_kind in ("array", "strided"):
-        pool = OUTPUT_DTYPES if backend in TORCHES else OUTPUT_ARRAY_DTYPES
+        pool = OUTPUT_DTYPES if backend in TORCH_LIKE else OUTPUT_ARRAY_DTYPES
         out_dtype = draw(st.sampled_from(pool))
     elif out_kind == "inplace":
         out_dtype = str(x.dtype)
@@ -856,6 +875,8 @@ def run_sepconv(case: Case) -> tuple[Any, Any, np.ndarray]:
         import torch
 
         xin = torch.from_numpy(x)
+    elif case.backend == "cupy":
+        xin = x.view(FakeArray)
     else:
         xin = x
     output: Any = None
@@ -871,11 +892,16 @@ def run_sepconv(case: Case) -> tuple[Any, Any, np.ndarray]:
             import torch
 
             output = torch.from_numpy(output)
+        elif case.backend == "cupy":
+            output = output.view(FakeArray)
     elif case.out_kind == "inplace":
         output = xin
     before = os.environ.get("SEPCONV_TORCH_ENGINE")
-    if case.backend == "triton":
+    cupy_before = sys.modules.get("cupy")
+    if case.backend in ("triton", "cupy"):
         os.environ["SEPCONV_TORCH_ENGINE"] = "triton"
+    if case.backend == "cupy":
+        sys.modules["cupy"] = fake_cupy()
     try:
         # the interpreter computes with numpy, which warns of inf - inf (a GPU does not)
         with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
@@ -885,6 +911,13 @@ def run_sepconv(case: Case) -> tuple[Any, Any, np.ndarray]:
             os.environ.pop("SEPCONV_TORCH_ENGINE", None)
         else:
             os.environ["SEPCONV_TORCH_ENGINE"] = before
+        if case.backend == "cupy":
+            if cupy_before is None:
+                del sys.modules["cupy"]
+            else:
+                sys.modules["cupy"] = cupy_before
+    if case.backend == "cupy":
+        assert type(res) is FakeArray, f"a cupy input returned {type(res).__name__}"
     target = output if case.out_kind in ("array", "strided", "inplace") else res
     if case.backend == "dask" and case.out_kind in ("none", "dtype"):
         target = res.compute()
@@ -1070,7 +1103,13 @@ FOUND = {
 @pytest.mark.parametrize("name", sorted(FOUND))
 def test_found_cases_match_scipy(name: str) -> None:
     case = FOUND[name]()
-    have = {"numpy": True, "dask": HAVE_DASK, "torch": HAVE_TORCH, "triton": HAVE_TRITON}
+    have = {
+        "numpy": True,
+        "dask": HAVE_DASK,
+        "torch": HAVE_TORCH,
+        "triton": HAVE_TRITON,
+        "cupy": HAVE_TRITON,
+    }
     if not have[case.backend]:
         pytest.skip(f"{case.backend} is not installed")
     check(case)
@@ -1109,6 +1148,14 @@ def test_torch_cpu_filters_match_scipy_ndimage(case: Case) -> None:
 def test_triton_engine_filters_match_scipy_ndimage(case: Case) -> None:
     """The GPU engine's path (CUDA tensors run it; here CPU tensors in Triton's interpreter,
     so fewer examples: each call is slow)."""
+    check(case)
+
+
+@pytest.mark.skipif(not HAVE_TRITON, reason="torch and triton are not installed")
+@_fuzz_settings(max(N_EXAMPLES // 20, 10))
+@given(case=cases("cupy"))
+def test_cupy_arrays_match_scipy_ndimage(case: Case) -> None:
+    """CuPy arrays (a stand-in: numpy memory through DLPack) on the GPU engine's path."""
     check(case)
 
 
