@@ -3,6 +3,7 @@
 #
 #   bash benchmarks/gpu_session.sh tests   # the GPU-capable tests on the GPU      (~3-5 min)
 #   bash benchmarks/gpu_session.sh bench   # bench_gpu, then bench_nn --device cuda (~5-7 min)
+#   bash benchmarks/gpu_session.sh kernels # each engine kernel timed, then under ncu (~2 min)
 #
 # Results go to $OUT (the device tool's folder) or benchmarks/results. First it prints which
 # packages the machine lacks: carry those as wheels (see the device tool's README) and rerun.
@@ -39,8 +40,21 @@ case "${1:-}" in
     "$PY" benchmarks/bench_gpu.py --out "$OUT" 2>&1 | tee "$OUT/bench-gpu.log"
     "$PY" benchmarks/bench_nn.py --device cuda --out "$OUT" 2>&1 | tee "$OUT/bench-nn-gpu.log"
     ;;
+  kernels)
+    "$PY" benchmarks/gpu_kernels.py 2>&1 | tee "$OUT/gpu-kernels.log"
+    if command -v ncu >/dev/null; then  # fixed tiles: the autotuner's trial launches skipped
+      SEPCONV_TRITON_AUTOTUNE=0 ncu --clock-control none --launch-count 16 \
+        --kernel-name regex:"_rows_kernel|_last_kernel|_fused_kernel|_direct_kernel" \
+        --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy \
+        --section LaunchStats --csv --page details \
+        "$PY" benchmarks/gpu_kernels.py --reps 1 > "$OUT/gpu-kernels-ncu.csv" 2> "$OUT/gpu-kernels-ncu.err"
+      tail -3 "$OUT/gpu-kernels-ncu.err"
+    else
+      echo "ncu not found: timings only"
+    fi
+    ;;
   *)
-    echo "usage: bash benchmarks/gpu_session.sh tests|bench" >&2
+    echo "usage: bash benchmarks/gpu_session.sh tests|bench|kernels" >&2
     exit 2
     ;;
 esac

@@ -50,3 +50,14 @@ def test_gpu_benchmark_runs_and_every_contender_is_correct(tmp_path) -> None:
             assert r["correct"] is True, (case["name"], name, r)
             assert r["median_ms"] > 0
     assert (tmp_path / path.name.replace(".json", ".md")).read_text().startswith("# GPU benchmark")
+
+
+def test_kernel_profiling_driver_runs(tmp_path) -> None:
+    """``benchmarks/gpu_kernels.py`` (what ``gpu_session.sh kernels`` runs under ncu) runs every
+    engine kernel; here in the interpreter on tiny arrays."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "TRITON_INTERPRET": "1"}
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "gpu_kernels.py"), "--quick", "--reps", "1"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for name in ("_rows_kernel", "_last_kernel", "_fused_kernel", "two passes", "_direct_kernel"):
+        assert name in proc.stdout, proc.stdout
