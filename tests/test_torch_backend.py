@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -244,20 +245,29 @@ def test_importing_sepconv_imports_neither_torch_nor_dask() -> None:
 
 
 def test_tensors_filter_without_numba() -> None:
-    """A GPU-only setup may have torch (and triton) but no numba: tensors never need it."""
+    """A GPU-only setup may have torch (and triton) but no numba: tensors and CuPy arrays (here
+    the tests' stand-in) never need it, complex data included."""
     code = (
         "import sys\n"
         "sys.modules['numba'] = None  # import numba now fails\n"
+        f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
         "import numpy as np, torch, sepconv\n"
         "from scipy import ndimage\n"
+        "from _helpers import fake_cupy\n"
+        "cupy = sys.modules['cupy'] = fake_cupy()\n"
         "x = np.random.default_rng(0).random((20, 30))\n"
         "t = torch.tensor(x)\n"
+        "z = x + 1j * x[::-1]\n"
+        "zc = z.view(cupy.ndarray)\n"
         "for got, ref in (\n"
         "    (sepconv.gaussian_filter(t, 1.5), ndimage.gaussian_filter(x, 1.5)),\n"
         "    (sepconv.correlate(t, np.ones((3, 4))), ndimage.correlate(x, np.ones((3, 4)))),\n"
         "    (sepconv.sobel(t, workers=None), ndimage.sobel(x)),\n"
+        "    (sepconv.uniform_filter(x.view(cupy.ndarray), 3), ndimage.uniform_filter(x, 3)),\n"
+        "    (sepconv.gaussian_filter(zc, 1.0), ndimage.gaussian_filter(z, 1.0)),\n"
         "):\n"
-        "    assert np.abs(got.numpy() - ref).max() < 1e-12\n"
+        "    assert np.abs(np.asarray(got) - ref).max() < 1e-12\n"
+        "assert 'sepconv.backends.numpy' not in sys.modules\n"
     )
     run_python(code)
 

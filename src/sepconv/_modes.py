@@ -28,14 +28,17 @@ from ._validate import ArgumentError
 
 __all__ = [
     "MODES",
+    "complex_of",
     "extension_table",
     "fold_pass",
+    "is_complex",
     "native",
     "normalize_axes",
     "normalize_mode",
     "normalize_modes",
     "normalize_origins",
     "pad",
+    "real_of",
     "resolve_output",
     "saturation_bounds",
     "work_dtype",
@@ -309,3 +312,21 @@ def resolve_output(output: Any, x: np.ndarray, name: str = "output") -> tuple[np
         ) from None
     check_input(np.empty(0, dtype=dt), name)
     return dt, None
+
+
+# numpy's complex dtype rules (the numpy, dask and cupy backends' ``is_complex``,
+# ``complex_of`` and ``real_of``; here so that no backend imports another for them)
+
+
+def is_complex(dtype: Any) -> bool:
+    return np.dtype(dtype).kind == "c"
+
+
+def complex_of(dtype: Any) -> np.dtype:
+    """The complex dtype a complex result of ``dtype`` data has (float32 -> complex64)."""
+    return np.promote_types(np.dtype(dtype), np.complex64)
+
+
+def real_of(dtype: Any) -> np.dtype:
+    """The real dtype of each part of a complex ``dtype`` (complex64 -> float32)."""
+    return np.dtype(np.float32) if np.dtype(dtype) == np.complex64 else np.dtype(np.float64)

@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 
 from .._modes import check_input as _check_numpy_input
+from .._modes import complex_of, is_complex, real_of  # numpy's dtype rules
 from ..job import Job
-from .numpy import complex_of, is_complex, real_of  # the same dtype rules as numpy
 
 __all__ = [
     "check_input",

@@ -30,10 +30,9 @@ import numpy as np
 
 from .. import engine
 from .._modes import check_input as _check_numpy_input
-from .._modes import extension_table, native, work_dtype
+from .._modes import complex_of, extension_table, is_complex, native, real_of, work_dtype
 from .._modes import resolve_output as _resolve_numpy_output
 from ..job import Job, Term, chain, halos
-from .numpy import complex_of, is_complex, real_of  # the same dtype rules as numpy
 
 __all__ = [
     "STRATEGIES",

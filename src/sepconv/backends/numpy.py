@@ -17,7 +17,10 @@ import numpy as np
 
 from .. import engine, plan
 from .._modes import check_input as _check_array
+from .._modes import complex_of as complex_of  # the protocol's complex dtype rules
+from .._modes import is_complex as is_complex
 from .._modes import native, resolve_output, work_dtype
+from .._modes import real_of as real_of
 from ..job import Job, chain
 
 __all__ = ["SERIAL_WORK", "check_input", "has_nonfinite", "resolve_output", "run"]
@@ -289,20 +292,6 @@ def _finish(result: np.ndarray, x: np.ndarray, dtype: np.dtype, out: np.ndarray 
 # ----------------------------------------------------------------------------------------------
 # complex data: filtered as its real and imaginary parts (sepconv.filters assembles them)
 # ----------------------------------------------------------------------------------------------
-
-
-def is_complex(dtype: Any) -> bool:
-    return np.dtype(dtype).kind == "c"
-
-
-def complex_of(dtype: Any) -> np.dtype:
-    """The complex dtype a complex result of ``dtype`` data has (float32 -> complex64)."""
-    return np.promote_types(np.dtype(dtype), np.complex64)
-
-
-def real_of(dtype: Any) -> np.dtype:
-    """The real dtype of each part of a complex ``dtype`` (complex64 -> float32)."""
-    return np.dtype(np.float32) if np.dtype(dtype) == np.complex64 else np.dtype(np.float64)
 
 
 def split(x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
