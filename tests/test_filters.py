@@ -598,7 +598,16 @@ def test_property_gaussian_filter_any_dtype(dtype, ndim, sigma, mode) -> None:
         assert_close(got, ref, dtype)
     else:
         info = np.iinfo(dtype)
-        assert np.abs(got - np.clip(ref, info.min, info.max)).max() <= 0.5 + 1e-6
+        # 8/16-bit images of 1 or 2 dimensions run on quantised taps (engine.fixed): before
+        # rounding within the plan's analytic error bound (< 0.5 LSB, so within 1 LSB after it)
+        slack = 1e-6
+        if ndim <= 2 and sigma > 0:
+            w = kernels.gaussian1d(sigma)
+            passes = tuple((a, w, 0) for a in range(ndim))
+            p = fixed.plan(x.dtype, ndim, [(1.0, passes)], dict.fromkeys(range(ndim), mode), 0)
+            slack = max(slack, 0.0 if p is None else p.error)
+        assert slack < 0.5
+        assert np.abs(got - np.clip(ref, info.min, info.max)).max() <= 0.5 + slack
 
 
 def test_all_methods_agree_on_a_grid() -> None:
