@@ -245,8 +245,9 @@ def test_importing_sepconv_imports_neither_torch_nor_dask() -> None:
 
 
 def test_tensors_filter_without_numba() -> None:
-    """A GPU-only setup may have torch (and triton) but no numba: tensors and CuPy arrays (here
-    the tests' stand-in) never need it, complex data included."""
+    """A GPU-only setup may have torch and triton but no numba: tensors and CuPy arrays (here
+    the tests' stand-in) never need it, on torch's path or the Triton engine, complex data
+    included."""
     code = (
         "import sys\n"
         "sys.modules['numba'] = None  # import numba now fails\n"
@@ -268,6 +269,14 @@ def test_tensors_filter_without_numba() -> None:
         "):\n"
         "    assert np.abs(np.asarray(got) - ref).max() < 1e-12\n"
         "assert 'sepconv.backends.numpy' not in sys.modules\n"
+        "# the GPU engine too (here in Triton's interpreter, as on a GPU for CUDA tensors)\n"
+        "import os\n"
+        "os.environ.update(TRITON_INTERPRET='1', SEPCONV_TORCH_ENGINE='triton')\n"
+        "from sepconv.backends import torch as backend\n"
+        "from sepconv.engine import triton_gpu\n"
+        "assert backend.gpu_engine(t) is triton_gpu\n"
+        "got = sepconv.gaussian_filter(t, 1.5)\n"
+        "assert np.abs(got.numpy() - ndimage.gaussian_filter(x, 1.5)).max() < 1e-12\n"
     )
     run_python(code)
 

@@ -13,14 +13,42 @@ module only.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import operator
 from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
-import numba
-
-from . import fixed, nonfinite, running
+# scipy's FFTs need no numba; imported now, the function ``fft`` is what ``engine.fft`` names,
+# not the submodule of the same name
 from .fft import fft, fft_pass
-from .numba_cpu import direct, round_saturate, separable
+
+if TYPE_CHECKING:
+    from . import fixed, nonfinite, running
+    from .numba_cpu import direct, round_saturate, separable
+
+#: The engines, imported on first use (``engine.separable`` and the like): numba is loaded then,
+#: not by importing this package, so ``sepconv.engine.triton_gpu`` (the GPU engine, which needs
+#: torch and triton only) imports without numba.
+_LAZY = {
+    "direct": ".numba_cpu",
+    "round_saturate": ".numba_cpu",
+    "separable": ".numba_cpu",
+    "fixed": "",
+    "nonfinite": "",
+    "running": "",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    where = _LAZY[name]
+    value: Any = importlib.import_module(where or f".{name}", __name__)
+    if where:
+        value = getattr(value, name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "check_workers",
@@ -39,6 +67,8 @@ __all__ = [
 
 def default_workers() -> int:
     """All cores numba may use (``NUMBA_NUM_THREADS`` caps it)."""
+    import numba
+
     return int(numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
 
 
@@ -61,6 +91,8 @@ def check_workers(workers: object) -> int:
 @contextlib.contextmanager
 def threads(workers: int) -> Iterator[int]:
     """Run numba kernels with ``workers`` threads inside the block (thread-local setting)."""
+    import numba
+
     previous = numba.get_num_threads()
     numba.set_num_threads(workers)
     try:
