@@ -288,3 +288,24 @@ def test_convert_layers_slice_and_calibration_file(tmp_path):
     assert doc["model_output_error"] is not None
     result = runner.invoke(app, [*args[:4], "--layers", "a,,", "-o", str(tmp_path / "t.pt")])
     assert result.exit_code == 2 and "layers names ['a']" in result.stderr
+
+
+def test_convert_with_several_kinds_names_each_layers_kind(tmp_path):
+    import sepconv.nn as snn
+
+    out = tmp_path / "r18.pt"
+    args = ["convert", "resnet18", "--width", "0.25", "--resolution", "32", "--kind",
+            "depthwise, tucker2", "--mac-budget", "0.3", "-o", str(out), "--json"]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["kind"] == "depthwise+tucker2"
+    assert doc["macs_after"] <= 0.3 * doc["macs_before"]
+    kinds = {r["name"]: r["kind"] for r in doc["layers"] if r["converted"]}
+    assert kinds and set(kinds.values()) <= {"depthwise", "tucker2"}
+    model = snn.load_converted(out)
+    classes = {"depthwise": snn.DepthwiseSeparableConv2d, "tucker2": snn.Tucker2Conv2d}
+    assert all(isinstance(model.get_submodule(n), classes[k]) for n, k in kinds.items())
+    bad = runner.invoke(app, [*args[:7], "depthwise,cp2", *args[8:11], str(tmp_path / "b.pt")])
+    assert bad.exit_code == 2 and "'cp2' in ('depthwise', 'cp2') is not a kind" in bad.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r18.pt"]

@@ -657,3 +657,158 @@ def test_latency_budget_tries_the_other_memory_format():
     # channels-last, the nearly separable conv alone meets the budget (least error)
     assert [r.name for r in report.converted] == ["2"] and isinstance(new[0], nn.Conv2d)
     assert report.latency_fraction <= 0.5
+
+
+# -- several kinds weighed per layer ------------------------------------------------------------
+
+
+class Planted(nn.Module):
+    """Four 3x3 convs, 24 -> 24 channels: one exactly depthwise separable (multiplier 1), one
+    exactly Tucker-2 of ranks (3, 3), one exactly spatially separable of rank 2 (3x1 then
+    1x3), one random (no cheap exact form). Each planted form is far cheaper in MACs than
+    the other kinds' exact forms of the same weight."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.ds = nn.Conv2d(24, 24, 3, padding=1, bias=False, dtype=torch.float64)
+        self.tk = nn.Conv2d(24, 24, 3, padding=1, bias=False, dtype=torch.float64)
+        self.sp = nn.Conv2d(24, 24, 3, padding=1, bias=False, dtype=torch.float64)
+        self.rand = nn.Conv2d(24, 24, 3, padding=1, bias=False, dtype=torch.float64)
+        kw = {"padding": 1, "bias": False, "dtype": torch.float64}
+        planted = {
+            "ds": snn.DepthwiseSeparableConv2d(24, 24, 3, **kw),
+            "tk": snn.Tucker2Conv2d(24, 24, 3, rank=(3, 3), **kw),
+            "sp": snn.SpatiallySeparableConv2d(24, 24, 3, rank=2, **kw),
+        }
+        with torch.no_grad():
+            for name, layer in planted.items():
+                getattr(self, name).weight.copy_(layer.dense_weight())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.rand(torch.tanh(self.sp(torch.tanh(self.tk(torch.tanh(self.ds(x)))))))
+
+
+PLANTED_KIND = {"ds": "depthwise", "tk": "tucker2", "sp": "spatial"}
+
+
+def test_auto_gives_each_layer_the_kind_its_weight_was_built_from():
+    model = Planted(30)
+    new, report = convert(model, "auto", tol=1e-6, input_shape=(1, 24, 8, 8))
+    assert report.kind == "depthwise+spatial+tucker2" and report.policy == "tol=1e-06"
+    rows = {r.name: r for r in report.layers}
+    for name, kind in PLANTED_KIND.items():
+        row = rows[name]
+        assert row.converted and row.kind == kind, (name, row.kind)
+        assert row.weight_error < 1e-6
+        # the replacement is the planted weight: its dense form equals the conv's weight
+        dense = new.get_submodule(name).dense_weight()
+        torch.testing.assert_close(dense, model.get_submodule(name).weight, rtol=0, atol=1e-10)
+    assert rows["tk"].rank == (3, 3) and rows["sp"].rank == 2 and rows["ds"].rank == 1
+    # the random conv has no exact form cheaper than itself in any kind: left alone
+    assert not rows["rand"].converted and "would cost more" in rows["rand"].note
+    # each layer costs what the cheapest single-kind conversion of it costs
+    for name in PLANTED_KIND:
+        alone = [
+            {r.name: r for r in convert(model, k, tol=1e-6, input_shape=(1, 24, 8, 8))[1].layers}
+            for k in ("depthwise", "spatial", "tucker2")
+        ]
+        cheapest = min(a[name].macs_after for a in alone)
+        assert rows[name].macs_after == cheapest
+    x = torch.randn(2, 24, 8, 8, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(new(x), model(x), rtol=1e-9, atol=1e-9)
+
+
+def test_several_kinds_under_a_mac_budget_lose_no_more_than_any_kind_alone():
+    model = Planted(31)
+    shape = (1, 24, 8, 8)
+    _, mixed = convert(model, ("depthwise", "spatial", "tucker2"), mac_budget=0.2,
+                       input_shape=shape)  # fmt: skip
+    assert mixed.macs_after <= 0.2 * mixed.macs_before
+    rows = {r.name: r for r in mixed.layers}
+    assert {rows[n].kind for n in PLANTED_KIND if rows[n].converted} == {
+        PLANTED_KIND[n] for n in PLANTED_KIND if rows[n].converted
+    }
+
+    def total(report):
+        return sum(r.weight_error**2 for r in report.layers if r.converted)
+
+    for kind in ("depthwise", "spatial", "tucker2"):
+        _, alone = convert(model, kind, mac_budget=0.2, input_shape=shape)
+        assert alone.macs_after <= 0.2 * alone.macs_before
+        assert total(mixed) <= total(alone) + 1e-12, kind
+
+
+def test_latency_budget_with_two_kinds_takes_the_kind_the_clock_finds_fast():
+    model = two_convs(32)
+    shape = (1, 16, 8, 8)
+    # depthwise forms of the 32-channel conv run 100x slower than their MACs: it must become
+    # Tucker-2 (or stay dense), while the depthwise form stays open to the 16-channel conv
+    timer = fake_clock(slow_cin=32)
+    new, report = convert(
+        model, ["depthwise", "tucker2"], latency_budget=0.5, input_shape=shape, timer=timer
+    )
+    rows = {r.name: r for r in report.layers}
+    assert rows["2"].converted and rows["2"].kind == "tucker2"
+    assert isinstance(new[2], snn.Tucker2Conv2d)
+    timed = {type(m) for m in timer.calls}
+    assert snn.DepthwiseSeparableConv2d in timed and snn.Tucker2Conv2d in timed
+    x = torch.zeros(shape)
+    assert report.latency_after == pytest.approx(timer(new, x))
+    assert report.latency_fraction <= 0.5
+    for name, (before, after) in report.layer_times.items():
+        if rows[name].converted:
+            assert after < before
+    # the same clock without the slow depthwise forms: the nearly depthwise conv goes depthwise
+    _, plain = convert(
+        model, ["depthwise", "tucker2"], latency_budget=0.5, input_shape=shape,
+        timer=fake_clock(),
+    )  # fmt: skip
+    assert {r.name: r.kind for r in plain.converted}.get("2") == "depthwise"
+
+
+def test_mixed_kinds_save_and_load(tmp_path):
+    model = Planted(33)
+    new, report = convert(model, "auto", tol=1e-6, input_shape=(1, 24, 8, 8))
+    path = tmp_path / "m.pt"
+    snn.save_converted(new, report, path)
+    back = snn.load_converted(path, Planted(0))
+    assert {type(back.get_submodule(n)).__name__ for n in PLANTED_KIND} == {
+        "DepthwiseSeparableConv2d",
+        "Tucker2Conv2d",
+        "SpatiallySeparableConv2d",
+    }
+    x = torch.randn(2, 24, 8, 8, dtype=torch.float64)
+    with torch.no_grad():
+        assert torch.equal(back(x), new.eval()(x))
+
+
+def test_kind_arguments_are_checked():
+    model = two_convs(34)
+    shape = (1, 16, 8, 8)
+    saved = state(model)
+    with pytest.raises(ValueError, match="rank=2 fixes the rank of one kind"):
+        convert(model, "auto", rank=2, input_shape=shape)
+    with pytest.raises(ValueError, match=r"'dense' in .* is not a kind"):
+        convert(model, ["depthwise", "dense"], tol=0.1)
+    with pytest.raises(ValueError, match="got an empty list"):
+        convert(model, [], tol=0.1)
+    with pytest.raises(ValueError, match="'auto', or a sequence of kinds, got 'all'"):
+        convert(model, "all", tol=0.1)
+    with pytest.raises(TypeError, match="got int"):
+        convert(model, 3, tol=0.1)
+    assert same_state(model, saved)
+    # a single kind in a list is that kind; repeats are dropped
+    _, one = convert(model, ["tucker2", "tucker2"], rank=2, input_shape=shape)
+    assert one.kind == "tucker2"
+
+
+def test_spatial_among_several_kinds_skips_only_where_it_cannot_apply():
+    torch.manual_seed(35)
+    model = nn.Sequential(nn.Conv1d(4, 8, 5, padding=2), nn.ReLU(), nn.Conv1d(8, 8, 3))
+    _, report = convert(model, ["spatial", "depthwise"], tol=0.5, input_shape=(1, 4, 16))
+    assert all(r.kind == "depthwise" for r in report.converted) and report.converted
+    _, only = convert(model, "spatial", tol=0.5, input_shape=(1, 4, 16))
+    assert not only.converted
+    assert all(r.note == "1-D conv: kind='spatial' needs 2-D or 3-D" for r in only.layers)

@@ -899,6 +899,12 @@ def _write_torchscript(model: Any, output: Path) -> None:
     replace_atomically(output, save)
 
 
+def _kind_option(text: str) -> str | tuple[str, ...]:
+    """``--kind``: one kind, ``auto``, or several separated by commas (checked by convert)."""
+    parts = tuple(p.strip() for p in text.split(","))
+    return parts[0] if len(parts) == 1 else parts
+
+
 @app.command("convert")
 @_user_errors
 def convert_command(
@@ -915,7 +921,13 @@ def convert_command(
     state_dict: Annotated[
         Path | None, typer.Option(help="Weights to load first (a state dict file).")
     ] = None,
-    kind: Annotated[str, typer.Option(help="depthwise | spatial | cp | tucker2.")] = "depthwise",
+    kind: Annotated[
+        str,
+        typer.Option(
+            help="depthwise | spatial | cp | tucker2, several as a,b (chosen per layer by the "
+            "budget or tol), or auto (depthwise,spatial,tucker2)."
+        ),
+    ] = "depthwise",
     rank: Annotated[
         str | None, typer.Option(help="Rank for every layer: R, R_IN,R_OUT (tucker2) or vbmf.")
     ] = None,
@@ -999,7 +1011,7 @@ def convert_command(
         shape = (batch, default[1], *(resolution,) * (len(default) - 2))
     converted, report = run_convert(
         model,
-        kind,
+        _kind_option(kind),
         layers=_layers_option(layers),
         rank=_rank_option(rank),
         tol=tol,

@@ -23,10 +23,10 @@ from .._torch_threads import torch_threads
 from .._validate import check_bool, check_nonnegative_int, check_positive_float, check_tol
 from ._table import markdown_table, text_table
 from .factorize import (
+    KINDS,
     LayerReport,
     Rank,
     _as_conv,
-    _check_kind,
     _Conv,
     _costs,
     _decompose,
@@ -369,7 +369,8 @@ def _clip_rank(dec: _Decomposition, rank: Any) -> tuple[Rank, str]:
     return int(rank), ""
 
 
-Point = tuple[float, float, Rank | None]  # (cost: MACs or seconds, squared error, rank)
+Option = tuple[str, Rank]  # (kind, rank): one structured replacement of a layer
+Point = tuple[float, float, Option | None]  # (cost: MACs or seconds, squared error, option)
 
 
 def _hull(points: list[Point]) -> list[Point]:
@@ -438,8 +439,8 @@ class _Greedy:
             total -= saved
         return total, True
 
-    def chosen(self) -> dict[str, Rank]:
-        out: dict[str, Rank] = {}
+    def chosen(self) -> dict[str, Option]:
+        out: dict[str, Option] = {}
         for n, i in self.pos.items():
             option = self.hulls[n][i][2]
             if option is not None:
@@ -450,18 +451,27 @@ class _Greedy:
         return self.hulls[name][self.pos[name]][0]
 
 
-def _mac_points(lay: _Layer, multiple: int | None = None) -> list[Point]:
-    """The dense point and every candidate rank cheaper in MACs, with its squared error
+def _kind_points(lay: _Layer, kind: str, multiple: int | None = None) -> list[Point]:
+    """Every candidate rank of ``kind`` cheaper in MACs than the conv, with its squared error
     (candidates rounded up to ``multiple``)."""
-    assert lay.dec is not None and lay.conv is not None
-    pts: list[Point] = [(lay.macs, 0.0, None)]
-    ranks = lay.dec.candidates()
+    assert lay.conv is not None
+    dec = lay.decs[kind]
+    ranks = dec.candidates()
     if multiple is not None:
-        ranks = list(dict.fromkeys(lay.dec.round_up(r, multiple) for r in ranks))
+        ranks = list(dict.fromkeys(dec.round_up(r, multiple) for r in ranks))
+    pts: list[Point] = []
     for r in ranks:
-        macs = _costs(lay.conv, lay.dec.kind, r, lay.size)[0]
+        macs = _costs(lay.conv, kind, r, lay.size)[0]
         if macs < lay.macs:
-            pts.append((macs, lay.dec.error2(r), r))
+            pts.append((macs, dec.error2(r), (kind, r)))
+    return pts
+
+
+def _mac_points(lay: _Layer, multiple: int | None = None) -> list[Point]:
+    """The dense point and every candidate of every kind the layer weighs."""
+    pts: list[Point] = [(lay.macs, 0.0, None)]
+    for kind in lay.decs:
+        pts += _kind_points(lay, kind, multiple)
     return pts
 
 
@@ -664,7 +674,7 @@ def _swapped(target: _Target, modules: dict[str, nn.Module]) -> nn.Module:
 
 def convert(
     model: nn.Module,
-    kind: str = "depthwise",
+    kind: str | Sequence[str] = "depthwise",
     *,
     layers: Sequence[str] | slice | None = None,
     rank: int | Sequence[int] | str | None = None,
@@ -686,8 +696,13 @@ def convert(
     ----------
     model : nn.Module
         Any model (torchvision, timm, MONAI or your own; 1-D, 2-D and 3-D convolutions).
-    kind : {'depthwise', 'spatial', 'cp', 'tucker2'}
-        The structure (see :func:`sepconv.nn.factorize`).
+    kind : {'depthwise', 'spatial', 'cp', 'tucker2', 'auto'} or sequence of them
+        The structure (see :func:`sepconv.nn.factorize`). Several kinds (a sequence, or
+        ``'auto'``: depthwise, spatial and Tucker-2, :data:`AUTO_KINDS`) are weighed per
+        layer: a budget spends them all along one (cost, error) hull per layer, so each layer
+        gets the kind and rank with the least squared error per saved MAC or second; ``tol``
+        and the exact policy take the kind costing the fewest MACs; ``rank`` needs one kind.
+        The report names each layer's kind.
     layers : list of str or slice, optional
         Which convolutions to consider: names (as in ``model.named_modules()``), or a slice
         over all convolutions in forward order (``slice(0, 5)``: the first five). Default: all.
@@ -793,7 +808,8 @@ def convert(
     policy_args = _check_policy(
         kind, rank, tol, mac_budget, latency_budget, calibration, input_shape, measure
     )
-    kind = policy_args.kind
+    kinds = policy_args.kinds
+    label = _label(kinds)
     multiple = (
         None
         if rank_multiple is None
@@ -817,7 +833,7 @@ def convert(
     params_before = sum(p.numel() for p in model.parameters())
     trace = _trace(model, {**convs, **transposed}, calibration, input_shape)
     selected = _select(layers, trace.order, structured)  # transposed ones only with None
-    chosen = _analyse({**convs, **transposed}, selected, kind, trace)
+    chosen = _analyse({**convs, **transposed}, selected, kinds, trace)
     target = None
     if timing is not None:
         target = _prepare(model, _timed_input(model, calibration, input_shape), timing)
@@ -826,23 +842,23 @@ def convert(
     if budget is not None:
         assert timing is not None and target is not None
         policy, converted_target = _choose_by_latency(
-            chosen, kind, budget, multiple, trace, timing, target
+            chosen, label, budget, multiple, trace, timing, target
         )
     else:
         policy = _choose_ranks(
             chosen, rank, policy_args.tol, policy_args.mac_budget, multiple, trace
         )
-    new_modules = _factorize_layers(chosen, kind, trace, policy)
+    new_modules = _factorize_layers(chosen, label, trace, policy)
     # replace (nothing above changed the model)
     target_model = model if inplace else copy.deepcopy(model)
     for name, new in new_modules.items():
         _set_module(target_model, name, new)
-    result = _report(target_model, chosen, kind, policy, trace, params_before)
+    result = _report(target_model, chosen, label, policy, trace, params_before)
     if timing is not None:
         assert target is not None
         assert converted_target is not None
         _measure_result(
-            result, chosen, kind, budget, target_model, trace, timing, target, converted_target
+            result, chosen, budget, target_model, trace, timing, target, converted_target
         )
     result.seconds = time.perf_counter() - t0
     return target_model, result
@@ -855,7 +871,7 @@ def convert(
 
 @dataclass
 class _Policy:
-    kind: str
+    kinds: tuple[str, ...]
     tol: float | None
     mac_budget: float | None
     latency_budget: float | None
@@ -886,7 +902,7 @@ def _check_policy(
     measure: Any,
 ) -> _Policy:
     """``kind``, and at most one rank policy (``rank``, ``tol`` or a budget), checked."""
-    kind = _check_kind(kind)
+    kinds = _check_kinds(kind)
     policies = (
         ("rank", rank),
         ("tol", tol),
@@ -900,6 +916,11 @@ def _check_policy(
             + " and ".join(given)
         )
     tol = check_tol(tol)
+    if rank is not None and len(kinds) > 1:
+        raise ValueError(
+            f"rank={rank!r} fixes the rank of one kind; with several kinds ({_label(kinds)}) "
+            "give tol, mac_budget or latency_budget, which choose the kind per layer"
+        )
     if isinstance(rank, str):
         if rank != "vbmf":
             raise ValueError(f"rank must be an integer, a pair of integers or 'vbmf', got {rank!r}")
@@ -917,7 +938,37 @@ def _check_policy(
     measure = check_bool(measure, "measure")
     if measure and calibration is None and input_shape is None:
         raise ValueError("measure=True needs calibration= or input_shape= (the timed input)")
-    return _Policy(kind, tol, mac_budget, latency_budget, measure or latency_budget is not None)
+    return _Policy(kinds, tol, mac_budget, latency_budget, measure or latency_budget is not None)
+
+
+#: The kinds ``kind='auto'`` weighs per layer: those with closed-form optima. CP is fitted by
+#: alternating least squares for every candidate rank (slow on wide layers, and a best fit
+#: may not exist); name it in a sequence to include it.
+AUTO_KINDS = ("depthwise", "spatial", "tucker2")
+
+
+def _check_kinds(kind: Any) -> tuple[str, ...]:
+    """``kind`` as a tuple of kinds: one name, ``'auto'`` (:data:`AUTO_KINDS`) or a sequence."""
+    allowed = f"one of {list(KINDS)}, 'auto', or a sequence of kinds"
+    if isinstance(kind, str):
+        if kind == "auto":
+            return AUTO_KINDS
+        if kind in KINDS:
+            return (kind,)
+        raise ValueError(f"kind must be {allowed}, got {kind!r}")
+    if isinstance(kind, (list, tuple)) and kind:
+        bad = [k for k in kind if not isinstance(k, str) or k not in KINDS]
+        if bad:
+            raise ValueError(f"kind must be {allowed}; {bad[0]!r} in {kind!r} is not a kind")
+        return tuple(dict.fromkeys(kind))
+    if isinstance(kind, (list, tuple)):
+        raise ValueError(f"kind must be {allowed}, got an empty {type(kind).__name__}")
+    raise TypeError(f"kind must be {allowed}, got {type(kind).__name__}")
+
+
+def _label(kinds: tuple[str, ...]) -> str:
+    """The kinds as the report names them: ``'tucker2'``, ``'depthwise+tucker2'``."""
+    return "+".join(kinds)
 
 
 @dataclass
@@ -997,17 +1048,22 @@ class _Layer:
     size: tuple[int, ...] | None  # spatial input size, when the model was run
     macs: int  # of the dense conv: total with a size, else per output pixel
     params: int
-    dec: _Decomposition | None = None  # None once left alone
-    rank: Rank | None = None  # None: kept dense (by the MAC budget)
+    decs: dict[str, _Decomposition] = field(default_factory=dict)  # by kind; {}: left alone
+    kind: str | None = None  # the chosen kind (with ``rank``)
+    rank: Rank | None = None  # None: kept dense (by a budget)
     rank_note: str = ""
     report: LayerReport | None = None
     time_before: float | None = None  # measured, seconds (the prepared conv)
     time_after: float | None = None
-    timed: dict[Any, float] = field(default_factory=dict)  # rank -> seconds
-    errors: dict[Any, float] = field(default_factory=dict)  # rank -> squared weight error
+    timed: dict[Any, float] = field(default_factory=dict)  # option (kind, rank) -> seconds
+    errors: dict[Any, float] = field(default_factory=dict)  # option -> squared weight error
+
+    def choose(self, option: Option | None) -> None:
+        """Replace the conv by ``option`` (kind, rank); None keeps it dense."""
+        self.kind, self.rank = (None, None) if option is None else option
 
     def leave(self, kind: str, reason: str) -> None:
-        self.dec = None
+        self.decs = {}
         unit = "per_output_pixel" if self.size is None else "total"
         m, p = self.macs, self.params  # before = after: rank None, not converted
         self.report = LayerReport(
@@ -1016,9 +1072,11 @@ class _Layer:
 
 
 def _analyse(
-    convs: dict[str, nn.Module], selected: list[str], kind: str, trace: _Trace
+    convs: dict[str, nn.Module], selected: list[str], kinds: tuple[str, ...], trace: _Trace
 ) -> list[_Layer]:
-    """Every selected conv: its dense cost, and its decomposition unless it is left alone."""
+    """Every selected conv: its dense cost, and its decomposition of every kind that applies
+    to it, unless it is left alone."""
+    kind = _label(kinds)
     out = []
     for name in selected:
         module = convs[name]
@@ -1030,13 +1088,14 @@ def _analyse(
         c = _as_conv(module, name)
         size = trace.sizes.get(name)
         lay = _Layer(name, c, size, *_costs(c, None, None, size))
-        reason = _skip_reason(c, kind)
+        usable = [k for k in kinds if not _skip_reason(c, k)]
+        reason = "" if usable else _skip_reason(c, kinds[0])
         if trace.ran and name not in trace.sizes:
             reason = "not run by the forward pass on the given input: left alone"
         if reason:
             lay.leave(kind, reason)
         else:
-            lay.dec = _decompose(c, kind)
+            lay.decs = {k: _decompose(c, k) for k in usable}
         out.append(lay)
     return out
 
@@ -1064,7 +1123,7 @@ def _choose_ranks(
     trace: _Trace,
 ) -> str:
     """Each layer's rank by the policy; returns the policy's name."""
-    active = [lay for lay in layers if lay.dec is not None]
+    active = [lay for lay in layers if lay.decs]
     suffix = "" if multiple is None else f", rank_multiple={multiple}"
     if mac_budget is not None:
         assert trace.model_macs is not None
@@ -1077,25 +1136,37 @@ def _choose_ranks(
             )
         chosen = greedy.chosen()
         for lay in active:
-            lay.rank = chosen.get(lay.name)
+            lay.choose(chosen.get(lay.name))
         return f"mac_budget={mac_budget:g}{suffix}"
     for lay in active:
-        assert lay.dec is not None
-        if rank == "vbmf":
-            lay.rank = lay.dec.vbmf_rank()
-        elif rank is not None:
-            lay.rank, lay.rank_note = _clip_rank(lay.dec, rank)
-        else:
+        # each kind's rank by the policy; with several kinds, the one costing the fewest MACs
+        # (then the smallest error) wins
+        best: tuple[tuple[int, float], Option, str] | None = None
+        for kind, dec in lay.decs.items():
+            note = ""
+            if rank == "vbmf":
+                r = dec.vbmf_rank()
+            elif rank is not None:
+                r, note = _clip_rank(dec, rank)
+            else:
+                assert lay.conv is not None
+                exact = _exact_tol(lay.conv.dtype)
+                r = dec.rank_for(exact if tol is None else max(tol, exact), None)
+            if multiple is not None:
+                rounded = dec.round_up(r, multiple)
+                if rounded != r:
+                    more = f"rank {r} rounded up to {rounded} (rank_multiple={multiple})"
+                    note = "; ".join(n for n in (note, more) if n)
+                r = rounded
             assert lay.conv is not None
-            exact = _exact_tol(lay.conv.dtype)
-            lay.rank = lay.dec.rank_for(exact if tol is None else max(tol, exact), None)
-        if multiple is not None:
-            assert lay.rank is not None
-            rounded = lay.dec.round_up(lay.rank, multiple)
-            if rounded != lay.rank:
-                note = f"rank {lay.rank} rounded up to {rounded} (rank_multiple={multiple})"
-                lay.rank_note = "; ".join(n for n in (lay.rank_note, note) if n)
-            lay.rank = rounded
+            key = (0, 0.0)
+            if len(lay.decs) > 1:
+                key = (_costs(lay.conv, kind, r, lay.size)[0], dec.error2(r))
+            if best is None or key < best[0]:
+                best = (key, (kind, r), note)
+        assert best is not None
+        lay.choose(best[1])
+        lay.rank_note = best[2]
     if rank is not None:
         return f"rank={rank}{suffix}"
     return ("exact" if tol is None else f"tol={tol:g}") + suffix
@@ -1114,19 +1185,18 @@ class _Timed:
     """One layer timed in one memory format: the prepared conv and candidate forms."""
 
     before: float
-    ranks: dict[Any, float]  # rank -> seconds
-    modules: dict[Any, nn.Module]  # rank -> timing module
+    ranks: dict[Any, float]  # option (kind, rank) -> seconds
+    modules: dict[Any, nn.Module]  # option -> timing module
 
 
 def _time_layers(
     layers: list[_Layer],
-    kind: str,
-    ranks: Callable[[_Layer], list[Rank]],
+    options: Callable[[_Layer], list[Option]],
     timing: _Timing,
     target: _Target,
 ) -> dict[str, _Timed]:
-    """Time every layer's prepared conv and its structured forms of ``ranks(layer)``, each on
-    the conv's real input in the prepared model."""
+    """Time every layer's prepared conv and its structured forms ``options(layer)`` (kind,
+    rank), each on the conv's real input in the prepared model."""
     inputs = _capture(target, [lay.name for lay in layers if lay.size is not None])
     out: dict[str, _Timed] = {}
     for lay in layers:
@@ -1136,9 +1206,9 @@ def _time_layers(
         dense = target.model.get_submodule(lay.name)
         bias = getattr(dense, "bias", None) is not None
         modules: dict[Any, nn.Module] = {None: dense}
-        for r in ranks(lay):
+        for option in options(lay):
             assert lay.conv is not None
-            modules[r] = _structure(lay.conv, kind, r, bias, target)
+            modules[option] = _structure(lay.conv, *option, bias, target)
         t = timing.times(modules, x)
         before = t.pop(None)
         del modules[None]
@@ -1146,15 +1216,26 @@ def _time_layers(
     return out
 
 
-def _latency_candidates(lay: _Layer, multiple: int | None) -> list[Rank]:
-    """Up to ``MAX_TIMED`` ranks along the layer's (MACs, error) hull, spread over it."""
-    hull = _hull(_mac_points(lay, multiple))[1:]  # without the dense point
-    for _, e2, r in hull:
-        lay.errors[r] = e2
-    ranks = [r for _, _, r in hull if r is not None]
-    if len(ranks) > MAX_TIMED:
-        ranks = [ranks[round(i * (len(ranks) - 1) / (MAX_TIMED - 1))] for i in range(MAX_TIMED)]
-    return ranks
+def _timed_per_kind(kinds: int) -> int:
+    """Candidates timed per kind: ``MAX_TIMED`` with one kind, fewer each with several."""
+    return MAX_TIMED if kinds <= 1 else max(4, MAX_TIMED // kinds + 2)
+
+
+def _latency_candidates(lay: _Layer, multiple: int | None) -> list[Option]:
+    """For each kind the layer weighs, up to ``_timed_per_kind`` ranks along that kind's own
+    (MACs, error) hull, spread over it (each kind's hull, not the union's: a kind cheap in
+    MACs may be slow on the target, so every kind gets timed)."""
+    most = _timed_per_kind(len(lay.decs))
+    out: list[Option] = []
+    for kind in lay.decs:
+        hull = _hull([(lay.macs, 0.0, None), *_kind_points(lay, kind, multiple)])[1:]
+        for _, e2, option in hull:
+            lay.errors[option] = e2
+        options = [o for _, _, o in hull if o is not None]
+        if len(options) > most:
+            options = [options[round(i * (len(options) - 1) / (most - 1))] for i in range(most)]
+        out += options
+    return out
 
 
 @dataclass
@@ -1163,7 +1244,7 @@ class _Pick:
 
     target: _Target
     times: dict[str, _Timed]
-    chosen: dict[str, Rank]
+    chosen: dict[str, Option]
     measured: float  # latency fraction of the picked step (1.0: nothing replaced)
     error2: float  # sum of the chosen ranks' squared errors
     rounds: list[dict[str, Any]]
@@ -1171,30 +1252,29 @@ class _Pick:
 
 def _search(
     active: list[_Layer],
-    kind: str,
     budget: float,
     timing: _Timing,
     base: _Target,
     target: _Target,
-    candidates: dict[str, list[Rank]],
+    candidates: dict[str, list[Option]],
 ) -> _Pick:
     """The latency search in ``target``'s memory format against the original ``base``:
     candidates timed per layer, the greedy path on their (time, error) hulls, and a
     bisection along it on the measured latency of the whole model."""
-    times = _time_layers(active, kind, lambda lay: candidates.get(lay.name, []), timing, target)
+    times = _time_layers(active, lambda lay: candidates.get(lay.name, []), timing, target)
     by_name = {lay.name: lay for lay in active}
     hulls: dict[str, list[Point]] = {}
     for lay in active:
         tl = times.get(lay.name)
         if tl is None:
             continue
-        faster = [(t, lay.errors[r], r) for r, t in tl.ranks.items() if t < tl.before]
+        faster = [(t, lay.errors[o], o) for o, t in tl.ranks.items() if t < tl.before]
         if faster:
             hulls[lay.name] = _hull([(tl.before, 0.0, None), *faster])
     # the greedy path: each step the move with the least squared error per saved second
     greedy = _Greedy(hulls)
     base_t = timing.times({0: base.model}, base.x)[0]
-    path: list[tuple[float, dict[str, Rank]]] = [(base_t, {})]
+    path: list[tuple[float, dict[str, Option]]] = [(base_t, {})]
     while (saved := greedy.step()) is not None:
         path.append((path[-1][0] - saved, greedy.chosen()))
     rounds: list[dict[str, Any]] = []
@@ -1203,7 +1283,7 @@ def _search(
     def ratio(k: int) -> float:
         """Measured latency of the model at step ``k`` of the path over the original's."""
         if k not in measured:
-            swaps = {n: times[n].modules[r] for n, r in path[k][1].items()}
+            swaps = {n: times[n].modules[o] for n, o in path[k][1].items()}
             t = timing.times(
                 {"before": base.model, "after": _swapped(target, swaps)},
                 {"before": base.x, "after": target.x},
@@ -1241,13 +1321,13 @@ def _search(
     # a step that meets the budget, else the fastest measured (the original if none is faster)
     pick = hi if hi is not None else min(measured, key=lambda k: (measured[k], k))
     chosen = path[pick][1]
-    error2 = sum(by_name[n].errors[r] for n, r in chosen.items())
+    error2 = sum(by_name[n].errors[o] for n, o in chosen.items())
     return _Pick(target, times, chosen, measured[pick], error2, rounds)
 
 
 def _choose_by_latency(
     layers: list[_Layer],
-    kind: str,
+    label: str,
     budget: float,
     multiple: int | None,
     trace: _Trace,
@@ -1259,16 +1339,16 @@ def _choose_by_latency(
     latency of the whole model. The memory format of the original is tried first; if that
     misses the budget, the other one too (the converted model may prefer it), and the better
     outcome is kept. Returns the policy's name and the converted model's timing format."""
-    active = [lay for lay in layers if lay.dec is not None]
+    active = [lay for lay in layers if lay.decs]
     candidates = {lay.name: _latency_candidates(lay, multiple) for lay in active}
-    picks = [_search(active, kind, budget, timing, target, target, candidates)]
+    picks = [_search(active, budget, timing, target, target, candidates)]
     other = torch.contiguous_format if target.fmt != torch.contiguous_format else None
     if other is None:
         fmt = _format_for(target.x)
         other = fmt if fmt != torch.contiguous_format else None
     if picks[0].measured > budget and other is not None:
         alt = _reformat(target, other)
-        picks.append(_search(active, kind, budget, timing, target, alt, candidates))
+        picks.append(_search(active, budget, timing, target, alt, candidates))
     # meeting the budget with the least squared error; if neither meets it, the fastest
     best = min(
         picks,
@@ -1282,35 +1362,36 @@ def _choose_by_latency(
             continue
         lay.time_before = tl.before
         lay.timed = dict(tl.ranks)
-        lay.rank = best.chosen.get(lay.name)
-        lay.time_after = lay.timed[lay.rank] if lay.rank is not None else lay.time_before
-        if lay.rank is None and not any(t < tl.before for t in tl.ranks.values()):
+        option = best.chosen.get(lay.name)
+        lay.choose(option)
+        lay.time_after = lay.timed[option] if option is not None else lay.time_before
+        if option is None and not any(t < tl.before for t in tl.ranks.values()):
             if tl.ranks:
                 fastest = min(tl.ranks.values())
                 lay.leave(
-                    kind,
-                    f"no {kind} form measured faster than the conv ({len(tl.ranks)} ranks "
+                    label,
+                    f"no {label} form measured faster than the conv ({len(tl.ranks)} ranks "
                     f"timed, fastest {fastest * 1e3:.3g} ms vs {tl.before * 1e3:.3g} ms)",
                 )
             else:
-                lay.leave(kind, "no candidate rank cheaper in MACs to time")
+                lay.leave(label, "no candidate rank cheaper in MACs to time")
     suffix = "" if multiple is None else f", rank_multiple={multiple}"
     return f"latency_budget={budget:g}{suffix}", best.target
 
 
 def _factorize_layers(
-    layers: list[_Layer], kind: str, trace: _Trace, policy: str
+    layers: list[_Layer], label: str, trace: _Trace, policy: str
 ) -> dict[str, nn.Module]:
     """The new module of every layer its rank makes cheaper (the others are left alone)."""
     new_modules: dict[str, nn.Module] = {}
     by_time = policy.startswith("latency_budget")
     for lay in layers:
-        if lay.dec is None:
+        if not lay.decs:
             continue
         assert lay.conv is not None
-        r = lay.rank
-        if r is None:
-            lay.leave(kind, f"kept dense by the {'latency' if by_time else 'MAC'} budget")
+        r, kind = lay.rank, lay.kind
+        if r is None or kind is None:
+            lay.leave(label, f"kept dense by the {'latency' if by_time else 'MAC'} budget")
             continue
         ma, _ = _costs(lay.conv, kind, r, lay.size)
         if ma >= lay.macs and not by_time:
@@ -1323,7 +1404,8 @@ def _factorize_layers(
         if x is not None:
             with torch.no_grad():
                 y = lay.conv.module(x)
-        layer, report = _factorize(lay.conv, lay.dec, r, x, y, name=lay.name, note=lay.rank_note)
+        dec = lay.decs[kind]
+        layer, report = _factorize(lay.conv, dec, r, x, y, name=lay.name, note=lay.rank_note)
         if lay.size is not None and x is None:
             report.macs_before, report.macs_after = lay.macs, ma
             report.macs_unit = "total"
@@ -1370,7 +1452,6 @@ def _report(
 def _measure_result(
     result: ConvertReport,
     layers: list[_Layer],
-    kind: str,
     budget: float | None,
     converted: nn.Module,
     trace: _Trace,
@@ -1380,8 +1461,8 @@ def _measure_result(
 ) -> None:
     """Per-layer times before/after (timed now unless the latency policy did) and the whole
     models, original and converted, prepared alike and timed taking turns."""
-    ranks = {
-        lay.name: lay.report.rank
+    options: dict[str, Option] = {
+        lay.name: (lay.report.kind, lay.report.rank)
         for lay in layers
         if lay.report is not None and lay.report.converted and lay.report.rank is not None
     }
@@ -1389,8 +1470,7 @@ def _measure_result(
     if todo:
         timed = _time_layers(
             todo,
-            kind,
-            lambda lay: [ranks[lay.name]] if lay.name in ranks else [],
+            lambda lay: [options[lay.name]] if lay.name in options else [],
             timing,
             converted_target,
         )
@@ -1402,8 +1482,8 @@ def _measure_result(
     for lay in layers:
         if lay.time_before is None:
             continue
-        rank = ranks.get(lay.name)
-        after = lay.timed.get(rank, lay.time_before) if rank is not None else lay.time_before
+        option = options.get(lay.name)
+        after = lay.timed.get(option, lay.time_before) if option is not None else lay.time_before
         result.layer_times[lay.name] = (lay.time_before, after)
     final = _prepare(converted, target.x, timing, fmt=converted_target.fmt)
     t = timing.times(
