@@ -57,7 +57,8 @@ run): about 30 s once numba's cache is warm (the first run compiles ~80 engine s
 minutes on 2 cores).
 ``test_found_cases_match_scipy`` replays one small case of every failure class the fuzz has
 found, so each stays covered whatever the random draw. For a long hunt:
-``SEPCONV_FUZZ_EXAMPLES=5000 .venv/bin/pytest -p no:cacheprovider tests/test_fuzz.py``.
+``SEPCONV_FUZZ_EXAMPLES=5000 .venv/bin/pytest -p no:cacheprovider tests/test_fuzz.py``, with
+``SEPCONV_FUZZ_RANDOM=1`` for a new draw each run.
 A failure prints a copy-pasteable repro (imports included), the backend, the largest
 difference and where it is.
 """
@@ -91,6 +92,9 @@ TORCHES = ("torch", "triton")
 #: through DLPack.
 TORCH_LIKE = (*TORCHES, "cupy")
 N_EXAMPLES = int(os.environ.get("SEPCONV_FUZZ_EXAMPLES", "1000"))
+#: ``SEPCONV_FUZZ_RANDOM=1``: a new random draw each run (for hunts; ``make test`` replays the
+#: same derandomized examples every time).
+RANDOM_DRAW = os.environ.get("SEPCONV_FUZZ_RANDOM", "0") == "1"
 
 #: np.pad's name for each scipy mode (checked against scipy for pads longer than the axis).
 NP_PAD = {
@@ -165,7 +169,7 @@ FACTORIZED_ERROR = 8.0
 def _fuzz_settings(n: int):
     return settings(
         max_examples=max(1, n),
-        derandomize=True,
+        derandomize=not RANDOM_DRAW,
         database=None,
         deadline=None,
         print_blob=False,
