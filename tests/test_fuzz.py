@@ -354,7 +354,7 @@ def _input(draw, backend: str):
     base = _values(rng, dtype, base_shape, profile)
     assert base.dtype == dtype
     nonfinite = "none"
-    if dtype.kind == "f" and base.size:
+    if dtype.kind == "f" and base.size and math.prod(shape):  # a broadcast view can be empty
         nonfinite = draw(st.sampled_from(["none", "none", "nan", "+inf", "-inf", "nan-slab"]))
         # placed in the base array, at a position the view sees
         pos = [draw(st.integers(0, n - 1)) for n in shape]
