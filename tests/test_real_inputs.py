@@ -481,3 +481,68 @@ def test_cli_filter_runs_a_named_kernel_as_its_terms(tmp_path) -> None:
     assert "never" not in res.output and "plan separable rank 1" in res.output
     ref = ndimage.gaussian_filter(vol.astype(np.float64), 3000, mode="wrap")
     np.testing.assert_allclose(np.load(tmp_path / "o.npy"), ref, rtol=0, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# the range of the intermediates, and integer results of float32 kernels (found by a random
+# fuzz draw, 2026-12-05)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_integer_factors_of_a_float32_kernel_do_not_overflow_float32_data(backend) -> None:
+    # the float32 kernel factors exactly as 2**-27 * outer([1], [5595013, 257502336, 13717046]):
+    # run as those integers, data of 1e30 overflowed float32 before the weight scaled it back
+    w = np.array([[0.04168609529733658, 1.9185419082641602, 0.10219995677471161]], np.float32)
+    rng = np.random.default_rng(40)
+    x = (rng.standard_normal((3, 9)) * 1e30).astype(np.float32)
+    x[1, -1] = np.float32(1.3e30)
+    ref = ndimage.correlate(x.astype(np.float64), w.astype(np.float64))
+    for method in ("lowrank", "separable", "auto"):
+        got = run(backend, sepconv.correlate, x, w, method=method)
+        assert np.all(np.isfinite(got)), method
+        np.testing.assert_allclose(got, ref, rtol=4e-7, atol=4e-7 * np.abs(ref).max())
+
+
+def test_every_pass_of_a_job_keeps_its_input_range_and_the_kernel_exactly() -> None:
+    from sepconv.job import terms_job
+
+    rng = np.random.default_rng(41)
+    cases = [
+        (1.0, [np.array([1.0, 2.0, 1.0]), np.array([-1.0, 0.0, 1.0])]),  # Sobel
+        (2.0**-27, [np.array([1.0]), np.array([5595013.0, 257502336.0, 13717046.0])]),
+        (0.37, [np.array([1.0, 4.0, 6.0, 4.0, 1.0]), rng.standard_normal(6) * 1e5]),
+        (3e-5, [rng.standard_normal(4), rng.random(3) * 1e-9, rng.standard_normal(2)]),
+        (1.0, [np.full(4, 0.25), np.array([0.5])]),  # L1 exactly 1 and 0.5
+    ]
+    for weight, vecs in cases:
+        passes = [(a, v, 0) for a, v in enumerate(vecs)]
+        modes = dict.fromkeys(range(len(vecs)), "reflect")
+        job = terms_job([(weight, passes)], modes, 0.0, balance=True)
+        ((w2, p2),) = job.terms
+        for _, v, _ in p2:
+            assert 0.5 < np.abs(v).sum() <= 1.0
+        # the dense kernel, bit for bit: every factor changed by a power of two only
+        kept = {a: v for a, v, _ in p2}
+        dense, dense2 = np.array(weight), np.array(w2)
+        for a, v in enumerate(vecs):
+            dense = np.multiply.outer(dense, v)
+            dense2 = np.multiply.outer(dense2, kept.get(a, np.array([1.0])))
+        assert np.array_equal(dense.reshape(-1), dense2.reshape(-1))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_integer_output_of_a_float32_kernel_is_judged_at_the_computation(backend) -> None:
+    # an integer-valued float32 3-D kernel of CP rank > 2: a rank-2 CP fit is "exact" to float32
+    # rounding (3.3e-7 off), which moved uint16 results of sums ~1e7 by 1-2 units
+    w = np.array(
+        [[[-2, -2, -6, -6, 10], [4, -2, 6, 12, -14]], [[4, -8, 0, 12, -8], [-2, 4, 0, -6, 4]],
+         [[6, -6, 6, 18, -18], [-6, 6, -6, -18, 18]], [[-6, 8, -4, -18, 16], [5, -6, 4, 15, -14]]],
+        dtype=np.float32,
+    )  # fmt: skip
+    x = np.random.default_rng(42).integers(0, 65536, (12, 10, 16)).astype(np.uint16)
+    ref = ndimage.correlate(x.astype(np.float64), w.astype(np.float64))
+    for method in ("auto", "lowrank"):
+        got = run(backend, sepconv.correlate, x, w, method=method)
+        assert got.dtype == np.uint16
+        np.testing.assert_array_equal(got.astype(object), rounded_saturated(ref, np.uint16))

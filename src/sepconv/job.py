@@ -205,22 +205,24 @@ def terms_job(
     axes: Sequence[int] = (),
     origins: Sequence[int] = (),
     drop_deltas: bool = False,
+    balance: bool = False,
 ) -> Job:
     """A job of separable terms.
 
     Passes with the single weight ``[1.0]`` change nothing and are dropped; with
     ``drop_deltas`` so is any centred unit impulse (``[0, 1, 0]``: the other axes of a named
     kernel such as ``laplace``, which scipy does not pass over at all -- a user's own 1-D
-    weights are kept, as their zero taps read NaN like scipy's ``correlate1d``).
+    weights are kept, as their zero taps read NaN like scipy's ``correlate1d``). With
+    ``balance`` every pass is scaled by a power of two to an L1 norm in (0.5, 1] and its
+    term's weight by the inverse (:func:`_balanced`; the factors of a planned kernel: not for
+    passes an engine replaces by a formula of their own, such as a recursive Gaussian's).
     """
     clean = tuple(
-        (
+        _balanced(
             float(weight),
-            tuple(
-                (int(a), np.asarray(w, dtype=np.float64), int(o))
-                for a, w, o in passes
-                if not _identity(w, o, drop_deltas)
-            ),
+            [(int(a), np.asarray(w, dtype=np.float64), int(o)) for a, w, o in passes],
+            drop_deltas,
+            balance,
         )
         for weight, passes in terms
     )
@@ -249,6 +251,35 @@ def dense_job(
     return Job(
         (), dict(modes), c.real, method, kernel, tuple(axes), tuple(origins), cval_imag=c.imag
     )
+
+
+def _balanced(
+    weight: float, passes: Sequence[Pass], drop_deltas: bool, balance: bool = True
+) -> tuple[float, tuple[Pass, ...]]:
+    """One term with every pass's taps scaled by a power of two to an L1 norm in (0.5, 1] and
+    the weight by the product of the inverses; identity passes dropped (after scaling).
+
+    Exact in binary floating point: every product and sum of a pass is scaled by a power of
+    two, and the weight scales the result back, bit for bit (barring subnormal taps). What
+    it changes is the range of the intermediates: no pass amplifies its input, so a float32
+    computation overflows in between only where its result would. Integer factors (a float32
+    kernel's exact ``2**-27 * outer([1], [5595013, 257502336, 13717046])``, or Sobel's
+    ``[1, 2, 1]``) otherwise multiply the data by up to ``2**28`` before the weight brings it
+    back: ``1.3e30`` in float32 read as ``inf``.
+    """
+    out = []
+    for a, w, o in passes:
+        l1 = float(np.abs(w).sum())
+        if balance and l1 > 0 and math.isfinite(l1):
+            e = math.ceil(math.log2(l1))
+            e -= 1 if math.ldexp(1.0, e - 1) >= l1 else 0  # log2 rounding at powers of two
+            e += 1 if math.ldexp(1.0, e) < l1 else 0
+            if e:
+                w = np.ldexp(w, -e)
+                weight = math.ldexp(weight, e)
+        if not _identity(w, o, drop_deltas):
+            out.append((a, w, o))
+    return weight, tuple(out)
 
 
 def _identity(w: np.ndarray, origin: int, deltas: bool) -> bool:
