@@ -458,8 +458,9 @@ def md_latency(rows: list[dict[str, Any]]) -> list[str]:
 
 def bench_recover(args: argparse.Namespace, log: list[dict[str, Any]]) -> dict[str, Any]:
     """The `layers` experiment's CNN trained on scikit-learn digits (15 epochs, seed 0), then
-    ``convert(depthwise, latency_budget=0.5)`` timed at its latency setting (batch 64, one
-    thread) and ``recover`` for 3 epochs (batch 16, lr 1e-2), once per seed."""
+    ``convert(kind, latency_budget=0.5)`` timed at its latency setting (batch 64, one
+    thread) and ``recover`` for 3 epochs (batch 16, lr 1e-2), once per seed and kind
+    (``--recover-kinds``)."""
     import numpy as np
 
     from sepconv.experiments._common import accuracy, train
@@ -479,10 +480,10 @@ def bench_recover(args: argparse.Namespace, log: list[dict[str, Any]]) -> dict[s
         train(base, xtr, ytr, 15, seed=0)
     acc0 = accuracy(base, xte, yte)
     runs = []
-    for seed in range(args.recover_seeds):
-        settle(args.threads, args.settle, log, f"recover seed {seed}")
+    for kind, seed in ((k, s) for k in args.recover_kinds for s in range(args.recover_seeds)):
+        settle(args.threads, args.settle, log, f"recover {kind} seed {seed}")
         student, report = convert(
-            base, "depthwise", latency_budget=0.5, input_shape=(64, 1, 16, 16), threads=1,
+            base, kind, latency_budget=0.5, input_shape=(64, 1, 16, 16), threads=1,
             calibration=xtr[:256],
         )  # fmt: skip
         acc1 = accuracy(student, xte, yte)
@@ -491,16 +492,18 @@ def bench_recover(args: argparse.Namespace, log: list[dict[str, Any]]) -> dict[s
                           eval_data=(xte, yte), seed=seed, progress=False)  # fmt: skip
         runs.append(
             {
+                "kind": kind,
                 "seed": seed,
                 "latency_fraction": report.latency_fraction,
                 "ranks": [r.rank for r in report.layers],
+                "kinds": [r.kind if r.converted else "-" for r in report.layers],
                 "acc_converted": acc1,
                 "acc_recovered": rec.accuracy_after,
                 "drop_points": 100 * (acc0 - (rec.accuracy_after or 0.0)),
                 "recover_s": rec.seconds,
             }
         )
-        print(f"recover seed {seed}: drop {runs[-1]['drop_points']:.2f}", file=sys.stderr)
+        print(f"recover {kind} seed {seed}: drop {runs[-1]['drop_points']:.2f}", file=sys.stderr)
     return {"acc_original": acc0, "test_samples": len(te), "runs": runs}
 
 
@@ -508,14 +511,20 @@ def md_recover(res: dict[str, Any]) -> list[str]:
     lines = md_table_head(
         "digits CNN: convert to half the latency, then recover (3 epochs)",
         f"Original test accuracy {res['acc_original']:.4f} on {res['test_samples']} digits. "
-        "`convert(base, 'depthwise', latency_budget=0.5, input_shape=(64, 1, 16, 16), "
+        "`convert(base, kind, latency_budget=0.5, input_shape=(64, 1, 16, 16), "
         "threads=1, calibration=xtr[:256])`, then `recover(student, base, (xtr, ytr), "
-        "epochs=3, batch_size=16, lr=1e-2)`; one row per recover seed.",
-        "seed | latency after/before | ranks | acc. converted | acc. recovered | drop",
+        "epochs=3, batch_size=16, lr=1e-2)`; one row per kind and recover seed.",
+        "kind | seed | latency after/before | layers: kind rank | acc. converted | "
+        "acc. recovered | drop",
     )
     for r in res["runs"]:
+        layers = ", ".join(
+            "-" if k == "-" else f"{k} {rk}"
+            for k, rk in zip(r.get("kinds", ["?"] * len(r["ranks"])), r["ranks"], strict=True)
+        )
         lines.append(
-            f"| {r['seed']} | {r['latency_fraction']:.3f} | {r['ranks']} | "
+            f"| {r.get('kind', 'depthwise')} | {r['seed']} | {r['latency_fraction']:.3f} | "
+            f"{layers} | "
             f"{r['acc_converted']:.4f} | {r['acc_recovered']:.4f} | "
             f"{r['drop_points']:.2f} points |"
         )
@@ -899,6 +908,9 @@ def main(argv: list[str] | None = None) -> int:
         "--latency-kinds", nargs="+", default=["depthwise", "tucker2"], help="latency section"
     )
     ap.add_argument("--recover-seeds", type=int, default=5, help="recover section: seeds")
+    ap.add_argument(
+        "--recover-kinds", nargs="+", default=["depthwise"], help="recover section: kinds"
+    )
     args = ap.parse_args(argv)
     if args.quick:
         args.repeats = min(args.repeats, 5)
