@@ -1066,6 +1066,15 @@ _NAN[1, 2] = np.nan
 _K33 = np.array([[0.5, -1.0, 2.0], [1.5, 0.25, -0.75], [1.0, 3.0, -2.0]])
 
 #: one small case per failure class the fuzz found (issue #10), each a one-line repro
+_W_INTEGER_FACTORS = np.array(
+    [[0.04168609529733658, 1.9185419082641602, 0.10219995677471161]], dtype=np.float32
+)
+_K_CP_INTEGERS = np.array(
+    [[[-2, -2, -6, -6, 10], [4, -2, 6, 12, -14]], [[4, -8, 0, 12, -8], [-2, 4, 0, -6, 4]],
+     [[6, -6, 6, 18, -18], [-6, 6, -6, -18, 18]], [[-6, 8, -4, -18, 16], [5, -6, 4, 15, -14]]],
+    dtype=np.float32,
+)  # fmt: skip
+
 FOUND = {
     # unsigned 8/16-bit input, antisymmetric pass along an outer axis: garbage
     "sobel-uint8-axis0": lambda: make_case("sobel", _U8, axis=0),
@@ -1096,6 +1105,22 @@ FOUND = {
         np.array([[207, 235, 15, 163], [39, 185, 216, 73]], dtype=np.uint8),
         sigma=0.5,
         axis=0,
+    ),
+    # the exact integer factors of a float32 kernel (2**-27 * [5595013, 257502336, 13717046])
+    # run unscaled overflowed float32 data of 1e30
+    "integer-factors-float32-1e30": lambda: make_case(
+        "correlate",
+        np.array([[1.3e29, -1.3e29, 6.4e29, 1.0e29, -5.4e29, 3.6e29, 1.3e30]], dtype=np.float32),
+        backend="torch",
+        weights=_W_INTEGER_FACTORS,
+        method="lowrank",
+    ),
+    # an integer result of a float32 kernel's CP fit, exact only to float32 rounding: off by 1
+    "float32-kernel-cp-uint16": lambda: make_case(
+        "correlate",
+        np.array([[[33375, 55746], [60367, 41743]]], dtype=np.uint16),
+        weights=_K_CP_INTEGERS,
+        method="lowrank",
     ),
     # NaN spread through FFT plans
     "nan-fft": lambda: make_case("correlate", _NAN, weights=_K33, method="fft"),
