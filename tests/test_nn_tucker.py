@@ -438,3 +438,45 @@ def test_automatic_ranks_never_give_a_costlier_converted_layer(kind, rank):
                 assert report.macs_after <= report.macs_before, (cin, cout, k, multiple)
             else:
                 assert module is conv and "would cost more MACs" in report.note
+
+
+def plain_hooi(W: np.ndarray, r_in: int, r_out: int, gain: float) -> tuple[int, float]:
+    """Textbook HOOI on modes 0 and 1 from the HOSVD input factor (numpy SVDs), stopped like
+    sepconv's (a sweep gaining at most ``gain * ||W||**2``): (sweeps, relative error**2)."""
+    co, ci, _ = W.shape
+    n2 = float((W**2).sum())
+    B = np.linalg.svd(np.moveaxis(W, 1, 0).reshape(ci, -1), full_matrices=False)[0][:, :r_in]
+    fit = -1.0
+    for sweep in range(1, 5001):
+        M = np.einsum("oik,ib->okb", W, B).reshape(co, -1)
+        A = np.linalg.svd(M, full_matrices=False)[0][:, :r_out]
+        Z = np.einsum("oik,oa->aik", W, A)
+        B = np.linalg.svd(np.moveaxis(Z, 1, 0).reshape(ci, -1), full_matrices=False)[0][:, :r_in]
+        new = float((np.einsum("aik,ib->abk", Z, B) ** 2).sum())
+        if new - fit <= gain * n2:
+            return sweep, 1 - new / n2
+        fit = new
+    raise AssertionError("plain HOOI did not converge in 5000 sweeps")
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("rank", [(12, 16), (28, 28)])
+def test_extrapolated_hooi_reaches_plain_hoois_fit_in_fewer_sweeps(seed, rank):
+    from sepconv.nn.factorize import _hooi, _svd
+
+    # multilinear rank (20, 20) plus 5 % noise: a spectrum like a trained layer's
+    gen = torch.Generator().manual_seed(seed)
+    co, ci, K, q = 96, 80, 9, 20
+    A = torch.linalg.qr(torch.randn(co, q, dtype=torch.float64, generator=gen))[0]
+    B = torch.linalg.qr(torch.randn(ci, q, dtype=torch.float64, generator=gen))[0]
+    core = torch.randn(q, q, K, dtype=torch.float64, generator=gen)
+    W = torch.einsum("oa,abk,ib->oik", A, core, B)
+    noise = torch.randn(W.shape, dtype=torch.float64, generator=gen)
+    W = W + 0.05 * W.norm() / math.sqrt(W.numel()) * noise
+    plain_sweeps, plain_err2 = plain_hooi(W.numpy(), *rank, gain=1e-12)
+    B0 = _svd(W.transpose(0, 1).reshape(1, ci, -1))[0][0][:, : rank[0]]
+    _, _, G, sweeps, converged = _hooi(W, B0, rank[1], 500, 1e-12)
+    err2 = 1 - float((G * G).sum()) / float((W * W).sum())
+    assert converged
+    assert err2 <= plain_err2 + 1e-12
+    assert sweeps < plain_sweeps  # the tried sweeps counted too
