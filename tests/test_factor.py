@@ -417,3 +417,58 @@ def test_cp_als_keeps_sweeping_while_it_converges():
     assert early.error > 1e-6  # slow: far from exact after 50 sweeps
     dense = np.einsum("ir,jr,kr,lr->ijkl", *fit.A)
     assert np.linalg.norm(dense - T) / np.linalg.norm(T) < 1e-12
+
+
+# -- the scale of a kernel ------------------------------------------------------------------------
+
+SCALES = [2.0**-1000, 1e-300, 1e-200, 1e-160, 1e160, 1e200, 1e300]
+
+
+def scale_cases() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(50)
+    return {
+        "rank1-2d": np.outer(rng.random(5), rng.random(7)),
+        "rank3-2d": random_cp(rng, (6, 5), 3),
+        "sobel": kernels.sobel(axis=0),
+        "rank1-3d": random_cp(rng, (4, 5, 3), 1),
+        "rank2-3d": random_cp(rng, (3, 4, 3), 2),
+    }
+
+
+@pytest.mark.parametrize("scale", SCALES)
+@pytest.mark.parametrize("name", sorted(scale_cases()))
+def test_a_kernel_factorizes_alike_at_any_scale(name, scale):
+    # squares of singular values overflow at 1e160 and underflow at 1e-160: the ranks, errors
+    # and factors of such kernels came out NaN (an "exact" factorization of a 1e-200 kernel
+    # whose terms were NaN)
+    K = scale_cases()[name]
+    ref = separate(K)
+    f = separate(K * scale)
+    assert (f.rank, f.method, f.exact) == (ref.rank, ref.method, ref.exact)
+    assert f.error == pytest.approx(ref.error, abs=1e-13)
+    dense = f.to_dense()
+    assert np.all(np.isfinite(dense))
+    np.testing.assert_allclose(dense / scale, K, rtol=1e-12, atol=1e-12 * np.abs(K).max())
+    assert separable_rank(K * scale) == ref.rank
+    assert f.cancellation == pytest.approx(ref.cancellation, rel=1e-9)
+    if ref.singular_values is not None:
+        top = ref.singular_values[0]
+        np.testing.assert_allclose(
+            f.singular_values / scale, ref.singular_values, rtol=1e-12, atol=1e-12 * top
+        )
+
+
+@pytest.mark.parametrize("scale", [1e-200, 1e200])
+def test_tiny_and_huge_kernels_filter_as_their_unit_scale_twins(scale):
+    import sepconv
+
+    rng = np.random.default_rng(51)
+    x = rng.random((20, 24))
+    for K in (np.outer(rng.random(5), rng.random(7)), random_cp(rng, (5, 5), 2)):
+        plan = sepconv.make_plan(K * scale, x.shape)
+        assert plan.method == sepconv.make_plan(K, x.shape).method
+        # scipy drops weights below DBL_EPSILON, so the reference is linearity: scale * (x * K)
+        ref = ndimage.correlate(x, K) * scale
+        for method in ("auto", "separable" if plan.method == "separable" else "lowrank"):
+            got = sepconv.correlate(x, K * scale, method=method)
+            np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-12 * np.abs(ref).max())

@@ -58,7 +58,7 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -203,7 +203,7 @@ def rank_lower_bound(kernel: Any, *, precision: Any = None) -> int:
     rank ``r``, so the largest mode rank at that tolerance is a lower bound.
     """
     prec = kernel_precision(kernel, precision)
-    K = as_kernel(kernel)
+    K, _ = _scaled(as_kernel(kernel))
     if not np.any(K):
         return 0
     if K.ndim == 1:
@@ -331,20 +331,24 @@ class Factorization:
         """
         if self.rank == 0:
             return 1.0
-        norms = np.abs(self.weights) * np.array(
-            [math.prod(float(np.linalg.norm(f)) for f in term) for term in self.factors]
+        _, e = _scaled(self.kernel)  # the norms at a power-of-two scale: no overflow
+        norms = np.abs(np.ldexp(self.weights, -e)) * np.array(
+            [math.prod(_norm(f) for f in term) for term in self.factors]
         )
-        total = float(np.linalg.norm(self.to_dense()))
+        total = _norm(np.ldexp(self.to_dense(), -e))
         return float(norms.sum() / total) if total > 0 else math.inf
 
     @property
     def _errors(self) -> tuple[float, float]:
         cached = self.__dict__.get("_cached_errors")
         if cached is None:
-            diff = self.kernel - self.to_dense()
-            norm = float(np.linalg.norm(self.kernel))
-            rel = float(np.linalg.norm(diff)) / norm if norm > 0 else 0.0
-            cached = (rel, float(np.abs(diff).sum()))
+            # at a power-of-two scale of the kernel: a kernel of 1e300 or 1e-300 has the
+            # relative error of the same kernel at 1
+            kernel, e = _scaled(self.kernel)
+            diff = kernel - np.ldexp(self.to_dense(), -e)
+            norm = _norm(kernel)
+            rel = _norm(diff) / norm if norm > 0 else 0.0
+            cached = (rel, math.ldexp(float(np.abs(diff).sum()), e))
             object.__setattr__(self, "_cached_errors", cached)
         return cached
 
@@ -461,6 +465,9 @@ def separate(
         kernel = from_spec(kernel)
     K = as_kernel(kernel)
     tol = check_tol(tol)
+    Ks, e = _scaled(K)
+    if e:  # factorized at a power-of-two scale (exact), the weights scaled back
+        return _rescaled(separate(Ks, rank=rank, tol=tol, precision=prec), e, K)
     max_rank = max_useful_rank(K.shape)
     if rank is not None:
         rank = check_nonnegative_int(rank, "rank", minimum=1)
@@ -513,6 +520,10 @@ def separate_within(
     K = as_kernel(kernel)
     tol = check_tol(tol)
     max_terms = check_nonnegative_int(max_terms, "max_terms")
+    Ks, e = _scaled(K)
+    if e:
+        found = separate_within(Ks, max_terms, seconds, tol=tol, precision=prec)
+        return None if found is None else _rescaled(found, e, K)
     spectra = _mode_spectra(K)
     mode_tol = _mode_tolerance(K.shape, prec)
     if K.ndim <= 2 or all(_numerical_rank(s, mode_tol) <= 1 for s in spectra):
@@ -627,6 +638,9 @@ def fits_by_rank(kernel: Any, *, precision: Any = None) -> list[Factorization]:
 
         kernel = from_spec(kernel)
     K = as_kernel(kernel)
+    Ks, e = _scaled(K)
+    if e:
+        return [_rescaled(f, e, K) for f in fits_by_rank(Ks, precision=prec)]
     exact = separate(K, precision=prec)
     if exact.rank <= 1:
         return [exact] if exact.rank else []
@@ -680,6 +694,43 @@ def _make(
         notes=tuple(notes),
         precision=np.dtype(precision).name,
     )
+
+
+def _scaled(K: np.ndarray) -> tuple[np.ndarray, int]:
+    """``K`` times ``2**-e`` with ``max|K| * 2**-e`` in [0.5, 1), and ``e`` (0: ``K`` itself).
+
+    Exact (a power of two; entries below ``2**-1022`` of the result lose bits, which is far
+    below any error this module reports). The factorizations square singular values and
+    entries: at 1e160 they overflow, at 1e-160 they underflow, and the ranks, errors and
+    factors came out NaN (a 1e-200 kernel's "exact" separable terms ran as NaN passes).
+    """
+    top = float(np.abs(K).max()) if K.size else 0.0
+    if top == 0.0 or not math.isfinite(top):
+        return K, 0
+    e = math.frexp(top)[1]
+    return (np.ldexp(K, -e), e) if e else (K, 0)
+
+
+def _rescaled(f: Factorization, e: int, K: np.ndarray) -> Factorization:
+    """A factorization of ``K * 2**-e`` as one of ``K``: the weights and spectra times
+    ``2**e``, the kernel ``K`` itself."""
+    sv = None if f.singular_values is None else np.ldexp(f.singular_values, e)
+    return replace(
+        f,
+        weights=np.ldexp(f.weights, e),
+        kernel=K.copy(),
+        singular_values=sv,
+        mode_spectra=tuple(np.ldexp(s, e) for s in f.mode_spectra),
+    )
+
+
+def _norm(a: np.ndarray) -> float:
+    """The 2-norm of ``a``, without overflow or underflow in the squares."""
+    a = np.asarray(a, dtype=np.float64)
+    top = float(np.abs(a).max()) if a.size else 0.0
+    if top == 0.0 or not math.isfinite(top):
+        return top
+    return top * float(np.linalg.norm(a / top))
 
 
 def _normalise_signs(weight: float, factors: Sequence[np.ndarray]) -> Term:
