@@ -510,7 +510,7 @@ def test_nan_and_inf_propagate_like_scipy() -> None:
         (lambda x, o: sepconv.gaussian_filter(x, -1.0), ValueError, "sigma"),
         (lambda x, o: sepconv.gaussian_filter(x, float("nan")), ValueError, "sigma"),
         (lambda x, o: sepconv.gaussian_filter(x, 1.0, order=-1), ValueError, "order"),
-        (lambda x, o: sepconv.gaussian_filter(x, 1.0, truncate=0), ValueError, "truncate"),
+        (lambda x, o: sepconv.gaussian_filter(x, 1.0, truncate=-1), ValueError, "truncate"),
         (lambda x, o: sepconv.gaussian_filter(x, (1.0, 2.0, 3.0)), ValueError, "sigma"),
         (lambda x, o: sepconv.correlate1d(x, np.ones(3), axis=2), ValueError, "axes must be in"),
         (lambda x, o: sepconv.correlate1d(x, np.ones((3, 3))), ValueError, "weights must be 1-D"),

@@ -459,7 +459,8 @@ def test_line_angle_30_uses_exact_clipping() -> None:
         (lambda: gaussian(float("nan")), ValueError, "sigma"),
         (lambda: gaussian(float("inf")), ValueError, "sigma"),
         (lambda: gaussian("2"), TypeError, "sigma"),
-        (lambda: gaussian(1.0, truncate=0.0), ValueError, "truncate"),
+        (lambda: gaussian(1.0, truncate=-0.5), ValueError, "truncate must be a finite number >= 0"),
+        (lambda: gaussian(1.0, truncate=float("nan")), ValueError, "truncate"),
         (lambda: gaussian(1.0, order=-1), ValueError, "order"),
         (lambda: gaussian(1.0, order=1.0), TypeError, "order"),
         (lambda: gaussian(1.0, radius=-1), ValueError, "radius"),
@@ -488,7 +489,7 @@ def test_line_angle_30_uses_exact_clipping() -> None:
         (lambda: gabor(1.0, frequency=-0.1), ValueError, "frequency"),
         (lambda: gabor(1.0, theta=float("nan")), ValueError, "theta"),
         (lambda: gabor(1.0, phase=None), TypeError, "phase"),
-        (lambda: gabor(1.0, truncate=0), ValueError, "truncate"),
+        (lambda: gabor(1.0, truncate=-1), ValueError, "truncate"),
         (lambda: disk(-1.0), ValueError, "radius"),
         (lambda: disk(2, antialias="yes"), TypeError, "antialias"),
         (lambda: ball(float("inf")), ValueError, "radius"),
@@ -720,3 +721,16 @@ def test_spec_parameters_and_extend_spec_round_trip_through_from_spec():
     adapted, _ = K.spec_parameters("sobel:axis=0", ndim=3)
     assert K.extend_spec("sobel:axis=0", {"ndim": adapted["ndim"]}) == "sobel:axis=0,ndim=3"
     assert from_spec("sobel:axis=0,ndim=3").shape == (3, 3, 3)
+
+
+@pytest.mark.parametrize("order", [0, 1, 2])
+def test_truncate_zero_is_radius_zero_as_in_scipy(order):
+    # scipy takes truncate=0 (radius int(0 * sigma + 0.5) = 0); a drop-in must too
+    import sepconv
+
+    x = np.random.default_rng(60).random((7, 9))
+    got = sepconv.gaussian_filter(x, 2.0, order=order, truncate=0.0)
+    np.testing.assert_allclose(got, ndimage.gaussian_filter(x, 2.0, order=order, truncate=0.0))
+    for name in ("gaussian_laplace", "gaussian_gradient_magnitude"):
+        ref = getattr(ndimage, name)(x, 2.0, truncate=0.0)
+        np.testing.assert_allclose(getattr(sepconv, name)(x, 2.0, truncate=0.0), ref)

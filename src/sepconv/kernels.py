@@ -229,7 +229,8 @@ def gaussian1d(
     order : int, default 0
         Derivative order, >= 0.
     truncate : float, default 4.0
-        Radius in standard deviations: ``radius = int(truncate * sigma + 0.5)``. Must be > 0.
+        Radius in standard deviations: ``radius = int(truncate * sigma + 0.5)``. Must be >= 0
+        (0: radius 0, as in scipy).
     radius : int or None, default None
         Explicit radius (>= 0), overriding ``truncate``.
 
@@ -246,7 +247,7 @@ def gaussian1d(
     >>> print(gaussian1d(1.0, order=1, radius=1).round(3))
     [-0.274  0.     0.274]
     """
-    t = check_positive_float(truncate, "truncate")
+    t = check_positive_float(truncate, "truncate", allow_zero=True)
     if _is_seq(sigma) or _is_seq(order) or _is_seq(radius):
         raise TypeError("gaussian1d takes scalar sigma, order and radius; use gaussian() for N-D")
     return _gaussian_axis(sigma, order, t, radius)
@@ -270,7 +271,7 @@ def gaussian(
     order : int or sequence of int, default 0
         Derivative order per axis, >= 0 (must be 0 where ``sigma`` is 0).
     truncate : float, default 4.0
-        Per-axis radius is ``int(truncate * sigma + 0.5)``; must be > 0.
+        Per-axis radius is ``int(truncate * sigma + 0.5)``; must be >= 0.
     radius : int or sequence of int or None, default None
         Explicit radius per axis (>= 0), overriding ``truncate``.
     ndim : int or None, default None
@@ -302,7 +303,7 @@ def _gaussian_terms(
     radius: int | Sequence[int] | None = None,
     ndim: int | None = None,
 ) -> Terms:
-    t = check_positive_float(truncate, "truncate")
+    t = check_positive_float(truncate, "truncate", allow_zero=True)
     n = _infer_ndim(ndim, sigma=sigma, order=order, radius=radius)
     sigmas = per_axis(sigma, n, "sigma")
     orders = per_axis(order, n, "order")
@@ -327,7 +328,7 @@ def laplacian_of_gaussian(
     ndim : int or None, default None
         Number of axes; default ``len(sigma)`` for a sequence, else 2.
     truncate : float, default 4.0
-        Radius in standard deviations, > 0.
+        Radius in standard deviations, >= 0.
 
     Returns
     -------
@@ -345,7 +346,7 @@ def laplacian_of_gaussian(
 def _log_terms(
     sigma: float | Sequence[float], *, ndim: int | None = None, truncate: float = 4.0
 ) -> Terms:
-    t = check_positive_float(truncate, "truncate")
+    t = check_positive_float(truncate, "truncate", allow_zero=True)
     n = _infer_ndim(ndim, sigma=sigma)
     sigmas = [check_positive_float(s, "sigma") for s in per_axis(sigma, n, "sigma")]
     smooth = [_gaussian_axis(s, 0, t, None) for s in sigmas]
@@ -416,7 +417,7 @@ def _dog_terms(
     truncate: float = 4.0,
 ) -> Terms:
     """The terms of :func:`difference_of_gaussians`: ``G(sigma1)`` minus ``G(sigma2)``."""
-    t = check_positive_float(truncate, "truncate")
+    t = check_positive_float(truncate, "truncate", allow_zero=True)
     n = _infer_ndim(ndim, sigma1=sigma1, sigma2=sigma2)
     s1 = [check_positive_float(s, "sigma1", allow_zero=True) for s in per_axis(sigma1, n, "sigma1")]
     if sigma2 is None:
@@ -677,7 +678,7 @@ def gabor(
         antisymmetric (``K[::-1, ::-1] == -K`` exactly). Multiples of 90 use exact
         cosines/sines.
     truncate : float, default 3.0
-        Radius ``int(truncate * max(sigma, sigma / gamma) + 0.5)``; must be > 0.
+        Radius ``int(truncate * max(sigma, sigma / gamma) + 0.5)``; must be >= 0.
 
     Returns
     -------
@@ -698,7 +699,7 @@ def gabor(
     f = check_positive_float(frequency, "frequency", allow_zero=True)
     g = check_positive_float(gamma, "gamma")
     ph = _check_real(phase, "phase")
-    t = check_positive_float(truncate, "truncate")
+    t = check_positive_float(truncate, "truncate", allow_zero=True)
     r = int(t * max(s, s / g) + 0.5)
     c, sn = _cos_sin(th)
     offsets = np.arange(-r, r + 1, dtype=np.float64)
