@@ -485,3 +485,26 @@ def test_progress_bar_for_a_single_step_shows_elapsed_time_not_a_stuck_0_of_1(mo
     text = buf.getvalue()
     assert "filtering (about 3 s by the plan's time model)" in text
     assert "0/1" not in text and "3/8" in text and "0:00:0" in text
+
+
+@pytest.mark.parametrize(
+    ("kernel", "dtype", "clipped"),
+    [
+        ("sobel:axis=0", None, True),
+        ("log:sigma=1.5", None, True),
+        ("gaussian:sigma=2", None, False),
+        ("sobel:axis=1", "float32", False),
+        ("sobel:axis=1", "int16", False),
+    ],
+)
+def test_summary_says_when_an_unsigned_output_clips_negative_results(
+    photo, tmp_path, kernel, dtype, clipped
+) -> None:
+    out = tmp_path / ("edges.png" if dtype is None else "edges.tif")
+    args = [photo, out, "--kernel", kernel] + ([] if dtype is None else ["--dtype", dtype])
+    line = ok(run(*args))
+    assert ("negative results are clipped to 0 in uint8" in line) == clipped, line
+    got = iio.imread(out)
+    if clipped:  # the note is true: the library's float result has negative values there
+        ref = sepconv.filter(iio.imread(photo).astype(np.float64), kernel, axes=(0, 1))
+        assert (ref < -0.5).any() and got.min() == 0

@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import logging
+import math
 import os
 import re
 import shutil
@@ -1243,6 +1245,7 @@ class FilterReport:
     dtype_read: str | None = None
     scaling: tuple[float, float] | None = None
     removed: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
 
     @property
     def nbytes(self) -> int:
@@ -1275,11 +1278,13 @@ class FilterReport:
             timing += f" + {compiled:.2f} s compiling/loading the numba engine (not counted)"
         if self.scheduler not in (None, "threads", "sync"):
             timing += " (incl. the workers' start-up and engine compilation)"
+        notes = "".join(f"; note: {n}" for n in self.notes)
         return (
             f"{self.input} -> {self.output}: {shape} {dtype_in} -> {self.dtype_out}, "
             f"kernel {self.kernel} ({ks} over axes {','.join(map(str, self.axes))}), "
             f"plan {plan}{mode}; {timing}, "
             f"{_rate(np.prod(self.shape) / t, 'voxel/s')}, {_rate(self.nbytes / t, 'B/s')}"
+            f"{notes}"
         )
 
 
@@ -1396,7 +1401,7 @@ def filter_file(
         data, info = read(src, lazy=use_dask)
         # 3. axes and kernel, checked against the data
         channel, ax = _filter_axes(info, axes, channel_axis)
-        K, spec, kshape, nterms = _checked_kernel(kernel, info, ax, sigma_mm, src, method)
+        K, spec, kshape, nterms, negative = _checked_kernel(kernel, info, ax, sigma_mm, src, method)
         # 4. what the output format can store, the plan
         out_dtype = np.dtype(info.dtype if dtype is None else dtype)
         check_writable(dst, out_dtype, info.shape, channel)
@@ -1438,6 +1443,7 @@ def filter_file(
         dtype_read=str(info.dtype),
         scaling=meta.get("scaling"),
         removed=tuple(removed),
+        notes=_clipping_notes(out_dtype, negative),
     )
 
 
@@ -1530,6 +1536,32 @@ def _filter_axes(
     return channel, ax
 
 
+def _has_negative_taps(K: Any) -> bool:
+    """Whether a kernel (dense, or separable terms) has a negative value: terms are
+    multiplied out when small, else any negative factor or weight counts."""
+    if isinstance(K, np.ndarray):
+        return bool((K < 0).any())
+    if math.prod(len(v) for v in K[0][1]) <= 2**20:
+        dense = sum(
+            w * functools.reduce(np.multiply.outer, [np.asarray(v, float) for v in vecs])
+            for w, vecs in K
+        )
+        return bool((np.asarray(dense) < 0).any())
+    return any(w < 0 or any((np.asarray(v) < 0).any() for v in vecs) for w, vecs in K)
+
+
+def _clipping_notes(out_dtype: np.dtype, negative: bool) -> tuple[str, ...]:
+    """What the summary says when an unsigned output must clip the kernel's negative
+    results (an edge detector into uint8 keeps half its edges)."""
+    dt = np.dtype(out_dtype)
+    if dt.kind != "u" or not negative:
+        return ()
+    return (
+        f"the kernel has negative taps, so negative results are clipped to 0 in {dt}; "
+        "--dtype float32 into .tif, .npy or .nii keeps them",
+    )
+
+
 def _checked_kernel(
     kernel: Any,
     info: ImageInfo,
@@ -1537,12 +1569,12 @@ def _checked_kernel(
     sigma_mm: float | None,
     src: str,
     method: str = "auto",
-) -> tuple[Any, str, tuple[int, ...], int | None]:
+) -> tuple[Any, str, tuple[int, ...], int | None, bool]:
     """The kernel for the filtered axes, refused when it cannot fit the data:
-    ``(kernel, spec, shape, nterms)``. A named kernel that is a sum of separable terms by
-    construction (and a method that runs terms) stays its spec text (``nterms`` terms):
-    ``filters.filter`` runs it as 1-D passes, never building it dense; anything else is the
-    dense array (``nterms`` None)."""
+    ``(kernel, spec, shape, nterms, has negative taps)``. A named kernel that is a sum of
+    separable terms by construction (and a method that runs terms) stays its spec text
+    (``nterms`` terms): ``filters.filter`` runs it as 1-D passes, never building it dense;
+    anything else is the dense array (``nterms`` None)."""
     ndim = len(info.shape)
     if sigma_mm is not None and info.format == "nifti" and info.spacing is None:
         sizes = ", ".join(f"{z:g}" for z in info.meta.get("voxel_size", ())[: len(ax)])
@@ -1567,8 +1599,8 @@ def _checked_kernel(
             f"{len(ax)}-D kernel"
         )
     if isinstance(K, np.ndarray):
-        return K, spec, shape, None
-    return spec, spec, shape, len(K)
+        return K, spec, shape, None, _has_negative_taps(K)
+    return spec, spec, shape, len(K), _has_negative_taps(K)
 
 
 def _rescaled(data: Any, info: ImageInfo, out_dtype: np.dtype) -> tuple[Any, ImageInfo]:
