@@ -531,18 +531,52 @@ def test_every_pass_of_a_job_keeps_its_input_range_and_the_kernel_exactly() -> N
         assert np.array_equal(dense.reshape(-1), dense2.reshape(-1))
 
 
+#: An integer-valued float32 3-D kernel of CP rank > 2 (found by a random fuzz draw).
+CP_KERNEL = np.array(
+    [[[-2, -2, -6, -6, 10], [4, -2, 6, 12, -14]], [[4, -8, 0, 12, -8], [-2, 4, 0, -6, 4]],
+     [[6, -6, 6, 18, -18], [-6, 6, -6, -18, 18]], [[-6, 8, -4, -18, 16], [5, -6, 4, 15, -14]]],
+    dtype=np.float32,
+)  # fmt: skip
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_integer_output_of_a_float32_kernel_is_judged_at_the_computation(backend) -> None:
     # an integer-valued float32 3-D kernel of CP rank > 2: a rank-2 CP fit is "exact" to float32
     # rounding (3.3e-7 off), which moved uint16 results of sums ~1e7 by 1-2 units
-    w = np.array(
-        [[[-2, -2, -6, -6, 10], [4, -2, 6, 12, -14]], [[4, -8, 0, 12, -8], [-2, 4, 0, -6, 4]],
-         [[6, -6, 6, 18, -18], [-6, 6, -6, -18, 18]], [[-6, 8, -4, -18, 16], [5, -6, 4, 15, -14]]],
-        dtype=np.float32,
-    )  # fmt: skip
+    w = CP_KERNEL
     x = np.random.default_rng(42).integers(0, 65536, (12, 10, 16)).astype(np.uint16)
     ref = ndimage.correlate(x.astype(np.float64), w.astype(np.float64))
     for method in ("auto", "lowrank"):
         got = run(backend, sepconv.correlate, x, w, method=method)
         assert got.dtype == np.uint16
         np.testing.assert_array_equal(got.astype(object), rounded_saturated(ref, np.uint16))
+
+
+def test_integer_output_keeps_a_float32_fit_that_moves_no_output(monkeypatch) -> None:
+    # the float32 rounding of a separable Gaussian is rank 1 at float32 and its fit moves a
+    # uint16 result by ~0.007 of a unit: it stays one separable term, not a dense plan
+    import sepconv.filters as F
+
+    plans = []
+    make_plan = F.make_plan
+
+    def spy(*args, **kwargs):
+        plans.append(make_plan(*args, **kwargs))
+        return plans[-1]
+
+    monkeypatch.setattr(F, "make_plan", spy)
+    g = sepconv.kernels.gaussian1d(3.0)
+    K = np.outer(g, g).astype(np.float32)
+    x = np.random.default_rng(43).integers(0, 65536, (64, 80)).astype(np.uint16)
+    got = sepconv.correlate(x, K)
+    assert [(p.method, p.rank) for p in plans] == [("separable", 1)]
+    assert plans[0].factorization.error_bound * 65535 <= F.INTEGER_SLACK
+    # within the fixed-point engine's promise: 1 unit of the exactly rounded result
+    ref = ndimage.correlate(x.astype(np.float64), K.astype(np.float64))
+    assert (
+        np.abs(got.astype(np.int64) - rounded_saturated(ref, np.uint16).astype(np.int64)).max() <= 1
+    )
+    # the CP kernel of the test above is planned twice: its float32 fit would move outputs
+    plans.clear()
+    sepconv.correlate(np.zeros((6, 4, 8), np.uint16), CP_KERNEL, method="lowrank")
+    assert len(plans) == 2 and plans[1].factorization.error_bound * 65535 <= F.INTEGER_SLACK

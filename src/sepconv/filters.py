@@ -932,15 +932,19 @@ def correlate(
         method=method,
         tol=tol,
         size=math.prod(x.shape),
-        precision=_judged_at(kprec, x.dtype, dtype),
+        precision=_coarser(kprec, _work_name(x.dtype, dtype)),
         device=_device(backend, x),
     )
+    recheck = None
+    if tol is None and given is None:
+        recheck = _integer_result_check(x.dtype, dtype, c)
     if np.iscomplexobj(K):  # conjugated, as np.correlate does; each part planned on its own
         Kc = np.conj(K)
-        job = _planned_job(Kc.real, ax, origins, modes, c, plan_args)
-        imag = _planned_job(Kc.imag, ax, origins, modes, c, plan_args)
+        job = _planned_job(Kc.real, ax, origins, modes, c, plan_args, recheck)
+        imag = _planned_job(Kc.imag, ax, origins, modes, c, plan_args, recheck)
         return _run(backend, x, job, dtype, out, workers, imag=imag, default_output=output is None)
-    job = _planned_job(given if given is not None else K, ax, origins, modes, c, plan_args)
+    kern = given if given is not None else K
+    job = _planned_job(kern, ax, origins, modes, c, plan_args, recheck)
     return _run(backend, x, job, dtype, out, workers, default_output=output is None)
 
 
@@ -951,9 +955,18 @@ def _device(backend: Any, x: Any) -> str:
     return "cpu" if kind is None else str(kind(x))
 
 
-def _planned_job(kernel, ax, origins, modes, c, plan_args) -> Job:
-    """The job ``make_plan`` chooses for a real kernel (or Factorization)."""
+def _planned_job(kernel, ax, origins, modes, c, plan_args, recheck=None) -> Job:
+    """The job ``make_plan`` chooses for a real kernel (or Factorization). With ``recheck``
+    (an integer result: the largest ``|input|`` or ``|cval|`` the data can hold, and the
+    computation's precision), a factorization exact only at the kernel's coarser precision
+    is kept where it moves no output by more than :data:`INTEGER_SLACK` of a unit, and the
+    kernel is planned again at the computation's precision otherwise."""
     plan = make_plan(kernel, **plan_args)
+    f = plan.factorization
+    if recheck is not None and f is not None and np.dtype(plan_args["precision"]) != recheck[1]:
+        span, work = recheck
+        if f.error_bound * span > INTEGER_SLACK:
+            plan = make_plan(kernel, **{**plan_args, "precision": work})
     K = kernel.kernel if isinstance(kernel, Factorization) else kernel
     if plan.factorization is None:
         return dense_job(K, ax, origins, modes, c, plan.method)
@@ -979,19 +992,34 @@ def _work_name(data: Any, out: Any) -> str:
     return work_dtype(np.dtype(names[0]), np.dtype(names[1])).name
 
 
-def _judged_at(kprec: Any, data: Any, out: Any) -> np.dtype:
-    """The precision a kernel's rank is judged at: the coarser of the kernel's own and the
-    computation's; for an integer or bool result, the computation's alone. An integer result
-    is rounded to whole units, and a fit exact only to a float32 kernel's rounding moves
-    large sums by whole units (a rank-2 CP fit, 3.3e-7 off, of an integer-valued float32
-    4x2x5 kernel put 2990 of 64^3 uint16 outputs 1-2 units from scipy's)."""
-    work = _work_name(data, out)
-    name = str(out).removeprefix("torch.")
+#: How far (in units of an integer result) a factorization exact only at a float32 kernel's
+#: rounding may move an output before the kernel is planned again at the computation's
+#: precision (the fixed-point engine's bound is of the same order).
+INTEGER_SLACK = 0.01
+
+
+def _integer_result_check(
+    data: Any, out: Any, cval: float | complex
+) -> tuple[float, np.dtype] | None:
+    """For an integer or bool result: the largest ``|value|`` the input dtype can hold (or
+    ``|cval|``; infinite for float input) and the computation's precision; else None.
+
+    An integer result is rounded to whole units, and a fit exact only to a float32 kernel's
+    rounding moves large sums by whole units: a rank-2 CP fit, 3.3e-7 off, of an
+    integer-valued float32 4x2x5 kernel put 2990 of 64^3 uint16 outputs 1-2 units from
+    scipy's. A float32 Gaussian's rank-1 fit moves a uint16 result by ~0.007 and is kept."""
     try:
-        integer = np.dtype(name).kind in "iub"
+        if np.dtype(str(out).removeprefix("torch.")).kind not in "iub":
+            return None
+        dt = np.dtype(str(data).removeprefix("torch."))
     except TypeError:  # bfloat16
-        integer = False
-    return np.dtype(work) if integer else _coarser(kprec, work)
+        return None
+    if dt.kind in "iu":
+        info = np.iinfo(dt)
+        span = float(max(-int(info.min), int(info.max)))
+    else:
+        span = 1.0 if dt.kind == "b" else math.inf
+    return max(span, abs(cval)), np.dtype(_work_name(data, out))
 
 
 def _coarser(a: Any, b: Any) -> np.dtype:
