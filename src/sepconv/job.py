@@ -263,9 +263,9 @@ def _balanced(
     two, and the weight scales the result back, bit for bit (barring subnormal taps). What
     it changes is the range of the intermediates: no pass amplifies its input, so a float32
     computation overflows in between only where its result would. Integer factors (a float32
-    kernel's exact ``2**-27 * outer([1], [5595013, 257502336, 13717046])``, or Sobel's
-    ``[1, 2, 1]``) otherwise multiply the data by up to ``2**28`` before the weight brings it
-    back: ``1.3e30`` in float32 read as ``inf``.
+    kernel's exact ``2**-27 * outer([1], [5595013, 257502336, 13717046])``, or a Sobel
+    kernel given to ``correlate``: ``[1, 2, 1]``) otherwise multiply the data by up to
+    ``2**28`` before the weight brings it back: ``1.3e30`` in float32 read as ``inf``.
     """
     out = []
     for a, w, o in passes:
