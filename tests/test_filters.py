@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from scipy import ndimage
 
 import sepconv
-from _helpers import MODES, rand
+from _helpers import BACKENDS, MODES, rand, run_on
 from _helpers import assert_close as close
 from sepconv import kernels
 from sepconv.engine import fixed
@@ -634,3 +634,22 @@ def test_numba_boundscheck_is_really_on_when_requested() -> None:
 
     with pytest.raises(IndexError):
         read(np.zeros(3), 5)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("shape", [(7, 9), (5, 5), (3, 4, 5)])
+def test_an_approximate_factorization_is_the_filter_auto_runs(backend, shape) -> None:
+    # separate(K, rank=2) is a cheaper approximate filter, chosen on purpose; 'auto' used to
+    # run the exact K by a dense method whenever its time model found that faster (7x9:
+    # direct), so the result depended on the machine's calibration
+    K = rand(shape, seed=70)
+    f = sepconv.separate(K, rank=2)
+    assert not f.exact
+    x = rand((24, 30, 8)[: len(shape)], seed=71)
+    assert sepconv.make_plan(f, x.shape).method == "lowrank"
+    got = run_on(backend, sepconv.correlate, x, f)
+    assert_close(got, ndimage.correlate(x, f.to_dense()))
+    got = run_on(backend, sepconv.convolve, x, f)
+    assert_close(got, ndimage.convolve(x, f.to_dense()))
+    # 'direct' runs the kernel it factorizes
+    assert_close(sepconv.correlate(x, f, method="direct"), ndimage.correlate(x, K))

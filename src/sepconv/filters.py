@@ -873,7 +873,9 @@ def correlate(
     %(input)s
     weights : array_like or Factorization
         Kernel with one axis per filtered axis, or a :class:`~sepconv.Factorization`
-        (run as its terms by 'auto', 'separable' and 'lowrank').
+        (run as its terms by 'auto', 'separable' and 'lowrank'; an approximate one, such as
+        ``separate(K, rank=2)``, always so by 'auto'; 'direct' and 'fft' run the kernel it
+        factorizes, ``f.kernel``).
     %(boundary)s
     %(origin)s
     %(axes)s

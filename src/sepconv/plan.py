@@ -593,6 +593,13 @@ def _make_plan(K, given, data, mpix, method, tol, prec, device) -> Plan:
     best_other = min(c[2] for c in candidates)
     if given is not None:
         f = given
+        if f.rank >= 1 and not f.exact and tol is None:
+            # an approximation given on purpose is the filter asked for: a dense method would
+            # run the exact kernel instead, another filter, picked by the time model
+            name = "separable" if f.rank == 1 else "lowrank"
+            t = est(name, f.macs, f.rank * stages)
+            why = f"the given factorization (error {f.error:.3g}), run as its terms"
+            return Plan(name, f, float(f.macs), why, t)
     else:
         lower = rank_lower_bound(K, precision=prec)
         cheapest = est("lowrank", lower * sum(shape), lower * stages)
