@@ -1123,6 +1123,49 @@ def _cp_polish(G: np.ndarray, fit: _CPFit, target: float, max_iter: int = 200) -
     return best
 
 
+def _jennrich(G: np.ndarray, R: int, rng: np.random.Generator) -> list[np.ndarray] | None:
+    """Rank-``R`` CP factors of a 3-D ``G`` by simultaneous diagonalization (Jennrich's
+    algorithm), or None where it does not apply.
+
+    When two modes have size ``R`` and ``G = sum_r a_r (x) b_r (x) c_r`` with invertible
+    ``A``, ``B`` and no two columns of ``C`` parallel, two random combinations of the slices
+    along the third mode are ``M_i = A diag(C^T w_i) B^T``, and the eigenvectors of
+    ``M_1 M_2^-1`` are the columns of ``A``: the exact decomposition in closed form, where ALS
+    from random starts can miss it (a random rank-3 3x3x3 tensor: 8 of 300 were found at rank
+    4 or 5). A start for ALS, which keeps it if it fits.
+    """
+    if G.ndim != 3:
+        return None
+    modes = [k for k in range(3) if G.shape[k] == R]
+    if len(modes) < 2:
+        return None
+    a, b = modes[:2]
+    c = 3 - a - b
+    if G.shape[c] < 2:
+        return None
+    Gp = np.transpose(G, (a, b, c))
+    w = rng.standard_normal((2, Gp.shape[2]))
+    M1, M2 = Gp @ w[0], Gp @ w[1]
+    try:
+        vals, vecs = np.linalg.eig(M1 @ np.linalg.inv(M2))
+        if np.abs(np.imag(vals)).max() > 1e-8 * max(float(np.abs(vals).max()), 1e-300):
+            return None
+        A = np.real(vecs)
+        H = np.einsum("ri,ijk->rjk", np.linalg.inv(A), Gp)  # row r of slice k: c_kr b_r
+    except np.linalg.LinAlgError:
+        return None
+    B = np.empty((R, R))
+    C = np.empty((Gp.shape[2], R))
+    for r in range(R):
+        u, sv, vt = np.linalg.svd(H[r], full_matrices=False)
+        B[:, r], C[:, r] = u[:, 0], sv[0] * vt[0]
+    if not (np.all(np.isfinite(A)) and np.all(np.isfinite(B)) and np.all(np.isfinite(C))):
+        return None
+    out: list[np.ndarray] = [np.empty(0)] * 3
+    out[a], out[b], out[c] = A, B, C
+    return out
+
+
 def _cp_best(
     G: np.ndarray,
     R: int,
@@ -1139,6 +1182,9 @@ def _cp_best(
     """
     rng = np.random.default_rng(20261124 + R)
     starts = [] if warm is None else [[M.copy() for M in warm]]
+    exact = _jennrich(G, R, rng)
+    if exact is not None:
+        starts.insert(0, exact)
     eye_start = []
     for n in G.shape:
         M = np.zeros((n, R))
