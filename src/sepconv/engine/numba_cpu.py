@@ -16,6 +16,12 @@ Fused pass over the last two axes
     For each output row, the column pass over ``k0`` input rows produces one intermediate row
     in a per-thread buffer, which the row pass turns into the output row at once: the
     intermediate never goes to memory (OpenCV's ring buffer of rows, with a ring of one).
+Slab of three passes (volumes)
+    A pass along the third axis from the end, joined to the fused pass over the last two: for
+    each output plane, the first pass fills one plane of a per-thread buffer (the input planes
+    it reads stay in cache for the next output plane) and the fused pass turns it into the
+    output plane, so a 3-D filter makes no intermediate volume (256^3 float32, Gaussian
+    sigma 2: 29 ms instead of 42 ms on 2 cores).
 Direct
     Shift-and-add over a padded copy: for each output row and each non-zero tap, an AXPY of
     the padded row at the tap's offset.
@@ -32,7 +38,7 @@ import numpy as np
 from numba import njit, prange
 
 from .._modes import extension_table, pad, saturation_bounds
-from ..job import Job, carry
+from ..job import Job, Pass, carry
 from ..job import stages as job_stages
 
 __all__ = ["direct", "round_saturate", "separable"]
@@ -40,6 +46,7 @@ __all__ = ["direct", "round_saturate", "separable"]
 _FM = {"contract"}
 _TILE = 2048  # elements of ``inner`` per accumulator tile
 _SHORT_ROWS = 64  # passes whose rows are shorter than this pad whole blocks instead
+_SLAB_PLANES = 4  # planes per thread from which 3-D slabs replace two stages
 
 
 @njit(parallel=True, fastmath=_FM, cache=True, nogil=True)
@@ -304,6 +311,39 @@ def _fused_pass(x, w0, s0, t0, c0, w1, s1, t1, c1, lo, out, alpha, accumulate, n
 
 
 @njit(parallel=True, fastmath=_FM, cache=True, nogil=True)
+def _slab_pass(
+    x, wz, sz, tz, cz, w0, s0, t0, c0, w1, s1, t1, c1, lo, out, alpha, accumulate, nthreads
+):  # pragma: no cover - compiled
+    """Passes along axes 1, 2 and 3 of x viewed as (outer, d, n, m), one plane at a time: the
+    pass along ``d`` writes plane ``(o, p)`` into a per-thread buffer, which the fused pass
+    over ``(n, m)`` turns into the output plane at once (no intermediate volume)."""
+    outer, d, n, m = x.shape
+    k1 = w1.shape[0]
+    size = n * m
+    total = outer * d
+    nthreads = max(1, min(nthreads, total))
+    per = (total + nthreads - 1) // nthreads
+    direct_write = (not accumulate) and alpha == 1.0
+    x3 = x.reshape(outer, d, size)
+    for th in prange(nthreads):
+        plane = np.empty(size, dtype=out.dtype)
+        plane3 = plane.reshape(1, n, m)
+        buf = np.empty(m + k1 - 1, dtype=out.dtype)
+        tile = np.empty(m, dtype=out.dtype)
+        for t in range(th * per, min(total, (th + 1) * per)):
+            o = t // d
+            p = t - o * d
+            for a in range(0, size, _TILE):
+                _rows_taps(x3, o, wz, sz, tz, p, cz, a, plane[a : min(size, a + _TILE)])
+            for i in range(n):
+                _rows_taps(plane3, 0, w0, s0, t0, i, c0, 0, buf[lo : lo + m])
+                acc = out[o, p, i] if direct_write else tile
+                _line_taps(buf, w1, s1, t1, c1, lo, 1, acc)
+                if not direct_write:
+                    _write(out[o, p, i], acc, alpha, accumulate)
+
+
+@njit(parallel=True, fastmath=_FM, cache=True, nogil=True)
 def _direct_rows(
     padded, bases, offsets, weights, out, alpha, accumulate, nthreads
 ):  # pragma: no cover
@@ -408,9 +448,55 @@ def _symmetry(w: np.ndarray, src: np.dtype | None = None) -> int:
     return 0
 
 
+def _units(stages: list[list[Pass]], ndim: int, shape: tuple[int, ...]) -> list[list[Pass]]:
+    """The stages this engine runs: ``job.stages``, with a pass along axis ``ndim - 3`` that
+    precedes the fused stage over the last two axes joined to it (:func:`_slab_pass`) where
+    there are at least :data:`_SLAB_PLANES` planes per thread to share out."""
+    if len(stages) < 2 or len(stages[-1]) != 2 or len(stages[-2]) != 1:
+        return stages
+    if stages[-2][0][0] != ndim - 3:
+        return stages
+    planes = math.prod(shape[: ndim - 2])
+    if planes < _SLAB_PLANES * numba.get_num_threads():
+        return stages
+    return [*stages[:-2], [*stages[-2], *stages[-1]]]
+
+
 def _run_stage(src, dst, stage, modes, cval, alpha, accumulate) -> float:
-    """Run one stage (a single pass or two fused passes) from src into dst; return next cval."""
+    """Run one stage (a single pass, two fused passes or a slab of three) from src into dst;
+    return the cval the next stage pads with."""
     dt = dst.dtype.type
+    if len(stage) == 3:
+        (az, wz, oz), (a0, w0, o0), (a1, w1, o1) = stage
+        wz, w0, w1 = (np.ascontiguousarray(w, dtype=dst.dtype) for w in (wz, w0, w1))
+        tz = extension_table(src.shape[az], len(wz), len(wz) // 2 + oz, modes[az])
+        t0 = extension_table(src.shape[a0], len(w0), len(w0) // 2 + o0, modes[a0])
+        t1 = extension_table(src.shape[a1], len(w1), len(w1) // 2 + o1, modes[a1])
+        c0 = carry(cval, wz)
+        c1 = carry(c0, w0)
+        d, n, m = src.shape[-3:]
+        shape4 = (src.size // (d * n * m), d, n, m)
+        _slab_pass(
+            src.reshape(shape4),
+            wz,
+            _symmetry(wz, src.dtype),
+            tz,
+            dt(cval),
+            w0,
+            _symmetry(w0),
+            t0,
+            dt(c0),
+            w1,
+            _symmetry(w1),
+            t1,
+            dt(c1),
+            len(w1) // 2 + o1,
+            dst.reshape(shape4),
+            dt(alpha),
+            accumulate,
+            numba.get_num_threads(),
+        )
+        return carry(c1, w1)
     if len(stage) == 2:
         (a0, w0, o0), (a1, w1, o1) = stage
         w0 = np.ascontiguousarray(w0, dtype=dst.dtype)
@@ -481,8 +567,10 @@ def separable(
     ``x`` may be float32/float64 or a 8/16-bit integer array, which the first pass reads
     directly (no converted copy). The result has ``dtype`` (default ``x.dtype``; must be a
     float type) and goes into ``out`` (C-contiguous, not overlapping ``x``) or a new array.
-    Temporaries: none for 1-D/2-D separable filters (the last two axes are fused), one array
-    for 3 or more passes, two for low-rank sums of 3-D terms.
+    Temporaries: none for 1-D/2-D/3-D separable filters (the last two axes are fused, and a
+    pass along the third axis from the end joins them plane by plane, where each thread gets
+    at least ``_SLAB_PLANES`` planes; per-thread plane buffers), one array for more passes,
+    two for low-rank sums of such terms.
     """
     terms, modes, cval = job.terms, job.modes, job.cval
     dt = np.dtype(x.dtype if dtype is None else dtype)
@@ -497,7 +585,7 @@ def separable(
 
     for r, (weight, passes) in enumerate(terms):
         accumulate = r > 0
-        stages = job_stages(passes, x.ndim)
+        stages = _units(job_stages(passes, x.ndim), x.ndim, x.shape)
         if not stages:
             if accumulate:
                 out += dt.type(weight) * x
