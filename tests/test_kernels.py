@@ -734,3 +734,24 @@ def test_truncate_zero_is_radius_zero_as_in_scipy(order):
     for name in ("gaussian_laplace", "gaussian_gradient_magnitude"):
         ref = getattr(ndimage, name)(x, 2.0, truncate=0.0)
         np.testing.assert_allclose(getattr(sepconv, name)(x, 2.0, truncate=0.0), ref)
+
+
+def test_cached_weights_and_tables_are_fresh_arrays() -> None:
+    """The Gaussian weights and extension tables are cached; what a caller gets is its own
+    array: changing it changes nothing for the next call."""
+    import sepconv
+    from sepconv._modes import extension_table
+
+    g = K.gaussian1d(1.5)
+    ref = g.copy()
+    g[:] = 0
+    np.testing.assert_array_equal(K.gaussian1d(1.5), ref)
+    assert K.gaussian1d(1.5).flags.c_contiguous
+    t = extension_table(10, 5, 2, "reflect")
+    ref_t = t.copy()
+    t[:] = -7
+    np.testing.assert_array_equal(extension_table(10, 5, 2, "reflect"), ref_t)
+    x = np.random.default_rng(0).random((20, 20))
+    np.testing.assert_allclose(
+        sepconv.gaussian_filter(x, 1.5), ndimage.gaussian_filter(x, 1.5), rtol=0, atol=1e-14
+    )

@@ -18,6 +18,7 @@ Kernels longer than the axis extend by repeated reflection / wrapping, as scipy.
 
 from __future__ import annotations
 
+import functools
 import operator
 from collections.abc import Sequence
 from typing import Any
@@ -140,7 +141,24 @@ def extension_table(n: int, k: int, offset: int, mode: str) -> np.ndarray:
 
     Position ``m`` (``0 <= m < n + k - 1``) of the padded line is input index
     ``m - offset`` extended by ``mode``; output ``i`` correlates positions ``i .. i + k - 1``.
+    A new array each call (short tables are copied from a cache: they are built on every
+    call of a filter, which matters for small images).
     """
+    if n + k <= _TABLE_CACHE_LEN:
+        return _cached_table(int(n), int(k), int(offset), mode).copy()
+    return _table(n, k, offset, mode)
+
+
+#: Longest extension tables kept by :func:`extension_table`'s cache (elements).
+_TABLE_CACHE_LEN = 4096
+
+
+@functools.lru_cache(maxsize=128)
+def _cached_table(n: int, k: int, offset: int, mode: str) -> np.ndarray:
+    return _table(n, k, offset, mode)
+
+
+def _table(n: int, k: int, offset: int, mode: str) -> np.ndarray:
     idx = np.arange(n + k - 1, dtype=np.int64) - offset
     if mode == "constant":
         return np.where((idx >= 0) & (idx < n), idx, -1)

@@ -987,11 +987,14 @@ def _planned_job(kernel, ax, origins, modes, c, plan_args, recheck=None) -> Job:
 
 def _work_name(data: Any, out: Any) -> str:
     """'float32' or 'float64': the precision the filter computes in (numpy or torch dtypes)."""
-    names = []
+    dts = []
     for d in (data, out):
+        if isinstance(d, np.dtype):  # numpy: no detour through the name (slow)
+            dts.append(np.dtype(np.float32) if d.kind == "f" and d.itemsize == 2 else d)
+            continue
         name = str(d).removeprefix("torch.")
-        names.append("float32" if name in ("float16", "bfloat16") else name)
-    return work_dtype(np.dtype(names[0]), np.dtype(names[1])).name
+        dts.append(np.dtype("float32" if name in ("float16", "bfloat16") else name))
+    return work_dtype(dts[0], dts[1]).name
 
 
 #: How far (in units of an integer result) a factorization exact only at a float32 kernel's
@@ -1011,9 +1014,9 @@ def _integer_result_check(
     integer-valued float32 4x2x5 kernel put 2990 of 64^3 uint16 outputs 1-2 units from
     scipy's. A float32 Gaussian's rank-1 fit moves a uint16 result by ~0.007 and is kept."""
     try:
-        if np.dtype(str(out).removeprefix("torch.")).kind not in "iub":
+        if _as_np_dtype(out).kind not in "iub":
             return None
-        dt = np.dtype(str(data).removeprefix("torch."))
+        dt = _as_np_dtype(data)
     except TypeError:  # bfloat16
         return None
     if dt.kind in "iu":
@@ -1022,6 +1025,11 @@ def _integer_result_check(
     else:
         span = 1.0 if dt.kind == "b" else math.inf
     return max(span, abs(cval)), np.dtype(_work_name(data, out))
+
+
+def _as_np_dtype(d: Any) -> np.dtype:
+    """A numpy dtype as it is; a torch dtype by its name (TypeError for bfloat16)."""
+    return d if isinstance(d, np.dtype) else np.dtype(str(d).removeprefix("torch."))
 
 
 def _coarser(a: Any, b: Any) -> np.dtype:

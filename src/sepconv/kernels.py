@@ -35,6 +35,7 @@ Conventions
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import os
@@ -157,7 +158,14 @@ def _normalized(k: np.ndarray) -> np.ndarray:
 
 
 def _gaussian_weights(sigma: float, order: int, radius: int) -> np.ndarray:
-    """scipy's ``_gaussian_kernel1d`` (sampled, sum-normalised, polynomial derivative)."""
+    """scipy's ``_gaussian_kernel1d`` (sampled, sum-normalised, polynomial derivative); a new
+    array each call (copied from a cache: every ``gaussian_filter`` call builds its weights,
+    which matters for small images)."""
+    return _cached_gaussian(float(sigma), int(order), int(radius)).copy()
+
+
+@functools.lru_cache(maxsize=128)
+def _cached_gaussian(sigma: float, order: int, radius: int) -> np.ndarray:
     x = np.arange(-radius, radius + 1, dtype=np.float64)
     if sigma == 0.0:
         out = np.zeros(2 * radius + 1)
@@ -195,7 +203,7 @@ def _gaussian_axis(sigma: Any, order: Any, truncate: float, radius: Any) -> np.n
         r = 0 if radius is None else _check_radius_taps(radius)
         return _gaussian_weights(0.0, 0, r)
     r = _radius_for(s, truncate) if radius is None else _check_radius_taps(radius)
-    return _gaussian_weights(s, o, r)[::-1].copy()
+    return _cached_gaussian(float(s), o, r)[::-1].copy()
 
 
 def _check_radius_taps(radius: Any) -> int:

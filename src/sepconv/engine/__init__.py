@@ -94,6 +94,9 @@ def threads(workers: int) -> Iterator[int]:
     import numba
 
     previous = numba.get_num_threads()
+    if previous == workers:  # nothing to change (setting it costs microseconds per call)
+        yield workers
+        return
     numba.set_num_threads(workers)
     try:
         yield workers
