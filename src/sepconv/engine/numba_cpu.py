@@ -46,7 +46,7 @@ __all__ = ["direct", "round_saturate", "separable"]
 _FM = {"contract"}
 _TILE = 2048  # elements of ``inner`` per accumulator tile
 _SHORT_ROWS = 64  # passes whose rows are shorter than this pad whole blocks instead
-_SLAB_PLANES = 4  # planes per thread from which 3-D slabs replace two stages
+_SLAB_PLANES = 2  # planes per thread from which 3-D slabs replace two stages
 
 
 @njit(parallel=True, fastmath=_FM, cache=True, nogil=True)
