@@ -221,8 +221,11 @@ def _factorize(K: np.ndarray, tol: float | None, precision: np.dtype) -> Factori
     return f
 
 
-def _stages(ndim: int) -> int:
-    """Passes over the data per separable term (the engine fuses the last two axes)."""
+def _stages(ndim: int, device: str = "cpu") -> int:
+    """Passes over the data per separable term: the engines fuse the last two axes, and the
+    CPU engine joins a pass along the third axis from the end to them (a volume: one)."""
+    if device == "cpu":
+        return max(1, ndim - 2)
     return max(1, ndim - 1)
 
 
@@ -567,7 +570,7 @@ def _make_plan(K, given, data, mpix, method, tol, prec, device) -> Plan:
         return estimate_time(method, macs, passes, mpix, device)
 
     shape = K.shape
-    stages = _stages(K.ndim)
+    stages = _stages(K.ndim, device)
     direct = float(math.prod(shape))
     fft = float(cost.kernel_macs(shape, "fft", data_shape=data))
     if method == "direct":
