@@ -17,6 +17,7 @@ See :mod:`sepconv.torch` (the public facade) for precision and threads.
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import math
 import os
@@ -43,6 +44,8 @@ __all__ = [
 ]
 
 _LOW = (torch.float16, torch.bfloat16)
+#: Index tensors of border extensions kept on their devices (:func:`_table`, :func:`_fold_index`).
+_INDEX_CACHE = 256
 
 
 def check_input(x: torch.Tensor) -> torch.Tensor:
@@ -252,10 +255,7 @@ def _fold(ge: torch.Tensor, axis: int, n: int, k: int, offset: int, mode: str) -
     """The adjoint of the border extension along ``axis``: each of the ``n + k - 1`` extended
     positions of ``ge`` added onto the input position it reads (positions reading ``cval``
     dropped)."""
-    table = extension_table(n, k, offset, mode)
-    inside = np.flatnonzero(table >= 0)
-    src = torch.from_numpy(inside).to(ge.device)
-    dst = torch.from_numpy(table[inside]).to(ge.device)
+    src, dst = _fold_index(n, k, offset, mode, ge.device)
     shape = list(ge.shape)
     shape[axis] = n
     return ge.new_zeros(shape).index_add(axis, dst, ge.index_select(axis, src))
@@ -326,7 +326,21 @@ def _finish(result: torch.Tensor, dtype: torch.dtype, out: torch.Tensor | None) 
     return out
 
 
+@functools.lru_cache(maxsize=_INDEX_CACHE)
+def _fold_index(
+    n: int, k: int, offset: int, mode: str, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(extended positions that read the input, the input position each reads)`` on
+    ``device``, cached (never modified): a backward pass uploads no index tensors."""
+    table = extension_table(n, k, offset, mode)
+    inside = np.flatnonzero(table >= 0)
+    return torch.from_numpy(inside).to(device), torch.from_numpy(table[inside]).to(device)
+
+
+@functools.lru_cache(maxsize=_INDEX_CACHE)
 def _table(n: int, k: int, offset: int, mode: str, device: torch.device):
+    """``(index, mask of the cval positions or None)`` of the border extension on ``device``,
+    cached (never modified)."""
     table = extension_table(n, k, offset, mode)
     outside = table < 0
     idx = torch.from_numpy(np.where(outside, 0, table)).to(device)
