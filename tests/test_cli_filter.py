@@ -462,7 +462,8 @@ def test_in_memory_filter_reports_the_plans_time_estimate_as_its_stage(tmp_path)
         tmp_path / "a.npy", tmp_path / "b.npy", "box:size=5",
         progress=lambda d, t, s: stages.append((d, t, s)),
     )  # fmt: skip
-    filtering = [s for s in stages if s[2].startswith("filtering")]
+    # one stage (numba loading or compiling the engine re-announces it: the same tuple)
+    filtering = sorted({s for s in stages if s[2].startswith("filtering")})
     assert len(filtering) == 1 and filtering[0][:2] == (0, 1)
     assert "by the plan's time model" in filtering[0][2] and " s " in filtering[0][2]
     assert stages[0][2] == "reading" and stages[-1][2] == "writing"

@@ -596,3 +596,91 @@ def test_integer_output_keeps_a_float32_fit_that_moves_no_output(monkeypatch) ->
     assert again is None or again.error_bound * 65535 <= F.INTEGER_SLACK
     ref = ndimage.correlate(v.astype(np.float64), K3.astype(np.float64))
     np.testing.assert_array_equal(got.astype(object), rounded_saturated(ref, np.uint16))
+
+
+# ---------------------------------------------------------------------------------------------
+# float32 data near the float32 maximum
+# ---------------------------------------------------------------------------------------------
+
+NEAR_MAX_FILTERS = [
+    ("gaussian_filter", (1.5,)),
+    ("uniform_filter", (5,)),
+    ("uniform_filter", (31,)),  # running sums
+    ("sobel", (0,)),
+    ("prewitt", (-1,)),
+    ("laplace", ()),
+    ("gaussian_laplace", (1.0,)),
+    ("gaussian_gradient_magnitude", (1.0,)),
+    ("correlate", "dense"),
+    ("correlate", "separable"),
+    ("correlate", "lowrank"),
+]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("shape", [(30, 40), (12, 10, 14)])
+@pytest.mark.parametrize(("name", "args"), NEAR_MAX_FILTERS)
+def test_float32_data_near_its_maximum_overflows_only_where_the_result_does(
+    backend, shape, name, args
+) -> None:
+    """Values of 1e38-2e38 (the float32 maximum is 3.4e38): a folded pair, a box sum or
+    Sobel's [1, 2, 1] exceeds the float32 range inside a pass where the result does not; every
+    pass is scaled to an L1 norm of at most 1, and the numba engine sees the NaN/Inf it wrote
+    and computes again in float64. Reference: scipy in float64 cast to float32 (scipy's own
+    float32 path overflows between passes too)."""
+    if backend == "torch" and args in ("dense", "lowrank"):
+        pytest.skip("torch's float32 convolutions are not checked for overflow (README)")
+    rng = np.random.default_rng(7)
+    x = ((rng.random(shape) * 0.5 + 0.5) * 2e38).astype(np.float32)
+    if args in ("dense", "separable", "lowrank"):
+        k = rng.standard_normal((3,) * x.ndim)
+        if args == "separable":
+            k = np.multiply.outer(np.array([1.0, 1.0, -1.0]), np.ones((3,) * (x.ndim - 1)))
+        elif args == "lowrank":  # rank 2
+            a, b = rng.standard_normal((2, 3))
+            if x.ndim == 2:
+                k = np.outer(a, b) + np.outer(b, a)
+            else:
+                k = np.einsum("i,j,k->ijk", a, b, b) + np.einsum("i,j,k->ijk", b, a, a)
+        method = {"dense": "direct", "separable": "separable", "lowrank": "auto"}[args]
+        fn, ref_fn, fargs = sepconv.correlate, ndimage.correlate, (k,)
+        kw = {"method": method}
+        gain = float(np.abs(k).sum())
+    else:
+        fn, ref_fn, fargs, kw = getattr(sepconv, name), getattr(ndimage, name), args, {}
+        gain = 16.0
+    with np.errstate(over="ignore", invalid="ignore"):
+        got = run(backend, fn, x, *fargs, **kw).astype(np.float64)
+        exact = ref_fn(x.astype(np.float64), *fargs)
+        want = exact.astype(np.float32).astype(np.float64)
+    fmax = float(np.finfo(np.float32).max)
+    clear = np.abs(np.abs(exact) - fmax) > 1e-5 * fmax  # not on the edge of the range
+    np.testing.assert_array_equal(np.isfinite(got)[clear], np.isfinite(want)[clear])
+    fin = np.isfinite(got) & np.isfinite(want)
+    np.testing.assert_allclose(got[fin], want[fin], rtol=0, atol=1e-6 * 2e38 * gain)
+    inf = ~np.isfinite(want) & clear
+    np.testing.assert_array_equal(got[inf], want[inf])  # the sign of the infinities
+
+
+def test_overflow_check_leaves_ordinary_float32_data_and_nan_alone(monkeypatch) -> None:
+    """The float64 rerun happens only where an intermediate can have overflowed: not for data
+    of ordinary size, with or without NaN (whose NaN the result keeps)."""
+    from sepconv.engine import numba_cpu
+
+    reruns = []
+    real = numba_cpu._may_overflow
+
+    def spy(*a):
+        reruns.append(real(*a))
+        return reruns[-1]
+
+    monkeypatch.setattr(numba_cpu, "_may_overflow", spy)
+    x = np.random.default_rng(8).random((40, 50)).astype(np.float32) * 1e30
+    sepconv.gaussian_filter(x, 2.0)
+    assert reruns == []  # a finite result is not looked at again
+    x[10, 10] = np.nan
+    got = sepconv.gaussian_filter(x, 2.0)
+    assert reruns == [False]  # NaN in the result: the data's size says no overflow
+    np.testing.assert_array_equal(
+        np.isnan(got), np.isnan(ndimage.gaussian_filter(x.astype(np.float64), 2.0))
+    )

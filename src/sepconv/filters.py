@@ -198,6 +198,9 @@ def _run_terms(backend, x, ax, terms, output, mode, cval, workers, /, *, then=No
     modes = _mode_map(mode, ax)
     c = _cval(cval)
     dtype, out = backend.resolve_output(output, x)
+    # every pass scaled to an L1 norm in (0.5, 1] (exact), so no pass result leaves the data's
+    # range; not where a recursive Gaussian may replace the passes (it ignores their taps)
+    kw.setdefault("balance", then is None)
     job = terms_job(terms, modes, c, **kw)
     return _run(backend, x, job if then is None else then(job), dtype, out, workers)
 
@@ -334,8 +337,8 @@ def correlate1d(
     c = _cval(cval)
     dtype, out = backend.resolve_output(output, x)
     w = np.conj(w)  # complex weights are conjugated, as np.correlate does
-    job = terms_job([(1.0, [(ax, w.real, o)])], m, c)
-    imag = terms_job([(1.0, [(ax, w.imag, o)])], m, c) if np.iscomplexobj(w) else None
+    job = terms_job([(1.0, [(ax, w.real, o)])], m, c, balance=True)
+    imag = terms_job([(1.0, [(ax, w.imag, o)])], m, c, balance=True) if np.iscomplexobj(w) else None
     return _run(backend, x, job, dtype, out, workers, imag=imag, default_output=output is None)
 
 

@@ -50,7 +50,9 @@ _SLAB_PLANES = 2  # planes per thread from which 3-D slabs replace two stages
 
 
 @njit(parallel=True, fastmath=_FM, cache=True, nogil=True)
-def _rows_pass(x, w, sym, table, cval, out, alpha, accumulate, nthreads):  # pragma: no cover
+def _rows_pass(
+    x, w, sym, table, cval, out, alpha, accumulate, nthreads, flags, check
+):  # pragma: no cover - compiled
     outer, n, inner = x.shape
     w.shape[0]
     total = outer * n
@@ -69,6 +71,8 @@ def _rows_pass(x, w, sym, table, cval, out, alpha, accumulate, nthreads):  # pra
                 _rows_taps(x, o, w, sym, table, i, cval, c0, acc)
                 if not direct_write:
                     _write(dst[c0:c1], acc, alpha, accumulate)
+                if check and _nonfinite(dst[c0:c1]):
+                    flags[th] = 1
 
 
 @njit(fastmath=_FM, cache=True, nogil=True)
@@ -177,6 +181,18 @@ def _row_axpy(x, o, wj, src, cval, c0, acc, first):  # pragma: no cover - compil
                 acc[c] += wj * xr[c]
 
 
+@njit(fastmath={"reassoc", "contract"}, cache=True, nogil=True)
+def _nonfinite(row):  # pragma: no cover - compiled
+    """Whether a row holds NaN or Inf: ``v - v`` is 0 for finite values, NaN otherwise (the
+    sum reassociates, so it vectorises; no flag here lets ``v - v`` fold to 0)."""
+    if row.shape[0] == 0:
+        return False
+    s = row[0] - row[0]
+    for c in range(1, row.shape[0]):
+        s += row[c] - row[c]
+    return s != s
+
+
 @njit(fastmath=_FM, cache=True, nogil=True)
 def _write(dst, acc, alpha, accumulate):  # pragma: no cover - compiled
     if accumulate:
@@ -267,7 +283,7 @@ def _line_taps(buf, w, sym, table, cval, lo, inner, acc):  # pragma: no cover - 
 
 
 @njit(parallel=True, fastmath=_FM, cache=True, nogil=True)
-def _lines_pass(x, n, w, sym, table, cval, lo, out, alpha, accumulate, nthreads):
+def _lines_pass(x, n, w, sym, table, cval, lo, out, alpha, accumulate, nthreads, flags, check):
     """Pass along axis 1 of x viewed as (lines, n * inner): one padded block per line."""
     lines, size = x.shape
     inner = size // n
@@ -286,10 +302,14 @@ def _lines_pass(x, n, w, sym, table, cval, lo, out, alpha, accumulate, nthreads)
             _line_taps(buf, w, sym, table, cval, lo, inner, acc)
             if not direct_write:
                 _write(out[o], acc, alpha, accumulate)
+            if check and _nonfinite(out[o]):
+                flags[th] = 1
 
 
 @njit(parallel=True, fastmath=_FM, cache=True, nogil=True)
-def _fused_pass(x, w0, s0, t0, c0, w1, s1, t1, c1, lo, out, alpha, accumulate, nthreads):
+def _fused_pass(
+    x, w0, s0, t0, c0, w1, s1, t1, c1, lo, out, alpha, accumulate, nthreads, flags, check
+):  # pragma: no cover - compiled
     outer, n, m = x.shape
     k1 = w1.shape[0]
     total = outer * n
@@ -308,11 +328,32 @@ def _fused_pass(x, w0, s0, t0, c0, w1, s1, t1, c1, lo, out, alpha, accumulate, n
             _line_taps(buf, w1, s1, t1, c1, lo, 1, acc)
             if not direct_write:
                 _write(out[o, i], acc, alpha, accumulate)
+            if check and _nonfinite(out[o, i]):
+                flags[th] = 1
 
 
 @njit(parallel=True, fastmath=_FM, cache=True, nogil=True)
 def _slab_pass(
-    x, wz, sz, tz, cz, w0, s0, t0, c0, w1, s1, t1, c1, lo, out, alpha, accumulate, nthreads
+    x,
+    wz,
+    sz,
+    tz,
+    cz,
+    w0,
+    s0,
+    t0,
+    c0,
+    w1,
+    s1,
+    t1,
+    c1,
+    lo,
+    out,
+    alpha,
+    accumulate,
+    nthreads,
+    flags,
+    check,
 ):  # pragma: no cover - compiled
     """Passes along axes 1, 2 and 3 of x viewed as (outer, d, n, m), one plane at a time: the
     pass along ``d`` writes plane ``(o, p)`` into a per-thread buffer, which the fused pass
@@ -341,11 +382,13 @@ def _slab_pass(
                 _line_taps(buf, w1, s1, t1, c1, lo, 1, acc)
                 if not direct_write:
                     _write(out[o, p, i], acc, alpha, accumulate)
+                if check and _nonfinite(out[o, p, i]):
+                    flags[th] = 1
 
 
 @njit(parallel=True, fastmath=_FM, cache=True, nogil=True)
 def _direct_rows(
-    padded, bases, offsets, weights, out, alpha, accumulate, nthreads
+    padded, bases, offsets, weights, out, alpha, accumulate, nthreads, flags, check
 ):  # pragma: no cover
     rows, n = out.shape
     ntaps = offsets.shape[0]
@@ -370,6 +413,8 @@ def _direct_rows(
             else:
                 for c in range(n):
                     dst[c] = alpha * acc[c]
+            if check and _nonfinite(dst):
+                flags[th] = 1
 
 
 @njit(parallel=True, cache=True, nogil=True)
@@ -462,9 +507,10 @@ def _units(stages: list[list[Pass]], ndim: int, shape: tuple[int, ...]) -> list[
     return [*stages[:-2], [*stages[-2], *stages[-1]]]
 
 
-def _run_stage(src, dst, stage, modes, cval, alpha, accumulate) -> float:
+def _run_stage(src, dst, stage, modes, cval, alpha, accumulate, flags, check) -> float:
     """Run one stage (a single pass, two fused passes or a slab of three) from src into dst;
-    return the cval the next stage pads with."""
+    return the cval the next stage pads with. With ``check``, ``flags[thread]`` is set where a
+    thread wrote NaN or Inf."""
     dt = dst.dtype.type
     if len(stage) == 3:
         (az, wz, oz), (a0, w0, o0), (a1, w1, o1) = stage
@@ -495,6 +541,8 @@ def _run_stage(src, dst, stage, modes, cval, alpha, accumulate) -> float:
             dt(alpha),
             accumulate,
             numba.get_num_threads(),
+            flags,
+            check,
         )
         return carry(c1, w1)
     if len(stage) == 2:
@@ -521,6 +569,8 @@ def _run_stage(src, dst, stage, modes, cval, alpha, accumulate) -> float:
             dt(alpha),
             accumulate,
             numba.get_num_threads(),
+            flags,
+            check,
         )
         return carry(c1, w1)
     ((axis, w, origin),) = stage
@@ -542,6 +592,8 @@ def _run_stage(src, dst, stage, modes, cval, alpha, accumulate) -> float:
             dt(alpha),
             accumulate,
             numba.get_num_threads(),
+            flags,
+            check,
         )
     else:
         _rows_pass(
@@ -554,6 +606,8 @@ def _run_stage(src, dst, stage, modes, cval, alpha, accumulate) -> float:
             dt(alpha),
             accumulate,
             numba.get_num_threads(),
+            flags,
+            check,
         )
     return carry(cval, w)
 
@@ -576,6 +630,8 @@ def separable(
     dt = np.dtype(x.dtype if dtype is None else dtype)
     if out is None:
         out = np.empty(x.shape, dtype=dt)
+    check = _guarded(x, dt)
+    flags = np.zeros(max(1, numba.get_num_threads()), dtype=np.uint8)
     scratch: list[np.ndarray] = []
 
     def buffer(i: int) -> np.ndarray:
@@ -602,9 +658,42 @@ def separable(
                 dst, alpha, acc = buffer(left % 2), 1.0, False
             else:  # ping-pong between one scratch array and out, ending in out
                 dst, alpha, acc = (buffer(0) if left % 2 else out), 1.0, False
-            c = _run_stage(cur, dst, stage, modes, c, alpha, acc)
+            c = _run_stage(cur, dst, stage, modes, c, alpha, acc, flags, check and dst is out)
             cur = dst
+    if check and flags.any() and _may_overflow(x, cval, _term_gain(terms)):
+        with np.errstate(over="ignore"):
+            np.copyto(out, separable(x.astype(np.float64), job, dtype=np.float64))
     return out
+
+
+def _guarded(x: np.ndarray, dt: np.dtype) -> bool:
+    """Whether a computation on ``x`` in ``dt`` is checked for overflow: float32 (or float16)
+    data in float32, whose intermediates can exceed the float32 range near its maximum
+    (scipy.ndimage sums in float64); 8/16-bit integers, read raw, cannot."""
+    return dt == np.float32 and x.dtype.kind == "f"
+
+
+def _term_gain(terms) -> float:
+    """A bound on ``max |intermediate| / max |input|`` over a job's terms: each pass's L1
+    norm (a partial sum is at most that), twice for the folded pair ``x[a] + x[b]``, and the
+    terms' weights as they accumulate."""
+    total = 0.0
+    for weight, passes in terms:
+        g = 1.0
+        for _, w, _ in passes:
+            g *= max(1.0, float(np.abs(w).sum()))
+        total += max(1.0, abs(float(weight))) * g
+    return 2.0 * total
+
+
+def _may_overflow(x: np.ndarray, cval: float, gain: float) -> bool:
+    """Whether NaN/Inf in a float32 result can be an overflow of an intermediate (then the job
+    runs again in float64): the largest finite ``|x|`` (or ``|cval|``) times ``gain``
+    reaches half the float32 maximum. Called only when the result holds NaN/Inf."""
+    big = float(np.max(np.abs(x), where=np.isfinite(x), initial=0.0))
+    if math.isfinite(cval):
+        big = max(big, abs(cval))
+    return big * gain >= float(np.finfo(np.float32).max) / 2
 
 
 def direct(x: np.ndarray, job: Job, out: np.ndarray | None = None) -> np.ndarray:
@@ -627,6 +716,8 @@ def direct(x: np.ndarray, job: Job, out: np.ndarray | None = None) -> np.ndarray
         offsets += idx.astype(np.int64) * pstrides[a]
     weights = kernel[taps].astype(x.dtype)
     n = x.shape[-1]
+    check = _guarded(x, out.dtype)
+    flags = np.zeros(max(1, numba.get_num_threads()), dtype=np.uint8)
     _direct_rows(
         padded.reshape(-1),
         bases.reshape(-1),
@@ -636,5 +727,10 @@ def direct(x: np.ndarray, job: Job, out: np.ndarray | None = None) -> np.ndarray
         x.dtype.type(1.0),
         False,
         numba.get_num_threads(),
+        flags,
+        check,
     )
+    if check and flags.any() and _may_overflow(x, job.cval, float(np.abs(kernel).sum())):
+        with np.errstate(over="ignore"):
+            np.copyto(out, direct(x.astype(np.float64), job))
     return out
