@@ -32,6 +32,7 @@ Direct
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numba
 import numpy as np
@@ -512,70 +513,24 @@ def _run_stage(src, dst, stage, modes, cval, alpha, accumulate, flags, check) ->
     return the cval the next stage pads with. With ``check``, ``flags[thread]`` is set where a
     thread wrote NaN or Inf."""
     dt = dst.dtype.type
-    if len(stage) == 3:
-        (az, wz, oz), (a0, w0, o0), (a1, w1, o1) = stage
-        wz, w0, w1 = (np.ascontiguousarray(w, dtype=dst.dtype) for w in (wz, w0, w1))
-        tz = extension_table(src.shape[az], len(wz), len(wz) // 2 + oz, modes[az])
-        t0 = extension_table(src.shape[a0], len(w0), len(w0) // 2 + o0, modes[a0])
-        t1 = extension_table(src.shape[a1], len(w1), len(w1) // 2 + o1, modes[a1])
-        c0 = carry(cval, wz)
-        c1 = carry(c0, w0)
-        d, n, m = src.shape[-3:]
-        shape4 = (src.size // (d * n * m), d, n, m)
-        _slab_pass(
-            src.reshape(shape4),
-            wz,
-            _symmetry(wz, src.dtype),
-            tz,
-            dt(cval),
-            w0,
-            _symmetry(w0),
-            t0,
-            dt(c0),
-            w1,
-            _symmetry(w1),
-            t1,
-            dt(c1),
-            len(w1) // 2 + o1,
-            dst.reshape(shape4),
-            dt(alpha),
-            accumulate,
-            numba.get_num_threads(),
-            flags,
-            check,
-        )
-        return carry(c1, w1)
-    if len(stage) == 2:
-        (a0, w0, o0), (a1, w1, o1) = stage
-        w0 = np.ascontiguousarray(w0, dtype=dst.dtype)
-        w1 = np.ascontiguousarray(w1, dtype=dst.dtype)
-        t0 = extension_table(src.shape[a0], len(w0), len(w0) // 2 + o0, modes[a0])
-        t1 = extension_table(src.shape[a1], len(w1), len(w1) // 2 + o1, modes[a1])
-        c1 = carry(cval, w0)
-        n, m = src.shape[-2], src.shape[-1]
-        shape3 = (src.size // (n * m), n, m)
-        _fused_pass(
-            src.reshape(shape3),
-            w0,
-            _symmetry(w0, src.dtype),
-            t0,
-            dt(cval),
-            w1,
-            _symmetry(w1),
-            t1,
-            dt(c1),
-            len(w1) // 2 + o1,
-            dst.reshape(shape3),
-            dt(alpha),
-            accumulate,
-            numba.get_num_threads(),
-            flags,
-            check,
-        )
-        return carry(c1, w1)
-    ((axis, w, origin),) = stage
-    w = np.ascontiguousarray(w, dtype=dst.dtype)
-    table = extension_table(src.shape[axis], len(w), len(w) // 2 + origin, modes[axis])
+    tail = (dt(alpha), accumulate, numba.get_num_threads(), flags, check)
+    args: list[Any] = []  # per pass: weights, symmetry, extension table, the cval it pads with
+    c = cval
+    for i, (axis, w, origin) in enumerate(stage):
+        w = np.ascontiguousarray(w, dtype=dst.dtype)
+        table = extension_table(src.shape[axis], len(w), len(w) // 2 + origin, modes[axis])
+        # the first pass may read raw 8/16-bit values (no antisymmetric folding on unsigned)
+        args += [w, _symmetry(w, src.dtype if i == 0 else None), table, dt(c)]
+        c = carry(c, w)
+    if len(stage) >= 2:  # fused: the last axes, viewed as (outer, [d,] n, m)
+        lo = len(stage[-1][1]) // 2 + stage[-1][2]  # the row buffer's left halo
+        last = src.shape[-len(stage) :]
+        shape = (src.size // math.prod(last), *last)
+        kernel: Any = _slab_pass if len(stage) == 3 else _fused_pass
+        kernel(src.reshape(shape), *args, lo, dst.reshape(shape), *tail)
+        return c
+    ((axis, _, origin),) = stage
+    w, sym, table, cv = args
     n = src.shape[axis]
     inner = math.prod(src.shape[axis + 1 :])
     if inner < _SHORT_ROWS:  # short rows: pad whole (n, inner) blocks, AXPY over n * inner
@@ -586,30 +541,14 @@ def _run_stage(src, dst, stage, modes, cval, alpha, accumulate, flags, check) ->
             w,
             _symmetry(w),
             table,
-            dt(cval),
+            cv,
             len(w) // 2 + origin,
             dst.reshape(lines, n * inner),
-            dt(alpha),
-            accumulate,
-            numba.get_num_threads(),
-            flags,
-            check,
+            *tail,
         )
     else:
-        _rows_pass(
-            _view3(src, axis),
-            w,
-            _symmetry(w, src.dtype),
-            table,
-            dt(cval),
-            _view3(dst, axis),
-            dt(alpha),
-            accumulate,
-            numba.get_num_threads(),
-            flags,
-            check,
-        )
-    return carry(cval, w)
+        _rows_pass(_view3(src, axis), w, sym, table, cv, _view3(dst, axis), *tail)
+    return c
 
 
 def separable(
