@@ -3,9 +3,9 @@
 One hypothesis strategy draws a whole call: the function (all 13 scipy.ndimage names), a 1-4-D
 input of up to 12 samples per axis (sometimes an empty axis, sometimes rows of 64-140 so the
 engine's tiled row path runs) in any supported dtype (8-64-bit integers with values near their
-limits, float32/64 -- on numpy and dask, float32 and float16 also at a quarter to half of their
-maximum, where a float64 result beyond the range is an infinity --, big-endian variants, bool)
-and layout (contiguous, every other element,
+limits, float32/64 -- on numpy and dask, float32 also at a quarter to half of its maximum,
+where a float64 result beyond the range is an infinity --, big-endian variants, bool) and
+layout (contiguous, every other element,
 transposed, reversed, broadcast), NaN/Inf placement in float input, every border mode (per
 axis too), origins over their whole valid range, axes subsets spelled with negative numbers,
 kernels of every length (even, longer than the axis) as float32, float64 or big-endian
@@ -317,8 +317,8 @@ def _native_values(rng: np.random.Generator, dtype: np.dtype, shape, profile: st
         mid = rng.integers(max(int(info.min), -100), min(int(info.max), 100) + 1, size=shape)
         return np.where(pick == 0, top, np.where(pick == 1, bottom, mid.astype(dtype)))
     if profile == "float-max" and dtype.itemsize <= 4:
-        # a quarter to half of the float32/float16 maximum: folded pairs, box sums and
-        # unnormalised passes overflow in between where the float64 result does not
+        # a quarter to half of the float32 maximum: folded pairs, box sums and unnormalised
+        # passes overflow in between where the float64 result does not
         top = float(np.finfo(dtype).max)
         sign = rng.choice([-1.0, 1.0], size=shape)
         return (sign * rng.uniform(0.25, 0.5, size=shape) * top).astype(dtype)
