@@ -993,7 +993,7 @@ def _work_name(data: Any, out: Any) -> str:
     dts = []
     for d in (data, out):
         if isinstance(d, np.dtype):  # numpy: no detour through the name (slow)
-            dts.append(np.dtype(np.float32) if d.kind == "f" and d.itemsize == 2 else d)
+            dts.append(d)
             continue
         name = str(d).removeprefix("torch.")
         dts.append(np.dtype("float32" if name in ("float16", "bfloat16") else name))
