@@ -518,7 +518,7 @@ def test_every_pass_of_a_job_keeps_its_input_range_and_the_kernel_exactly() -> N
     for weight, vecs in cases:
         passes = [(a, v, 0) for a, v in enumerate(vecs)]
         modes = dict.fromkeys(range(len(vecs)), "reflect")
-        job = terms_job([(weight, passes)], modes, 0.0, balance=True)
+        job = terms_job([(weight, passes)], modes, 0.0)
         ((w2, p2),) = job.terms
         for _, v, _ in p2:
             assert 0.5 < np.abs(v).sum() <= 1.0

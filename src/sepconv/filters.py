@@ -198,9 +198,9 @@ def _run_terms(backend, x, ax, terms, output, mode, cval, workers, /, *, then=No
     modes = _mode_map(mode, ax)
     c = _cval(cval)
     dtype, out = backend.resolve_output(output, x)
-    # every pass scaled to an L1 norm in (0.5, 1] (exact), so no pass result leaves the data's
-    # range; not where a recursive Gaussian may replace the passes (it ignores their taps)
-    kw.setdefault("balance", then is None)
+    # no balancing where a recursive Gaussian may replace the passes (it ignores their taps)
+    if then is not None:
+        kw.setdefault("balance", False)
     job = terms_job(terms, modes, c, **kw)
     return _run(backend, x, job if then is None else then(job), dtype, out, workers)
 
@@ -337,8 +337,8 @@ def correlate1d(
     c = _cval(cval)
     dtype, out = backend.resolve_output(output, x)
     w = np.conj(w)  # complex weights are conjugated, as np.correlate does
-    job = terms_job([(1.0, [(ax, w.real, o)])], m, c, balance=True)
-    imag = terms_job([(1.0, [(ax, w.imag, o)])], m, c, balance=True) if np.iscomplexobj(w) else None
+    job = terms_job([(1.0, [(ax, w.real, o)])], m, c)
+    imag = terms_job([(1.0, [(ax, w.imag, o)])], m, c) if np.iscomplexobj(w) else None
     return _run(backend, x, job, dtype, out, workers, imag=imag, default_output=output is None)
 
 
@@ -984,8 +984,8 @@ def _planned_job(kernel, ax, origins, modes, c, plan_args, recheck=None) -> Job:
         # one term without zero taps reads NaN/Inf exactly as the dense kernel does (every
         # tap of the kernel is a product of taps of the passes, with the sign of that
         # product): no patching needed, nor the check for non-finite data
-        return terms_job(terms, modes, c, balance=True)
-    return terms_job(terms, modes, c, kernel=K, axes=ax, origins=origins, balance=True)
+        return terms_job(terms, modes, c)
+    return terms_job(terms, modes, c, kernel=K, axes=ax, origins=origins)
 
 
 def _work_name(data: Any, out: Any) -> str:

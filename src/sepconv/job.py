@@ -205,17 +205,18 @@ def terms_job(
     axes: Sequence[int] = (),
     origins: Sequence[int] = (),
     drop_deltas: bool = False,
-    balance: bool = False,
+    balance: bool = True,
 ) -> Job:
     """A job of separable terms.
 
     Passes with the single weight ``[1.0]`` change nothing and are dropped; with
     ``drop_deltas`` so is any centred unit impulse (``[0, 1, 0]``: the other axes of a named
     kernel such as ``laplace``, which scipy does not pass over at all -- a user's own 1-D
-    weights are kept, as their zero taps read NaN like scipy's ``correlate1d``). With
-    ``balance`` every pass is scaled by a power of two to an L1 norm in (0.5, 1] and its
-    term's weight by the inverse (:func:`_balanced`; the factors of a planned kernel: not for
-    passes an engine replaces by a formula of their own, such as a recursive Gaussian's).
+    weights are kept, as their zero taps read NaN like scipy's ``correlate1d``). Every pass
+    is scaled by a power of two to an L1 norm in (0.5, 1] and its term's weight by the
+    inverse (:func:`_balanced`: exact, and no pass result leaves the data's range), unless
+    ``balance=False``: for passes an engine may replace by a formula of its own that reads
+    the term's weight but not the taps (a recursive Gaussian).
     """
     clean = tuple(
         _balanced(
