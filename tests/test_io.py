@@ -4,6 +4,7 @@ and outputs appear atomically or not at all."""
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -289,3 +290,147 @@ def test_output_folder_must_exist(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"output directory .* does not exist"):
         with io.atomic_output(tmp_path / "missing" / "out.npy"):
             pass  # pragma: no cover
+
+
+# ----------------------------------------------------------------------------------------------
+# review of the CLI's file IO: what was silently lost or cut, or crashed after the work
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("rgb", [False, True])
+def test_tiff_with_one_series_per_write_reads_as_a_stack_of_all_of_them(tmp_path, rgb) -> None:
+    """Before: only the first of the series (TiffWriter.write() calls) was read."""
+    import tifffile
+
+    shape = (5, 16, 12, 3) if rgb else (5, 16, 12)
+    pages = (rng(20).random(shape) * 4000).astype(np.uint16)
+    with tifffile.TiffWriter(tmp_path / "series.tif") as tif:
+        for page in pages:
+            tif.write(page, photometric="rgb" if rgb else "minisblack")
+    with tifffile.TiffFile(tmp_path / "series.tif") as tif:
+        assert len(tif.series) == 5  # what is tested
+    data, info = io.read(tmp_path / "series.tif")
+    np.testing.assert_array_equal(data, pages)
+    assert info.channel_axis == (3 if rgb else None)
+    assert info.spatial_axes == (0, 1, 2)
+
+
+def test_tiff_series_of_different_shapes_or_dtypes_are_refused_naming_them(tmp_path) -> None:
+    import tifffile
+
+    with tifffile.TiffWriter(tmp_path / "mixed.tif") as tif:
+        tif.write(np.zeros((40, 50), np.uint8))
+        tif.write(np.zeros((20, 25), np.uint8))
+        tif.write(np.zeros((40, 50), np.float32))
+    with pytest.raises(ValueError, match="3 TIFF series of different shapes") as err:
+        io.read(tmp_path / "mixed.tif")
+    text = str(err.value)
+    assert "\n" not in text and "mixed.tif" in text
+    assert "40x50 uint8, 20x25 uint8, 40x50 float32" in text
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.bool_])
+@pytest.mark.parametrize("name", ["a.nii", "a.nii.gz"])
+def test_nifti_refuses_float16_and_bool_up_front_with_a_way_out(name, dtype) -> None:
+    hint = "--dtype uint8" if dtype is np.bool_ else "--dtype float32"
+    with pytest.raises(ValueError, match=f"NIfTI cannot store {np.dtype(dtype)}.*{hint}") as err:
+        io.check_writable(name, dtype, (4, 5, 6), None)
+    assert "float32 or float64" in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.uint64, np.int8, np.uint32, ">f4"])
+@pytest.mark.parametrize("source", [None, "nifti2"])
+def test_nifti_writes_64_bit_integers(tmp_path, dtype, source) -> None:
+    """Before: int64 and uint64 failed in nibabel (which needs the dtype said)."""
+    data = (rng(21).random((4, 5, 6)) * 100).astype(dtype)
+    info = None
+    if source:
+        nib.save(nib.Nifti2Image(np.zeros((4, 5, 6), np.int16), np.eye(4)), tmp_path / "s.nii")
+        info = io.read(tmp_path / "s.nii")[1]
+    io.write(tmp_path / "o.nii.gz", data, info)
+    back = nib.load(tmp_path / "o.nii.gz")
+    assert back.get_data_dtype() == np.dtype(dtype).newbyteorder("=")
+    np.testing.assert_array_equal(np.asanyarray(back.dataobj), data)
+
+
+def _png16(path: Path, data: np.ndarray, colour: int) -> None:
+    """A 16-bit PNG written by hand (zlib, filter 0): Pillow cannot write 16-bit colour."""
+    import struct
+    import zlib
+
+    height, width = data.shape[:2]
+    raw = b"".join(b"\x00" + row.astype(">u2").tobytes() for row in data)
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 16, colour, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
+
+
+@pytest.mark.parametrize(
+    ("colour", "channels", "what"), [(2, 3, "RGB"), (6, 4, "RGBA"), (4, 2, "grey + alpha")]
+)
+def test_16_bit_colour_png_is_refused_not_cut_to_8_bits(tmp_path, colour, channels, what) -> None:
+    """Before: Pillow read it as uint8 (33375 -> 130) and sepconv filtered that."""
+    data = rng(22).integers(0, 65536, (6, 7, channels), dtype=np.uint16)
+    _png16(tmp_path / "c16.png", data, colour)
+    from PIL import Image
+
+    with Image.open(tmp_path / "c16.png") as img:
+        assert np.asarray(img).dtype == np.uint8  # what it guards: Pillow cuts it
+    match = f"is a 16-bit {re.escape(what)} PNG.*cut to 8 bits"
+    with pytest.raises(ValueError, match=match) as err:
+        io.read(tmp_path / "c16.png")
+    assert "\n" not in str(err.value) and "c16.png" in str(err.value)
+
+
+def test_16_bit_grey_png_written_by_hand_is_read_at_full_depth(tmp_path) -> None:
+    data = rng(23).integers(0, 65536, (6, 7), dtype=np.uint16)
+    _png16(tmp_path / "g16.png", data, 0)
+    back, info = io.read(tmp_path / "g16.png")
+    assert back.dtype == np.uint16 and info.channel_axis is None
+    np.testing.assert_array_equal(back, data)
+
+
+@pytest.mark.parametrize(
+    ("channels", "source", "extrasamples"),
+    [(2, "png", (2,)), (2, "npy", (0,)), (3, "png", ()), (4, "png", (2,)), (5, "npy", (0,) * 4)],
+)
+@pytest.mark.parametrize("depth", [(), (3,)])
+def test_channel_last_tiff_is_one_page_per_image_with_interleaved_samples(
+    tmp_path, channels, source, extrasamples, depth
+) -> None:
+    """Before: a grey + alpha image (40, 50, 2) became 40 pages of 50 x 2 (axes QYX)."""
+    import tifffile
+
+    shape = (*depth, 40, 50, channels)
+    data = (rng(24).random(shape) * 255).astype(np.uint8)
+    info = io.ImageInfo(source, shape, data.dtype, channel_axis=len(shape) - 1)
+    io.write(tmp_path / "c.tif", data, info)
+    with tifffile.TiffFile(tmp_path / "c.tif") as tif:
+        assert len(tif.pages) == (depth[0] if depth else 1)
+        assert tif.pages[0].shape == (40, 50, channels)
+        assert tif.series[0].axes.endswith("YXS")
+        assert tuple(int(e) for e in tif.pages[0].extrasamples) == extrasamples
+        np.testing.assert_array_equal(tif.asarray(), data)
+    back, got = io.read(tmp_path / "c.tif")
+    np.testing.assert_array_equal(back, data)
+    assert got.channel_axis == len(shape) - 1
+
+
+def test_one_sample_channel_last_tiff_is_a_grey_image(tmp_path) -> None:
+    import tifffile
+
+    data = (rng(25).random((40, 50, 1)) * 255).astype(np.uint8)
+    io.write(tmp_path / "g.tif", data, io.ImageInfo("png", data.shape, data.dtype, channel_axis=2))
+    with tifffile.TiffFile(tmp_path / "g.tif") as tif:
+        assert len(tif.pages) == 1 and tif.pages[0].shape == (40, 50)
+        np.testing.assert_array_equal(tif.asarray(), data[..., 0])

@@ -724,3 +724,124 @@ def test_killed_mid_write_leaves_nothing_or_the_next_run_cleans_up(
     assert leftovers(tmp_path) == []
     got, _ = io.read(out)
     np.testing.assert_allclose(got, ndimage.gaussian_filter(x.astype(np.float64), 1.0), atol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------
+# review of the CLI's file IO: kernel files, NIfTI dtypes, multi-series TIFF, 16-bit colour PNG
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("suffix", "spelling"),
+    [
+        (".npy", "same"),
+        (".npy", "dot"),
+        (".npy", "symlink"),
+        (".npy", "hardlink"),
+        (".csv", "symlink"),  # an output named .csv is no format: links named .npy
+        (".csv", "hardlink"),
+    ],
+)
+def test_overwrite_never_writes_over_the_kernel_file(tmp_path, suffix, spelling) -> None:
+    """Before: `filter a.npy kk.npy -k kk.npy --overwrite` replaced the kernel by the result."""
+    np.save(tmp_path / "a.npy", np.random.default_rng(0).random((30, 40)))
+    kernel = tmp_path / f"kk{suffix}"
+    if suffix == ".npy":
+        np.save(kernel, np.ones((3, 3)) / 9)
+    else:
+        kernel.write_text("1,2,1\n2,4,2\n1,2,1\n")
+    before = kernel.read_bytes()
+    out = {
+        "same": kernel,
+        "dot": tmp_path / "." / kernel.name,
+        "symlink": tmp_path / "link.npy",
+        "hardlink": tmp_path / "hard.npy",
+    }[spelling]
+    if spelling == "symlink":
+        os.symlink(kernel, out)
+    elif spelling == "hardlink":
+        os.link(kernel, out)
+    args = ["filter", str(tmp_path / "a.npy"), str(out), "-k", str(kernel), "--overwrite"]
+    line = one_error_line(runner.invoke(cli.app, args))
+    assert "is the input" in line and kernel.name in line
+    assert kernel.read_bytes() == before
+    assert leftovers(tmp_path) == []
+
+
+def test_overwrite_never_writes_over_the_kernel_file_through_the_library(tmp_path) -> None:
+    np.save(tmp_path / "a.npy", np.zeros((30, 40)))
+    np.save(tmp_path / "kk.npy", np.ones((3, 3)) / 9)
+    before = (tmp_path / "kk.npy").read_bytes()
+    for kernel in (str(tmp_path / "kk.npy"), f" {tmp_path / 'kk.npy'} ", tmp_path / "kk.npy"):
+        with pytest.raises(ValueError, match="is the input"):
+            io.filter_file(tmp_path / "a.npy", tmp_path / "kk.npy", kernel, overwrite=True)
+    assert (tmp_path / "kk.npy").read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("input_dtype", "option", "hint"),
+    [
+        ("float16", [], "float32"),
+        ("float64", ["--dtype", "float16"], "float32"),
+        ("float64", ["--dtype", "bool"], "uint8"),
+    ],
+)
+def test_nifti_output_of_a_dtype_nifti_cannot_hold_is_one_line_before_filtering(
+    tmp_path, input_dtype, option, hint
+) -> None:
+    """Before: a nibabel traceback (HeaderDataError) after reading and filtering."""
+    np.save(tmp_path / "a.npy", np.random.default_rng(1).random((6, 7, 8)).astype(input_dtype))
+    out = tmp_path / "o.nii.gz"
+    args = ["filter", str(tmp_path / "a.npy"), str(out), "-k", "gaussian:sigma=1", *option]
+    line = one_error_line(runner.invoke(cli.app, args))
+    assert "NIfTI cannot store" in line and f"--dtype {hint}" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npy"]
+
+
+@pytest.mark.engine
+def test_int64_into_nifti_through_the_cli_equals_scipy(tmp_path) -> None:
+    """Before: exit 2 after filtering, with nibabel's hint for Python callers."""
+    x = np.random.default_rng(2).integers(-(10**12), 10**12, (9, 10, 11), dtype=np.int64)
+    np.save(tmp_path / "a.npy", x)
+    out = tmp_path / "o.nii"
+    args = ["filter", str(tmp_path / "a.npy"), str(out), "-k", "gaussian:sigma=1"]
+    result = runner.invoke(cli.app, args)
+    assert result.exit_code == 0, result.output
+    got = np.asanyarray(nib.load(out).dataobj)
+    assert got.dtype == np.int64
+    ref = ndimage.gaussian_filter(x.astype(np.float64), 1.0)
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-9 * np.abs(x).max())
+
+
+@pytest.mark.engine
+def test_multi_series_tiff_through_the_cli_is_filtered_as_the_whole_stack(tmp_path) -> None:
+    """Before: '40x50 uint8 -> uint8': four of the five pages silently dropped."""
+    pages = (np.random.default_rng(3).random((5, 40, 50)) * 255).astype(np.uint8)
+    with tifffile.TiffWriter(tmp_path / "mp.tif") as tif:
+        for page in pages:
+            tif.write(page)
+    out = tmp_path / "o.tif"
+    result = runner.invoke(
+        cli.app, ["filter", str(tmp_path / "mp.tif"), str(out), "-k", "box:size=3"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "5x40x50 uint8 -> uint8" in result.stdout
+    ref = np.clip(np.rint(ndimage.uniform_filter(pages.astype(np.float64), 3)), 0, 255)
+    got = tifffile.imread(out)
+    assert got.shape == pages.shape
+    assert np.abs(got.astype(np.float64) - ref).max() <= 1  # a .5 tie at most
+    assert np.mean(got == ref) > 0.99
+
+
+def test_16_bit_colour_png_through_the_cli_is_one_line_and_nothing_written(tmp_path) -> None:
+    from test_io import _png16
+
+    _png16(tmp_path / "rgb16.png", np.full((6, 7, 3), 33375, np.uint16), 2)
+    out = tmp_path / "o.tif"
+    line = one_error_line(
+        runner.invoke(
+            cli.app, ["filter", str(tmp_path / "rgb16.png"), str(out), "-k", "box:size=3"]
+        )
+    )
+    assert "16-bit RGB PNG" in line and "8 bits" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rgb16.png"]

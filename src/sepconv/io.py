@@ -6,10 +6,13 @@ library is imported only when its format is used.
 =========  ==========================  ===========================================================
 format     suffixes                    notes
 =========  ==========================  ===========================================================
-png        ``.png``                    8/16-bit grey, 8-bit RGB(A); channel axis last
+png        ``.png``                    8/16-bit grey, 8-bit RGB(A) (16-bit colour refused); channel
+                                       axis last
 jpeg       ``.jpg`` ``.jpeg``          8-bit grey or RGB (written at quality 95: lossy)
-tiff       ``.tif`` ``.tiff``          any sepconv dtype; multi-page and 3-D stacks; RGB channel
-nifti      ``.nii`` ``.nii.gz``        header and affine kept; ``spacing`` from the voxel sizes (mm)
+tiff       ``.tif`` ``.tiff``          any sepconv dtype; multi-page and 3-D stacks (series of
+                                       equal shape stacked); RGB channel
+nifti      ``.nii`` ``.nii.gz``        header and affine kept; ``spacing`` from the voxel sizes
+                                       (mm); no float16 or bool
 npy        ``.npy``                    any dtype; memory-mapped when read lazily
 zarr       ``.zarr`` (a directory)     chunked, compressed; read lazily as a dask array
 =========  ==========================  ===========================================================
@@ -327,6 +330,19 @@ def _sniff(path: str, fmt: str) -> None:
             f"input {path!r} is not a {fmt.upper()} file (it starts with {head[:8]!r}); "
             "is the suffix right?"
         )
+    if fmt == "png" and len(head) >= 26 and head[12:16] == b"IHDR":
+        depth, colour = head[24], head[25]
+        if depth == 16 and colour in _PNG_COLOUR:
+            raise ValueError(
+                f"input {path!r} is a 16-bit {_PNG_COLOUR[colour]} PNG, which the PNG reader "
+                "(Pillow) would cut to 8 bits; sepconv reads 16-bit PNG only in grey: save "
+                "it as a 16-bit TIFF instead"
+            )
+
+
+#: PNG colour types with more than one sample per pixel (IHDR byte 25) that Pillow reads
+#: at 8 bits even when the file stores 16.
+_PNG_COLOUR = {2: "RGB", 4: "grey + alpha", 6: "RGBA"}
 
 
 def _reason(exc: BaseException) -> str:
@@ -393,9 +409,17 @@ def _read_tiff(path: str, lazy: bool) -> tuple[Any, ImageInfo]:
     with _tiff_log() as messages:
         try:
             with tifffile.TiffFile(path) as tif:
-                series = tif.series[0]
-                data = series.asarray()
-                axes = str(getattr(series, "axes", ""))
+                kinds = [(tuple(s.shape), np.dtype(s.dtype)) for s in tif.series]
+                if len(set(kinds)) > 1:  # refused below, outside this block's rewording
+                    data = None
+                elif len(kinds) > 1:  # one series per TiffWriter.write(): a stack of them
+                    data = np.empty((len(kinds), *kinds[0][0]), kinds[0][1])
+                    for i, s in enumerate(tif.series):
+                        data[i] = s.asarray()
+                else:
+                    data = tif.series[0].asarray()
+                axes = str(getattr(tif.series[0], "axes", ""))
+                axes = ("Q" if len(kinds) > 1 else "") + axes
                 photometric = getattr(tif.pages[0], "photometric", None)
         except Exception as exc:
             note = f" ({_reason_text(messages[0])})" if messages else ""
@@ -408,6 +432,14 @@ def _read_tiff(path: str, lazy: bool) -> tuple[Any, ImageInfo]:
         raise ValueError(
             f"cannot read {path!r} as tiff: the file is damaged or truncated "
             f"({_reason_text(damage[0])})"
+        )
+    if data is None:
+        shown = ", ".join("x".join(map(str, shape)) + f" {dt}" for shape, dt in kinds[:6])
+        more = f", ... ({len(kinds)} in all)" if len(kinds) > 6 else ""
+        raise ValueError(
+            f"input {path!r} holds {len(kinds)} TIFF series of different shapes or dtypes "
+            f"({shown}{more}); sepconv reads one image or a stack of equal ones: save each "
+            "series to its own file"
         )
     channel = None
     if len(axes) == data.ndim:
@@ -547,6 +579,8 @@ def _read_zarr(path: str, lazy: bool) -> tuple[Any, ImageInfo]:
 # ----------------------------------------------------------------------------------------------
 
 _PNG = {np.dtype(np.uint8), np.dtype(np.uint16)}
+#: The real dtypes a NIfTI file can hold (float16 and bool have no NIfTI data type code).
+_NIFTI_DTYPES = {np.dtype(t) for t in ("i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "f4", "f8")}
 
 
 def check_writable(
@@ -555,7 +589,8 @@ def check_writable(
     """Refuse, before any work, an array that ``path``'s format cannot store; return the format.
 
     PNG stores uint8 (grey, grey + alpha, RGB, RGBA) and uint16 grey; JPEG uint8 grey or RGB
-    with the channel axis last; NIfTI, TIFF, ``.npy`` and Zarr any sepconv dtype.
+    with the channel axis last; NIfTI 8- to 64-bit integers, float32 and float64 (not float16
+    or bool); TIFF, ``.npy`` and Zarr any sepconv dtype.
     """
     fmt = format_of(path, "output")
     dt = np.dtype(dtype)
@@ -577,6 +612,12 @@ def check_writable(
             )
         if fmt == "jpeg" and channels not in (1, 3):
             raise ValueError(f"output {name!r}: JPEG stores grey or RGB, not {channels} channels")
+    if fmt == "nifti" and dt.newbyteorder("=") not in _NIFTI_DTYPES:
+        hint = "--dtype uint8" if dt.kind == "b" else "--dtype float32"
+        raise ValueError(
+            f"output {name!r}: NIfTI cannot store {dt}; it stores int8/16/32/64, "
+            f"uint8/16/32/64, float32 or float64: pass {hint} or write .tif/.npy/.zarr"
+        )
     return fmt
 
 
@@ -685,20 +726,20 @@ def _write_stream(f: BinaryIO, suffix: str, data: np.ndarray, info: ImageInfo | 
         f.write(encoded)
     elif suffix in (".tif", ".tiff"):
         tifffile = _need("tifffile", "tiff")
+        last = channel is not None and data.ndim >= 3 and channel % data.ndim == data.ndim - 1
         photometric = "minisblack"
         if info is not None and info.format == "tiff":
             photometric = info.meta.get("photometric", "minisblack")
-        elif (
-            channel is not None
-            and channel % data.ndim == data.ndim - 1
-            and data.shape[-1]
-            in (
-                3,
-                4,
-            )
-        ):
+        elif last and data.shape[-1] in (3, 4):
             photometric = "rgb"
-        tifffile.imwrite(f, data, photometric=photometric)
+        layout: dict[str, Any] = {}
+        if last and data.shape[-1] == 1:  # one sample: a grey image (as PNG writes it)
+            data = data[..., 0]
+        elif last:  # samples interleaved in each page, not one page per row
+            layout["planarconfig"] = "contig"
+            if photometric != "rgb" and data.shape[-1] == 2 and info and info.format == "png":
+                layout["extrasamples"] = ["unassalpha"]  # grey + alpha
+        tifffile.imwrite(f, data, photometric=photometric, **layout)
     elif suffix in (".nii", ".nii.gz"):
         _write_nifti(f, suffix, data, info)
     elif suffix == ".npy":
@@ -714,13 +755,13 @@ def _write_nifti(f: BinaryIO, suffix: str, data: np.ndarray, info: ImageInfo | N
     nib = _need("nibabel", "nifti")
     source = None if info is None else info.meta.get("image")
     if source is not None:
-        img = type(source)(data, source.affine, source.header.copy())
+        img = type(source)(data, source.affine, source.header.copy(), dtype=data.dtype)
     else:
         spacing = (info.spacing if info is not None else None) or ()
         affine = np.eye(4)
         for a, s in enumerate(spacing[:3]):
             affine[a, a] = s
-        img = nib.Nifti1Image(data, affine)
+        img = nib.Nifti1Image(data, affine, dtype=data.dtype)  # int64 needs it said
         if spacing:
             img.header.set_xyzt_units("mm")
     img.header.set_data_dtype(data.dtype)
@@ -1394,7 +1435,8 @@ def filter_file(
     in_fmt, suffix, removed = _check_names(src, dst, scheduler)
     use_dask = in_fmt == "zarr" or chunks is not None or scheduler is not None
     stage = _Stage(progress)
-    with _CompileClock(stage) as clock, _atomic_target(dst, suffix, overwrite, src) as target:
+    protect = [src, *_kernel_file(kernel)]  # never written over, even with overwrite
+    with _CompileClock(stage) as clock, _atomic_target(dst, suffix, overwrite, protect) as target:
         t0 = time.perf_counter()
         # 2. read (native byte order; scaled NIfTI as float32)
         stage(0, 1, "reading")
@@ -1499,14 +1541,24 @@ class _Output:
 
 
 @contextlib.contextmanager
-def _atomic_target(dst: str, suffix: str, overwrite: bool, src: str) -> Iterator[Any]:
-    """An unnamed file (single-file formats) or a temporary directory path (Zarr)."""
+def _atomic_target(dst: str, suffix: str, overwrite: bool, protect: Sequence[str]) -> Iterator[Any]:
+    """An unnamed file (single-file formats) or a temporary directory path (Zarr), never
+    over a path in ``protect`` (the input and a kernel file)."""
     if suffix == ".zarr":
-        with atomic_output(dst, overwrite=overwrite, protect=[src]) as tmp:
+        with atomic_output(dst, overwrite=overwrite, protect=protect) as tmp:
             yield tmp
     else:
-        with atomic_file(dst, overwrite=overwrite, protect=[src]) as f:
+        with atomic_file(dst, overwrite=overwrite, protect=protect) as f:
             yield f
+
+
+def _kernel_file(kernel: Any) -> list[str]:
+    """The kernel's file (a ``.npy``/``.csv`` spec) as a one-item list, else empty."""
+    if isinstance(kernel, (str, os.PathLike)):
+        text = os.fspath(kernel).strip()
+        if text.lower().endswith((".npy", ".csv")):
+            return [text]
+    return []
 
 
 def _filter_axes(
