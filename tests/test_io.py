@@ -434,3 +434,31 @@ def test_one_sample_channel_last_tiff_is_a_grey_image(tmp_path) -> None:
     with tifffile.TiffFile(tmp_path / "g.tif") as tif:
         assert len(tif.pages) == 1 and tif.pages[0].shape == (40, 50)
         np.testing.assert_array_equal(tif.asarray(), data[..., 0])
+
+
+def test_csv_kernel_with_a_utf8_byte_order_mark_and_trailing_commas_loads(tmp_path) -> None:
+    """Before: Excel's "CSV UTF-8" failed on '\\ufeff1', and '1,2,1,' rows were refused."""
+    from sepconv import kernels
+
+    want = np.array([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]])
+    text = "1,2,1,\r\n2,4,2,\r\n1,2,1,\r\n"
+    (tmp_path / "k.csv").write_bytes(b"\xef\xbb\xbf" + text.encode())
+    np.testing.assert_array_equal(kernels.from_spec(str(tmp_path / "k.csv")), want)
+    (tmp_path / "m.csv").write_text("1, 2, 1 ,\n2,4,2\n1,2,1\n")  # some rows only
+    np.testing.assert_array_equal(kernels.from_spec(str(tmp_path / "m.csv")), want)
+    (tmp_path / "two.csv").write_text("1,2,1,,\n2,4,2,,\n")  # one empty field dropped, not two
+    with pytest.raises(ValueError, match="cannot read kernel file"):
+        kernels.from_spec(str(tmp_path / "two.csv"))
+
+
+def test_summary_writes_a_negative_nifti_intercept_as_a_minus() -> None:
+    """Before: 'uint8 x 2 + -5'."""
+    report = io.FilterReport(
+        "a.nii", "b.nii", (4, 5), "uint8", "float32", (0, 1), "box:size=3", (3, 3), "direct",
+        None, 0.0, 0.0, 1.0, dtype_read="float32", scaling=(2.0, -5.0),
+    )  # fmt: skip
+    assert "4x5 uint8 x 2 - 5 (NIfTI scaling, read as float32) -> float32" in report.summary()
+    report.scaling = (2.0, 5.0)
+    assert "uint8 x 2 + 5 (NIfTI" in report.summary()
+    report.scaling = (2.0, 0.0)
+    assert "uint8 x 2 (NIfTI" in report.summary()

@@ -845,3 +845,25 @@ def test_16_bit_colour_png_through_the_cli_is_one_line_and_nothing_written(tmp_p
     )
     assert "16-bit RGB PNG" in line and "8 bits" in line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rgb16.png"]
+
+
+@pytest.mark.engine
+def test_scaled_nifti_with_32_bit_integer_storage_is_read_and_written_as_float64(tmp_path):
+    """float32 holds integers exactly only up to 2**24: int32 x slope needs float64."""
+    raw = np.random.default_rng(4).integers(2**30, 2**31 - 1, (8, 9, 10), dtype=np.int32) | 1
+    img = nib.Nifti1Image(raw, np.eye(4))
+    img.header.set_slope_inter(0.5, -3.0)
+    nib.save(img, tmp_path / "s.nii")
+    physical = raw.astype(np.float64) * 0.5 - 3.0
+    data, info = io.read(tmp_path / "s.nii")
+    assert data.dtype == np.float64 and info.meta["stored_dtype"] == np.int32
+    np.testing.assert_array_equal(data, physical)  # float32 would be off by up to 64
+    out = tmp_path / "o.nii"
+    result = runner.invoke(
+        cli.app, ["filter", str(tmp_path / "s.nii"), str(out), "-k", "box:size=3"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "int32 x 0.5 - 3 (NIfTI scaling, read as float64) -> float64" in result.stdout
+    got = np.asanyarray(nib.load(out).dataobj)
+    assert got.dtype == np.float64
+    np.testing.assert_allclose(got, ndimage.uniform_filter(physical, 3), rtol=1e-12)

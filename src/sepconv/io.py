@@ -117,7 +117,8 @@ class ImageInfo:
         Format details a writer uses to keep the metadata (NIfTI ``image``, TIFF
         ``photometric``, Zarr ``chunks`` and ``attributes``) and what the file stores when
         it differs from ``dtype`` (NIfTI ``stored_dtype`` and ``scaling`` = (slope, inter):
-        scaled integers are read as float32, or float64 for 32/64-bit storage).
+        scaled data is read as float32 from 8/16-bit or float32 storage, as float64 from
+        32/64-bit integer or float64 storage).
     """
 
     format: str
@@ -1309,7 +1310,8 @@ class FilterReport:
         dtype_in = self.dtype_in
         if self.scaling is not None:
             slope, inter = self.scaling
-            dtype_in += f" x {slope:.6g}" + (f" + {inter:.6g}" if inter else "")
+            sign = "-" if inter < 0 else "+"
+            dtype_in += f" x {slope:.6g}" + (f" {sign} {abs(inter):.6g}" if inter else "")
             dtype_in += f" (NIfTI scaling, read as {self.dtype_read})"
         compiled = max(0.0, min(self.compile_seconds, self.seconds))
         seconds = self.seconds - compiled
@@ -1422,8 +1424,11 @@ def filter_file(
     run left beside it is removed first (:func:`remove_stale_temporaries`). Zarr input, or
     ``chunks``, runs on dask (:mod:`sepconv.dask`), slab by slab within ``memory_limit``;
     ``scheduler`` is 'threads' (default), 'processes', 'sync' or the address of a
-    ``dask.distributed`` scheduler. A NIfTI file with ``scl_slope``/``scl_inter`` is filtered
-    in float32 (float64 when ``dtype`` is float64) and written as ``dtype`` (default float32).
+    ``dask.distributed`` scheduler. A NIfTI file with ``scl_slope``/``scl_inter`` is read,
+    filtered and by default written as float32 when it stores 8/16-bit integers or float32,
+    and as float64 when it stores 32/64-bit integers or float64 (float32 holds integers
+    exactly only up to 2**24); ``dtype`` float64 reads and filters it in float64, any other
+    ``dtype`` is what is written.
     ``--sigma-mm`` is refused for a NIfTI file whose spatial unit is 'unknown'.
 
     ``progress``, if given, is called as ``progress(done, total, stage)``; ``stage`` says
@@ -1438,7 +1443,7 @@ def filter_file(
     protect = [src, *_kernel_file(kernel)]  # never written over, even with overwrite
     with _CompileClock(stage) as clock, _atomic_target(dst, suffix, overwrite, protect) as target:
         t0 = time.perf_counter()
-        # 2. read (native byte order; scaled NIfTI as float32)
+        # 2. read (native byte order; scaled NIfTI as float32, or float64 for wide storage)
         stage(0, 1, "reading")
         data, info = read(src, lazy=use_dask)
         # 3. axes and kernel, checked against the data

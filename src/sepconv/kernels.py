@@ -1052,7 +1052,8 @@ _TEXT_HINT = (
 def _load_text(path: str) -> np.ndarray:
     """A 1-D or 2-D kernel from a text file, comma- or whitespace-separated."""
     try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
+        # utf-8-sig: the byte-order mark of Excel's "CSV UTF-8" is no part of the first number
+        with open(path, encoding="utf-8-sig", errors="replace") as fh:
             text = fh.read()
     except OSError as exc:
         raise ValueError(f"spec: cannot read kernel file {path!r}: {exc.strerror}") from exc
@@ -1063,6 +1064,9 @@ def _load_text(path: str) -> np.ndarray:
     # commas anywhere in the data: comma-separated (spaces around the numbers are fine);
     # otherwise whitespace-separated, as numpy.savetxt writes by default
     delimiter = "," if any("," in row for row in rows) else None
+    if delimiter == ",":  # spreadsheets may end a row with a comma ("1,2,1,"): one empty
+        # field at the end of a row is dropped, not read as a missing number
+        rows = [row[:-1].rstrip() if row.endswith(",") else row for row in rows]
     try:
         arr = np.loadtxt(rows, delimiter=delimiter, ndmin=1, dtype=np.float64)
     except ValueError as exc:
