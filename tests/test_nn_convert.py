@@ -614,6 +614,51 @@ def test_save_and_load_converted_round_trip(tmp_path, kind):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt"]
 
 
+def test_a_model_converted_twice_saves_and_loads(tmp_path):
+    """The file lists every structured layer of the model, not only the last report's: the
+    first conversion's layers are in the state dict too."""
+    torch.manual_seed(21)
+    model = Mixed()
+    once, _ = convert(model, "depthwise", rank=2, layers=["a"])
+    twice, report = convert(once, "spatial", rank=2, layers=["b"])
+    assert [r.name for r in report.converted] == ["b"]
+    path = tmp_path / "m.pt"
+    snn.save_converted(twice, report, path)
+    back = snn.load_converted(path, Mixed())
+    assert type(back.a) is type(once.a) and type(back.b) is type(twice.b)
+    x = torch.randn(2, 4, 8, 8, dtype=torch.float64)
+    with torch.no_grad():
+        assert torch.equal(back(x), twice.eval()(x))
+
+
+class Shared(nn.Module):
+    """One conv called twice (weights shared), at 16x16 and again at 8x8."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c = nn.Conv2d(4, 4, 3, padding=1)
+        self.pool = nn.AvgPool2d(2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.c(self.pool(self.c(x)))
+
+
+@pytest.mark.parametrize("calibrated", [False, True])
+def test_a_conv_called_twice_is_counted_at_every_call(calibrated):
+    """Hand count: dense 9*4*4 MACs per pixel, depthwise rank 1 9*4 + 4*4, over 256 + 64
+    output pixels."""
+    torch.manual_seed(22)
+    shape = (2, 4, 16, 16)
+    data = {"calibration": torch.randn(shape)} if calibrated else {"input_shape": shape}
+    new, report = convert(Shared(), "depthwise", rank=1, **data)
+    before, after = 9 * 4 * 4 * (256 + 64), (9 * 4 + 4 * 4) * (256 + 64)
+    (layer,) = report.layers
+    assert (layer.macs_before, layer.macs_after) == (before, after)
+    assert (report.macs_before, report.macs_after) == (before, after)
+    assert report.macs_after == snn.profile(new, shape, measure=False).macs // shape[0]
+    assert ("called 2 times" in layer.note) == calibrated
+
+
 def test_load_converted_refuses_other_files(tmp_path):
     plain = tmp_path / "plain.pt"
     torch.save(nn.Conv2d(1, 1, 1).state_dict(), plain)

@@ -408,3 +408,39 @@ def test_factorize_does_not_modify_the_conv():
     before = {k: v.clone() for k, v in conv.state_dict().items()}
     factorize(conv, "spatial", rank=2, calibration=torch.randn(4, 4, 12, 12))
     assert all(torch.equal(before[k], v) for k, v in conv.state_dict().items())
+
+
+# ----------------------------------------------------------------------------------------------
+# what counts as exact, and calibration that cannot be used
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_exact_rank_of_half_precision_weights_is_exact_to_their_rounding(dtype):
+    """A random half-precision conv has full rank: no lower rank is 'exact' (a 64-eps slack
+    once took a bfloat16 rank-3 fit with 40 % error). A rank-1 weight rounded to the dtype
+    is found at rank 1, within the dtype's rounding of the dense conv."""
+    torch.manual_seed(5)
+    conv = nn.Conv2d(4, 6, 3, padding=1).to(dtype)
+    _, report = factorize(conv, "depthwise")
+    W = conv.weight.detach().double().reshape(6, 4, 9).permute(1, 0, 2)  # per input channel
+    s = torch.linalg.svdvals(W)  # (4, min(6, 9)) singular values, largest first
+    for r in range(1, s.shape[1]):  # every lower rank leaves far more than the rounding
+        left = float(s[:, r:].square().sum().sqrt() / s.square().sum().sqrt())
+        assert left > 4 * torch.finfo(dtype).eps
+    assert report.rank is None or report.rank == s.shape[1]
+    W1 = torch.einsum("oi,hw->oihw", torch.randn(6, 4).double(), torch.randn(3, 3).double())
+    conv1 = conv_with(W1, None, padding=1).to(dtype)
+    _, report = factorize(conv1, "depthwise")
+    assert report.rank == 1 and report.weight_error <= 2 * torch.finfo(dtype).eps
+
+
+def test_non_finite_calibration_is_refused_before_it_poisons_the_weights():
+    conv = nn.Conv2d(4, 6, 3, padding=1)
+    cal = torch.randn(8, 4, 16, 16)
+    cal[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"calibration must be finite: 1 of its 8192"):
+        factorize(conv, "depthwise", rank=1, calibration=cal)
+    cal[0, 0, 0, 0] = float("inf")
+    with pytest.raises(ValueError, match="calibration must be finite"):
+        snn.convert(nn.Sequential(conv), "depthwise", rank=1, calibration=cal)

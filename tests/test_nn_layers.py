@@ -310,6 +310,19 @@ def test_functional_rejects_inconsistent_weights():
         SF.depthwise_separable_conv(
             x, torch.randn(4, 1, 3, 3), torch.randn(5, 4, 1, 1), torch.randn(4)
         )
+    for groups in (2.0, True, 0):  # named, not torch's overload listing
+        with pytest.raises((TypeError, ValueError), match="groups must be an integer"):
+            SF.depthwise_separable_conv(
+                x, torch.randn(4, 1, 3, 3), torch.randn(6, 2, 1, 1), groups=groups
+            )
+        with pytest.raises((TypeError, ValueError), match="groups must be an integer"):
+            SF.low_rank_conv(
+                x,
+                torch.randn(2, 2, 1, 1),
+                [torch.randn(2, 1, 3, 1), torch.randn(2, 1, 1, 3)],
+                torch.randn(6, 1, 1, 1),
+                groups=groups,
+            )
 
 
 # ----------------------------------------------------------------------------------------------

@@ -181,6 +181,24 @@ def test_create_model_and_bad_model_arguments():
         mobilenet_v1(resolution=16)
     with pytest.raises(ValueError, match="kind must be one of"):
         small_cnn("dense")
+    for bad, match in [
+        ({"num_classes": 0}, "num_classes must be an integer >= 1, got 0"),
+        ({"width_mult": -3}, "width_mult must be a finite number > 0, got -3"),
+        ({"in_chans": 0}, "in_chans must be an integer >= 1"),
+        ({"resolution": 0}, "resolution must be an integer >= 1"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            small_cnn(**bad)
+
+
+def test_profile_counts_empty_outputs_and_unbatched_inputs():
+    """Hand counts: no output features is no work; an unbatched (C, H, W) input is one sample
+    (4 * 6 * 9 MACs at each of 7 * 7 output pixels)."""
+    with pytest.warns(UserWarning, match="zero-element"):  # torch's own, on creation
+        empty = nn.Linear(8, 0)
+    assert profile(empty, (1, 8), measure=False).macs == 0
+    assert profile(nn.Conv2d(4, 6, 3), (4, 9, 9), measure=False).macs == 4 * 6 * 9 * 7 * 7
+    assert profile(nn.Conv1d(4, 6, 3, bias=False), (4, 9), measure=False).macs == 4 * 6 * 3 * 7
 
 
 # ----------------------------------------------------------------------------------------------

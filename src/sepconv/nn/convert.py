@@ -275,20 +275,25 @@ def _inside_structured(model: nn.Module) -> set[str]:
 
 def _record(
     model: nn.Module, convs: dict[str, nn.Module], example: Any, keep: bool
-) -> tuple[list[str], dict[str, tuple[int, ...]], dict[str, Tensor], Any]:
-    """Run ``model`` once: the order convs are first called in, their spatial input sizes,
-    their inputs (if ``keep``) and the model's output."""
+) -> tuple[list[str], dict[str, tuple[tuple[int, ...], ...]], dict[str, Tensor], Any]:
+    """Run ``model`` once: the order convs are first called in, the spatial input size of
+    every call (a conv the forward calls twice, weights shared, costs twice), their first
+    call's inputs (if ``keep``) and the model's output."""
     order: list[str] = []
-    sizes: dict[str, tuple[int, ...]] = {}
+    sizes: dict[str, tuple[tuple[int, ...], ...]] = {}
     inputs: dict[str, Tensor] = {}
     handles = []
 
     def hook(name: str) -> Any:
         def fn(module: nn.Module, args: tuple[Any, ...]) -> None:
-            if name in sizes or not args or not isinstance(args[0], Tensor):
+            if not args or not isinstance(args[0], Tensor):
+                return
+            size = tuple(args[0].shape[2:])
+            if name in sizes:
+                sizes[name] += (size,)
                 return
             order.append(name)
-            sizes[name] = tuple(args[0].shape[2:])
+            sizes[name] = (size,)
             if keep:
                 inputs[name] = args[0].detach()
 
@@ -461,7 +466,7 @@ def _kind_points(lay: _Layer, kind: str, multiple: int | None = None) -> list[Po
         ranks = list(dict.fromkeys(dec.round_up(r, multiple) for r in ranks))
     pts: list[Point] = []
     for r in ranks:
-        macs = _costs(lay.conv, kind, r, lay.size)[0]
+        macs = lay.costs(kind, r)[0]
         if macs < lay.macs:
             pts.append((macs, dec.error2(r), (kind, r)))
     return pts
@@ -712,7 +717,9 @@ def convert(
         analytic empirical VBMF (as :func:`sepconv.nn.factorize`); a VBMF rank whose layer
         would cost more MACs than the conv leaves the layer alone.
     tol : float, optional
-        Per-layer relative weight error: each layer gets the smallest rank meeting it.
+        Per-layer relative weight error: each layer gets the smallest rank meeting it. With
+        ``calibration`` the rank is chosen by ``tol`` first; the refit on the layer's inputs
+        then lowers the output error and may move the weight error above ``tol``.
     mac_budget : float, optional
         The converted model may use at most this fraction of the original model's MACs
         (convolutions and linear layers, for the calibration or example input). Ranks are
@@ -977,7 +984,8 @@ class _Trace:
 
     order: list[str]  # convs in forward order (then those that did not run), else registration
     order_kind: str = "registration"
-    sizes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # spatial input size
+    # spatial input size of each call (weights shared: more than one)
+    sizes: dict[str, tuple[tuple[int, ...], ...]] = field(default_factory=dict)
     inputs: dict[str, Tensor] = field(default_factory=dict)  # a conv's input (calibration)
     reference: Any = None  # the model's output on the calibration batch
     calibration: Tensor | None = None
@@ -998,6 +1006,12 @@ def _example(model: nn.Module, calibration: Any, input_shape: Any) -> tuple[Tens
             raise TypeError(
                 f"calibration must be a torch.Tensor batch of model inputs, got "
                 f"{type(calibration).__name__}"
+            )
+        if calibration.is_floating_point() and not bool(torch.isfinite(calibration).all()):
+            bad = int((~torch.isfinite(calibration)).sum())
+            raise ValueError(
+                f"calibration must be finite: {bad} of its {calibration.numel()} values are "
+                "NaN or Inf (they would turn the fitted weights into NaN)"
             )
         return calibration, "calibration"
     if input_shape is None:
@@ -1045,9 +1059,10 @@ class _Layer:
 
     name: str
     conv: _Conv | None  # None: a transposed conv (always left alone)
-    size: tuple[int, ...] | None  # spatial input size, when the model was run
-    macs: int  # of the dense conv: total with a size, else per output pixel
+    macs: int  # of the dense conv: total over its calls when the model ran, else per pixel
     params: int
+    # spatial input size of each call, when the model was run (weights shared: several)
+    calls: tuple[tuple[int, ...], ...] = ()
     decs: dict[str, _Decomposition] = field(default_factory=dict)  # by kind; {}: left alone
     kind: str | None = None  # the chosen kind (with ``rank``)
     rank: Rank | None = None  # None: kept dense (by a budget)
@@ -1057,6 +1072,16 @@ class _Layer:
     time_after: float | None = None
     timed: dict[Any, float] = field(default_factory=dict)  # option (kind, rank) -> seconds
     errors: dict[Any, float] = field(default_factory=dict)  # option -> squared weight error
+
+    @property
+    def size(self) -> tuple[int, ...] | None:
+        """The spatial input size of the first call (None: the model was not run)."""
+        return self.calls[0] if self.calls else None
+
+    def costs(self, kind: str, rank: Rank) -> tuple[int, int]:
+        """(MACs, params) of this conv as ``kind`` at ``rank``, as :attr:`macs` counts."""
+        assert self.conv is not None
+        return _call_costs(self.conv, kind, rank, self.calls)
 
     def choose(self, option: Option | None) -> None:
         """Replace the conv by ``option`` (kind, rank); None keeps it dense."""
@@ -1081,13 +1106,14 @@ def _analyse(
     for name in selected:
         module = convs[name]
         if isinstance(module, _TRANSPOSED):
-            lay = _Layer(name, None, trace.sizes.get(name), *_transposed_costs(module, trace, name))
+            calls = trace.sizes.get(name, ())
+            lay = _Layer(name, None, *_transposed_costs(module, calls), calls=calls)
             lay.leave(kind, TRANSPOSED_REASON)
             out.append(lay)
             continue
         c = _as_conv(module, name)
-        size = trace.sizes.get(name)
-        lay = _Layer(name, c, size, *_costs(c, None, None, size))
+        calls = trace.sizes.get(name, ())
+        lay = _Layer(name, c, *_call_costs(c, None, None, calls), calls=calls)
         usable = [k for k in kinds if not _skip_reason(c, k)]
         reason = "" if usable else _skip_reason(c, kinds[0])
         if trace.ran and name not in trace.sizes:
@@ -1100,17 +1126,27 @@ def _analyse(
     return out
 
 
-def _transposed_costs(module: nn.Module, trace: _Trace, name: str) -> tuple[int, int]:
+def _call_costs(
+    c: _Conv, kind: str | None, rank: Rank | None, calls: Sequence[tuple[int, ...]]
+) -> tuple[int, int]:
+    """(MACs, params) of the conv (kind None) or a factorized form: MACs summed over the
+    spatial input sizes of its calls (totals for one sample), per output pixel without."""
+    if not calls:
+        return _costs(c, kind, rank, None)
+    per_call = [_costs(c, kind, rank, size) for size in calls]
+    return sum(m for m, _ in per_call), per_call[0][1]
+
+
+def _transposed_costs(module: nn.Module, calls: Sequence[tuple[int, ...]]) -> tuple[int, int]:
     """(MACs, params) of a transposed conv, counted as :func:`sepconv.nn.profile` counts
-    them (``prod(k) C_in C_out / groups`` per input element): totals for one sample with its
-    input size, else per output pixel (rounded)."""
+    them (``prod(k) C_in C_out / groups`` per input element): totals for one sample over the
+    input sizes of its calls, else per output pixel (rounded)."""
     assert isinstance(module, _TRANSPOSED)
     per_in = math.prod(module.kernel_size) * module.in_channels * module.out_channels
     per_in //= module.groups
     params = sum(p.numel() for p in module.parameters(recurse=False))
-    size = trace.sizes.get(name)
-    if size is not None:
-        return per_in * math.prod(size), params
+    if calls:
+        return sum(per_in * math.prod(size) for size in calls), params
     return round(per_in / math.prod(module.stride)), params
 
 
@@ -1161,7 +1197,7 @@ def _choose_ranks(
             assert lay.conv is not None
             key = (0, 0.0)
             if len(lay.decs) > 1:
-                key = (_costs(lay.conv, kind, r, lay.size)[0], dec.error2(r))
+                key = (lay.costs(kind, r)[0], dec.error2(r))
             if best is None or key < best[0]:
                 best = (key, (kind, r), note)
         assert best is not None
@@ -1393,7 +1429,7 @@ def _factorize_layers(
         if r is None or kind is None:
             lay.leave(label, f"kept dense by the {'latency' if by_time else 'MAC'} budget")
             continue
-        ma, _ = _costs(lay.conv, kind, r, lay.size)
+        ma, _ = lay.costs(kind, r)
         if ma >= lay.macs and not by_time:
             lay.leave(
                 kind, f"factorized form (rank {r}) would cost more: {ma:,} >= {lay.macs:,} MACs"
@@ -1406,9 +1442,15 @@ def _factorize_layers(
                 y = lay.conv.module(x)
         dec = lay.decs[kind]
         layer, report = _factorize(lay.conv, dec, r, x, y, name=lay.name, note=lay.rank_note)
-        if lay.size is not None and x is None:
+        if lay.size is not None:  # totals over every call (a calibrated report counts one)
             report.macs_before, report.macs_after = lay.macs, ma
             report.macs_unit = "total"
+        if x is not None and len(lay.calls) > 1:
+            report.note = "; ".join(
+                n
+                for n in (report.note, f"called {len(lay.calls)} times: refit on its first call")
+                if n
+            )
         new_modules[lay.name] = layer
         lay.report = report
     return new_modules
@@ -1602,11 +1644,25 @@ def save_converted(
     if not target.parent.is_dir():
         raise ValueError(f"path {str(target)!r}: folder {str(target.parent)!r} does not exist")
     modules = dict(model.named_modules())
-    specs = []
     for r in report.converted:
         if r.name not in modules:
             raise TypeError(f"report names {r.name!r}, which is not a module of the model")
-        specs.append(_layer_spec(r.name, modules[r.name]))
+        _layer_spec(r.name, modules[r.name])  # raises unless it is a structured layer
+    # every structured layer of the model, not only the report's: a model converted twice
+    # holds the first conversion's layers too (nested stages are their own layers' business)
+    # (a structured layer with a norm or activation inside cannot come from convert: it is
+    # part of the architecture the source builds, and is left to it)
+    converted = {r.name for r in report.converted}
+    specs: list[dict[str, Any]] = []
+    for name, m in modules.items():
+        inside = any(s["name"] == "" or name.startswith(s["name"] + ".") for s in specs)
+        if not isinstance(m, _StructuredConv) or inside:
+            continue
+        try:
+            specs.append(_layer_spec(name, m))
+        except TypeError:
+            if name in converted:
+                raise
     checkpoint = {
         "format": CHECKPOINT_FORMAT,
         "version": 1,

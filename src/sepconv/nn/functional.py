@@ -20,6 +20,7 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor
 
+from .._validate import check_nonnegative_int
 from ._args import ConvGeometry
 
 __all__ = [
@@ -114,7 +115,8 @@ def _spatial_dims(w: Tensor, name: str, shape: str) -> int:
 
 
 def _check_groups(groups: int, cin: int, cout: int) -> None:
-    if groups < 1 or cin % groups or cout % groups:
+    groups = check_nonnegative_int(groups, "groups", minimum=1)
+    if cin % groups or cout % groups:
         raise ValueError(f"groups must divide C_in ({cin}) and C_out ({cout}), got {groups}")
 
 

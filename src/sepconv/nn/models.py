@@ -321,7 +321,11 @@ class SmallCNN(nn.Module):
             raise ValueError(f"kind must be one of {list(SMALL_CNN_KINDS)}, got {kind!r}")
         dims = check_dims(dims)
         depth = check_nonnegative_int(depth, "depth", minimum=1)
+        width_mult = check_positive_float(width_mult, "width_mult")
         width = max(1, int(check_nonnegative_int(width, "width", minimum=1) * width_mult))
+        in_chans = check_nonnegative_int(in_chans, "in_chans", minimum=1)
+        num_classes = check_nonnegative_int(num_classes, "num_classes", minimum=1)
+        resolution = check_nonnegative_int(resolution, "resolution", minimum=1)
         kernel_size = check_nonnegative_int(kernel_size, "kernel_size", minimum=1)
         rank = check_nonnegative_int(rank, "rank", minimum=1)
         if kind == "spatial" and dims == 1:

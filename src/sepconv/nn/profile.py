@@ -449,9 +449,11 @@ _TRANSPOSED = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 
 
 def _macs(module: nn.Module, x: Tensor, y: Tensor) -> tuple[int, int]:
-    """(MACs, bias additions) of one call."""
+    """(MACs, bias additions) of one call (batched or not)."""
+    if y.numel() == 0:  # no output (zero channels or features, an empty batch): no work
+        return 0, 0
     if isinstance(module, _CONVS):
-        d = x.ndim - 2
+        d = len(module.kernel_size)
         per = cost.conv_macs(
             module.in_channels,
             module.out_channels,
