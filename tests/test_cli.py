@@ -585,3 +585,56 @@ def test_installed_script_exits_2_with_one_line_on_stderr():
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith("sepconv: error: spec: unknown parameter 'foo'")
+
+
+# ---------------------------------------------------------------------------------------------
+# analyze --tol: the tol rank is a row of the table within tol (review bug 5)
+# ---------------------------------------------------------------------------------------------
+
+
+def _spec_array(spec: str) -> np.ndarray:
+    if spec == "random345":
+        return np.random.default_rng(0).random((3, 4, 5))
+    return sepconv.kernels.from_spec(spec)
+
+
+@pytest.mark.parametrize(
+    ("spec", "tol"),
+    [
+        ("ball:radius=3", 1e-3),
+        ("laplace:ndim=3", 0.01),
+        ("random345", 0.1),
+        ("disk:radius=6", 0.05),
+    ],
+)
+def test_analyze_tol_rank_is_the_first_row_within_tol_and_what_separate_returns(
+    tmp_path, spec, tol
+):
+    K = _spec_array(spec)
+    arg = spec
+    if spec == "random345":
+        arg = str(tmp_path / "k3d.npy")
+        np.save(arg, K)
+    d = run_json("analyze", arg, "--tol", str(tol), "--json")
+    rows = d["errors"]
+    tol_row = next(r for r in rows if r["rank"] == d["tol_rank"])
+    assert tol_row["error"] <= tol
+    assert all(r["error"] > tol for r in rows if r["rank"] < d["tol_rank"])
+    assert d["tol_rank"] <= d["rank"]
+    # the library's answer, checked independently from its own factors
+    f = sepconv.separate(K, tol=tol)
+    dense = sum(
+        float(w) * math.prod(np.ix_(*fs)[k] for k in range(K.ndim))
+        for w, fs in zip(f.weights, f.factors, strict=True)
+    )
+    assert np.linalg.norm(K - dense) / np.linalg.norm(K) <= tol
+    assert f.rank == d["tol_rank"]
+
+
+def test_analyze_ball_tol_rank_is_not_above_the_exact_rank_in_the_text_table():
+    result = run("analyze", "ball:radius=3", "--tol", "0.001")
+    assert result.exit_code == 0, result.output
+    noted = [line for line in result.stdout.splitlines() if "smallest rank with error" in line]
+    assert len(noted) == 1
+    cells = [c.strip() for c in noted[0].split("│") if c.strip()]
+    assert cells[0] == "5" and float(cells[1]) <= 0.001

@@ -501,3 +501,87 @@ def test_square_cp_ranks_are_found_in_closed_form() -> None:
         if f.rank != 3 or f.error >= 1e-10:
             missed.append((seed, f.rank))
     assert missed == []
+
+
+# ---------------------------------------------------------------------------------------------
+# fits_by_rank and separate(tol=) agree (the rows of ``sepconv analyze``)
+# ---------------------------------------------------------------------------------------------
+
+
+def _recomputed_error(f: Factorization, K: np.ndarray) -> float:
+    """Relative Frobenius error of ``f`` recomputed from its weights and factors with numpy."""
+    dense = np.zeros(K.shape)
+    for w, fs in zip(f.weights, f.factors, strict=True):
+        term = np.array(float(w))
+        for v in fs:
+            term = np.multiply.outer(term, v)
+        dense = dense + term
+    return float(np.linalg.norm(K - dense) / np.linalg.norm(K))
+
+
+def _random_3x4x5() -> np.ndarray:
+    return np.random.default_rng(0).random((3, 4, 5))
+
+
+@pytest.mark.parametrize(
+    ("K", "tol"),
+    [
+        (kernels.ball(3), None),  # the fresh search alone found 6 terms; the chain 5
+        (kernels.ball(3), 1e-3),
+        (kernels.laplace(ndim=3), 0.01),
+        (_random_3x4x5(), 0.1),  # the tol search stopped at rank 4, then took all 12 terms
+    ],
+    ids=["ball-exact", "ball-1e-3", "laplace3d-0.01", "random345-0.1"],
+)
+def test_separate_tol_is_never_above_the_first_fits_by_rank_row_within_tol(K, tol) -> None:
+    from sepconv.factor import fits_by_rank
+
+    f = separate(K, tol=tol)
+    within = max(tol or 0.0, exact_tolerance(K.shape))
+    # the factorization is what it claims: its error recomputed from its factors
+    assert _recomputed_error(f, K) == pytest.approx(f.error, rel=1e-6, abs=1e-14)
+    assert _recomputed_error(f, K) <= within * (1 + 1e-9)
+    rows = fits_by_rank(K)
+    for row in rows:
+        assert _recomputed_error(row, K) == pytest.approx(row.error, rel=1e-6, abs=1e-14)
+    first = next(r.rank for r in rows if _recomputed_error(r, K) <= within)
+    assert f.rank <= first
+
+
+def test_separate_exact_rank_equals_the_last_fits_by_rank_row_for_the_ball() -> None:
+    from sepconv.factor import fits_by_rank
+
+    K = kernels.ball(3)
+    rows = fits_by_rank(K)
+    assert separate(K).rank == rows[-1].rank == 5
+    assert _recomputed_error(rows[-1], K) <= exact_tolerance(K.shape)
+
+
+def test_random_3x4x5_tol_rank_is_found_below_the_full_decomposition() -> None:
+    K = _random_3x4x5()
+    f = separate(K, tol=0.1)
+    assert f.rank <= 6  # fits_by_rank's rank 6 has error 0.059; before the fix: 12
+    assert _recomputed_error(f, K) <= 0.1
+
+
+@pytest.mark.parametrize("shape", [(40, 40), (23, 57), (57, 23)])
+def test_2d_fits_by_rank_equals_separate_of_each_rank(shape) -> None:
+    """The one-SVD path gives the same factorizations and errors as a fresh call per rank."""
+    from sepconv.factor import fits_by_rank
+
+    rng = np.random.default_rng(sum(shape))
+    K = rng.random(shape) * 3.0  # a power-of-two rescaling on the way (max in [2, 3))
+    fits = fits_by_rank(K)
+    assert [f.rank for f in fits] == list(range(1, min(shape) + 1))
+    for f in fits:
+        ref = separate(K, rank=f.rank)
+        assert ref.rank == f.rank
+        np.testing.assert_allclose(f.weights, ref.weights, rtol=1e-12)
+        for a, b in zip(f.factors, ref.factors, strict=True):
+            for x, y in zip(a, b, strict=True):
+                np.testing.assert_allclose(x, y, rtol=1e-10, atol=1e-13)
+        assert f.error == pytest.approx(ref.error, rel=1e-9, abs=1e-15)
+        assert f.error_bound == pytest.approx(ref.error_bound, rel=1e-9, abs=1e-14)
+        assert f.error == pytest.approx(svd_tail_error(K, f.rank), rel=1e-7, abs=1e-14)
+        dense_l1 = float(np.abs(K - f.to_dense()).sum())
+        assert f.error_bound == pytest.approx(dense_l1, rel=1e-9, abs=1e-13)
