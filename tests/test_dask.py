@@ -375,3 +375,25 @@ def test_out_of_core_zarr_volume_four_times_the_memory_budget(tmp_path: Path) ->
         lo, hi = max(0, i - radius), min(shape[0], i + 32 + radius)
         slab = sepconv.gaussian_filter(z[lo:hi], 2.0)  # borders: true edges or a radius away
         assert_same(out[i : i + 32], slab[i - lo : i - lo + 32], tol=1e-5)
+
+
+def test_big_endian_chunks_under_a_native_meta_and_dask_outputs():
+    """A chunk's byte order may differ from the declared dtype (a big-endian file behind
+    ``from_delayed(..., dtype=float)``); a dask array is not an ``output=`` target."""
+    import dask
+    import dask.array as da
+
+    x = np.random.default_rng(6).random((6, 7))
+    be = x.astype(">f8")
+    d = da.from_delayed(dask.delayed(lambda: be)(), shape=x.shape, dtype=float)
+    got = sepconv.gaussian_filter(d, 1.0).compute()
+    np.testing.assert_allclose(got, ndimage_ref("gaussian_filter", x, 1.0), rtol=1e-12)
+    xd = da.from_array(x, chunks=(2, 3))
+    with pytest.raises(TypeError, match="got a dask array"):
+        sepconv.gaussian_filter(xd, 1.0, output=da.zeros((6, 7), chunks=(2, 3)))
+
+
+def ndimage_ref(name: str, x: np.ndarray, *args) -> np.ndarray:
+    from scipy import ndimage
+
+    return getattr(ndimage, name)(x, *args)

@@ -285,3 +285,70 @@ def run_python(code: str) -> None:
     """``code`` in a fresh interpreter (what it imports is its own), which must succeed."""
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# autograd around real training loops, dtypes of complex results, numpy arrays torch refuses
+# ---------------------------------------------------------------------------------------------
+
+
+def test_gradients_still_work_after_a_call_in_inference_mode():
+    """The cached border-extension indices made inside ``torch.inference_mode`` (a
+    validation step) must not be inference tensors: the next training step saves them for
+    backward. Checked against finite differences."""
+    with torch.inference_mode():
+        sepconv.gaussian_filter(torch.rand(6, 7), 1.0)
+        sepconv.sobel(torch.rand(6, 7), 0, mode="constant")
+    x = torch.rand(6, 7, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda v: sepconv.gaussian_filter(v, 1.0), (x,))
+    assert torch.autograd.gradcheck(lambda v: sepconv.sobel(v, 0, mode="constant"), (x,))
+
+
+def test_gradient_magnitude_gradient_is_finite_where_the_image_is_flat():
+    """``hypot``'s own gradient is 0/0 where the magnitude is 0: a flat region trained NaN.
+    The gradient there is 0 (as ``torch.linalg.vector_norm``'s); elsewhere it matches finite
+    differences."""
+    img = torch.zeros(16, 16, dtype=torch.float64)
+    img[:8, :8] = torch.rand(8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    x = img.requires_grad_()
+    weights = torch.rand(16, 16, dtype=torch.float64)
+    got = sepconv.gaussian_gradient_magnitude(x, 1.0)
+    (grad,) = torch.autograd.grad((got * weights).sum(), x)
+    assert bool(torch.isfinite(grad).all())
+    # reference: the two derivative filters (differentiable themselves), torch's norm
+    parts = [sepconv.gaussian_filter(x, 1.0, order=o) for o in ((1, 0), (0, 1))]
+    ref = torch.linalg.vector_norm(torch.stack(parts), dim=0)
+    (want,) = torch.autograd.grad((ref * weights).sum(), x)
+    assert bool((ref == 0).any())  # the flat region is there
+    torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(grad, want, rtol=1e-10, atol=1e-12)
+
+
+def test_complex_results_have_numpys_dtypes():
+    x = np.random.default_rng(4).random((5, 6))
+    ref = ndimage.gaussian_filter(x, 1.0).astype(np.complex64)  # scipy refuses this output
+    got = sepconv.gaussian_filter(torch.from_numpy(x), 1.0, output=torch.complex64)
+    assert got.dtype == torch.complex64
+    np.testing.assert_allclose(got.numpy(), ref, rtol=1e-6)
+    w = np.array([1j, 2, 3])
+    for dt in (np.int8, np.uint8, np.int16, np.uint16, np.int32, np.float32):
+        a = np.arange(12, dtype=dt).reshape(3, 4)
+        ref = ndimage.correlate1d(a, w)
+        got = sepconv.correlate1d(torch.from_numpy(a), w)
+        assert str(got.dtype).removeprefix("torch.") == ref.dtype.name, dt
+        np.testing.assert_allclose(got.numpy(), ref, rtol=1e-6)
+
+
+def test_torch_facade_takes_numpy_arrays_torch_itself_refuses():
+    img = np.random.default_rng(5).random((8, 9))
+    for a in (img[::-1], np.flip(img, 1), img.astype(">f8"), img.astype(">f4")[::2]):
+        got = storch.gaussian_filter(a, 1.0)
+        assert isinstance(got, torch.Tensor)
+        ref = ndimage.gaussian_filter(a.astype(np.float64), 1.0)
+        np.testing.assert_allclose(got.numpy(), ref, rtol=2e-6 if a.dtype.itemsize == 4 else 1e-12)
+    got = sepconv.gaussian_filter(torch.from_numpy(img), 1.0, output=">f4")  # byte order: moot
+    assert got.dtype == torch.float32
+    with pytest.raises(
+        TypeError, match="output must be None, a dtype torch has or a tensor, got 'U5'"
+    ):
+        sepconv.gaussian_filter(torch.from_numpy(img), 1.0, output="U5")

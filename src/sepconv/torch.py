@@ -34,13 +34,17 @@ import torch
 
 from . import filters
 from ._facade import publish
+from ._modes import native
 
 __all__ = list(filters.__all__)
 
 
 def _as_tensor(input: Any) -> Any:
-    if isinstance(input, np.ndarray) and not input.flags.writeable:
-        return torch.tensor(input)  # a copy: torch has no read-only tensors
+    if isinstance(input, np.ndarray) and (
+        not input.flags.writeable or not input.dtype.isnative or min(input.strides, default=0) < 0
+    ):
+        # a copy: torch has no read-only tensors, no other byte order, no negative strides
+        return torch.from_numpy(np.array(input, dtype=native(input.dtype), order="C"))
     return input if isinstance(input, torch.Tensor) else torch.as_tensor(input)
 
 

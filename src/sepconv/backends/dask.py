@@ -86,6 +86,11 @@ def device_kind(x: da.Array) -> str:
 
 def resolve_output(output: Any, x: da.Array) -> tuple[np.dtype, Any]:
     """None or a dtype (lazy result), or an array-like target (numpy, zarr) to store into."""
+    if isinstance(output, da.Array):
+        raise TypeError(
+            "output must be None, a dtype or an array to store into (numpy, zarr) for a dask "
+            "input, got a dask array (dask arrays are not written into: use the returned array)"
+        )
     dtype_like = output is None or isinstance(output, (str, type, np.dtype))
     if not dtype_like and _chunk_backend(x._meta) is not None:
         raise TypeError(
@@ -320,7 +325,9 @@ def _window_task(blocks: Any, spec: tuple, cval: float, fn: Callable[[np.ndarray
         if outside is not None:  # positions, not a mask: a mask would synchronise a GPU
             index = (*lead, np.flatnonzero(outside))
             window[index] = cval
-    return fn(np.ascontiguousarray(window) if type(window) is np.ndarray else window)
+    if type(window) is np.ndarray:  # native byte order: a chunk may differ from its meta
+        return fn(np.ascontiguousarray(window, dtype=native(window.dtype)))
+    return fn(window)
 
 
 def _cut_axis(part: Any, axis: int, rng: tuple[int, int] | None) -> Any:

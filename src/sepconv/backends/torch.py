@@ -29,7 +29,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .._modes import extension_table, saturation_bounds, work_dtype
+from .._modes import complex_of as _np_complex_of
+from .._modes import extension_table, native, saturation_bounds, work_dtype
 from .._torch_threads import torch_threads
 from ..job import Job, chain, dense_job, ordered
 
@@ -57,11 +58,11 @@ def _torch_dtype(dtype: Any, name: str = "output") -> torch.dtype:
     if isinstance(dtype, torch.dtype):
         dt = dtype
     else:
-        try:
-            dt = torch.from_numpy(np.empty(0, dtype=np.dtype(dtype))).dtype
+        try:  # a byte order means nothing for a tensor: '>f8' is float64
+            dt = torch.from_numpy(np.empty(0, dtype=native(np.dtype(dtype)))).dtype
         except TypeError:
             raise TypeError(
-                f"{name} must be None, a dtype or a tensor, got {type(dtype).__name__}"
+                f"{name} must be None, a dtype torch has or a tensor, got {dtype!r}"
             ) from None
     return dt
 
@@ -116,7 +117,7 @@ def run(
             nan = torch.zeros_like(xw, dtype=torch.bool)
             for term in job.terms:  # hypot: sqrt(a^2 + d^2) without overflowing
                 d = terms(xw, (term,), job.cval)
-                acc = torch.hypot(acc, d)
+                acc = _Hypot.apply(acc, d)
                 nan = nan | torch.isnan(d)  # hypot(inf, nan) is inf; the root of a sum is NaN
             return _finish(torch.where(nan, torch.full_like(acc, math.nan), acc), dtype, out)
         if job.kernel is None:
@@ -304,7 +305,7 @@ def _work(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 def _finish(result: torch.Tensor, dtype: torch.dtype, out: torch.Tensor | None) -> torch.Tensor:
-    if not dtype.is_floating_point:
+    if not (dtype.is_floating_point or dtype.is_complex):
         # round and saturate as the numpy engine does: values past the integer range go to
         # its ends exactly, NaN to 0
         if dtype == torch.bool:
@@ -334,7 +335,8 @@ def _fold_index(
     ``device``, cached (never modified): a backward pass uploads no index tensors."""
     table = extension_table(n, k, offset, mode)
     inside = np.flatnonzero(table >= 0)
-    return torch.from_numpy(inside).to(device), torch.from_numpy(table[inside]).to(device)
+    with torch.inference_mode(False):  # cached: usable by autograd after an inference call
+        return torch.from_numpy(inside).to(device), torch.from_numpy(table[inside]).to(device)
 
 
 @functools.lru_cache(maxsize=_INDEX_CACHE)
@@ -343,9 +345,28 @@ def _table(n: int, k: int, offset: int, mode: str, device: torch.device):
     cached (never modified)."""
     table = extension_table(n, k, offset, mode)
     outside = table < 0
-    idx = torch.from_numpy(np.where(outside, 0, table)).to(device)
-    mask = torch.from_numpy(outside).to(device) if outside.any() else None
+    with torch.inference_mode(False):  # cached: usable by autograd after an inference call
+        idx = torch.from_numpy(np.where(outside, 0, table)).to(device)
+        mask = torch.from_numpy(outside).to(device) if outside.any() else None
     return idx, mask
+
+
+class _Hypot(torch.autograd.Function):
+    """``torch.hypot`` whose gradient at ``hypot(a, b) == 0`` is 0, not ``0 / 0`` (as
+    ``torch.linalg.vector_norm``'s: a flat region of a gradient magnitude trains)."""
+
+    @staticmethod
+    def forward(ctx: Any, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        h = torch.hypot(a, b)
+        ctx.save_for_backward(a, b, h)
+        return h
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        a, b, h = ctx.saved_tensors
+        zero = h == 0
+        scale = torch.where(zero, torch.zeros_like(grad), grad / torch.where(zero, 1.0, h))
+        return scale * a, scale * b
 
 
 def _pad(x: torch.Tensor, axis: int, k: int, offset: int, mode: str, cval: float) -> torch.Tensor:
@@ -502,11 +523,8 @@ def complex_of(dtype: torch.dtype) -> torch.dtype:
     """The complex dtype a complex result of ``dtype`` data has (float32 -> complex64)."""
     if dtype.is_complex:
         return dtype
-    return (
-        torch.complex64
-        if dtype in (torch.float16, torch.bfloat16, torch.float32)
-        else (torch.complex128)
-    )
+    # numpy's rule (8/16-bit integers and float32 -> complex64); float16/bfloat16 as float32
+    return torch.complex64 if _np_complex_of(_np_dtype(dtype)) == np.complex64 else torch.complex128
 
 
 def real_of(dtype: torch.dtype) -> torch.dtype:
