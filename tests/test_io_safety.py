@@ -867,3 +867,29 @@ def test_scaled_nifti_with_32_bit_integer_storage_is_read_and_written_as_float64
     got = np.asanyarray(nib.load(out).dataobj)
     assert got.dtype == np.float64
     np.testing.assert_allclose(got, ndimage.uniform_filter(physical, 3), rtol=1e-12)
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="needs pthread_kill")
+def test_ctrl_c_while_writing_zarr_leaves_no_temporary_and_no_pending_writes(tmp_path) -> None:
+    """Before: zarr's event-loop thread went on writing chunks after the temporary was
+    removed (recreating it) and asyncio reported destroyed pending tasks at exit."""
+    pytest.importorskip("zarr")
+    data = np.random.default_rng(5).random((64, 256, 512)).astype(np.float32)  # 32 MiB
+    interrupted = 0
+    for delay in (0.02, 0.05, 0.1, 0.2):
+        main = threading.main_thread().ident
+        timer = threading.Timer(delay, signal.pthread_kill, (main, signal.SIGINT))
+        timer.start()
+        try:
+            with io.atomic_output(tmp_path / "o.zarr", overwrite=True) as tmp:
+                io.write(tmp, data)
+            time.sleep(delay)  # the signal, had the write been quicker
+        except KeyboardInterrupt:
+            interrupted += 1
+            time.sleep(0.5)  # a late writer would recreate the temporary meanwhile
+            assert leftovers(tmp_path) == []
+            assert not [t for t in threading.enumerate() if t.name == "sepconv-zarr-write"]
+        finally:
+            timer.join()
+    if not interrupted:
+        pytest.skip("every write finished before the signal")

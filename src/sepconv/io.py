@@ -688,7 +688,7 @@ def write(
                 chunks = meta.get("chunks") or _auto_chunks(data.shape, data.dtype)
                 attrs = meta.get("attributes")
                 z = create_zarr(text, data.shape, chunks, data.dtype, attributes=attrs)
-                z[...] = data
+                _fill_zarr(z, data)
             else:
                 with open(text, "xb" if created else "wb") as f:
                     _write_stream(f, suffix, data, info)
@@ -696,6 +696,49 @@ def write(
         if created:
             _remove(text)
         raise
+
+
+def _fill_zarr(z: Any, data: np.ndarray) -> None:
+    """``z[...] = data``, one row of chunks at a time in a worker thread this one waits for.
+
+    zarr 3 writes on its own event-loop thread: a Ctrl-C or SIGTERM that interrupted the
+    main thread inside ``z[...] = data`` left that loop writing chunks after the caller
+    had removed the temporary store (which they recreated), and pending writes that asyncio
+    reported at exit. Here the signal stops the worker between rows and waits for the row
+    being written, so nothing is written once the exception leaves this function.
+    """
+    stop, finished = threading.Event(), threading.Event()
+    failures: list[BaseException] = []
+    step = max(1, int(z.chunks[0])) if data.ndim else 1
+
+    def work() -> None:
+        try:
+            if data.ndim == 0:
+                z[...] = data
+                return
+            for lo in range(0, data.shape[0], step):
+                if stop.is_set():
+                    return
+                z[lo : lo + step] = data[lo : lo + step]
+        except BaseException as exc:  # handed to the caller's thread
+            failures.append(exc)
+        finally:
+            finished.set()
+
+    # waited for on an Event: a Thread.join interrupted by a signal may mark the thread
+    # as stopped while it still runs (CPython's _wait_for_tstate_lock clean-up)
+    threading.Thread(target=work, name="sepconv-zarr-write", daemon=True).start()
+    try:
+        while not finished.wait(0.05):  # wakes for signals, which raise here
+            pass
+    except BaseException as interrupted:
+        stop.set()
+        while not finished.is_set():
+            with contextlib.suppress(BaseException):  # a second Ctrl-C: still wait
+                finished.wait(0.05)
+        raise interrupted
+    if failures:
+        raise failures[0]
 
 
 def _suffix_of(format: str) -> str:
