@@ -638,3 +638,35 @@ def test_analyze_ball_tol_rank_is_not_above_the_exact_rank_in_the_text_table():
     assert len(noted) == 1
     cells = [c.strip() for c in noted[0].split("│") if c.strip()]
     assert cells[0] == "5" and float(cells[1]) <= 0.001
+
+
+# ---------------------------------------------------------------------------------------------
+# smaller refusals (review: empty --axes, cost conv --dims 4, missing matplotlib)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("axes", ["", ",", "0,,1", "0,x"])
+def test_filter_refuses_empty_or_junk_axes_naming_axes(tmp_path, axes):
+    src = tmp_path / "a.npy"
+    np.save(src, np.zeros((8, 8)))
+    result = run("filter", str(src), str(tmp_path / "o.npy"), "-k", "box:size=3", "--axes", axes)
+    assert_user_error(result, "axes", repr(axes))
+    assert not (tmp_path / "o.npy").exists()
+
+
+@pytest.mark.parametrize("dims", ["0", "4", "-1"])  # 0 and -1: the library's message
+def test_cost_conv_dims_must_be_1_2_or_3(dims):
+    result = run("cost", "conv", "--cin", "3", "--cout", "4", "--dims", dims)
+    assert_user_error(result, "dims", dims)
+
+
+@pytest.mark.parametrize("shape", ["7,,7", "7,x", "7,7,"])
+def test_cost_kernel_refuses_empty_parts_of_the_shape(shape):
+    assert_user_error(run("cost", "kernel", "--shape", shape), "shape", repr(shape))
+
+
+def test_experiment_without_matplotlib_says_which_extra(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    result = run("experiment", "speedup", "--quick", "--out", str(tmp_path / "x"))
+    assert_user_error(result, "matplotlib", "pip install 'sepconv[experiments]'")
+    assert not (tmp_path / "x").exists()

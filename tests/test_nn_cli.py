@@ -309,3 +309,122 @@ def test_convert_with_several_kinds_names_each_layers_kind(tmp_path):
     bad = runner.invoke(app, [*args[:7], "depthwise,cp2", *args[8:11], str(tmp_path / "b.pt")])
     assert bad.exit_code == 2 and "'cp2' in ('depthwise', 'cp2') is not a kind" in bad.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r18.pt"]
+
+
+# ---------------------------------------------------------------------------------------------
+# missing extras, bad model options, shapes and empty --layers: one line, exit 2
+# ---------------------------------------------------------------------------------------------
+
+
+def _one_line_exit_2(result, *needles: str) -> str:
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("sepconv: error:"), result.stderr
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]
+
+
+def _without_torch(*argv: str, cwd: Path) -> subprocess.CompletedProcess:
+    """Run the CLI in a fresh interpreter where ``import torch`` fails (not installed)."""
+    code = (
+        "import sys\n"
+        "sys.modules['torch'] = None  # import torch now raises ImportError\n"
+        "from sepconv.cli import main\n"
+        f"sys.argv = ['sepconv', *{list(argv)!r}]\n"
+        "main()\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=cwd, timeout=120
+    )
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("profile", "small_cnn", "--no-measure"),
+        ("convert", "small_cnn", "--rank", "1", "-o", "m.pt"),
+    ],
+)
+def test_profile_and_convert_without_torch_say_which_extra(tmp_path, argv):
+    proc = _without_torch(*argv, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines == [
+        f"sepconv: error: sepconv {argv[0]} needs the torch package: pip install 'sepconv[nn]'"
+    ]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_profile_without_torch_in_process(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)
+    result = runner.invoke(app, ["profile", "small_cnn", "--no-measure"])
+    _one_line_exit_2(result, "torch", "pip install 'sepconv[nn]'")
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (["--num-classes", "0"], ["num-classes", "0"]),
+        (["--width", "-1"], ["--width", "-1"]),
+        (["--width", "0"], ["--width", "0"]),
+        (["--width", "nan"], ["--width", "nan"]),
+    ],
+)
+@pytest.mark.parametrize("command", ["profile", "convert"])
+def test_bad_model_options_are_one_line_exit_2(tmp_path, monkeypatch, command, args, needles):
+    monkeypatch.chdir(tmp_path)
+    if command == "profile":
+        argv = ["profile", "small_cnn", "--no-measure", *args]
+    else:
+        argv = ["convert", "small_cnn", "--rank", "1", "-o", "a.pt", *args]
+    _one_line_exit_2(runner.invoke(app, argv), *needles)
+    assert not (tmp_path / "a.pt").exists()
+
+
+@pytest.mark.parametrize("shape", ["1,3,x", "1,,3,32,32", "1,3,32,", "1,3,3.5,32", ","])
+@pytest.mark.parametrize("command", ["profile", "convert"])
+def test_junk_in_input_shape_is_refused_with_the_text(tmp_path, monkeypatch, command, shape):
+    monkeypatch.chdir(tmp_path)
+    if command == "profile":
+        argv = ["profile", "small_cnn", "--no-measure", "--input-shape", shape]
+    else:
+        argv = ["convert", "small_cnn", "--rank", "1", "-o", "a.pt", "--input-shape", shape]
+    _one_line_exit_2(runner.invoke(app, argv), "input_shape", repr(shape))
+    assert not (tmp_path / "a.pt").exists()
+
+
+def test_input_shape_with_x_separators_still_parses():
+    result = runner.invoke(
+        app, ["profile", "small_cnn", "--no-measure", "--input-shape", "2x3x32x32", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["input_shape"] == [2, 3, 32, 32]
+
+
+@pytest.mark.parametrize("layers", ["5:1", "3:3", "40:", ":0"])
+def test_convert_refuses_an_empty_layers_slice_and_writes_nothing(tmp_path, monkeypatch, layers):
+    import torch.nn as tnn
+
+    from sepconv.nn.models import small_cnn
+
+    monkeypatch.chdir(tmp_path)
+    convs = sum(isinstance(m, tnn.Conv2d) for m in small_cnn().modules())
+    result = runner.invoke(
+        app, ["convert", "small_cnn", "--rank", "1", "--layers", layers, "-o", "a.pt"]
+    )
+    line = _one_line_exit_2(result, "--layers", repr(layers))
+    assert f"has {convs}" in line
+    assert not (tmp_path / "a.pt").exists()
+
+
+def test_convert_a_non_empty_layers_slice_still_converts(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(
+        app, ["convert", "small_cnn", "--rank", "1", "--layers", "0:2", "-o", "a.pt", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    assert len(json.loads(result.stdout)["layers"]) == 2
+    assert (tmp_path / "a.pt").is_file()

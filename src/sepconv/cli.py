@@ -93,10 +93,12 @@ Errors in user input print one line (``sepconv: error: ...``) and exit with stat
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
@@ -176,16 +178,60 @@ def _user_errors(fn: F) -> F:
 
 
 def _ints(text: str | None, name: str) -> tuple[int, ...] | None:
+    """Positive integers separated by ``,`` or ``x`` (``1,3,224,224``, ``7x7``); an empty or
+    non-integer part is refused, not dropped (``1,3,x`` is not ``(1, 3)``)."""
     if text is None:
         return None
-    parts = [p for p in text.replace("x", ",").split(",") if p.strip()]
+    parts = [p.strip() for p in re.split(r"[,x]", text)]
     try:
         values = tuple(int(p) for p in parts)
     except ValueError:
-        raise ValueError(f"{name} must be integers separated by commas, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise ValueError(f"{name} must be positive integers separated by commas, got {text!r}")
+        raise ValueError(
+            f"{name} must be integers separated by commas (or x), with no empty part, got {text!r}"
+        ) from None
+    if min(values) < 1:
+        raise ValueError(
+            f"{name} must be positive integers separated by commas (or x), got {text!r}"
+        )
     return values
+
+
+#: Optional packages and the extra that installs each.
+_EXTRAS = {
+    "torch": "nn",
+    "onnx": "nn",
+    "onnxruntime": "nn",
+    "onnxscript": "nn",
+    "matplotlib": "experiments",
+    "skimage": "experiments",
+    "sklearn": "experiments",
+    "nibabel": "experiments",
+}
+
+
+@contextlib.contextmanager
+def _needs(command: str, *modules: str) -> Iterator[None]:
+    """Import ``modules`` first, and turn a missing optional package met then or later into one
+    line naming the extra to install (as ``filter`` does for its file formats)."""
+    import importlib
+
+    def missing(name: str) -> ValueError:
+        return ValueError(
+            f"sepconv {command} needs the {name} package: pip install 'sepconv[{_EXTRAS[name]}]'"
+        )
+
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            raise missing(module) from None
+    try:
+        yield
+    except ImportError as exc:
+        name = (exc.name or "").split(".")[0]
+        if name not in _EXTRAS:
+            raise
+        raise missing(name) from None
 
 
 def _fmt(x: float) -> str:
@@ -450,6 +496,8 @@ def cost_conv(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON (stable schema).")] = False,
 ) -> None:
     """Standard vs depthwise-separable convolution: MACs, parameters and their ratio."""
+    if dims > 3:  # below 1: compare_conv says so
+        raise ValueError(f"--dims must be 1, 2 or 3, got {dims}")
     ks = _ints(kernel, "kernel")
     assert ks is not None
     size = _ints(input_size, "input_size")
@@ -588,13 +636,16 @@ def experiment(
 
     if name not in (*EXPERIMENTS, "all"):
         raise ValueError(f"experiment must be one of {sorted([*EXPERIMENTS, 'all'])}, got {name!r}")
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=True,
-    ) as progress:
+    with (
+        _needs("experiment", "matplotlib"),
+        Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TimeElapsedColumn(),
+            console=err_console,
+            transient=True,
+        ) as progress,
+    ):
         report = run_experiment(name, out, quick=quick, progress=progress, seeds=_seeds(seeds))
     path = report.results.get("path") or (out / report.name / "report.md")
     console.print(f"{report.title}: wrote {path} ({report.seconds:.0f} s)")
@@ -737,6 +788,38 @@ def profile_command(
 
     --device cuda: timed on the GPU (CUDA events, CUDA graphs) against its measured rates.
     """
+    _check_model_options(width, num_classes)
+    with _needs("profile", "torch"):
+        _profile(model_name, width, resolution, batch, full_conv, num_classes, input_shape,
+                 measure, device, threads, fold_bn, memory_format, compile, repeats,
+                 as_json)  # fmt: skip
+
+
+def _check_model_options(width: float, num_classes: int | None) -> None:
+    """The model options every factory shares, checked before torch is imported."""
+    if not (math.isfinite(width) and width > 0):
+        raise ValueError(f"--width: width_mult must be a finite number > 0, got {width:g}")
+    if num_classes is not None and num_classes < 1:
+        raise ValueError(f"--num-classes must be an integer >= 1, got {num_classes}")
+
+
+def _profile(
+    model_name: str,
+    width: float,
+    resolution: int,
+    batch: int,
+    full_conv: bool,
+    num_classes: int | None,
+    input_shape: str | None,
+    measure: bool,
+    device: str | None,
+    threads: int | None,
+    fold_bn: bool,
+    memory_format: str,
+    compile: str,
+    repeats: int,
+    as_json: bool,
+) -> None:
     from .nn.profile import profile as run_profile
 
     model = _build_model(model_name, width, resolution, full_conv, num_classes)
@@ -1005,6 +1088,40 @@ def convert_command(
             raise ValueError(f"--output {str(output)!r} is the {what} file: never overwritten")
     if out.exists() and not overwrite:
         raise ValueError(f"--output {str(output)!r} exists: give --overwrite to replace it")
+    _check_model_options(width, num_classes)
+    with _needs("convert", "torch"):
+        _convert(model_name, out, state_dict, kind, rank, tol, mac_budget, latency_budget,
+                 rank_multiple, layers, width, resolution, batch, num_classes, input_shape,
+                 calibration, threads, device, measure, torchscript, overwrite,
+                 as_json)  # fmt: skip
+
+
+def _convert(
+    model_name: str,
+    out: Path,
+    state_dict: Path | None,
+    kind: str,
+    rank: str | None,
+    tol: float | None,
+    mac_budget: float | None,
+    latency_budget: float | None,
+    rank_multiple: int | None,
+    layers: str | None,
+    width: float,
+    resolution: int,
+    batch: int,
+    num_classes: int | None,
+    input_shape: str | None,
+    calibration: Path | None,
+    threads: int | None,
+    device: str | None,
+    measure: bool,
+    torchscript: bool,
+    overwrite: bool,
+    as_json: bool,
+) -> None:
+    from torch import nn
+
     from .nn.convert import convert as run_convert
     from .nn.convert import save_converted
 
@@ -1034,10 +1151,17 @@ def convert_command(
         if default is None:
             raise ValueError(f"model {model_name!r} has no default_input_shape: give --input-shape")
         shape = (batch, default[1], *(resolution,) * (len(default) - 2))
+    selection = _layers_option(layers)
+    convs = sum(isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)) for m in model.modules())
+    if isinstance(selection, slice) and not range(convs)[selection]:
+        raise ValueError(
+            f"--layers {layers!r} selects no convolution: model {model_name!r} has {convs} "
+            "(start:stop counts them from 0 in forward order)"
+        )
     converted, report = run_convert(
         model,
         _kind_option(kind),
-        layers=_layers_option(layers),
+        layers=selection,
         rank=_rank_option(rank),
         tol=tol,
         mac_budget=mac_budget,
@@ -1049,6 +1173,11 @@ def convert_command(
         device=device,
         threads=threads,
     )
+    if selection is not None and not report.layers:
+        raise ValueError(
+            f"--layers {layers!r} selects no convolution that can be converted: model "
+            f"{model_name!r} has {convs}; nothing was written"
+        )
     if torchscript:
         _write_torchscript(converted, out)
     else:
@@ -1312,9 +1441,12 @@ def _axes_option(text: str | None) -> tuple[int, ...] | None:
     if text is None:
         return None
     try:
-        return tuple(int(p) for p in text.split(",") if p.strip())
+        values = tuple(int(p) for p in text.split(","))
     except ValueError:
-        raise ValueError(f"axes must be integers separated by commas, got {text!r}") from None
+        raise ValueError(
+            f"axes must be one or more integers separated by commas, got {text!r}"
+        ) from None
+    return values
 
 
 # ----------------------------------------------------------------------------------------------
