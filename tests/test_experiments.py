@@ -137,7 +137,11 @@ def test_layers_statistics_over_seeds_and_the_latency_row(out) -> None:
     # the latency row: measured by convert on every seed, fewer MACs than the original
     budget = rows["latency budget 0.5 + recover"]
     assert len(res["latency_fraction"]) == n
-    assert all(0 < f < 1 for f in res["latency_fraction"])  # never slower than the original
+    # never a slower model: convert's choice measured faster when it was made (the final
+    # measurement is a new one, as noisy as the machine running the tests)
+    chosen = [seed["latency budget 0.5 + recover"]["latency_chosen"] for seed in res["per_seed"]]
+    assert all(0 < f < 1 for f in chosen), chosen
+    assert all(0 < f for f in res["latency_fraction"])
     assert budget["per_seed"]["latency_vs_original"] == res["latency_fraction"]
     for r in rows.values():  # every conversion timed by convert on every seed
         frac = np.array(r["per_seed"]["latency_vs_original"])

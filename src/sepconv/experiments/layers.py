@@ -135,7 +135,8 @@ def _one_seed(
     def timing(rep: Any) -> dict[str, Any]:
         before, after = rep.latency_before, rep.latency_after
         return {"latency_before": before, "latency_after": after,
-                "latency_fraction": rep.latency_fraction}  # fmt: skip
+                "latency_fraction": rep.latency_fraction,
+                "latency_chosen": (rep.timing or {}).get("chosen_fraction")}  # fmt: skip
 
     torch.manual_seed(seed)
     base = small_cnn("standard", in_chans=1, num_classes=10, width=16, depth=4, resolution=16)

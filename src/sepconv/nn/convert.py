@@ -1539,6 +1539,9 @@ def _measure_result(
         "memory_format_converted": final.settings["memory_format"],
         "fold_bn_converted": final.settings["fold_bn"],
         "rounds": trace.timing_rounds,
+        # the whole-model fraction the chosen step measured when it was chosen (the final
+        # measurement above is a new one, and as noisy as the machine)
+        "chosen_fraction": trace.timing_pick,
     }
     frac = result.latency_fraction
     if budget is not None and frac is not None and frac > budget:
