@@ -238,6 +238,18 @@ def test_scharr_weights_and_rank() -> None:
     assert k[1, 1].tolist() == [-100, 0, 100]
 
 
+def test_scharr_is_skimage_scharr_times_16() -> None:
+    """The docstring's scale: skimage.filters.scharr(x, axis=a) * 16 == correlate(x, scharr(a))
+    (1/16, not 1/32), away from the border where skimage's mode differs."""
+    filters = pytest.importorskip("skimage.filters")
+    x = np.random.default_rng(5).standard_normal((20, 23))
+    for axis in (0, 1):
+        ours = ndimage.correlate(x, scharr(axis))
+        theirs = filters.scharr(x, axis=axis) * 16
+        np.testing.assert_allclose(ours[1:-1, 1:-1], theirs[1:-1, 1:-1], rtol=1e-12, atol=1e-12)
+    assert "1/16 scale" in (scharr.__doc__ or "")
+
+
 def test_derivative_stencils_are_rank_one_and_integer() -> None:
     for builder in (sobel, prewitt, scharr):
         k = builder(0)
@@ -501,6 +513,49 @@ def test_line_angle_30_uses_exact_clipping() -> None:
 def test_builder_argument_errors(call, exc, match) -> None:
     with pytest.raises(exc, match=match):
         call()
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda: gabor(3, gamma=1e-9), r"sigma=3, gamma=1e-09, truncate=3.0 gives a kernel"),
+        (lambda: gabor(1e6), r"sigma=1000000.0, gamma=1.0, truncate=3.0 gives a dense kernel"),
+        (lambda: gabor(1e308), r"sigma=1e\+308.* gives a kernel of inf taps"),
+        (lambda: gabor(3.0, truncate=1e308), r"truncate=1e\+308 gives a kernel"),
+        (lambda: gabor(1e300, gamma=1e-300), r"gamma=1e-300, .* gives a kernel"),
+        (lambda: line(1e12), r"length=1000000000000.0 at angle=0.0 gives a kernel"),
+        (lambda: line(1e5, angle=45), r"length=100000.0 at angle=45 gives a dense kernel"),
+        (lambda: line(1e308, angle=30), r"length=1e\+308 at angle=30 gives a kernel"),
+        (lambda: from_spec("gabor:sigma=5000"), r"sigma=5000, gamma=1.0, truncate=3.0 gives"),
+        (lambda: sobel(ndim=40), r"ndim=40 gives a dense kernel"),
+        (lambda: scharr(0, ndim=40), r"ndim=40 gives a dense kernel"),
+        (lambda: laplace(ndim=40), r"ndim=40 gives a dense kernel"),
+    ],
+)
+def test_huge_gabor_line_and_stencil_parameters_are_refused_before_allocating(call, match):
+    """gabor(3, gamma=1e-9) used to try 134 GiB, gabor(5000) got a process OOM-killed, line(1e5)
+    asked for 74.5 GiB: each is now a ValueError naming the parameters, raised before numpy
+    allocates anything (traced peak well under a megabyte)."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match=match):
+            call()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20
+
+
+def test_long_axis_aligned_line_is_built_without_the_square_window():
+    """A horizontal line only spans one row: line(1e5) is a (1, 100001) kernel (it used to
+    allocate a 100003 x 100003 window first); its length is the closed-form sum."""
+    k = line(1e5, normalize=False)
+    assert k.shape == (1, 100001)
+    assert k.sum() == pytest.approx(1e5, rel=1e-12)
+    assert k[0, 0] == k[0, -1] == 0.5
+    assert line(1e5, angle=90).shape == (100001, 1)
 
 
 # ------------------------------------------------------------------------------------------

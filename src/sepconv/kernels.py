@@ -581,15 +581,15 @@ _DERIVATIVE_DOC = """{title}
 
 
 def sobel(axis: int = -1, *, ndim: int = 2) -> np.ndarray:
-    return _dense(_SMOOTHED_DERIVATIVES["sobel"](axis, ndim=ndim))
+    return _dense(_SMOOTHED_DERIVATIVES["sobel"](axis, ndim=ndim), f"ndim={ndim!r}")
 
 
 def prewitt(axis: int = -1, *, ndim: int = 2) -> np.ndarray:
-    return _dense(_SMOOTHED_DERIVATIVES["prewitt"](axis, ndim=ndim))
+    return _dense(_SMOOTHED_DERIVATIVES["prewitt"](axis, ndim=ndim), f"ndim={ndim!r}")
 
 
 def scharr(axis: int = -1, *, ndim: int = 2) -> np.ndarray:
-    return _dense(_SMOOTHED_DERIVATIVES["scharr"](axis, ndim=ndim))
+    return _dense(_SMOOTHED_DERIVATIVES["scharr"](axis, ndim=ndim), f"ndim={ndim!r}")
 
 
 sobel.__doc__ = _DERIVATIVE_DOC.format(
@@ -607,7 +607,7 @@ prewitt.__doc__ = _DERIVATIVE_DOC.format(
     (array([-1.,  0.,  1.]), (3, 3, 3))""",
 )
 scharr.__doc__ = _DERIVATIVE_DOC.format(
-    title="Scharr derivative kernel (unnormalised, as ``skimage`` up to its 1/32 scale).",
+    title="Scharr derivative kernel (unnormalised, as ``skimage`` up to its 1/16 scale).",
     smooth="[3, 10, 3]",
     example="""scharr(axis=1)
     array([[ -3., 0.,  3.],
@@ -638,7 +638,7 @@ def laplace(*, ndim: int = 2) -> np.ndarray:
            [ 1., -4.,  1.],
            [ 0.,  1.,  0.]])
     """
-    return _dense(_laplace_terms(ndim=ndim))
+    return _dense(_laplace_terms(ndim=ndim), f"ndim={ndim!r}")
 
 
 def _laplace_terms(*, ndim: int = 2) -> Terms:
@@ -708,7 +708,14 @@ def gabor(
     g = check_positive_float(gamma, "gamma")
     ph = _check_real(phase, "phase")
     t = check_positive_float(truncate, "truncate", allow_zero=True)
-    r = int(t * max(s, s / g) + 0.5)
+    # the radius as a float first: sigma / gamma may overflow (int(inf) would raise), and the
+    # size is refused before np.arange allocates (gamma=1e-9 would ask for 134 GiB)
+    rf = 0.0 if t == 0.0 else t * max(s, s / g) + 0.5
+    check_kernel_size(
+        [2.0 * math.floor(rf) + 1] * 2 if math.isfinite(rf) else [math.inf] * 2,
+        f"sigma={sigma!r}, gamma={gamma!r}, truncate={truncate!r}",
+    )
+    r = int(rf)
     c, sn = _cos_sin(th)
     offsets = np.arange(-r, r + 1, dtype=np.float64)
     y = -offsets[:, None]  # rows, measured upward
@@ -924,11 +931,19 @@ def line(length: float, *, angle: float = 0.0, normalize: bool = True) -> np.nda
     norm = check_bool(normalize, "normalize")
     c, s = _cos_sin(a)
     half = n / 2.0
-    r = max(0, math.ceil(half * max(abs(c), abs(s)) - 0.5)) + 1
-    off = np.arange(-r, r + 1, dtype=np.float64)
-    # work in (x, y) with y upward; row i has y = -off[i]
-    yy = -off[:, None] + np.zeros((1, off.size))
-    xx = np.zeros((off.size, 1)) + off[None, :]
+    # the segment spans half*|c| columns and half*|s| rows either side of the centre (+1 cell
+    # of margin, trimmed below): refused before anything is allocated when too large
+    check_kernel_size(
+        [2.0 * (half * abs(s) + 1.5), 2.0 * (half * abs(c) + 1.5)],
+        f"length={length!r} at angle={angle!r}",
+    )
+    ry = max(0, math.ceil(half * abs(s) - 0.5)) + 1
+    rx = max(0, math.ceil(half * abs(c) - 0.5)) + 1
+    offy = np.arange(-ry, ry + 1, dtype=np.float64)
+    offx = np.arange(-rx, rx + 1, dtype=np.float64)
+    # work in (x, y) with y upward; row i has y = -offy[i]
+    yy = -offy[:, None] + np.zeros((1, offx.size))
+    xx = np.zeros((offy.size, 1)) + offx[None, :]
     k = _clip_lengths(half, (c, s), xx - 0.5, yy - 0.5)
     k[k < 1e-12 * max(n, 1.0)] = 0.0  # corner touches that rounding turned into slivers
     k = _trim_zero_border(k)
