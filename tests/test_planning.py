@@ -157,3 +157,71 @@ def test_calibrating_the_gpu_measures_a_model_for_gpu_arrays(fresh_models) -> No
         assert per_mac > 0 and per_pass >= 0 and per_call >= 0
     assert plan.time_model("cuda") == result["time_model"]
     assert plan.time_model("cpu") == plan.DEFAULT_TIME_MODEL
+
+
+# ---------------------------------------------------------------------------------------------
+# make_plan's inputs: complex kernels, spec strings and paths, negative sizes
+# ---------------------------------------------------------------------------------------------
+
+
+def _gaussian_impulse_response(sigma: float, radius: int) -> np.ndarray:
+    """scipy's own Gaussian kernel: gaussian_filter of a centred delta (independent reference)."""
+    delta = np.zeros((2 * radius + 1,) * 2)
+    delta[radius, radius] = 1.0
+    return ndimage.gaussian_filter(delta, sigma, mode="constant", truncate=radius / sigma)
+
+
+def test_make_plan_refuses_a_complex_kernel_instead_of_planning_its_real_part() -> None:
+    """make_plan used to drop the imaginary part with only a ComplexWarning; the filters plan
+    each part on their own, which the message points to (and which is checked here)."""
+    K = kernels.gaussian(1.5) + 1j * np.pad(kernels.sobel(0), 5)
+    with pytest.raises(TypeError, match=r"kernel must be real for make_plan, got dtype complex128"):
+        sepconv.make_plan(K, (256, 256))
+    with pytest.raises(TypeError, match="real and imaginary parts separately"):
+        sepconv.make_plan(K.astype(np.complex64), (256, 256), method="direct")
+    x = np.random.default_rng(3).standard_normal((40, 37))
+    # correlation conjugates complex weights (np.correlate's rule): real part K.real, imag -K.imag
+    expected = ndimage.correlate(x, K.real) - 1j * ndimage.correlate(x, K.imag)
+    np.testing.assert_allclose(sepconv.correlate(x, K), expected, atol=1e-12)
+
+
+def test_make_plan_accepts_a_spec_string_and_a_path(tmp_path) -> None:
+    G = _gaussian_impulse_response(2.0, 8)
+    p = sepconv.make_plan("gaussian:sigma=2", (1024, 1024))
+    assert p.method == "separable"
+    np.testing.assert_allclose(p.factorization.to_dense(), G, atol=1e-15)
+    path = tmp_path / "g.npy"
+    np.save(path, G.astype(np.float32))
+    for spec in (path, str(path)):
+        q = sepconv.make_plan(spec, (1024, 1024))
+        assert q.method == "separable"
+        assert q.factorization.precision == "float32"  # the dtype stored in the file
+        np.testing.assert_allclose(q.factorization.to_dense(), G, atol=1e-7)
+    with pytest.raises(ValueError, match="gaussian"):
+        sepconv.make_plan("gaussian:sigma=-2", (64, 64))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        ({"data_shape": (-5, 10)}, ValueError, r"data_shape\[0\] must be an integer >= 0, got -5"),
+        ({"data_shape": (10, -1)}, ValueError, r"data_shape\[1\] must be an integer >= 0, got -1"),
+        ({"data_shape": (64, 64), "size": -4}, ValueError, r"size must be an integer >= 0, got -4"),
+        ({"data_shape": (64.5, 64)}, TypeError, r"data_shape\[0\] must be an integer, got 64.5"),
+        ({"data_shape": 64}, TypeError, r"data_shape must be a sequence of integers >= 0, got 64"),
+        ({"data_shape": (64, 64), "size": True}, TypeError, r"size must be an integer, got True"),
+    ],
+)
+def test_make_plan_refuses_negative_or_non_integer_sizes(kwargs, exc, match) -> None:
+    with pytest.raises(exc, match=match):
+        sepconv.make_plan(kernels.gaussian(2.0), **kwargs)
+    if isinstance(kwargs["data_shape"], tuple) and kwargs.get("size") is None:
+        with pytest.raises(exc, match=match):
+            plan.plan_terms((9, 9), 1, kwargs["data_shape"])
+
+
+def test_make_plan_still_takes_empty_data_and_numpy_integers() -> None:
+    K = kernels.gaussian(2.0)
+    assert sepconv.make_plan(K, (0, 64)).method in plan.METHODS
+    a = sepconv.make_plan(K, (np.int64(1024), np.int32(1024)), size=np.int64(1 << 20))
+    assert a.method == sepconv.make_plan(K, (1024, 1024)).method == "separable"

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from . import cost
+from ._validate import as_kernel, check_nonnegative_int
 from .factor import (
     Factorization,
     kernel_precision,
@@ -230,7 +231,7 @@ def _stages(ndim: int, device: str = "cpu") -> int:
 
 
 def make_plan(
-    kernel: np.ndarray | Factorization,
+    kernel: np.ndarray | Factorization | str | os.PathLike[str],
     data_shape: Sequence[int],
     *,
     method: str = "auto",
@@ -243,16 +244,20 @@ def make_plan(
 
     Parameters
     ----------
-    kernel : ndarray or Factorization
-        Dense float64 kernel (one axis per filtered axis) or a ready factorization, which is
-        run as given by ``'lowrank'``/``'separable'``/``'auto'``.
+    kernel : ndarray or Factorization or str or os.PathLike
+        Dense real kernel (one axis per filtered axis), a spec or file path read by
+        :func:`sepconv.kernels.from_spec` (``"gaussian:sigma=2"``, ``"k.npy"``), or a ready
+        factorization, which is run as given by ``'lowrank'``/``'separable'``/``'auto'``.
+        Complex kernels are refused (a plan has one factorization: plan the real and
+        imaginary parts separately, as :func:`sepconv.correlate` does).
     data_shape : sequence of int
-        Lengths of the filtered axes (for the FFT cost).
+        Lengths of the filtered axes (for the FFT cost), integers >= 0.
     method : {'auto', 'direct', 'separable', 'lowrank', 'fft'}
     tol : float, optional
         Relative Frobenius error allowed to a low-rank plan; default exact to float rounding.
     size : int, optional
-        Total number of output elements (default ``prod(data_shape)``), for the time model.
+        Total number of output elements, >= 0 (default ``prod(data_shape)``), for the time
+        model.
     precision : dtype, optional
         Precision the kernel's separable rank is judged at (see :func:`sepconv.separate`);
         default: the kernel's own dtype (float32 kernels at float32 rounding), so a kernel
@@ -269,8 +274,11 @@ def make_plan(
 
     Raises
     ------
+    TypeError
+        A complex kernel; a non-integer ``data_shape`` entry or ``size``.
     ValueError
-        Unknown method, or ``'separable'`` for a kernel that is not separable within ``tol``.
+        Unknown method, ``'separable'`` for a kernel that is not separable within ``tol``, a
+        negative ``data_shape`` entry or ``size``.
 
     Examples
     --------
@@ -284,11 +292,23 @@ def make_plan(
     given: Factorization | None = kernel if isinstance(kernel, Factorization) else None
     if given is not None:
         prec = kernel_precision(given.kernel, given.precision)
+        K = given.kernel
     else:
-        prec = kernel_precision(kernel, precision)
-    K = given.kernel if given is not None else np.asarray(kernel, dtype=np.float64)
-    data = tuple(max(1, int(n)) for n in data_shape)
-    nout = math.prod(data) if size is None else max(1, int(size))
+        prec = kernel_precision(kernel, precision)  # a .npy path: the dtype stored in it
+        raw: Any = kernel
+        if isinstance(raw, (str, os.PathLike)):
+            from .kernels import from_spec
+
+            raw = from_spec(raw)
+        if np.iscomplexobj(raw):
+            raise TypeError(
+                f"kernel must be real for make_plan, got dtype {np.asarray(raw).dtype}: a "
+                "plan has one factorization, so plan the real and imaginary parts separately "
+                "(sepconv.correlate does this for complex weights)"
+            )
+        K = as_kernel(raw)
+    data = _plan_data_shape(data_shape)
+    nout = math.prod(data) if size is None else max(1, check_nonnegative_int(size, "size"))
     _check_device(device)
     key = (K.shape, K.tobytes(), data, nout, method, tol, prec.name, device)
     plan = _cache_get(_PLANS, key) if given is None else None
@@ -307,6 +327,16 @@ def make_plan(
     return plan
 
 
+def _plan_data_shape(data_shape: Any) -> tuple[int, ...]:
+    """``data_shape`` checked (integers >= 0, named by index), each length at least 1 for
+    the cost model (a 0-size axis costs what a 1-sample one does)."""
+    if isinstance(data_shape, (str, bytes)) or not isinstance(data_shape, (Sequence, np.ndarray)):
+        raise TypeError(f"data_shape must be a sequence of integers >= 0, got {data_shape!r}")
+    return tuple(
+        max(1, check_nonnegative_int(n, f"data_shape[{i}]")) for i, n in enumerate(data_shape)
+    )
+
+
 def plan_terms(
     shape: Sequence[int], nterms: int, data_shape: Sequence[int], *, size: int | None = None
 ) -> Plan:
@@ -319,8 +349,8 @@ def plan_terms(
     >>> plan_terms((9, 9), 1, (512, 512)).method, plan_terms((9, 9), 2, (512, 512)).rank
     ('separable', 2)
     """
-    data = tuple(max(1, int(n)) for n in data_shape)
-    mpix = (math.prod(data) if size is None else max(1, int(size))) / 1e6
+    data = _plan_data_shape(data_shape)
+    mpix = (math.prod(data) if size is None else max(1, check_nonnegative_int(size, "size"))) / 1e6
     method = "separable" if nterms == 1 else "lowrank"
     macs = float(nterms * sum(shape))
     t = estimate_time(method, macs, nterms * _stages(len(shape)), mpix)
