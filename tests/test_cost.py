@@ -412,10 +412,44 @@ def test_compare_conv_depth_multiplier_scales_depthwise_and_pointwise(m):
     assert c["depthwise_separable"].params == K * cin * m + cin * m + cin * m * cout + cout
     expected_ratio = (K * cin * cout) / (K * cin * m + cin * m * cout)
     assert c["ratio"]["macs"] == pytest.approx(expected_ratio, rel=1e-14)
-    # the closed form is for m = 1: a larger multiplier costs more, so the saving is smaller
-    assert c["ratio"]["formula"] == pytest.approx(cout * K / (K + cout), rel=1e-14)
-    assert c["ratio"]["macs"] < c["ratio"]["formula"]
-    assert c["ratio"]["macs"] == pytest.approx(c["ratio"]["formula"] / m, rel=1e-14)
+    # the closed form with the multiplier: C_out K / (m (K + C_out)), m times below m = 1's
+    assert c["ratio"]["formula"] == pytest.approx(cout * K / (m * (K + cout)), rel=1e-14)
+    assert c["ratio"]["formula"] == pytest.approx(expected_ratio, rel=1e-14)
+    assert cost.ds_ratio(cout, 3, depth_multiplier=m) == pytest.approx(expected_ratio, rel=1e-14)
+
+
+@pytest.mark.parametrize(("cin", "cout", "k", "dims", "m"), [(32, 64, 3, 2, 2), (8, 5, 7, 1, 3)])
+def test_compare_conv_formula_counts_the_depth_multiplier(cin, cout, k, dims, m):
+    """compare_conv(32, 64, 3, depth_multiplier=2)["ratio"]["formula"] was 7.890 (m = 1's
+    value); the closed form C_out K / (m (K + C_out)) is 3.945."""
+    K = k**dims
+    closed = Fraction(cout * K, m * (K + cout))
+    c = cost.compare_conv(cin, cout, k, dims=dims, depth_multiplier=m)
+    assert c["ratio"]["formula"] == pytest.approx(float(closed), rel=1e-14)
+    assert c["ratio"]["macs"] == pytest.approx(float(closed), rel=1e-14)
+    assert Fraction(K * cin * cout, cin * m * (K + cout)) == closed  # MACs counted by hand
+    if (cin, cout, k, m) == (32, 64, 3, 2):
+        assert round(c["ratio"]["formula"], 3) == 3.945
+
+
+def test_ds_ratio_refuses_a_bad_depth_multiplier():
+    with pytest.raises(ValueError, match="depth_multiplier must be an integer >= 1, got 0"):
+        cost.ds_ratio(64, 3, depth_multiplier=0)
+    with pytest.raises(TypeError, match="depth_multiplier must be an integer, got True"):
+        cost.ds_ratio(64, 3, depth_multiplier=True)
+
+
+@pytest.mark.parametrize("n", [np.int64(5), np.int32(5), np.uint8(5)])
+def test_kernel_macs_takes_a_numpy_integer_like_an_int(n):
+    assert cost.kernel_macs(n) == cost.kernel_macs(5) == 5
+    assert cost.kernel_macs(n, "separable") == 5
+    assert cost.kernel_macs((n, np.int64(3))) == 15
+
+
+@pytest.mark.parametrize("flag", [True, np.bool_(True)])
+def test_kernel_macs_still_refuses_a_bool_shape(flag):
+    with pytest.raises(TypeError, match="shape must be"):
+        cost.kernel_macs(flag)
 
 
 def test_compare_conv_params_ratio_without_bias_equals_macs_ratio():

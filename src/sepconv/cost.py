@@ -30,6 +30,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
+
 from ._validate import check_bool, check_nonnegative_int, per_axis
 
 __all__ = [
@@ -56,7 +58,7 @@ FFT_MACS_PER_LOG2 = 2.5
 
 
 def _shape(shape: Any, name: str = "shape") -> tuple[int, ...]:
-    if isinstance(shape, (int,)) and not isinstance(shape, bool):
+    if isinstance(shape, (int, np.integer)) and not isinstance(shape, (bool, np.bool_)):
         shape = (shape,)
     try:
         dims = tuple(shape)
@@ -256,10 +258,18 @@ def depthwise_separable_params(
     return weights + ((cin * m + cout) if bias else 0)
 
 
-def ds_ratio(out_channels: int, kernel_size: int | Sequence[int], *, dims: int = 2) -> float:
+def ds_ratio(
+    out_channels: int,
+    kernel_size: int | Sequence[int],
+    *,
+    dims: int = 2,
+    depth_multiplier: int = 1,
+) -> float:
     """The article's closed form for standard / depthwise-separable cost: ``C_out K/(K + C_out)``.
 
-    ``K = prod(kernel_size)``; exact for depth multiplier 1 and independent of ``C_in``.
+    ``K = prod(kernel_size)``; independent of ``C_in``. With a depth multiplier ``m`` the
+    separable layer costs ``C_in m (K + C_out)`` MACs per output position, so the ratio is
+    ``C_out K / (m (K + C_out))``.
 
     Examples
     --------
@@ -267,10 +277,13 @@ def ds_ratio(out_channels: int, kernel_size: int | Sequence[int], *, dims: int =
     8.409
     >>> round(ds_ratio(256, 3), 2)  # typical layers: 8-9x
     8.69
+    >>> round(ds_ratio(64, 3, depth_multiplier=2), 3)
+    3.945
     """
     cout = check_nonnegative_int(out_channels, "out_channels", minimum=1)
+    m = check_nonnegative_int(depth_multiplier, "depth_multiplier", minimum=1)
     K = math.prod(_ksize(kernel_size, dims))
-    return cout * K / (K + cout)
+    return cout * K / (m * (K + cout))
 
 
 def conv_output_size(
@@ -392,6 +405,6 @@ def compare_conv(
         "ratio": {
             "macs": standard.macs_per_pixel / ds.macs_per_pixel,
             "params": standard.params / ds.params,
-            "formula": ds_ratio(cout, k, dims=dims),
+            "formula": ds_ratio(cout, k, dims=dims, depth_multiplier=m),
         },
     }
