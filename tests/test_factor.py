@@ -585,3 +585,30 @@ def test_2d_fits_by_rank_equals_separate_of_each_rank(shape) -> None:
         assert f.error == pytest.approx(svd_tail_error(K, f.rank), rel=1e-7, abs=1e-14)
         dense_l1 = float(np.abs(K - f.to_dense()).sum())
         assert f.error_bound == pytest.approx(dense_l1, rel=1e-9, abs=1e-13)
+
+
+@pytest.mark.parametrize("shape", [(9, 9, 9), (5, 5, 5, 5)])
+def test_n_d_search_and_chain_share_one_deadline(monkeypatch, shape) -> None:
+    """Past the search budget only the first three candidate ranks get (one full fit each);
+    no further rank is started and the chain of ``fits_by_rank`` is not run again (a random
+    9x9x9 kernel took 12-43 s against a 3 s budget). The answer stays the exact fallback."""
+    from sepconv import factor
+
+    monkeypatch.setattr(factor, "CP_SEARCH_SECONDS", 0.0)  # the deadline has passed at once
+    ranks: list[int] = []
+    step = factor._NDProblem.step
+
+    def counting_step(self, R, *args, **kwargs):
+        ranks.append(R)
+        return step(self, R, *args, **kwargs)
+
+    monkeypatch.setattr(factor._NDProblem, "step", counting_step)
+    K = np.random.default_rng(7).random(shape)
+    f = separate(K)
+    lower = max(
+        np.linalg.matrix_rank(np.moveaxis(K, k, 0).reshape(K.shape[k], -1)) for k in range(K.ndim)
+    )
+    assert ranks == [lower, lower + 1, lower + 2]  # before: these, then the chain 1 .. lower+2
+    assert f.method == "recursive-svd"
+    assert _recomputed_error(f, K) <= exact_tolerance(K.shape)
+    assert any("CP search stopped" in n for n in f.notes)

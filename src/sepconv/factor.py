@@ -615,8 +615,9 @@ def fits_by_rank(kernel: Any, *, precision: Any = None) -> list[Factorization]:
         all-zero kernel). 1-D and 2-D: every rank ``1 .. separate(kernel).rank`` (the SVD
         truncations). N-D: ``separate(kernel, rank=R)`` for ``R = 1, 2, ...`` as one chain
         (each rank started from the previous one, so the errors cannot increase), up to where
-        more terms would cost more than the dense kernel or the search time
-        (``CP_SEARCH_SECONDS``) runs out, then the exact factorization -- so ranks may be
+        more terms would cost more than the dense kernel or the time runs out
+        (``CP_SEARCH_SECONDS`` for ``separate``'s search, as long again for the rows), then
+        the exact factorization -- so ranks may be
         skipped before the last entry. If the chain finds an exact fit below the rank
         ``separate`` found, that fit ends the list.
 
@@ -644,7 +645,9 @@ def fits_by_rank(kernel: Any, *, precision: Any = None) -> list[Factorization]:
         return _svd_truncations(K, spectra, prec)
     # one problem (HOSVD, exact fallback, the chain of fits) for the exact search and the rows
     problem = _NDProblem(K, spectra, prec)
-    return problem.sweep(problem.separate(None, problem.tol, False))
+    exact = problem.separate(None, problem.tol, False)
+    problem.deadline = time.perf_counter() + CP_SEARCH_SECONDS  # as long again for the rows
+    return problem.sweep(exact)
 
 
 def max_useful_rank(shape: Sequence[int]) -> int:
@@ -1114,11 +1117,18 @@ def _cp_jacobian(A: Sequence[np.ndarray], shape: Sequence[int]) -> np.ndarray:
     return np.concatenate(cols, axis=1)
 
 
-def _cp_polish(G: np.ndarray, fit: _CPFit, target: float, max_iter: int = 200) -> _CPFit:
+def _cp_polish(
+    G: np.ndarray,
+    fit: _CPFit,
+    target: float,
+    max_iter: int = 200,
+    deadline: float | None = None,
+) -> _CPFit:
     """Levenberg–Marquardt on all factors at once: quadratic convergence near an exact fit.
 
     ALS converges only linearly (slowly when factors are nearly collinear); a few damped
-    Gauss–Newton steps take a good ALS fit to float rounding.
+    Gauss–Newton steps take a good ALS fit to float rounding. ``deadline`` (a
+    ``time.perf_counter()`` value): no further step after it.
     """
     norm = float(np.linalg.norm(G))
     A = [M.copy() for M in fit.A]
@@ -1152,6 +1162,8 @@ def _cp_polish(G: np.ndarray, fit: _CPFit, target: float, max_iter: int = 200) -
                 break
             mu *= 4
         if not improved or best.error <= target:
+            break
+        if deadline is not None and time.perf_counter() > deadline:
             break
         if stalled:  # linear progress far from an exact fit: a local optimum, stop paying
             slow += 1
@@ -1213,11 +1225,14 @@ def _cp_best(
     n_random: int = 4,
     warm: list[np.ndarray] | None = None,
     deadline: float | None = None,
+    full_first: bool = False,
 ) -> list[_CPFit]:
     """Fits from ``warm`` (if given), a HOSVD-style start and seeded random restarts.
 
     Stops at the first fit that meets ``target`` without being degenerate, or (after at least
-    one fit) once ``time.perf_counter()`` passes ``deadline``.
+    one fit) once ``time.perf_counter()`` passes ``deadline``. ``full_first``: the first fit
+    is not cut short by ``deadline`` (its ALS sweeps and a short polish: a rank that must be
+    tried gets one real attempt even when the time is up).
     """
     rng = np.random.default_rng(20261124 + R)
     starts = [] if warm is None else [[M.copy() for M in warm]]
@@ -1238,24 +1253,31 @@ def _cp_best(
     for A0 in starts:
         if deadline is not None and fits and time.perf_counter() > deadline:
             break
-        fit = _cp_als(G, A0, target, max_iter=KERNEL_ALS_SWEEPS, deadline=deadline)
-        if deadline is not None and time.perf_counter() > deadline:
+        limit = None if full_first and not fits else deadline
+        fit = _cp_als(G, A0, target, max_iter=KERNEL_ALS_SWEEPS, deadline=limit)
+        if limit is not None and time.perf_counter() > limit:
             fits.append(fit)
             break
         if target < fit.error < 0.2 and not fit.degenerate:
             # under a deadline, a short polish: an exact fit converges in a few LM steps
-            fit = _cp_polish(G, fit, target, max_iter=200 if deadline is None else 25)
+            fit = _cp_polish(
+                G, fit, target, max_iter=200 if deadline is None else 25, deadline=limit
+            )
         fits.append(fit)
         if fit.error <= target and not fit.degenerate:
             break
     return fits
 
 
-def _cp_bounded(G: np.ndarray, start: _CPFit) -> _CPFit:
-    """Ridge-regularised ALS: the best fit whose terms do not cancel (a degenerate problem)."""
+def _cp_bounded(G: np.ndarray, start: _CPFit, deadline: float | None = None) -> _CPFit:
+    """Ridge-regularised ALS: the best fit whose terms do not cancel (a degenerate problem).
+
+    ``deadline``: no further ridge once past it and a bounded fit is found."""
     scale = float(np.linalg.norm(G)) ** (2.0 / G.ndim)
     best: _CPFit | None = None
     for exp in range(-6, 1):
+        if best is not None and deadline is not None and time.perf_counter() > deadline:
+            break
         A = [M.copy() for M in start.A]
         fit = _cp_als(G, A, 0.0, ridge=scale * 10.0**exp, max_iter=KERNEL_ALS_SWEEPS)
         fit = _assess(G, fit.A, float(np.linalg.norm(G)))
@@ -1361,7 +1383,12 @@ class _NDProblem:
         self.last = min(self.upper - 1, max(self.useful, self.lower + 2))
         self._chain: list[tuple[_Step, Factorization]] = []
         self._chain_ended = False
-        self._chain_seconds = 0.0
+        #: ``time.perf_counter()`` value after which no new rank or restart is started (None:
+        #: none); set by the caller for the whole call (search and chain together)
+        self.deadline: float | None = None
+
+    def late(self) -> bool:
+        return self.deadline is not None and time.perf_counter() > self.deadline
 
     def expand(self, fit: _CPFit) -> list[Term]:
         full = [U @ M for U, M in zip(self.bases, fit.A, strict=True)]
@@ -1414,18 +1441,22 @@ class _NDProblem:
         n_random: int,
         search: bool = False,
         deadline: float | None = None,
+        full_first: bool = False,
     ) -> _Step:
         """The rank-``R`` fit: meets ``target``, or the best (bounded if degenerate) found.
 
         ``search``: only whether rank ``R`` meets the target matters (no bounded refit of a
-        degenerate problem); ``deadline``: no further restarts after it."""
+        degenerate problem); ``deadline``: no further restarts (or ridges) after it;
+        ``full_first``: the first start is fitted in full even past ``deadline``."""
         G = self.core
         warm = None
         if prev is not None:
             resid = G - _cp_dense(prev.A, G.shape)
             new = _rank_one_fit(resid)
             warm = [np.hstack([M, c]) for M, c in zip(prev.A, new, strict=True)]
-        fits = _cp_best(G, R, target, n_random=n_random, warm=warm, deadline=deadline)
+        fits = _cp_best(
+            G, R, target, n_random=n_random, warm=warm, deadline=deadline, full_first=full_first
+        )
         good = [f for f in fits if not f.degenerate]
         best = min(good or fits, key=lambda f: f.error)
         if best.error <= target and not best.degenerate:
@@ -1435,7 +1466,7 @@ class _NDProblem:
         greedy = None if warm is None else _assess(G, warm, self.norm)
         if any(f.degenerate for f in fits):
             worst = min((f for f in fits if f.degenerate), key=lambda f: f.error)
-            bounded = _cp_bounded(G, worst)
+            bounded = _cp_bounded(G, worst, deadline)
             if good and min(good, key=lambda f: f.error).error < bounded.error:
                 bounded = min(good, key=lambda f: f.error)
             if greedy is not None and greedy.error < bounded.error:
@@ -1458,10 +1489,15 @@ class _NDProblem:
         ``fits_by_rank`` (each rank also started from the previous one) can meet it with fewer
         terms (the 7x7x7 ball: 5 against 6), so the search then also runs the chain below the
         rank it found, and returns the first of its fits within ``target``. The rank returned
-        is then never larger than that of the first row of ``fits_by_rank`` within ``target``.
+        is then never larger than that of the first row of ``fits_by_rank`` within ``target``
+        -- when time allows: search and chain share one deadline, ``CP_SEARCH_SECONDS`` from
+        the start (ranks up to ``lower + 2`` get one full fit each even past it), and the chain
+        is skipped when the search ran out of time.
         """
-        found = self._search(rank, target, approximate)
-        if rank is not None:
+        if self.deadline is None:
+            self.deadline = time.perf_counter() + CP_SEARCH_SECONDS
+        found, timed_out = self._search(rank, target, approximate)
+        if rank is not None or timed_out or self.late():
             return found
         lowest = 1 if approximate else self.lower  # no exact fit has fewer terms
         if found.rank > lowest:
@@ -1470,7 +1506,10 @@ class _NDProblem:
                     return f
         return found
 
-    def _search(self, rank: int | None, target: float, approximate: bool) -> Factorization:
+    def _search(
+        self, rank: int | None, target: float, approximate: bool
+    ) -> tuple[Factorization, bool]:
+        """The search, and whether it stopped for lack of time."""
         upper, lower = self.upper, self.lower
         if rank is None:
             first = 1 if approximate else lower
@@ -1481,25 +1520,31 @@ class _NDProblem:
         else:
             first, cap = 1, min(rank, upper)
             last = min(cap, upper - 1)
-        start = time.perf_counter()
         stopped_at = None
         prev: _CPFit | None = None
         for R in range(first, last + 1):
-            late = R > lower + 2 and time.perf_counter() - start > CP_SEARCH_SECONDS
-            if late and rank is None:
+            late = self.late()
+            # the first ranks are always tried (one full fit, restarts while time is left)
+            must = R <= (first if rank is None else lower) + 2
+            if late and rank is None and not must:
                 stopped_at = R - 1
                 break
-            n_random = 4 if R <= lower + 2 else 1
+            n_random = 4 if must else 1
             if late and R < cap:
                 n_random = 0  # out of search time: intermediate ranks only feed the chain
-            step = self.step(R, prev, target, n_random)
+            # a fixed rank's own fit is not cut short; the search and the ranks leading to a
+            # fixed rank stop restarting at the deadline
+            deadline = None if R == cap and rank is not None else self.deadline
+            step = self.step(
+                R, prev, target, n_random, search=rank is None, deadline=deadline, full_first=must
+            )
             if step.meets:
                 extra = []
                 if rank is not None and R < rank and not approximate:
                     extra.append(f"rank={rank} requested; {R} term(s) already reproduce the kernel")
-                return self.make(step, extra)
+                return self.make(step, extra), False
             if R == cap:  # a fixed rank below the exact rank that does not meet the target
-                return self.make(step)
+                return self.make(step), False
             # a fixed rank is reached by the chain (errors never increase); the search for the
             # smallest exact or tol rank starts every rank afresh, as a chain start adds time
             prev = step.fit if rank is not None else None
@@ -1515,27 +1560,26 @@ class _NDProblem:
             extra.append(
                 f"CP search stopped at rank {last}: more terms cost more than the dense kernel"
             )
-        return self.make_fallback(extra)
+        return self.make_fallback(extra), stopped_at is not None
 
     def chain(self, last: int) -> list[tuple[_Step, Factorization]]:
         """The fits of ranks 1 .. ``last`` as one chain: each rank also started from the previous
         fit plus the best rank-1 fit of its residual, so the errors never increase.
 
-        Ends early at the first exact fit, or once the search time (``CP_SEARCH_SECONDS``, rank
-        ``lower + 2`` on) runs out. Computed once per problem and extended on demand: the exact
-        search, the ``tol`` search and ``fits_by_rank`` share it.
+        Ends early at the first exact fit, or at ``deadline`` (a rank cut short by it is not
+        kept; a later call with a later deadline goes on from there). Computed once per problem
+        and extended on demand: the exact search, the ``tol`` search and ``fits_by_rank``
+        share it.
         """
         rows = self._chain
-        while len(rows) < last and not self._chain_ended:
+        while len(rows) < last and not self._chain_ended and not self.late():
             R = len(rows) + 1
-            if R > self.lower + 2 and self._chain_seconds > CP_SEARCH_SECONDS:
-                self._chain_ended = True
-                break
-            start = time.perf_counter()
             prev = rows[-1][0].fit if rows else None
-            step = self.step(R, prev, self.tol, 4 if R <= self.lower + 2 else 1)
+            n_random = 4 if R <= self.lower + 2 else 1
+            step = self.step(R, prev, self.tol, n_random, deadline=self.deadline)
+            if self.late() and not step.meets:
+                break  # possibly cut short: not a row (nor a start for the next rank)
             rows.append((step, self.make(step)))
-            self._chain_seconds += time.perf_counter() - start
             if step.meets:
                 self._chain_ended = True
         return rows[:last]
