@@ -612,3 +612,49 @@ def test_n_d_search_and_chain_share_one_deadline(monkeypatch, shape) -> None:
     assert f.method == "recursive-svd"
     assert _recomputed_error(f, K) <= exact_tolerance(K.shape)
     assert any("CP search stopped" in n for n in f.notes)
+
+
+@pytest.mark.parametrize("ratio", [1.2, 1.6])
+def test_3d_difference_of_gaussians_is_exactly_two_nearly_parallel_terms(ratio) -> None:
+    """G(1) - G(ratio) is two separable terms whose triple cosine is about -0.85 and whose
+    cancellation is about 2.4: an exact fit, not a degenerate one (it was rank 3, and the
+    exact rank-2 fit ALS found, 1e-15, was discarded for a 0.145 % bounded fit)."""
+    K = kernels.difference_of_gaussians(1.0, ratio=ratio, ndim=3)
+    # the closed form: the two Gaussians as products of their 1-D kernels
+    r = (K.shape[0] - 1) // 2
+    g1 = kernels.gaussian1d(1.0, radius=r)
+    g2 = kernels.gaussian1d(ratio, radius=r)
+    ref = np.einsum("i,j,k->ijk", g1, g1, g1) - np.einsum("i,j,k->ijk", g2, g2, g2)
+    np.testing.assert_allclose(K, ref, rtol=0, atol=1e-15)
+    for f in (separate(K), separate(K, rank=2)):
+        assert f.rank == 2
+        assert not f.degenerate
+        assert f.method == "cp-als"
+        assert _recomputed_error(f, K) < 1e-13
+    assert separable_rank(K) == 2
+
+
+def _w_tensor() -> np.ndarray:
+    a, b = np.array([1.0, 0.0]), np.array([0.0, 1.0])
+    o = lambda x, y, z: np.einsum("i,j,k->ijk", x, y, z)  # noqa: E731
+    return o(a, a, b) + o(a, b, a) + o(b, a, a)
+
+
+@pytest.mark.parametrize(
+    "K",
+    [
+        _w_tensor(),  # rank 3, border rank 2
+        np.stack([np.eye(2), np.array([[0.0, -1.0], [1.0, 0.0]])], axis=2),  # rotation: rank 3
+        kernels.laplacian_of_gaussian(1.0, ndim=3),  # rank 3, border rank 2
+    ],
+    ids=["W", "rotation", "log3d"],
+)
+def test_rank_two_fits_of_rank_three_tensors_stay_degenerate_or_bounded(K) -> None:
+    f = separate(K, rank=2)
+    assert f.rank == 2
+    assert f.degenerate  # flagged, and the bounded fit returned
+    assert _recomputed_error(f, K) > 0.01  # no exact rank-2 fit exists
+    assert f.cancellation < 10  # bounded terms
+    exact = separate(K)
+    assert exact.rank == 3
+    assert _recomputed_error(exact, K) <= exact_tolerance(K.shape)

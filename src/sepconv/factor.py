@@ -986,10 +986,21 @@ class _CPFit:
     error: float
     cancellation: float
     congruence: float  # most negative triple-cosine product between two terms (>= -1)
+    exact: float = 0.0  # an error at most this is an exact fit (the kernel's exact tolerance)
 
     @property
     def degenerate(self) -> bool:
-        """Harshman's diagnostic: two terms nearly parallel with opposite signs, cancelling."""
+        """Harshman's diagnostic: two terms nearly parallel with opposite signs, cancelling.
+
+        Not for an exact fit (error at most ``exact``) with moderate cancellation (at most
+        ``EXACT_FIT_CANCELLATION``): two nearly parallel terms can be the exact answer (the
+        3-D difference of Gaussians, triple cosine -0.85 and cancellation 2.4, is exactly 2
+        terms), while a degenerate problem only approaches an exact fit as the cancellation
+        diverges. (Approximate fits within a ``tol`` keep the diagnostic: a degenerate rank
+        creeping to ``tol`` is not the chain's fit of that rank.)
+        """
+        if self.error <= self.exact and self.cancellation <= EXACT_FIT_CANCELLATION:
+            return False
         return (
             self.congruence <= -DEGENERACY_CONGRUENCE and self.cancellation > DEGENERACY_THRESHOLD
         )
@@ -997,6 +1008,9 @@ class _CPFit:
 
 #: Triple-cosine product below minus this marks two CP terms as cancelling (degenerate fit).
 DEGENERACY_CONGRUENCE = 0.85
+#: Largest cancellation ratio at which a fit that meets its target is accepted although its
+#: terms are nearly opposite: its terms' rounding costs at most this many units of rounding.
+EXACT_FIT_CANCELLATION = 10.0
 #: ALS sweeps per fit of a kernel's core (Levenberg–Marquardt polish then takes a good fit to
 #: float rounding). What the search has always run: the stall test of ``_cp_als`` used to
 #: compare sweep 50 with an infinite "previous error", which stopped every fit there.
@@ -1017,13 +1031,13 @@ def _congruence(A: Sequence[np.ndarray]) -> float:
     return float(C.min())
 
 
-def _assess(G: np.ndarray, A: list[np.ndarray], norm: float) -> _CPFit:
+def _assess(G: np.ndarray, A: list[np.ndarray], norm: float, exact: float = 0.0) -> _CPFit:
     dense = _cp_dense(A, G.shape)
     err = float(np.linalg.norm(G - dense)) / norm
     term_norms = np.prod([np.linalg.norm(M, axis=0) for M in A], axis=0)
     total = float(np.linalg.norm(dense))
     canc = float(term_norms.sum() / total) if total > 0 else math.inf
-    return _CPFit(A, err, canc, _congruence(A))
+    return _CPFit(A, err, canc, _congruence(A), exact)
 
 
 class _MTTKRP:
@@ -1056,6 +1070,7 @@ def _cp_als(
     ridge: float = 0.0,
     max_iter: int = 2000,
     deadline: float | None = None,
+    exact: float = 0.0,
 ) -> _CPFit:
     """Alternating least squares for a CP fit of ``G`` from the factors ``A``; relative errors.
 
@@ -1064,13 +1079,14 @@ def _cp_als(
     without a ridge -- when the fit runs into a degeneracy (terms cancelling), which more
     iterations only make worse. ``A`` (one ``(n_k, rank)`` matrix per mode) is overwritten.
     ``deadline`` (a ``time.perf_counter()`` value): stop at the next assessment after it.
+    ``exact``: errors at most this are exact fits (see ``_CPFit.degenerate``).
     """
     d = G.ndim
     norm = float(np.linalg.norm(G))
     mttkrp = [_MTTKRP(G, k) for k in range(d)]
     R = A[0].shape[1]
     prev = math.inf
-    fit = _assess(G, A, norm)
+    fit = _assess(G, A, norm, exact)
     for it in range(1, max_iter + 1):
         for k in range(d):
             others = [A[j] for j in range(d) if j != k]
@@ -1082,7 +1098,7 @@ def _cp_als(
             A[k] = np.linalg.lstsq(V, rhs.T, rcond=None)[0].T
         late = deadline is not None and time.perf_counter() > deadline
         if it % 10 == 0 or it == max_iter or late:
-            fit = _assess(G, A, norm)
+            fit = _assess(G, A, norm, exact)
             if fit.error <= target or late:
                 break
             if ridge == 0.0 and it >= 100 and fit.degenerate:
@@ -1123,6 +1139,7 @@ def _cp_polish(
     target: float,
     max_iter: int = 200,
     deadline: float | None = None,
+    exact: float = 0.0,
 ) -> _CPFit:
     """Levenberg–Marquardt on all factors at once: quadratic convergence near an exact fit.
 
@@ -1133,7 +1150,7 @@ def _cp_polish(
     norm = float(np.linalg.norm(G))
     A = [M.copy() for M in fit.A]
     shapes = [M.shape for M in A]
-    best = fit
+    best = replace(fit, exact=exact)
     mu = 1e-3 * max(float(np.linalg.norm(M)) for M in A) ** 2
     slow = 0
     stalled = False
@@ -1154,7 +1171,7 @@ def _cp_polish(
                 n = shp[0] * shp[1]
                 trial.append(M + step[pos : pos + n].reshape(shp))
                 pos += n
-            cand = _assess(G, trial, norm)
+            cand = _assess(G, trial, norm, exact)
             if cand.error < best.error:
                 stalled = cand.error > 1e-6 and best.error - cand.error < 1e-3 * best.error
                 A, best, improved = trial, cand, True
@@ -1226,6 +1243,7 @@ def _cp_best(
     warm: list[np.ndarray] | None = None,
     deadline: float | None = None,
     full_first: bool = False,
+    exact: float = 0.0,
 ) -> list[_CPFit]:
     """Fits from ``warm`` (if given), a HOSVD-style start and seeded random restarts.
 
@@ -1236,9 +1254,9 @@ def _cp_best(
     """
     rng = np.random.default_rng(20261124 + R)
     starts = [] if warm is None else [[M.copy() for M in warm]]
-    exact = _jennrich(G, R, rng)
-    if exact is not None:
-        starts.insert(0, exact)
+    closed = _jennrich(G, R, rng)
+    if closed is not None:
+        starts.insert(0, closed)
     eye_start = []
     for n in G.shape:
         M = np.zeros((n, R))
@@ -1254,14 +1272,19 @@ def _cp_best(
         if deadline is not None and fits and time.perf_counter() > deadline:
             break
         limit = None if full_first and not fits else deadline
-        fit = _cp_als(G, A0, target, max_iter=KERNEL_ALS_SWEEPS, deadline=limit)
+        fit = _cp_als(G, A0, target, max_iter=KERNEL_ALS_SWEEPS, deadline=limit, exact=exact)
         if limit is not None and time.perf_counter() > limit:
             fits.append(fit)
             break
         if target < fit.error < 0.2 and not fit.degenerate:
             # under a deadline, a short polish: an exact fit converges in a few LM steps
             fit = _cp_polish(
-                G, fit, target, max_iter=200 if deadline is None else 25, deadline=limit
+                G,
+                fit,
+                target,
+                max_iter=200 if deadline is None else 25,
+                deadline=limit,
+                exact=exact,
             )
         fits.append(fit)
         if fit.error <= target and not fit.degenerate:
@@ -1412,7 +1435,7 @@ class _NDProblem:
             # itself is refined toward float64 where the kernel allows it (an integer-valued
             # float32 kernel of exact CP rank 2, fitted to 1.6e-7, moved a float32 result of
             # uint16 data computed in float64 by 1.7e-3; polished, it is exact)
-            polished = _cp_polish(self.core, fit, fine, max_iter=POLISH_ITERATIONS)
+            polished = _cp_polish(self.core, fit, fine, max_iter=POLISH_ITERATIONS, exact=fine)
             if polished.error < fit.error and not polished.degenerate:
                 fit = polished
         return _make(
@@ -1455,7 +1478,14 @@ class _NDProblem:
             new = _rank_one_fit(resid)
             warm = [np.hstack([M, c]) for M, c in zip(prev.A, new, strict=True)]
         fits = _cp_best(
-            G, R, target, n_random=n_random, warm=warm, deadline=deadline, full_first=full_first
+            G,
+            R,
+            target,
+            n_random=n_random,
+            warm=warm,
+            deadline=deadline,
+            full_first=full_first,
+            exact=self.tol,
         )
         good = [f for f in fits if not f.degenerate]
         best = min(good or fits, key=lambda f: f.error)
@@ -1463,7 +1493,7 @@ class _NDProblem:
             return _Step(best, True, False, None)
         if search:
             return _Step(best, False, best.degenerate, None)
-        greedy = None if warm is None else _assess(G, warm, self.norm)
+        greedy = None if warm is None else _assess(G, warm, self.norm, self.tol)
         if any(f.degenerate for f in fits):
             worst = min((f for f in fits if f.degenerate), key=lambda f: f.error)
             bounded = _cp_bounded(G, worst, deadline)
