@@ -225,3 +225,20 @@ def test_make_plan_still_takes_empty_data_and_numpy_integers() -> None:
     assert sepconv.make_plan(K, (0, 64)).method in plan.METHODS
     a = sepconv.make_plan(K, (np.int64(1024), np.int32(1024)), size=np.int64(1 << 20))
     assert a.method == sepconv.make_plan(K, (1024, 1024)).method == "separable"
+
+
+def test_2d_plan_reason_says_one_svd_not_a_planning_budget() -> None:
+    """2-D ranks are decided exactly by one SVD: the reason no longer speaks of a budget."""
+    R = np.random.default_rng(0).random((15, 15))
+    p = sepconv.make_plan(R, (256, 256), tol=1e-3)
+    assert np.linalg.matrix_rank(R) == 15  # full rank: no cheap low-rank form exists
+    assert "one SVD" in p.reason and "planning budget" not in p.reason, p.reason
+    assert "within tol=0.001" in p.reason
+
+
+def test_separable_error_suggests_tol_only_when_none_was_given() -> None:
+    R = np.random.default_rng(1).random((9, 9))
+    with pytest.raises(ValueError, match=r"rank 9 to float rounding; .*, or pass tol$"):
+        sepconv.make_plan(R, (64, 64), method="separable")
+    with pytest.raises(ValueError, match=r"within tol=0.01; use method='lowrank' or 'auto'$"):
+        sepconv.make_plan(R, (64, 64), method="separable", tol=0.01)

@@ -268,16 +268,35 @@ def _balanced(
     kernel given to ``correlate``: ``[1, 2, 1]``) otherwise multiply the data by up to
     ``2**28`` before the weight brings it back: ``1.3e30`` in float32 read as ``inf``.
     """
-    out = []
-    for a, w, o in passes:
+    shifts = []
+    for _, w, _ in passes:
         l1 = float(np.abs(w).sum())
+        e = 0
         if balance and l1 > 0 and math.isfinite(l1):
             e = math.ceil(math.log2(l1))
             e -= 1 if math.ldexp(1.0, e - 1) >= l1 else 0  # log2 rounding at powers of two
             e += 1 if math.ldexp(1.0, e) < l1 else 0
-            if e:
-                w = np.ldexp(w, -e)
-                weight = math.ldexp(weight, e)
+        shifts.append(e)
+    # The weight takes the sum of the shifts at once, and only as much of it as keeps it a
+    # finite normal number (a 1.7e308 weight cannot take the 2**4 of two [1, 1, 1] passes,
+    # though the filter's result is finite); the passes keep the rest of their scale, which
+    # they had as given.
+    total = sum(shifts)
+    wexp = math.frexp(weight)[1] if weight != 0 and math.isfinite(weight) else 0
+    hi, lo = 1024 - wexp, -1021 - wexp
+    applied = min(total, hi) if total > 0 else max(total, min(lo, 0))
+    excess = total - applied
+    while excess:  # undo the unapplied part of the shifts that point its way, one at a time
+        step = 1 if excess > 0 else -1
+        for i, e in enumerate(shifts):
+            if excess and e * step > 0:
+                shifts[i] -= step
+                excess -= step
+    weight = math.ldexp(weight, applied)
+    out = []
+    for (a, w, o), e in zip(passes, shifts, strict=True):
+        if e:
+            w = np.ldexp(w, -e)
         if not _identity(w, o, drop_deltas):
             out.append((a, w, o))
     return weight, tuple(out)

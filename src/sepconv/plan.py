@@ -605,24 +605,35 @@ def _make_plan(K, given, data, mpix, method, tol, prec, device) -> Plan:
     fft = float(cost.kernel_macs(shape, "fft", data_shape=data))
     if method == "direct":
         return Plan("direct", None, direct, "requested", est("direct", direct, 1))
+    # the kernel's spectrum reaches sum|K|: where that overflows float64 (a kernel near
+    # 1.7e308), its FFT is inf and the filter NaN, though the result may be finite
+    with np.errstate(over="ignore"):
+        fft_ok = bool(np.isfinite(np.abs(K).sum()))
     if method == "fft":
+        if not fft_ok:
+            raise ValueError(
+                f"method='fft' cannot run this {shape} kernel: the sum of its magnitudes "
+                f"overflows float64 (max |kernel| = {float(np.abs(K).max()):.4g}), so its "
+                "Fourier transform is inf; use method='direct', 'separable', 'lowrank' or "
+                "'auto'"
+            )
         return Plan("fft", None, fft, "requested", est("fft", fft, 1))
     if method in ("separable", "lowrank"):
         f = given if given is not None else _factorize(K, tol, prec)
         if method == "separable" and f.rank > 1:
-            allowed = "within tol" if tol is not None else "to float rounding"
+            allowed = f"within tol={tol!r}" if tol is not None else "to float rounding"
+            hint = "" if tol is not None else ", or pass tol"
             raise ValueError(
                 f"method='separable' needs a separable kernel, but this {shape} kernel has "
-                f"separable rank {f.rank} {allowed}; use method='lowrank' or 'auto', or pass tol"
+                f"separable rank {f.rank} {allowed}; use method='lowrank' or 'auto'{hint}"
             )
         t = est(method, f.macs, f.rank * stages)
         return Plan(method, f, float(f.macs), "requested", t)
 
     # auto: the fastest of the exact candidates (or of those within tol)
-    candidates = [
-        ("direct", direct, est("direct", direct, 1)),
-        ("fft", fft, est("fft", fft, 1)),
-    ]
+    candidates = [("direct", direct, est("direct", direct, 1))]
+    if fft_ok:
+        candidates.append(("fft", fft, est("fft", fft, 1)))
     best_other = min(c[2] for c in candidates)
     if given is not None:
         f = given
@@ -651,10 +662,17 @@ def _make_plan(K, given, data, mpix, method, tol, prec, device) -> Plan:
         found = _factorize_within(K, tol, prec, useful, budget)
         if found is None:
             name, macs, t = min(candidates, key=lambda c: c[2])
-            why = (
-                f"no separable form of at most {useful} terms (the most that beat {name}) found "
-                f"within the planning budget of {budget * 1e3:.0f} ms"
-            )
+            if K.ndim <= 2:  # decided exactly by one SVD: no search, no budget
+                within = f"within tol={tol!r}" if tol is not None else "to float rounding"
+                why = (
+                    f"more than {useful} separable terms needed {within} (the most that beat "
+                    f"{name}; decided exactly by one SVD)"
+                )
+            else:
+                why = (
+                    f"no separable form of at most {useful} terms (the most that beat {name}) "
+                    f"found within the planning budget of {budget * 1e3:.0f} ms"
+                )
             return Plan(name, None, macs, why, t)
         f = found
     if f.rank >= 1 and (f.exact or tol is not None or given is not None):
