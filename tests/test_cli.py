@@ -294,6 +294,19 @@ def test_cost_conv_json_dims_3():
     assert d["ratio"]["macs"] == pytest.approx(32 * 27 / (27 + 32), rel=1e-12)
 
 
+def test_cost_conv_depth_multiplier_closed_form_in_json_and_text():
+    """The MAC ratio of 32 -> 64, 3x3, depth multiplier 2 is C_out K / (m (K + C_out)), in
+    the JSON and in the text line."""
+    args = ("cost", "conv", "--cin", "32", "--cout", "64", "--kernel", "3")
+    d = run_json(*args, "--depth-multiplier", "2", "--json")
+    want = 64 * 9 / (2 * (9 + 64))
+    assert d["ratio"]["formula"] == pytest.approx(want, rel=1e-12)
+    assert d["ratio"]["macs"] == pytest.approx(want, rel=1e-12)  # equal for a 1x1 pixel
+    result = runner.invoke(app, [*args, "--depth-multiplier", "2"])
+    assert result.exit_code == 0
+    assert f"C_out*K/(m*(K+C_out)) = {want:.2f}" in result.output
+
+
 def test_cost_conv_json_non_square_kernel():
     d = run_json("cost", "conv", "--cin", "8", "--cout", "24", "--kernel", "3,5", "--json")
     assert d["kernel_size"] == [3, 5]

@@ -537,7 +537,11 @@ def cost_conv(
     r = d["ratio"]
     console.print(
         f"ratio standard / depthwise-separable: MACs {r['macs']:.2f}x, params {r['params']:.2f}x"
-        + (f"  (closed form C_out*K/(K+C_out) = {r['formula']:.2f})" if m == 1 else "")
+        + (
+            f"  (closed form C_out*K/(K+C_out) = {r['formula']:.2f})"
+            if m == 1
+            else f"  (closed form C_out*K/(m*(K+C_out)) = {r['formula']:.2f})"
+        )
     )
 
 
