@@ -658,3 +658,46 @@ def test_rank_two_fits_of_rank_three_tensors_stay_degenerate_or_bounded(K) -> No
     exact = separate(K)
     assert exact.rank == 3
     assert _recomputed_error(exact, K) <= exact_tolerance(K.shape)
+
+
+def _float16_kernel_with_a_half_percent_rank_two_part() -> np.ndarray:
+    g = kernels.gaussian1d(2.0)
+    n = g.size
+    step = np.outer(np.sign(np.arange(n) - n // 2), np.ones(n)) / np.sqrt(n)
+    K = np.outer(g, g) + 0.006 * np.outer(g, g).max() * step
+    return K.astype(np.float16)
+
+
+def test_float16_kernel_keeps_a_component_far_above_its_rounding() -> None:
+    """Rounding to float16 moves a kernel by at most eps/2 relative (here 2.2e-4); a 0.5 %
+    rank-2 part is no rounding. At 8 eps (7.8e-3) it was called exact and the ``auto``
+    filter dropped it: 1000x less accurate than ``direct``."""
+    import sepconv
+
+    K16 = _float16_kernel_with_a_half_percent_rank_two_part()
+    K = K16.astype(np.float64)
+    rank1 = svd_tail_error(K, 1)
+    assert 3e-3 < rank1 < 1e-2  # the genuine component
+    eps16 = float(np.finfo(np.float16).eps)
+    assert exact_tolerance(K.shape, np.float16) == 2 * eps16 < rank1
+    f = separate(K16)
+    assert f.rank == 2 and f.exact
+    assert _recomputed_error(f, K) <= 2 * eps16
+    x = np.random.default_rng(0).random((256, 256)).astype(np.float32)
+    ref = ndimage.correlate(x.astype(np.float64), K)
+    y = sepconv.correlate(x, K16)
+    # within the kernel's own float16 rounding (3.6e-5; direct: 1.2e-6), not 1.3e-3 as before
+    assert np.abs(y - ref).max() <= 2e-4 * np.abs(ref).max()
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_rounding_of_an_exact_rank_two_kernel_is_still_rank_two_at_its_precision(seed, dtype):
+    """2 eps leaves room for a kernel made in float64 and rounded to its dtype (at most eps/2
+    relative per entry, so in the Frobenius norm)."""
+    rng = np.random.default_rng(seed)
+    K = sum(np.outer(rng.random(9), rng.random(9)) for _ in range(2))
+    Kr = K.astype(dtype)
+    assert separable_rank(Kr) == 2
+    assert separable_rank(Kr.astype(np.float64)) > 2  # the rounding is not rank 2 in float64
+    assert separable_rank(random_cp(rng, (5, 6, 7), 2).astype(dtype)) == 2
