@@ -701,3 +701,19 @@ def test_rounding_of_an_exact_rank_two_kernel_is_still_rank_two_at_its_precision
     assert separable_rank(Kr) == 2
     assert separable_rank(Kr.astype(np.float64)) > 2  # the rounding is not rank 2 in float64
     assert separable_rank(random_cp(rng, (5, 6, 7), 2).astype(dtype)) == 2
+
+
+def test_a_pathlib_path_is_a_kernel_file_like_its_str(tmp_path) -> None:
+    from sepconv.factor import fits_by_rank
+
+    g = kernels.gaussian1d(1.5)
+    s = np.sign(np.arange(g.size) - g.size // 2)
+    K = (np.outer(g, g) + 0.1 * np.outer(s, s)).astype(np.float32)
+    path = tmp_path / "k.npy"
+    np.save(path, K)
+    f = separate(path)
+    assert f.precision == "float32"  # read from the file, as for the str path
+    assert f.rank == separate(str(path)).rank == 2
+    assert _recomputed_error(f, K.astype(np.float64)) <= exact_tolerance(K.shape, np.float32)
+    assert separable_rank(path) == 2
+    assert [r.rank for r in fits_by_rank(path)] == [1, 2]

@@ -386,9 +386,10 @@ def separate(
 
     Parameters
     ----------
-    kernel : array_like or str
+    kernel : array_like, str or os.PathLike
         Real, finite kernel of any dimension >= 1, or a kernel spec understood by
-        :func:`sepconv.kernels.from_spec` (``"gaussian:sigma=2"``).
+        :func:`sepconv.kernels.from_spec` (``"gaussian:sigma=2"``, or the path of a ``.npy``
+        or ``.csv`` file, also as a ``pathlib.Path``).
     rank : int, optional
         Maximum number of terms. 2-D: the best rank-``rank`` approximation (Eckart–Young).
         N-D: a CP fit of that rank, flagged ``degenerate`` if no best fit exists. Never more
@@ -455,7 +456,7 @@ def separate(
     1
     """
     prec = kernel_precision(kernel, precision)  # checks an explicit precision first
-    if isinstance(kernel, str):
+    if isinstance(kernel, (str, os.PathLike)):  # a spec, or a path to a kernel file
         from .kernels import from_spec
 
         kernel = from_spec(kernel)
@@ -547,8 +548,8 @@ def separable_rank(kernel: Any, *, tol: float | None = None, precision: Any = No
 
     Parameters
     ----------
-    kernel : array_like or str
-        Real, finite kernel (or kernel spec).
+    kernel : array_like, str or os.PathLike
+        Real, finite kernel (or kernel spec, or the path of a kernel file).
     tol : float, optional
         Relative Frobenius error allowed; default: exact to the rounding of ``precision``.
     precision : dtype or str, optional
@@ -605,8 +606,8 @@ def fits_by_rank(kernel: Any, *, precision: Any = None) -> list[Factorization]:
 
     Parameters
     ----------
-    kernel : array_like or str
-        Real, finite kernel (or kernel spec).
+    kernel : array_like, str or os.PathLike
+        Real, finite kernel (or kernel spec, or the path of a kernel file).
     precision : dtype or str, optional
         As for :func:`separate` (default: that of the kernel as given).
 
@@ -630,7 +631,7 @@ def fits_by_rank(kernel: Any, *, precision: Any = None) -> list[Factorization]:
     [(1, False), (2, True)]
     """
     prec = kernel_precision(kernel, precision)
-    if isinstance(kernel, str):
+    if isinstance(kernel, (str, os.PathLike)):
         from .kernels import from_spec
 
         kernel = from_spec(kernel)
