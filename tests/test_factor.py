@@ -717,3 +717,19 @@ def test_a_pathlib_path_is_a_kernel_file_like_its_str(tmp_path) -> None:
     assert _recomputed_error(f, K.astype(np.float64)) <= exact_tolerance(K.shape, np.float32)
     assert separable_rank(path) == 2
     assert [r.rank for r in fits_by_rank(path)] == [1, 2]
+
+
+@pytest.mark.parametrize("tol", [0.1, 0.3])
+def test_n_d_tol_search_that_runs_out_of_time_falls_back_within_tol(monkeypatch, tol) -> None:
+    """The fallback of a tol search is a decomposition within tol, not the exact one (a random
+    9x9x9 kernel within 0.1: 81 terms at error 1e-15 before, where 66 are within 0.1)."""
+    from sepconv import factor
+
+    monkeypatch.setattr(factor, "CP_SEARCH_SECONDS", 0.0)
+    K = np.random.default_rng(0).random((9, 9, 9))
+    f = separate(K, tol=tol)
+    err = _recomputed_error(f, K)
+    assert err <= tol
+    assert f.rank < 81  # the exact decomposition's terms (every mode has rank 9)
+    assert err > 1e-3  # a tol fit, not the exact one
+    assert f.error == pytest.approx(err, rel=1e-6)
