@@ -733,3 +733,27 @@ def test_n_d_tol_search_that_runs_out_of_time_falls_back_within_tol(monkeypatch,
     assert f.rank < 81  # the exact decomposition's terms (every mode has rank 9)
     assert err > 1e-3  # a tol fit, not the exact one
     assert f.error == pytest.approx(err, rel=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(3, 4, 5), (6, 7)])
+def test_kernel_near_the_float64_maximum_gets_finite_weights(shape) -> None:
+    """Unit-norm factors put ``prod(norms) > max|K|`` into a weight: at max|K| = 1.6e308 it
+    was inf (error inf, to_dense non-finite). The factors take the excess, exactly."""
+    rng = np.random.default_rng(3)
+    K = sum(math.prod(np.ix_(*(rng.standard_normal(n) for n in shape))) for _ in range(2)) * 1e307
+    K = K * (1.6e308 / np.abs(K).max())
+    assert np.all(np.isfinite(K))
+    f = separate(K)
+    assert f.rank == 2
+    assert np.all(np.isfinite(f.weights))
+    assert np.all(np.isfinite(f.to_dense()))
+    # the error recomputed with numpy at a power-of-two scale (exact), so nothing overflows
+    dense = sum(
+        float(np.ldexp(w, -1024)) * math.prod(np.ix_(*fs))
+        for w, fs in zip(f.weights, f.factors, strict=True)
+    )
+    ref = np.ldexp(K, -1024)
+    err = float(np.linalg.norm(ref - dense) / np.linalg.norm(ref))
+    assert err <= exact_tolerance(shape)
+    assert f.error == pytest.approx(err, rel=1e-6, abs=1e-15)
+    assert f.exact

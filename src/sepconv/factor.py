@@ -717,18 +717,42 @@ def _scaled(K: np.ndarray) -> tuple[np.ndarray, int]:
 
 def _rescaled(f: Factorization, e: int, K: np.ndarray) -> Factorization:
     """A factorization of ``K * 2**-e`` as one of ``K``: the weights and spectra times
-    ``2**e``, the kernel ``K`` itself."""
-    sv = None if f.singular_values is None else np.ldexp(f.singular_values, e)
+    ``2**e``, the kernel ``K`` itself.
+
+    A weight that would overflow (unit-norm factors of a kernel near the float64 maximum: the
+    weight is the product of the norms, up to ``sqrt(size)`` times ``max|K|``) is moved into
+    its factors by powers of two (exact) until each factor's largest magnitude is in [1, 2),
+    so the weight is at most the term's largest value (the factors' sign convention kept).
+    """
+    with np.errstate(over="ignore"):  # singular values beyond the float64 range are inf
+        sv = None if f.singular_values is None else np.ldexp(f.singular_values, e)
+        spectra = tuple(np.ldexp(s, e) for s in f.mode_spectra)
+        weights = np.ldexp(f.weights, e)
+    factors = f.factors
+    if not np.all(np.isfinite(weights)):
+        weights = weights.copy()
+        new_factors = []
+        for r, term in enumerate(factors):
+            if math.isfinite(weights[r]):
+                new_factors.append(term)
+                continue
+            shifts = [1 - math.frexp(float(np.abs(v).max()))[1] if np.any(v) else 0 for v in term]
+            new_factors.append(tuple(np.ldexp(v, k) for v, k in zip(term, shifts, strict=True)))
+            weights[r] = np.ldexp(f.weights[r], e - sum(shifts))
+        factors = tuple(new_factors)
     out = replace(
         f,
-        weights=np.ldexp(f.weights, e),
+        weights=weights,
+        factors=factors,
         kernel=K.copy(),
         singular_values=sv,
-        mode_spectra=tuple(np.ldexp(s, e) for s in f.mode_spectra),
+        mode_spectra=spectra,
     )
     cached = f.__dict__.get("_cached_errors")
     if cached is not None:  # the same numbers at the scale of K: scaling by 2**e is exact
-        object.__setattr__(out, "_cached_errors", (cached[0], math.ldexp(cached[1], e)))
+        with np.errstate(over="ignore"):  # an L1 bound beyond the float64 range is inf
+            bound = float(np.ldexp(cached[1], e))
+        object.__setattr__(out, "_cached_errors", (cached[0], bound))
     return out
 
 
@@ -742,7 +766,8 @@ def _errors_of(K: np.ndarray, dense: np.ndarray) -> tuple[float, float]:
     diff = kernel - np.ldexp(dense, -e)
     norm = _norm(kernel)
     rel = _norm(diff) / norm if norm > 0 else 0.0
-    return (rel, math.ldexp(float(np.abs(diff).sum()), e))
+    with np.errstate(over="ignore"):  # an L1 bound beyond the float64 range is inf
+        return (rel, float(np.ldexp(float(np.abs(diff).sum()), e)))
 
 
 def _norm(a: np.ndarray) -> float:
