@@ -1272,13 +1272,16 @@ def _cp_best(
     deadline: float | None = None,
     full_first: bool = False,
     exact: float = 0.0,
+    polish: int | None = None,
 ) -> list[_CPFit]:
     """Fits from ``warm`` (if given), a HOSVD-style start and seeded random restarts.
 
     Stops at the first fit that meets ``target`` without being degenerate, or (after at least
     one fit) once ``time.perf_counter()`` passes ``deadline``. ``full_first``: the first fit
     is not cut short by ``deadline`` (its ALS sweeps and a short polish: a rank that must be
-    tried gets one real attempt even when the time is up).
+    tried gets one real attempt even when the time is up). ``polish``: Levenberg–Marquardt
+    steps for a fit close to the target (default 200, 25 under a deadline; they stop at the
+    deadline but for ``full_first``'s fit).
     """
     rng = np.random.default_rng(20261124 + R)
     starts = [] if warm is None else [[M.copy() for M in warm]]
@@ -1310,7 +1313,7 @@ def _cp_best(
                 G,
                 fit,
                 target,
-                max_iter=200 if deadline is None else 25,
+                max_iter=polish or (200 if deadline is None else 25),
                 deadline=limit,
                 exact=exact,
             )
@@ -1495,12 +1498,14 @@ class _NDProblem:
         search: bool = False,
         deadline: float | None = None,
         full_first: bool = False,
+        polish: int | None = None,
     ) -> _Step:
         """The rank-``R`` fit: meets ``target``, or the best (bounded if degenerate) found.
 
         ``search``: only whether rank ``R`` meets the target matters (no bounded refit of a
         degenerate problem); ``deadline``: no further restarts (or ridges) after it;
-        ``full_first``: the first start is fitted in full even past ``deadline``."""
+        ``full_first``: the first start is fitted in full even past ``deadline``; ``polish``:
+        as for ``_cp_best``."""
         G = self.core
         warm = None
         if prev is not None:
@@ -1516,6 +1521,7 @@ class _NDProblem:
             deadline=deadline,
             full_first=full_first,
             exact=self.tol,
+            polish=polish,
         )
         good = [f for f in fits if not f.degenerate]
         best = min(good or fits, key=lambda f: f.error)
@@ -1606,7 +1612,13 @@ class _NDProblem:
             # fixed rank stop restarting at the deadline
             deadline = None if R == cap and rank is not None else self.deadline
             step = self.step(
-                R, prev, target, n_random, search=rank is None, deadline=deadline, full_first=must
+                R,
+                prev,
+                target,
+                n_random,
+                search=rank is None,
+                deadline=deadline,
+                full_first=must,
             )
             if step.meets:
                 extra = []
@@ -1647,7 +1659,9 @@ class _NDProblem:
             R = len(rows) + 1
             prev = rows[-1][0].fit if rows else None
             n_random = 4 if R <= self.lower + 2 else 1
-            step = self.step(R, prev, self.tol, n_random, deadline=self.deadline)
+            # the chain's fits polish as without a deadline (the 11^3 ball's exact rank-8 fit
+            # needs more than 25 steps); the deadline stops them
+            step = self.step(R, prev, self.tol, n_random, deadline=self.deadline, polish=200)
             if self.late() and not step.meets:
                 break  # possibly cut short: not a row (nor a start for the next rank)
             rows.append((step, self.make(step)))
