@@ -74,9 +74,11 @@ __all__ = [
 ]
 
 _EPS = float(np.finfo(np.float64).eps)
-#: Wall-clock seconds the N-D search for the smallest exact CP rank may spend beyond the first
-#: three candidate ranks (which are always tried) before falling back to the exact
-#: recursive-SVD decomposition.
+#: Wall-clock seconds one N-D ``separate`` call (the CP search for the smallest rank and the
+#: chain of ``fits_by_rank`` below it, together) may spend before falling back to the exact
+#: recursive-SVD decomposition (within ``tol`` for a ``tol`` search). Past it the first three
+#: candidate ranks still get one full fit each (no restarts); ``fits_by_rank`` takes as long
+#: again for its rows.
 CP_SEARCH_SECONDS = 3.0
 #: Cancellation ratio ``sum_r ||t_r|| / ||sum_r t_r||`` above which a CP fit with two nearly
 #: opposite terms (triple-cosine product <= -``DEGENERACY_CONGRUENCE``) is degenerate: its
@@ -426,6 +428,11 @@ def separate(
     -----
     The cost of running the result as 1-D passes is ``rank * sum(shape)`` multiply-adds per
     output element (``Factorization.macs``), against ``prod(shape)`` for the dense kernel.
+
+    N-D searches are bounded in time: about ``CP_SEARCH_SECONDS`` (3 s) for the whole call,
+    then the recursive-SVD decomposition (exact, or within ``tol``) unless a CP fit was found.
+    The rank found can then depend on the machine's speed; ``fits_by_rank`` may find a
+    smaller one.
 
     Ranks are judged at the kernel's precision (``Factorization.precision``): the float32
     rounding of a separable kernel is separable (rank 1, ``exact``: it is reproduced to
