@@ -206,10 +206,13 @@ def test_3d_mode_ranks_and_lower_bound_follow_the_precision() -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def test_exact_tolerance_is_float64_computation_or_eight_units_of_the_precision() -> None:
+def test_exact_tolerance_is_float64_computation_or_two_units_of_the_precision() -> None:
+    """A kernel rounded to its dtype is within eps / 2 (relative, Frobenius) of the kernel:
+    2 eps leaves a margin of 4 (8 eps let a float16 kernel's 0.5 % rank-2 part pass as
+    rounding, and 'auto' then dropped it)."""
     assert exact_tolerance((9, 9)) == pytest.approx(16 * 9 * 9 * np.finfo(float).eps)
-    assert exact_tolerance((9, 9), np.float32) == 8 * EPS32
-    assert exact_tolerance((5, 5, 5), "float16") == 8 * EPS16
+    assert exact_tolerance((9, 9), np.float32) == 2 * EPS32
+    assert exact_tolerance((5, 5, 5), "float16") == 2 * EPS16
     assert exact_tolerance((9, 9), np.float64) == exact_tolerance((9, 9))
 
 
@@ -332,7 +335,7 @@ def test_analyze_json_of_3d_float32_kernel_is_consistent(kernel3d_f32: Path) -> 
     K = np.load(kernel3d_f32)
     d = analyze_json(str(kernel3d_f32))
     assert d["precision"] == "float32"
-    assert d["exact_tolerance"] == 8 * EPS32
+    assert d["exact_tolerance"] == 2 * EPS32
     rows = d["errors"]
     ranks = [r["rank"] for r in rows]
     assert ranks == sorted(set(ranks))
@@ -340,7 +343,7 @@ def test_analyze_json_of_3d_float32_kernel_is_consistent(kernel3d_f32: Path) -> 
     assert all(b <= a for a, b in itertools.pairwise(errors)), errors
     assert d["rank"] == ranks[-1] == 3
     assert rows[-1]["exact"] and not any(r["exact"] for r in rows[:-1])
-    assert rows[-1]["error"] <= 8 * EPS32
+    assert rows[-1]["error"] <= 2 * EPS32
     assert d["macs"]["separable"] == sum(K.shape)
     assert d["macs"]["lowrank"] == d["rank"] * sum(K.shape) == rows[-1]["macs"]
     assert d["macs"]["direct"] == K.size
