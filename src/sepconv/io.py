@@ -13,7 +13,7 @@ tiff       ``.tif`` ``.tiff``          any sepconv dtype; multi-page and 3-D sta
                                        equal shape stacked); RGB channel
 nifti      ``.nii`` ``.nii.gz``        header and affine kept; ``spacing`` from the voxel sizes
                                        (mm); no float16 or bool
-npy        ``.npy``                    any dtype; memory-mapped when read lazily
+npy        ``.npy``                    integer or float dtypes; memory-mapped when read lazily
 zarr       ``.zarr`` (a directory)     chunked, compressed; read lazily as a dask array
 =========  ==========================  ===========================================================
 
