@@ -810,3 +810,14 @@ def test_cached_weights_and_tables_are_fresh_arrays() -> None:
     np.testing.assert_allclose(
         sepconv.gaussian_filter(x, 1.5), ndimage.gaussian_filter(x, 1.5), rtol=0, atol=1e-14
     )
+
+
+def test_spec_names_and_parameters_are_case_insensitive():
+    """'Gaussian:SIGMA=2,Truncate=3' is scipy's Gaussian of sigma 2 truncated at 3 sigma (its
+    impulse response); a parameter given twice in two cases is still given twice."""
+    impulse = np.zeros((13, 13))  # radius int(3 * 2 + 0.5) = 6
+    impulse[6, 6] = 1.0
+    want = ndimage.gaussian_filter(impulse, 2.0, truncate=3.0, mode="constant")
+    np.testing.assert_allclose(K.from_spec("Gaussian:SIGMA=2,Truncate=3"), want, atol=1e-15)
+    with pytest.raises(ValueError, match="parameter 'sigma' given twice"):
+        K.from_spec("gaussian:sigma=1,SIGMA=2")

@@ -1110,7 +1110,7 @@ def from_spec(spec: Any, *, ndim: int | None = None) -> np.ndarray:
     ----------
     spec : str or os.PathLike or array_like
         * ``"name"`` or ``"name:key=value,key=value"`` with ``name`` in :data:`KERNELS`
-          (case-insensitive) and keys the builder's parameters. Values are ints, floats,
+          and keys the builder's parameters (both case-insensitive). Values are ints, floats,
           ``true``/``false`` (any case) or bracketed lists of those (``sigma=[2,3]``; commas
           inside brackets do not split).
         * A path ending in ``.npy`` or ``.csv`` (1-D or 2-D; numbers separated by commas
@@ -1281,7 +1281,7 @@ def _read_spec(spec: str) -> tuple[str, Callable[..., np.ndarray], Any, dict[str
             raise ValueError(f"spec: empty parameter list after ':' in {spec!r}")
         for piece in _split_top(rest, spec):
             key, eq, value = piece.partition("=")
-            key = key.strip()
+            key = key.strip().lower()  # names any case, as the kernel's name
             if not eq:
                 raise ValueError(f"spec: missing '=' in {piece.strip()!r} of {spec!r}")
             if not key:
