@@ -26,6 +26,19 @@ def test_bounded_search_finds_cheap_exact_forms() -> None:
     np.testing.assert_allclose(f.to_dense(), K, atol=1e-12 * np.abs(K).max())
 
 
+def test_bounded_search_takes_specs_and_kernel_files(tmp_path) -> None:
+    f = separate_within("difference_of_gaussians:sigma1=1,sigma2=2,ndim=3", 4, 0.05)
+    assert f is not None and f.rank == 2 and f.exact
+    path = tmp_path / "dog.npy"
+    np.save(path, kernels.difference_of_gaussians(1.0, 2.0, ndim=3))
+    for arg in (path, str(path)):
+        g = separate_within(arg, 4, 0.05)
+        assert g is not None and g.rank == 2
+        np.testing.assert_allclose(g.to_dense(), np.load(path), atol=1e-14)
+    with pytest.raises(ValueError, match="seconds must be a finite number >= 0, got -1"):
+        separate_within(path, 4, -1)
+
+
 def test_bounded_search_gives_up_on_kernels_that_cannot_pay_off() -> None:
     assert separate_within(kernels.ball(4), 3, 0.05) is None
     assert separate_within(kernels.disk(6), 2, 0.05) is None  # 2-D: decided by one SVD

@@ -63,7 +63,7 @@ from typing import Any
 
 import numpy as np
 
-from ._validate import as_kernel, check_nonnegative_int, check_tol
+from ._validate import as_kernel, check_nonnegative_int, check_positive_float, check_tol
 
 __all__ = [
     "Factorization",
@@ -381,6 +381,15 @@ class Factorization:
 # ----------------------------------------------------------------------------------------------
 
 
+def _kernel_array(kernel: Any) -> np.ndarray:
+    """The kernel as a checked real array: an array_like, a kernel spec or a kernel file path."""
+    if isinstance(kernel, (str, os.PathLike)):
+        from .kernels import from_spec
+
+        kernel = from_spec(kernel)
+    return as_kernel(kernel)
+
+
 def separate(
     kernel: Any, *, rank: int | None = None, tol: float | None = None, precision: Any = None
 ) -> Factorization:
@@ -463,11 +472,7 @@ def separate(
     1
     """
     prec = kernel_precision(kernel, precision)  # checks an explicit precision first
-    if isinstance(kernel, (str, os.PathLike)):  # a spec, or a path to a kernel file
-        from .kernels import from_spec
-
-        kernel = from_spec(kernel)
-    K = as_kernel(kernel)
+    K = _kernel_array(kernel)
     tol = check_tol(tol)
     Ks, e = _scaled(K)
     if e:  # factorized at a power-of-two scale (exact), the weights scaled back
@@ -521,9 +526,10 @@ def separate_within(
     True
     """
     prec = kernel_precision(kernel, precision)
-    K = as_kernel(kernel)
+    K = _kernel_array(kernel)
     tol = check_tol(tol)
     max_terms = check_nonnegative_int(max_terms, "max_terms")
+    seconds = check_positive_float(seconds, "seconds", allow_zero=True)
     Ks, e = _scaled(K)
     if e:
         found = separate_within(Ks, max_terms, seconds, tol=tol, precision=prec)
@@ -638,11 +644,7 @@ def fits_by_rank(kernel: Any, *, precision: Any = None) -> list[Factorization]:
     [(1, False), (2, True)]
     """
     prec = kernel_precision(kernel, precision)
-    if isinstance(kernel, (str, os.PathLike)):
-        from .kernels import from_spec
-
-        kernel = from_spec(kernel)
-    K = as_kernel(kernel)
+    K = _kernel_array(kernel)
     Ks, e = _scaled(K)
     if e:
         return [_rescaled(f, e, K) for f in fits_by_rank(Ks, precision=prec)]
