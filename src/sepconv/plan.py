@@ -30,6 +30,12 @@ from .factor import (
     separate,
     separate_within,
 )
+from .job import (  # the per-pass engine rule lives in the core; re-exported here
+    FFT_PASS_TAPS,
+    RECURSIVE_TAPS,
+    RUNNING_TAPS,
+    pass_engine,
+)
 
 __all__ = [
     "DEFAULT_TIME_MODEL",
@@ -356,67 +362,6 @@ def plan_terms(
     t = estimate_time(method, macs, nterms * _stages(len(shape)), mpix)
     why = f"the kernel's own {nterms} separable term(s): 1-D passes, never built dense"
     return Plan(method, None, macs, why, t, terms=nterms)
-
-
-#: Equivalent direct taps of the constant-time pass engines, measured on 2 cores with float32
-#: 4096^2 data (``benchmarks/run.py``): a direct pass costs about one unit per tap, running
-#: sums (box weights, ``engine.running``) cost about as much as 24 taps whatever the size,
-#: a pass by 1-D FFTs (``engine.fft_pass``, float64, finite data only) about as much as 256
-#: (direct passes of 257 taps: 0.8-0.9 s; FFT passes: 0.55-0.75 s), a recursive Gaussian
-#: pass (``engine.recursive``, an approximation, only within ``tol``) about as much as 48
-#: (43 ms a pass on 4096^2, about 48 float64 multiply-adds per sample: direct passes of 33
-#: taps take 30 ms).
-RUNNING_TAPS = 24
-FFT_PASS_TAPS = 256
-RECURSIVE_TAPS = 48
-#: A pass that is diagonal in a real transform of the bare line (``wrap``; ``reflect`` or
-#: ``mirror`` with centred symmetric taps: DCT) needs no padding: 95-150 ms on 4096^2
-#: whatever its length, direct passes of 129 taps 89-160 ms (measured the same way).
-DIAGONAL_TAPS = 128
-
-
-def is_box(weights: np.ndarray) -> bool:
-    """Whether a pass's weights are all the same positive value (a moving average)."""
-    w = np.asarray(weights)
-    return len(w) > 1 and bool(w[0] > 0) and bool(np.all(w == w[0]))
-
-
-def pass_engine(
-    weights: np.ndarray, *, finite: bool = True, mode: str | None = None, origin: int = 0
-) -> str:
-    """The exact engine of one 1-D pass: ``'running'`` (box weights of at least
-    :data:`RUNNING_TAPS`), ``'fft'`` (finite data only -- an FFT spreads a NaN over its line
-    -- and at least :data:`FFT_PASS_TAPS` taps, or :data:`DIAGONAL_TAPS` where the canonical
-    ``mode`` and ``origin`` make the pass diagonal in a transform of the bare line) or
-    ``'direct'``. The numpy backend runs every pass of a filter by this rule;
-    :func:`plan_passes` reports it.
-
-    Examples
-    --------
-    >>> pass_engine(np.full(101, 1 / 101)), pass_engine(np.hanning(300)), pass_engine([1, 2])
-    ('running', 'fft', 'direct')
-    >>> pass_engine(np.hanning(201), mode="reflect"), pass_engine(np.hanning(201), mode="nearest")
-    ('fft', 'direct')
-    """
-    w = np.asarray(weights)
-    k = len(w)
-    if k >= RUNNING_TAPS and is_box(w):
-        return "running"
-    if finite and k >= (DIAGONAL_TAPS if _diagonal(w, mode, origin) else FFT_PASS_TAPS):
-        return "fft"
-    return "direct"
-
-
-def _diagonal(w: np.ndarray, mode: str | None, origin: int) -> bool:
-    """Whether ``engine.fft_pass`` transforms the bare line (see ``engine.fft._diagonal``)."""
-    if mode == "wrap":
-        return True
-    return (
-        mode in ("reflect", "mirror")
-        and origin == 0
-        and len(w) % 2 == 1
-        and bool(np.array_equal(w, w[::-1]))
-    )
 
 
 _ENGINE_TAPS = {"running": RUNNING_TAPS, "fft": FFT_PASS_TAPS}

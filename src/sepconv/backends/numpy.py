@@ -15,13 +15,13 @@ from typing import Any
 
 import numpy as np
 
-from .. import engine, plan
+from .. import engine
 from .._modes import check_input as _check_array
 from .._modes import complex_of as complex_of  # the protocol's complex dtype rules
 from .._modes import is_complex as is_complex
 from .._modes import native, resolve_output, work_dtype
 from .._modes import real_of as real_of
-from ..job import Job, chain
+from ..job import Job, chain, is_box, pass_engine
 
 __all__ = ["SERIAL_WORK", "check_input", "has_nonfinite", "resolve_output", "run"]
 
@@ -147,7 +147,7 @@ def _fixed_point(x: np.ndarray, job: Job, dtype: np.dtype) -> bool:
 def _box_term(job: Job) -> tuple[list[int], list[int], list[int], float] | None:
     """``(sizes, axes, origins, scale)`` where the job is one term of constant-weight passes
     (a box: ``uniform_filter``, or a box kernel given to ``correlate``) of which one pass at
-    least runs on running sums by :func:`sepconv.plan.pass_engine` (constant time per output;
+    least runs on running sums by :func:`sepconv.job.pass_engine` (constant time per output;
     NaN/Inf as the direct correlation, pass by pass: the same for a box's positive taps);
     None otherwise."""
     if job.method != "passes" or job.reduction != "sum" or len(job.terms) != 1:
@@ -156,11 +156,11 @@ def _box_term(job: Job) -> tuple[list[int], list[int], list[int], float] | None:
     axes = [a for a, _, _ in passes]
     if not passes or len(set(axes)) != len(axes) or not math.isfinite(weight):
         return None
-    if not any(plan.pass_engine(w) == "running" for _, w, _ in passes):
+    if not any(pass_engine(w) == "running" for _, w, _ in passes):
         return None
     scale = float(weight)
     for _, w, _ in passes:
-        if not (len(w) == 1 and w[0] > 0) and not plan.is_box(w):
+        if not (len(w) == 1 and w[0] > 0) and not is_box(w):
             return None
         scale *= float(w[0]) * len(w)
     order = sorted(range(len(passes)), key=lambda i: axes[i])
@@ -199,7 +199,7 @@ def _with_fft_passes(
         cur = xe
         for i, ((axis, w, origin), c) in enumerate(chain(passes, job.cval)):
             dst = bufs[i % 2]
-            if plan.pass_engine(w, mode=job.modes[axis], origin=origin) == "fft":
+            if pass_engine(w, mode=job.modes[axis], origin=origin) == "fft":
                 engine.fft_pass(cur, axis, w, origin, job.modes[axis], c, dst, nthreads)
             else:
                 one = replace(job, terms=((1.0, ((axis, w, origin),)),), cval=c)
