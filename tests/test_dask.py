@@ -397,3 +397,47 @@ def ndimage_ref(name: str, x: np.ndarray, *args) -> np.ndarray:
     from scipy import ndimage
 
     return getattr(ndimage, name)(x, *args)
+
+
+# A kernel far longer than its axis is folded onto the border extension (``Job.folded``). Lazy
+# data may hold NaN/Inf, so only one-sign passes are folded there; scipy (tap by tap, never
+# folded) is the reference for the non-finite values.
+@pytest.mark.parametrize("mode", ["reflect", "mirror", "wrap", "nearest", "constant"])
+def test_huge_sigma_on_small_chunks_is_folded_and_matches_scipy(mode: str, monkeypatch) -> None:
+    from scipy import ndimage
+
+    from sepconv.backends import dask as dask_backend
+
+    jobs = []
+    run = dask_backend.run
+    monkeypatch.setattr(dask_backend, "run", lambda x, job, *a: jobs.append(job) or run(x, job, *a))
+
+    x = rand((24, 20), seed=5)
+    x[3, 4], x[10, 2], x[20, 15] = np.inf, -np.inf, np.nan
+    x[0, 19] = np.inf
+    for data in (x, np.nan_to_num(x, nan=0.5, posinf=2.0, neginf=-1.0)):
+        ref = ndimage.gaussian_filter(data, 400.0, mode=mode, cval=0.25)
+        lazy = sepconv.gaussian_filter(da.from_array(data, chunks=4), 400.0, mode=mode, cval=0.25)
+        # 3201 taps over 6 x 5 chunks of 4 x 4: unfolded, every window would be 3204 long
+        assert max(len(w) for _, passes in jobs.pop().terms for _, w, _ in passes) <= 2 * 24 + 1
+        got = lazy.compute()
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+        np.testing.assert_array_equal(np.isposinf(got), np.isposinf(ref))
+        fin = np.isfinite(ref)
+        np.testing.assert_allclose(got[fin], ref[fin], rtol=1e-12, atol=1e-13)
+        assert_same(sepconv.gaussian_filter(data, 400.0, mode=mode, cval=0.25), ref)
+
+
+def test_long_mixed_sign_pass_on_lazy_data_keeps_nan_of_opposite_infinities() -> None:
+    """A derivative of a Gaussian far longer than the axis has taps of both signs (and a zero
+    centre): folding them would turn scipy's ``inf * w1 + inf * w2 = NaN`` into an infinity,
+    so lazy float data runs it unfolded."""
+    from scipy import ndimage
+
+    x = np.zeros(6)
+    x[2] = np.inf
+    ref = ndimage.gaussian_filter1d(x, 30.0, order=1, mode="reflect")
+    got = sepconv.gaussian_filter1d(da.from_array(x, chunks=2), 30.0, order=1).compute()
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+    assert np.isnan(ref).all()
+    assert_same(sepconv.gaussian_filter1d(x, 30.0, order=1), ref)

@@ -221,8 +221,9 @@ def _run(
     Complex data, a complex kernel (``imag``: the job of its imaginary part) or a complex
     ``cval`` run as real jobs on the real and imaginary parts, combined as scipy.ndimage does
     (:func:`_run_complex`). Passes far longer than their axis are folded onto the border
-    extension first (``Job.folded``: a huge sigma or size costs what the data's size allows),
-    unless the data holds NaN/Inf, where folded weights would turn ``inf * w1 - inf * w2``
+    extension first (``Job.folded``: a huge sigma or size costs what the data's size allows);
+    where the data holds NaN/Inf (or may: dask), only passes whose taps are nonzero and of one
+    sign (Gaussians, boxes), as folded weights would otherwise turn ``inf * w1 - inf * w2``
     (NaN) into an infinity.
     """
     if backend.is_complex(x.dtype) or imag is not None:
@@ -235,8 +236,8 @@ def _run(
         )
     if job.method == "passes" and job.kernel is None:
         folded = job.folded(x.shape)
-        if folded is not job and not backend.has_nonfinite(x):
-            job = folded
+        if folded is not job:  # NaN/Inf data (or lazy data that may hold them): one-sign taps
+            job = job.folded(x.shape, nonfinite=True) if backend.has_nonfinite(x) else folded
     return backend.run(x, job, dtype, out, workers)
 
 

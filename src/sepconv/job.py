@@ -180,11 +180,25 @@ class Job:
                 out[a] = (max(plo, lo), max(phi, hi))
         return out
 
-    def folded(self, shape: Sequence[int]) -> Job:
+    def folded(self, shape: Sequence[int], *, nonfinite: bool = False) -> Job:
         """The job with passes much longer than their axis folded onto the border extension
-        (:func:`sepconv._modes.fold_pass`; exact for finite data). ``self`` if none is."""
+        (:func:`sepconv._modes.fold_pass`; exact for finite data). ``self`` if none is.
+
+        With ``nonfinite`` (the data may hold NaN/Inf), only passes whose taps are all nonzero
+        and of one sign are folded: summing such taps keeps every NaN and every signed
+        infinity of the unfolded sum (``inf * w1 + inf * w2`` is ``inf * (w1 + w2)`` when
+        ``w1`` and ``w2`` have one sign; a zero tap's ``inf * 0`` is NaN, so those are not
+        folded). Gaussians and boxes are such passes: a huge ``sigma`` or ``size`` on lazy
+        (dask) data, whose finiteness is unknown, costs what the axis length allows.
+        """
+
+        def fold(w: np.ndarray, o: int, a: int) -> tuple[np.ndarray, int]:
+            if nonfinite and not (bool(np.all(w > 0)) or bool(np.all(w < 0))):
+                return w, o
+            return fold_pass(w, o, shape[a], self.modes[a])
+
         terms = tuple(
-            (weight, tuple((a, *fold_pass(w, o, shape[a], self.modes[a])) for a, w, o in passes))
+            (weight, tuple((a, *fold(w, o, a)) for a, w, o in passes))
             for weight, passes in self.terms
         )
         changed = any(
