@@ -628,8 +628,6 @@ def test_float32_data_near_its_maximum_overflows_only_where_the_result_does(
     pass is scaled to an L1 norm of at most 1, and the numba engine sees the NaN/Inf it wrote
     and computes again in float64. Reference: scipy in float64 cast to float32 (scipy's own
     float32 path overflows between passes too)."""
-    if backend == "torch" and args in ("dense", "lowrank"):
-        pytest.skip("torch's float32 convolutions are not checked for overflow (README)")
     rng = np.random.default_rng(7)
     x = ((rng.random(shape) * 0.5 + 0.5) * 2e38).astype(np.float32)
     if args in ("dense", "separable", "lowrank"):

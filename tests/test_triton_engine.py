@@ -575,6 +575,28 @@ def test_backend_on_triton_keeps_nan_semantics_ranks_and_integer_outputs(triton_
     np.testing.assert_allclose(mag, ndimage.gaussian_gradient_magnitude(x[:, 5:], 1.0), atol=1e-12)
 
 
+def test_backend_on_triton_float32_near_its_maximum_overflows_only_where_scipy_does(
+    triton_backend,
+) -> None:
+    """A dense kernel's float32 partial sums overflow on data of 1e38-2e38 where scipy's
+    float64 sums do not: the call is computed again in float64 and rounded once."""
+    import sepconv
+
+    rng = np.random.default_rng(7)
+    x = ((rng.random((9, 10)) * 0.5 + 0.5) * 2e38).astype(np.float32)
+    K = rng.standard_normal((3, 3))
+    with np.errstate(over="ignore"):
+        want = ndimage.correlate(x.astype(np.float64), K).astype(np.float32)
+    for method in ("direct", "lowrank"):
+        with np.errstate(over="ignore"):  # the interpreter computes in numpy: it warns
+            got = sepconv.correlate(tensor(x), K, method=method).cpu().numpy()
+        assert got.dtype == np.float32
+        np.testing.assert_array_equal(np.isfinite(got), np.isfinite(want), err_msg=method)
+        fin = np.isfinite(want)
+        assert fin.sum() > 40  # most results are finite; float32 partial sums overflowed
+        np.testing.assert_allclose(got[fin], want[fin], rtol=1e-6, err_msg=method)
+
+
 # ---------------------------------------------------------------------------------------------
 # gradients on the Triton engine: the adjoint, against scipy's operator transposed
 # ---------------------------------------------------------------------------------------------

@@ -431,13 +431,26 @@ def _nonfinite_safe(
 ) -> torch.Tensor:
     """``run(x, cval)`` with NaN/Inf handled as :mod:`sepconv.engine.nonfinite` does: the plan
     runs on finite data; the outputs non-finite values reach through the kernel's non-zero
-    taps are set from exact indicator counts (NaN; +Inf/-Inf after the taps' signs)."""
+    taps are set from exact indicator counts (NaN; +Inf/-Inf after the taps' signs).
+
+    ``run`` always sees finite data and ``cval``, so a non-finite value in a float32 result is
+    an overflow: of the result, or of a partial sum only (float32 data near its maximum, a
+    dense kernel's partial sums or a low-rank plan's terms, where scipy's float64 sums do
+    not overflow). That call is computed again in float64 and rounded to float32 once, as the
+    numpy engine does."""
+
+    def checked(v: torch.Tensor, c: float) -> torch.Tensor:
+        r = run(v, c)
+        if v.dtype == torch.float32 and not bool(torch.isfinite(r).all()):
+            r = run(v.double(), c).to(torch.float32)
+        return r
+
     finite = bool(torch.isfinite(x).all())
     if finite and math.isfinite(cval):
-        return run(x, cval)
+        return checked(x, cval)
     nan, pos, neg = torch.isnan(x), x == math.inf, x == -math.inf
     x0 = torch.where(nan | pos | neg, torch.zeros_like(x), x)
-    result = run(x0, cval if math.isfinite(cval) else 0.0)
+    result = checked(x0, cval if math.isfinite(cval) else 0.0)
     constant = any(modes[a] == "constant" for a in axes)
     c = cval if constant else 0.0
 
