@@ -12,8 +12,9 @@ jpeg       ``.jpg`` ``.jpeg``          8-bit grey or RGB (written at quality 95:
 tiff       ``.tif`` ``.tiff``          any sepconv dtype; multi-page and 3-D stacks (series of
                                        equal shape stacked); RGB channel
 nifti      ``.nii`` ``.nii.gz``        header and affine kept; ``spacing`` from the voxel sizes
-                                       (mm); no float16 or bool
-npy        ``.npy``                    integer or float dtypes; memory-mapped when read lazily
+                                       (mm); also complex64/128; no float16 or bool
+npy        ``.npy``                    any sepconv dtype (bool, integer, float, complex);
+                                       memory-mapped when read lazily
 zarr       ``.zarr`` (a directory)     chunked, compressed; read lazily as a dask array
 =========  ==========================  ===========================================================
 
@@ -220,10 +221,10 @@ def read(path: StrPath, *, lazy: bool = False) -> tuple[Any, ImageInfo]:
         data = np.asarray(data)
     if data.ndim == 0 or data.size == 0:
         raise ValueError(f"input {text!r} holds no pixels (shape {tuple(data.shape)})")
-    if np.dtype(data.dtype).kind not in "iuf":
+    if np.dtype(data.dtype).kind not in "biufc":
         raise ValueError(
-            f"input {text!r} has dtype {data.dtype}; sepconv filters real numbers "
-            "(integers or floats)"
+            f"input {text!r} has dtype {data.dtype}; sepconv filters numbers (bool, integers, "
+            "floats or complex)"
         )
     data = _native(data, lazy)
     info.dtype = np.dtype(data.dtype)
@@ -581,22 +582,30 @@ def _read_zarr(path: str, lazy: bool) -> tuple[Any, ImageInfo]:
 
 _PNG = {np.dtype(np.uint8), np.dtype(np.uint16)}
 #: The real dtypes a NIfTI file can hold (float16 and bool have no NIfTI data type code).
-_NIFTI_DTYPES = {np.dtype(t) for t in ("i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "f4", "f8")}
+_NIFTI_DTYPES = {
+    np.dtype(t) for t in ("i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "f4", "f8", "c8", "c16")
+}
 
 
 def check_writable(
-    path: StrPath, dtype: Any, shape: Sequence[int], channel_axis: int | None
+    path: StrPath,
+    dtype: Any,
+    shape: Sequence[int],
+    channel_axis: int | None,
+    *,
+    name: str | None = None,
 ) -> str:
     """Refuse, before any work, an array that ``path``'s format cannot store; return the format.
 
     PNG stores uint8 (grey, grey + alpha, RGB, RGBA) and uint16 grey; JPEG uint8 grey or RGB
-    with the channel axis last; NIfTI 8- to 64-bit integers, float32 and float64 (not float16
-    or bool); TIFF, ``.npy`` and Zarr any sepconv dtype.
+    with the channel axis last; NIfTI 8- to 64-bit integers, float32, float64, complex64 and
+    complex128 (not float16 or bool); TIFF, ``.npy`` and Zarr any sepconv dtype. ``name``: how
+    the messages call the output (default: ``path``).
     """
     fmt = format_of(path, "output")
     dt = np.dtype(dtype)
     shape = tuple(shape)
-    name = os.fspath(path)
+    name = os.fspath(path) if name is None else name
     if fmt in ("png", "jpeg"):
         channels = shape[-1] if len(shape) == 3 else 1
         if len(shape) not in (2, 3) or (len(shape) == 3 and channel_axis not in (2, -1)):
@@ -617,7 +626,7 @@ def check_writable(
         hint = "--dtype uint8" if dt.kind == "b" else "--dtype float32"
         raise ValueError(
             f"output {name!r}: NIfTI cannot store {dt}; it stores int8/16/32/64, "
-            f"uint8/16/32/64, float32 or float64: pass {hint} or write .tif/.npy/.zarr"
+            f"uint8/16/32/64, float32/64 or complex64/128: pass {hint} or write .tif/.npy/.zarr"
         )
     return fmt
 
@@ -671,7 +680,8 @@ def write(
             raise ValueError("write to an open file needs format= (e.g. 'npy' or '.nii.gz')")
         suffix = _suffix_of(format)
         channel = None if info is None else info.channel_axis
-        check_writable(f"x{suffix}", data.dtype, data.shape, channel)
+        label = str(getattr(path, "name", "the output stream"))
+        check_writable(f"x{suffix}", data.dtype, data.shape, channel, name=label)
         if suffix == ".zarr":
             raise ValueError("a Zarr store is a directory: write it to a path, not a file")
         _write_stream(path, suffix, data, info)  # type: ignore[arg-type]
@@ -679,7 +689,9 @@ def write(
     text = os.fspath(path)
     suffix = _suffix_of(format) if format is not None else _suffix_of_path(text)
     channel = None if info is None else info.channel_axis
-    check_writable(text if format is None else f"x{suffix}", data.dtype, data.shape, channel)
+    check_writable(
+        text if format is None else f"x{suffix}", data.dtype, data.shape, channel, name=text
+    )
     created = not os.path.lexists(text)
     try:
         with _write_failures(text):
@@ -1494,6 +1506,12 @@ def filter_file(
         K, spec, kshape, nterms, negative = _checked_kernel(kernel, info, ax, sigma_mm, src, method)
         # 4. what the output format can store, the plan
         out_dtype = np.dtype(info.dtype if dtype is None else dtype)
+        if info.dtype.kind == "c" and out_dtype.kind != "c":
+            raise ValueError(
+                f"dtype {out_dtype} cannot hold the filtered {info.dtype} data of {src!r}: "
+                "filtering complex data gives complex values; pass complex64 or complex128 "
+                "(or write the real and imaginary parts as separate real files)"
+            )
         check_writable(dst, out_dtype, info.shape, channel)
         data, info = _rescaled(data, info, out_dtype)
         plan = _plan(K, kshape, nterms, info, ax, method, tol)
