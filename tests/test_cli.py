@@ -396,6 +396,9 @@ def test_cost_kernel_text_shows_33x_speedup():
     assert result.exit_code == 0, result.output
     assert "1000" in result.stdout
     assert "33.33x" in result.stdout
+    assert "add --data-shape (e.g. 1024,1024,1024) for its row" in result.stdout  # no fft row
+    with_fft = run("cost", "kernel", "--shape", "10,10,10", "--data-shape", "64,64,64")
+    assert "│ fft " in with_fft.stdout and "--data-shape" not in with_fft.stdout
 
 
 # ----------------------------------------------------------------------------------------------

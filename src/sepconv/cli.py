@@ -569,6 +569,11 @@ def cost_kernel(
         label = f"lowrank (rank {rank})" if name == "lowrank" else name
         table.add_row(label, _fmt(macs), f"{costs['direct'] / macs:.2f}x")
     console.print(table)
+    if "fft" not in costs:
+        console.print(
+            "fft: its cost per output depends on the data's size; add --data-shape "
+            f"(e.g. {','.join(['1024'] * len(ks))}) for its row"
+        )
 
 
 # ----------------------------------------------------------------------------------------------
