@@ -1,13 +1,13 @@
 """Images and volumes in and out: PNG/JPEG, TIFF, NIfTI, ``.npy`` and Zarr.
 
-Needs the ``io`` extra (imageio, tifffile, nibabel) and, for Zarr, the ``dask`` extra; each
-library is imported only when its format is used.
+Needs the ``io`` extra (imageio, tifffile, nibabel, imagecodecs) and, for Zarr, the ``dask``
+extra; each library is imported only when its format is used.
 
 =========  ==========================  ===========================================================
 format     suffixes                    notes
 =========  ==========================  ===========================================================
-png        ``.png``                    8/16-bit grey, 8-bit RGB(A) (16-bit colour refused); channel
-                                       axis last
+png        ``.png``                    8/16-bit grey, grey + alpha, RGB, RGBA (16-bit colour by
+                                       imagecodecs); channel axis last
 jpeg       ``.jpg`` ``.jpeg``          8-bit grey or RGB (written at quality 95: lossy)
 tiff       ``.tif`` ``.tiff``          any sepconv dtype; multi-page and 3-D stacks (series of
                                        equal shape stacked); RGB channel
@@ -332,19 +332,18 @@ def _sniff(path: str, fmt: str) -> None:
             f"input {path!r} is not a {fmt.upper()} file (it starts with {head[:8]!r}); "
             "is the suffix right?"
         )
-    if fmt == "png" and len(head) >= 26 and head[12:16] == b"IHDR":
-        depth, colour = head[24], head[25]
-        if depth == 16 and colour in _PNG_COLOUR:
-            raise ValueError(
-                f"input {path!r} is a 16-bit {_PNG_COLOUR[colour]} PNG, which the PNG reader "
-                "(Pillow) would cut to 8 bits; sepconv reads 16-bit PNG only in grey: save "
-                "it as a 16-bit TIFF instead"
-            )
 
 
 #: PNG colour types with more than one sample per pixel (IHDR byte 25) that Pillow reads
-#: at 8 bits even when the file stores 16.
+#: at 8 bits even when the file stores 16: such files are read (and written) by imagecodecs.
 _PNG_COLOUR = {2: "RGB", 4: "grey + alpha", 6: "RGBA"}
+
+
+def _png_16bit_colour(path: str) -> bool:
+    """Whether the PNG at ``path`` stores 16-bit samples of a colour type Pillow cuts to 8."""
+    with open(path, "rb") as f:
+        head = f.read(26)
+    return len(head) >= 26 and head[12:16] == b"IHDR" and head[24] == 16 and head[25] in _PNG_COLOUR
 
 
 def _reason(exc: BaseException) -> str:
@@ -368,9 +367,14 @@ def _info(fmt: str, data: Any, **kw: Any) -> ImageInfo:
 
 
 def _read_imageio(path: str, lazy: bool) -> tuple[Any, ImageInfo]:
-    iio = _need("imageio.v3", "png")
-    data = np.asarray(iio.imread(path, plugin="pillow"))
     fmt = format_of(path)
+    if fmt == "png" and _png_16bit_colour(path):  # Pillow would keep the top 8 bits only
+        codecs = _need("imagecodecs", "png")
+        with open(path, "rb") as f:
+            data = np.asarray(codecs.png_decode(f.read()))
+    else:
+        iio = _need("imageio.v3", "png")
+        data = np.asarray(iio.imread(path, plugin="pillow"))
     if data.ndim == 3 and data.shape[-1] in (1, 2, 3, 4):
         return data, _info(fmt, data, channel_axis=2)
     if data.ndim != 2:
@@ -597,7 +601,7 @@ def check_writable(
 ) -> str:
     """Refuse, before any work, an array that ``path``'s format cannot store; return the format.
 
-    PNG stores uint8 (grey, grey + alpha, RGB, RGBA) and uint16 grey; JPEG uint8 grey or RGB
+    PNG stores uint8 or uint16 (grey, grey + alpha, RGB, RGBA); JPEG uint8 grey or RGB
     with the channel axis last; NIfTI 8- to 64-bit integers, float32, float64, complex64 and
     complex128 (not float16 or bool); TIFF, ``.npy`` and Zarr any sepconv dtype. ``name``: how
     the messages call the output (default: ``path``).
@@ -614,14 +618,19 @@ def check_writable(
                 f"last]), not shape {shape}; write .tif, .npy, .nii.gz or .zarr instead"
             )
         allowed = _PNG if fmt == "png" else {np.dtype(np.uint8)}
-        if dt not in allowed or (dt == np.uint16 and channels > 1):
-            what = "uint8 or 16-bit grey uint16" if fmt == "png" else "uint8"
+        if dt not in allowed:
+            what = "uint8 or uint16" if fmt == "png" else "uint8"
             raise ValueError(
                 f"output {name!r}: {fmt.upper()} stores {what}, not {dt} with {channels} "
                 f"channel(s); pass --dtype uint8 or write .tif/.npy/.nii.gz"
             )
         if fmt == "jpeg" and channels not in (1, 3):
             raise ValueError(f"output {name!r}: JPEG stores grey or RGB, not {channels} channels")
+        if channels not in (1, 2, 3, 4):
+            raise ValueError(
+                f"output {name!r}: PNG stores grey, grey + alpha, RGB or RGBA, not {channels} "
+                "channels; write .tif/.npy/.nii.gz instead"
+            )
     if fmt == "nifti" and dt.newbyteorder("=") not in _NIFTI_DTYPES:
         hint = "--dtype uint8" if dt.kind == "b" else "--dtype float32"
         raise ValueError(
@@ -774,11 +783,15 @@ def _write_stream(f: BinaryIO, suffix: str, data: np.ndarray, info: ImageInfo | 
     """Write ``data`` into the open binary file ``f`` as a ``suffix`` file."""
     channel = None if info is None else info.channel_axis
     if suffix in (".png", ".jpg", ".jpeg"):
-        iio = _need("imageio.v3", "png" if suffix == ".png" else "jpeg")
-        kw = {"quality": 95} if suffix != ".png" else {}
         img = data[..., 0] if data.ndim == 3 and data.shape[-1] == 1 else data
+        img = np.ascontiguousarray(img)
         # encoded in memory, then written here: a failed write is one clean OSError
-        encoded = iio.imwrite("<bytes>", np.ascontiguousarray(img), extension=suffix, **kw)
+        if suffix == ".png" and img.dtype == np.uint16 and img.ndim == 3:  # 16-bit colour
+            encoded = _need("imagecodecs", "png").png_encode(img)
+        else:
+            iio = _need("imageio.v3", "png" if suffix == ".png" else "jpeg")
+            kw = {"quality": 95} if suffix != ".png" else {}
+            encoded = iio.imwrite("<bytes>", img, extension=suffix, **kw)
         f.write(encoded)
     elif suffix in (".tif", ".tiff"):
         tifffile = _need("tifffile", "tiff")
