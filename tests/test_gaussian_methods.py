@@ -67,6 +67,40 @@ def test_auto_uses_recursive_only_within_tol_and_when_faster() -> None:
     assert small.method == "separable"
 
 
+@pytest.mark.parametrize(
+    "kw", [{"truncate": 1.0}, {"truncate": 2.0}, {"truncate": 6.0}, {"radius": 40}, {"radius": 200}]
+)
+def test_tol_with_another_truncation_stays_within_tol_of_scipy(kw) -> None:
+    """Before: the IIR filter (designed against the Gaussian truncated at 4 sigma) replaced
+    passes of another truncate/radius, with the 4-sigma bound reported: truncate=1 was off by
+    1.1e-2 x max|x| with tol=1e-3 and a reported bound of 1.1e-6."""
+    x = np.random.default_rng(4).random((200, 230))
+    for tol in (1e-3, 1e-5):
+        got = sepconv.gaussian_filter(x, 32.0, tol=tol, **kw)
+        ref = ndimage.gaussian_filter(x, 32.0, **kw)
+        assert np.abs(got - ref).max() <= tol * np.abs(x).max(), (kw, tol)
+        got1 = sepconv.gaussian_filter1d(x, 32.0, tol=tol, **kw)
+        ref1 = ndimage.gaussian_filter1d(x, 32.0, **kw)
+        assert np.abs(got1 - ref1).max() <= tol * np.abs(x).max(), (kw, tol)
+    w = gaussian1d(32.0, **kw)
+    p = plan.plan_passes([(0, w, 0), (1, w, 0)], x.shape, tol=1e-3, gaussians=[(32.0, 0)] * 2)
+    assert p.method == "separable" and "truncated at 4 sigma" not in p.reason
+
+
+def test_recursive_refuses_passes_it_does_not_approximate() -> None:
+    x = np.random.default_rng(5).random((60, 70))
+    with pytest.raises(ValueError, match=r"truncated at 4 sigma.*3 taps on axis 0"):
+        sepconv.gaussian_filter(x, 8.0, radius=1, method="recursive")
+    with pytest.raises(ValueError, match="truncated at 4 sigma"):
+        sepconv.gaussian_filter1d(x, 8.0, truncate=2.0, method="recursive")
+    # the default truncation (and a radius that gives the same taps) is what it approximates
+    same = sepconv.gaussian_filter(x, 8.0, radius=32, method="recursive")
+    np.testing.assert_array_equal(same, sepconv.gaussian_filter(x, 8.0, method="recursive"))
+    assert np.abs(same - ndimage.gaussian_filter(x, 8.0)).max() <= _bound(
+        (8.0, 8.0), (0, 0), x.shape
+    )
+
+
 def test_nan_data_never_gets_the_recursion() -> None:
     x = np.random.default_rng(2).random((60, 80))
     x[10, 10] = np.nan

@@ -447,10 +447,8 @@ def plan_passes(
             raise ValueError(f"method='recursive' cannot run this filter: {why_not}")
         return exact
     assert gaussians is not None
-    from .engine import recursive
-
     bound = _chain_bound(
-        [recursive.max_error(s, o) for s, o in gaussians],
+        [_recursive_error(w, s, o)[0] for (_, w, _), (s, o) in zip(passes, gaussians, strict=True)],
         [float(np.abs(np.asarray(w)).sum()) for _, w, _ in passes],
     )
     rtaps = float(RECURSIVE_TAPS * len(passes))
@@ -489,7 +487,31 @@ def _recursive_refusal(passes, gaussians, finite, recursive_ok, data_shape) -> s
                 f"the kernel on axis {axis} ({len(w)} taps) is far longer than the axis "
                 f"({data_shape[axis]}): the exact pass, folded onto the border, is cheaper"
             )
+        error, truncation = _recursive_error(w, sigma, order)
+        if truncation > error - truncation:
+            return (
+                f"it approximates the Gaussian truncated at 4 sigma (scipy's default), and the "
+                f"{len(w)} taps on axis {axis} (another truncate or radius) differ from those "
+                f"by {truncation:.2g} x max|input|, more than its own error"
+            )
     return None
+
+
+def _recursive_error(w: Any, sigma: float, order: int) -> tuple[float, float]:
+    """Bound on ``|recursive pass - correlation with w|`` per unit of ``max|x|``, and the part
+    of it that comes from ``w`` not being the default-truncated Gaussian the IIR filter is
+    designed against (``truncate``/``radius``): ``max_error + ||gaussian1d - w||_1``."""
+    from .engine import recursive
+    from .kernels import gaussian1d
+
+    w = np.asarray(w, dtype=np.float64)
+    ref = gaussian1d(sigma, order=order)
+    n = max(len(w), len(ref))
+    a, b = np.zeros(n), np.zeros(n)
+    a[(n - len(w)) // 2 : (n - len(w)) // 2 + len(w)] = w  # both centred (odd lengths)
+    b[(n - len(ref)) // 2 : (n - len(ref)) // 2 + len(ref)] = ref
+    truncation = float(np.abs(a - b).sum())
+    return recursive.max_error(sigma, order) + truncation, truncation
 
 
 def _chain_bound(errors: Sequence[float], norms: Sequence[float]) -> float:
