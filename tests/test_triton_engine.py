@@ -575,6 +575,26 @@ def test_backend_on_triton_keeps_nan_semantics_ranks_and_integer_outputs(triton_
     np.testing.assert_allclose(mag, ndimage.gaussian_gradient_magnitude(x[:, 5:], 1.0), atol=1e-12)
 
 
+@pytest.mark.parametrize("cval", [np.inf, -np.inf, np.nan])
+def test_backend_on_triton_reads_a_non_finite_cval_through_each_tap(triton_backend, cval) -> None:
+    """The cval the fused kernel pads its second pass with is ``job.carry``: inf read through
+    taps of both signs is NaN, as in the dense correlation (scipy's N-D correlate)."""
+    import sepconv
+    from sepconv.kernels import gaussian1d
+
+    x = np.random.default_rng(3).random((9, 10))
+    for order in ((1, 0), (0, 1), (2, 1)):
+        K = np.outer(gaussian1d(1.2, order=order[0]), gaussian1d(1.2, order=order[1]))
+        ref = ndimage.correlate(x, K, mode="constant", cval=cval)
+        with np.errstate(invalid="ignore"):  # the interpreter computes in numpy
+            got = sepconv.gaussian_filter(tensor(x), 1.2, order, mode="constant", cval=cval)
+        got = got.cpu().numpy()
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(ref), err_msg=str(order))
+        np.testing.assert_array_equal(np.isposinf(got), np.isposinf(ref), err_msg=str(order))
+        fin = np.isfinite(ref)
+        np.testing.assert_allclose(got[fin], ref[fin], rtol=0, atol=1e-12)
+
+
 def test_backend_on_triton_float32_near_its_maximum_overflows_only_where_scipy_does(
     triton_backend,
 ) -> None:

@@ -72,8 +72,17 @@ def stages(passes: Sequence[Pass], ndim: int, fuse_max: int | None = None) -> li
 
 
 def carry(cval: float, weights: np.ndarray) -> float:
-    """The constant-mode padding value after a pass with ``weights`` (``cval * sum(w)``)."""
-    return cval * float(np.sum(weights))
+    """The constant-mode padding value after a pass with ``weights`` (``cval * sum(w)``).
+
+    A NaN or infinite ``cval`` is read through the non-zero taps one by one, as the dense
+    correlation reads it: ``inf`` through taps of both signs is NaN. (``inf * sum(w)`` would
+    take its sign from the rounding residue of an antisymmetric derivative's sum.)
+    """
+    if math.isfinite(cval):
+        return cval * float(np.sum(weights))
+    w = np.asarray(weights, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        return float(np.sum(cval * w[w != 0]))
 
 
 def chain(passes: Sequence[Pass], cval: float) -> Iterator[tuple[Pass, float]]:

@@ -67,7 +67,7 @@ import triton
 import triton.language as tl
 
 from .._modes import extension_table, saturation_bounds, work_dtype
-from ..job import Job, Pass
+from ..job import Job, Pass, carry
 from ..job import stages as job_stages
 
 __all__ = [
@@ -811,7 +811,7 @@ def _pass(
         args = [_raw(src), consts, t_arg, a_arg, _raw_out(dst), n, inner, offset,
                 _size_class(n, inner, k)]  # fmt: skip
         L.run("rows", ("BN", "BI", outer, n, inner), args, meta)
-    return cval * float(np.sum(wc))
+    return carry(cval, wc)
 
 
 def _fused(
@@ -835,7 +835,7 @@ def _fused(
     code1 = _axis_mode(m, k1, off1, modes[a1])
     w0c = np.asarray(w0, dtype=L.npct)
     w1c = np.asarray(w1, dtype=L.npct)
-    c1 = cval * float(np.sum(w0c))
+    c1 = carry(cval, w0c)
     head = _header(L.npct, cval, alpha, dst.dtype, c1)
     consts = L.consts(np.concatenate([head, w0c, w1c]))
     t0 = L.table(n, k0, off0, modes[a0], code0)
@@ -858,7 +858,7 @@ def _fused(
         _size_class(n, m, k0, k1),
     ]
     L.run("fused", ("BH", "BWE", outer, n, m), args, meta)
-    return c1 * float(np.sum(w1c))
+    return carry(c1, w1c)
 
 
 def _check_terms(terms: Any, modes: dict[int, str], ndim: int) -> list[tuple[float, list[Pass]]]:
