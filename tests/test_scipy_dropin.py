@@ -174,3 +174,41 @@ def test_float16_with_nan_through_a_folded_wide_kernel(backend) -> None:
     ref = ndimage.gaussian_filter(y.astype(np.float32), 100.0, mode="wrap")
     got = run(backend, sepconv.gaussian_filter, y, 100.0, mode="wrap")
     np.testing.assert_allclose(got.astype(np.float32), ref, rtol=2e-3)
+
+
+A0 = np.array  # a 0-d array: what numpy arithmetic (np.median, arr.sum()) hands out
+
+
+@pytest.mark.parametrize(
+    ("name", "args", "kwargs"),
+    [
+        ("gaussian_filter", (A0(2.0),), {}),
+        ("gaussian_filter", (2.0,), {"order": A0(1), "truncate": A0(3.0)}),
+        ("gaussian_filter", (2.0,), {"mode": "constant", "cval": A0(1.5)}),
+        ("gaussian_filter1d", (A0(2.0),), {"axis": A0(0)}),
+        ("gaussian_laplace", (A0(1.5),), {}),
+        ("gaussian_gradient_magnitude", (A0(1.5),), {}),
+        ("uniform_filter", (A0(3),), {"origin": A0(1)}),
+        ("uniform_filter1d", (A0(3),), {"axis": A0(0)}),
+        ("correlate", (np.ones((3, 3)),), {"origin": A0(1)}),
+        ("correlate1d", ([1.0, 2.0, 1.0],), {"origin": A0(-1)}),
+    ],
+)
+def test_zero_d_array_parameters_are_numbers_as_in_scipy(name, args, kwargs) -> None:
+    """Before: 'iteration over a 0-d array' or 'len() of unsized object', naming nothing."""
+    x = np.random.default_rng(0).random((8, 9))
+    got = getattr(sepconv, name)(x, *args, **kwargs)
+    ref = getattr(ndimage, name)(x, *args, **kwargs)
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-13)
+
+
+def test_radius_and_axes_as_zero_d_arrays_which_scipy_refuses() -> None:
+    x = np.random.default_rng(1).random((8, 9))
+    got = sepconv.gaussian_filter(x, 2.0, radius=A0(3), axes=A0(1))
+    np.testing.assert_allclose(got, ndimage.gaussian_filter(x, 2.0, radius=3, axes=1), atol=1e-13)
+
+
+@pytest.mark.parametrize("axes", [1.0, True, "a", [0, 1.5]])
+def test_axes_of_the_wrong_type_are_named(axes) -> None:
+    with pytest.raises(TypeError, match=r"axes must be an int or a sequence of ints, got"):
+        sepconv.gaussian_filter(np.ones((4, 4)), 1.0, axes=axes)

@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import functools
 import operator
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 
-from ._validate import ArgumentError
+from ._validate import ArgumentError, scalar_of
 
 __all__ = [
     "MODES",
@@ -84,12 +84,14 @@ def normalize_axes(axes: Any, ndim: int) -> tuple[int, ...]:
     """Axes as non-negative ints; ``None`` means all. Refuses repeats and out-of-range axes."""
     if axes is None:
         return tuple(range(ndim))
+    axes = scalar_of(axes)
     if isinstance(axes, (int, np.integer)) and not isinstance(axes, bool):
         axes = (axes,)
     try:
         raw = [operator.index(a) for a in axes]
     except TypeError:
-        bad = next((a for a in axes if not hasattr(a, "__index__")), axes)
+        items = axes if isinstance(axes, Iterable) else ()
+        bad = next((a for a in items if not hasattr(a, "__index__")), axes)
         raise TypeError(
             f"axes must be an int or a sequence of ints, got {axes!r} "
             f"('{type(bad).__name__}' object cannot be interpreted as an integer)"
@@ -110,6 +112,7 @@ def normalize_axes(axes: Any, ndim: int) -> tuple[int, ...]:
 def normalize_origins(origin: Any, sizes: Sequence[int]) -> list[int]:
     """One integer origin per filtered axis, each inside its kernel (scipy's rule)."""
     n = len(sizes)
+    origin = scalar_of(origin)
     if isinstance(origin, (Sequence, np.ndarray)) and not isinstance(origin, str):
         if len(origin) != n:
             raise ArgumentError(

@@ -111,6 +111,7 @@ def _first_bad(arr: np.ndarray) -> tuple[int, ...]:
 
 def check_positive_float(value: Any, name: str, *, allow_zero: bool = False) -> float:
     """A finite real number > 0 (or >= 0 with ``allow_zero``)."""
+    value = scalar_of(value)
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
         raise TypeError(f"{name} must be a real number, got {value!r}")
     v = float(value)
@@ -122,6 +123,7 @@ def check_positive_float(value: Any, name: str, *, allow_zero: bool = False) -> 
 
 def check_nonnegative_int(value: Any, name: str, *, minimum: int = 0) -> int:
     """An integer >= ``minimum`` (floats with an integral value are refused: say what you mean)."""
+    value = scalar_of(value)
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
         raise IntegerArgumentError(f"{name} must be an integer, got {value!r}")
     v = int(value)
@@ -137,8 +139,17 @@ def check_tol(tol: Any, name: str = "tol") -> float | None:
     return check_positive_float(tol, name, allow_zero=True)
 
 
+def scalar_of(value: Any) -> Any:
+    """A 0-d numpy array as its scalar (``np.array(2.0)``, ``np.median(...)`` of some
+    arrays: scipy.ndimage takes them as numbers); anything else unchanged."""
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        return value[()]
+    return value
+
+
 def per_axis(value: Any, ndim: int, name: str) -> list[Any]:
     """Broadcast a scalar to one value per axis, or check a sequence has ``ndim`` entries."""
+    value = scalar_of(value)
     if isinstance(value, (str, bytes)) or not isinstance(value, (Sequence, np.ndarray)):
         return [value] * ndim
     values = list(value)

@@ -60,6 +60,7 @@ from ._validate import (
     check_nonnegative_int,
     check_tol,
     per_axis,
+    scalar_of,
 )
 from .factor import Factorization, kernel_precision
 from .job import Job, Pass, dense_job, terms_job
@@ -165,6 +166,7 @@ def _input(x: Any) -> tuple[ModuleType, Any]:
 
 def _cval(cval: Any) -> float | complex:
     """A real number, or a complex one (for complex data or weights)."""
+    cval = scalar_of(cval)
     if isinstance(cval, (bool, np.bool_)) or not isinstance(cval, (int, float, complex, np.number)):
         raise TypeError(f"cval must be a number, got {cval!r}")
     if isinstance(cval, (complex, np.complexfloating)):

@@ -85,7 +85,10 @@ _BALL_SLICES = 32
 
 
 def _is_seq(value: Any) -> bool:
-    return not isinstance(value, (str, bytes)) and isinstance(value, (Sequence, np.ndarray))
+    """A sequence of values (a 0-d array is a scalar, as in scipy.ndimage)."""
+    if isinstance(value, np.ndarray):
+        return value.ndim > 0
+    return not isinstance(value, (str, bytes)) and isinstance(value, Sequence)
 
 
 def _infer_ndim(ndim: Any, **values: Any) -> int:
