@@ -287,6 +287,20 @@ def test_user_errors_are_one_line_and_write_nothing(photo, brain, tmp_path) -> N
     assert not out.exists() and leftovers(tmp_path) == []
 
 
+@pytest.mark.parametrize("axis", ["7", "-4"])
+def test_channel_axis_out_of_range_names_the_channel_axis_not_axes(photo, tmp_path, axis):
+    # no --axes given: the bad value is the channel axis, and the message must say so
+    out = tmp_path / "o.tif"
+    line = user_error(run(photo, out, "-k", "gaussian:sigma=2", "--channel-axis", axis))
+    assert "channel_axis must be 'auto', 'none' or an axis in [-3, 2]" in line, line
+    assert line.endswith(f"got {axis}") and "axes must" not in line, line
+    with pytest.raises(ValueError, match=r"^channel_axis must .* got 7$"):
+        sepconv.io.filter_file(photo, out, "box:size=3", channel_axis=7)
+    assert not out.exists() and leftovers(tmp_path) == []
+    # in range (negative too) still works
+    ok(run(photo, out, "-k", "box:size=3", "--channel-axis", "-1"))
+
+
 # ----------------------------------------------------------------------------------------------
 # the real script: exit codes, stderr, no progress bar when not a terminal
 # ----------------------------------------------------------------------------------------------

@@ -1652,7 +1652,13 @@ def _filter_axes(
     elif channel_axis is None or (isinstance(channel_axis, str) and channel_axis == "none"):
         channel = None
     else:
-        channel = normalize_axes(int(channel_axis), ndim)[0]
+        channel = int(channel_axis)
+        if not -ndim <= channel < ndim:
+            raise ValueError(
+                f"channel_axis must be 'auto', 'none' or an axis in [{-ndim}, {ndim - 1}] for "
+                f"the {ndim}-D input, got {channel}"
+            )
+        channel %= ndim
     if axes is None:
         ax = tuple(a for a in info.spatial_axes if a != channel)
         if channel is not None and channel not in info.spatial_axes:
