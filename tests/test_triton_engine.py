@@ -163,6 +163,44 @@ def test_many_tiles_and_int64_indexing_match_scipy(fuse, int64_index, small_tile
     assert_close(got, ref, 1e-12)
 
 
+@pytest.mark.skipif(not tg.interpreted(), reason="runs chosen programs of the interpreter")
+def test_the_last_programs_of_a_view_with_over_2_31_rows_write_their_rows_only() -> None:
+    """The tile row index of ``_last_kernel`` is widened to int64 before it can pass 2**31.
+    Before: with more than 2**31 - BR rows the last programs' rows wrapped negative, passed
+    the mask, and wrote 2 GiB before the tensor while their own rows stayed unprocessed. Only
+    the last 4 programs run (the interpreter's grid index offset): 4 GiB of memory, seconds."""
+    import triton
+    from triton.runtime import interpreter
+
+    builder = interpreter.interpreter_builder
+    rows = 2**31 + 40  # an (R, 1) uint8 view
+    try:
+        buf = torch.ones(2**31 + rows, dtype=torch.uint8)
+    except RuntimeError:  # pragma: no cover - not enough memory
+        pytest.skip("needs 4 GiB of memory")
+    x = buf[2**31 :]
+    assert x.numel() > tg._I64_ABOVE  # the engine's int64 path
+    launcher = tg._Launcher(x.device, torch.float32)
+    head = tg._header(launcher.npct, 0.0, 1.0, torch.uint8)
+    consts = launcher.consts(np.concatenate([head, np.array([2.0], np.float32)]))
+    code, ilo, ihi = tg._out_kind(torch.uint8)
+    br, bm = tg.FIXED_TILES["last"]
+    programs = triton.cdiv(rows, br) * triton.cdiv(1, bm)
+    first = programs - 4
+    set_idx, set_dim = builder.set_grid_idx, builder.set_grid_dim
+    try:
+        builder.set_grid_dim = lambda a, b, c: set_dim(programs, b, c)
+        builder.set_grid_idx = lambda a, b, c: set_idx(a + first, b, c)
+        tg._last_kernel[(4,)](x, consts, consts, consts, x, rows, 1, 0, 0, K=1, MODE=1, SYM=0,
+                              HAS_ADD=False, OUT=code, ILO=ilo, IHI=ihi, I64=True, BR=br,
+                              BM=bm)  # fmt: skip
+    finally:
+        builder.set_grid_idx, builder.set_grid_dim = set_idx, set_dim
+    assert bool((x[first * br :] == 2).all())  # out = 2 * x on the last programs' rows
+    assert bool((buf[:4096] == 1).all())  # nothing written 2 GiB before the tensor
+    assert int(x[first * br - 1]) == 1  # rows before them: programs that did not run
+
+
 def test_mixed_modes_per_axis_match_scipy():
     x = RNG.standard_normal((7, 10))
     modes = {0: "wrap", 1: "mirror"}

@@ -272,6 +272,8 @@ def _last_kernel(x_ptr, c_ptr, t_ptr, add_ptr, out_ptr, rows_total, m, off, size
     nm = tl.cdiv(m, BM)
     tc = pid % nm
     tr = pid // nm
+    if I64:  # widen before the row index can pass 2**31 (more than 2**31 - BR rows)
+        tr = tr.to(tl.int64)
     rows = tr * BR + tl.arange(0, BR)
     cols = tc * BM + tl.arange(0, BM)
     cmask = cols < m
@@ -416,7 +418,7 @@ def _direct_kernel(p_ptr, bases_ptr, toff_ptr, c_ptr, add_ptr, out_ptr, rows_tot
     pid = tl.program_id(0)
     nm = tl.cdiv(m, BM)
     tc = pid % nm
-    tr = pid // nm
+    tr = (pid // nm).to(tl.int64)  # rows_total can pass 2**31 (channels-last: B*H*W rows)
     rows = tr * BR + tl.arange(0, BR)
     cols = tc * BM + tl.arange(0, BM)
     rmask = rows < rows_total
