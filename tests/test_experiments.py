@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -247,7 +248,34 @@ def test_demo_odd_gabor_is_antisymmetric_and_rank_2() -> None:
     assert len(specs) == 1
     K = kernels.from_spec(specs[0])
     assert np.array_equal(K[::-1, ::-1], -K)
-    assert np.linalg.matrix_rank(K, tol=1e-12 * np.abs(K).max()) == 2  # "rank 2" as labelled
+    assert np.linalg.matrix_rank(K, tol=1e-12 * np.abs(K).max()) == 2  # a low-rank example
+
+
+def test_demo_labels_claim_no_rank_and_fit_the_console_table() -> None:
+    # the rank the planner uses can differ from run to run (its CP search is time-bounded):
+    # a label must not state one; the plan column and the report's notes do
+    for label, _ in demo.IMAGE_KERNELS + demo.VOLUME_KERNELS:
+        assert not re.search(r"rank\s*\d|\d\s*terms?", label), label
+        assert len(label) <= demo.MAX_LABEL, label
+
+
+def test_demo_rank_notes_name_a_plan_above_the_exact_rank() -> None:
+    def row(label, plan, rank, exact):
+        return {"label": label, "plan": plan, "rank": rank, "exact_rank": exact, "rel_diff": 1e-7}
+
+    rows = [
+        row("low rank: LoG sigma=1.5", "lowrank", 4, 3),  # a busy machine's plan
+        row("low rank: odd Gabor at 30 deg", "lowrank", 2, 2),
+        row("separable: Gaussian sigma=2", "separable", 1, 1),
+        row("non-separable: ball r=3", "direct", None, None),
+    ]
+    notes = demo.rank_notes(rows)
+    assert len(notes) == 1
+    assert notes[0].startswith("low rank: LoG sigma=1.5: the planner's time-bounded search")
+    assert "settled for rank 4" in notes[0] and "exactly rank 3" in notes[0]
+    assert demo._plan_text(rows[0]) == "lowrank rank 4 (exact rank 3)"
+    assert demo._plan_text(rows[1]) == "lowrank rank 2"
+    assert demo._plan_text(rows[3]) == "direct"
 
 
 def test_demo_axial_slice_puts_the_front_of_the_head_at_the_top() -> None:
@@ -284,3 +312,19 @@ def test_demo_writes_a_report_and_a_figure(tmp_path) -> None:
     res = json.loads((tmp_path / "demo" / "results.json").read_text())
     for r in res["image"] + res["volume"]:
         assert r["rel_diff"] < 1e-5  # sepconv agrees with scipy.ndimage
+        assert r["label"] in result.output  # on one line of the console's table
+    # exact ranks, from an independent reference: numpy's SVD rank for the 2-D kernels; the
+    # 3-D LoG is rank 3 (pinned by the lowrank test); a plain Gaussian is rank 1
+    for r in res["image"]:
+        if r["exact_rank"] is not None:
+            K = kernels.from_spec(r["spec"])
+            assert r["exact_rank"] == np.linalg.matrix_rank(K, tol=1e-6 * np.abs(K).max())
+    exact = {r["spec"]: r["exact_rank"] for r in res["volume"]}
+    assert exact["laplacian_of_gaussian:sigma=1.5,ndim=3"] == 3
+    assert exact["gaussian:sigma=2,ndim=3"] == 1
+    # a note where (and only where) the plan used more terms than the kernel's rank
+    text = (tmp_path / "demo" / "report.md").read_text()
+    above = [r for r in res["image"] + res["volume"] if r["rank"] and r["rank"] > r["exact_rank"]]
+    assert len(res["rank_notes"]) == len(above) == text.count("time-bounded search settled")
+    for r in above:
+        assert f"settled for rank {r['rank']}" in text and f"exactly rank {r['exact_rank']}" in text
