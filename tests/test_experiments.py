@@ -40,6 +40,73 @@ def test_speedup_reports_the_articles_numbers_and_the_measurements(out) -> None:
     assert report.seconds < 60
 
 
+def _kernels_in(sentence_start: str, text: str) -> set[str]:
+    """The kernels listed after ``sentence_start`` up to the sentence's end ('' if absent)."""
+    m = re.search(re.escape(sentence_start) + r" ([^\n]*?)\.(?=\s|$)", text)
+    return set(re.findall(r"(\d+\^\d) \(", m.group(1))) if m else set()
+
+
+def test_speedup_conclusions_follow_the_measured_ratios(out) -> None:
+    # reuses the quick run of the test above when it ran first, else runs it
+    if not (out / "speedup" / "results.json").is_file():
+        run_experiment("speedup", out, quick=True)
+    text = (out / "speedup" / "report.md").read_text()
+    rows = _results(out, "speedup")["rows"]
+    every = [(f"{r['k']}^{nd}", r) for nd, key in ((2, "2d"), (3, "3d")) for r in rows[key]]
+    for key, who in (("sepconv_ratio", "sepconv"), ("scipy_ratio", "scipy.ndimage")):
+        above = {name for name, r in every if r[key] / r["theory"] > 1}
+        below = {name for name, r in every if r[key] / r["theory"] <= 1}
+        assert _kernels_in(f"{who}'s measured ratio exceeds the MAC ratio for:", text) == above
+        assert _kernels_in(f"{who}'s measured ratio is at or below the MAC", text) == below
+        faster = sum(r[key] > 1 for _, r in every)
+        assert f"faster than direct correlation for {faster} of {len(every)} kernels" in text
+    # the old fixed explanations are gone; the copy multiples are the measured ones
+    assert "hardly grows with k" not in text and "cannot go faster than memory" not in text
+    for nd, key in ((2, "2d"), (3, "3d")):
+        m = [r["sepconv separable"] / r["copy"] for r in rows[key]]
+        assert f"{nd}-D: {m[0]:.0f} copies at {rows[key][0]['k']}^{nd}" in text
+        assert f"(range {min(m):.0f}-{max(m):.0f})" in text
+    assert "**Verdict on this run:**" in text
+
+
+def _speedup_row(k, nd, sep_ratio, scipy_ratio, copies):
+    macs, sep = k**nd, nd * k
+    return {"k": k, "theory": macs / sep, "macs_direct": macs, "macs_separable": sep,
+            "sepconv_ratio": sep_ratio, "scipy_ratio": scipy_ratio, "copy": 1e-4,
+            "sepconv separable": copies * 1e-4, "sepconv direct": sep_ratio * copies * 1e-4,
+            "scipy direct": 2e-3, "scipy separable": 2e-3 / scipy_ratio}  # fmt: skip
+
+
+def test_speedup_findings_on_made_up_measurements() -> None:
+    from sepconv.experiments.speedup import findings
+
+    # the reviewer's quick run: 3^2 theory 1.5x measured 0.9x, 7^2 3.5x vs 1.2x, 15^2 7.5x vs 10.7x
+    rows = {
+        "2d": [_speedup_row(3, 2, 0.9, 1.2, 50), _speedup_row(7, 2, 1.2, 4.0, 60),
+               _speedup_row(15, 2, 10.7, 13.0, 100)],
+        "3d": [_speedup_row(10, 3, 40.0, 50.0, 4)],
+    }  # fmt: skip
+    text = "\n\n".join(findings(rows))
+    assert _kernels_in("sepconv's measured ratio exceeds the MAC ratio for:", text) == {
+        "15^2",
+        "10^3",
+    }
+    below = _kernels_in("sepconv's measured ratio is at or below the MAC", text)
+    assert below == {"3^2", "7^2"}
+    assert "3^2 (0.90x vs 1.50x: 60% of it)" in text
+    assert "faster than direct correlation for 3 of 4 kernels (not for 3^2)" in text
+    assert "**not supported for every kernel**" in text
+    # 2-D passes at 50-100 copies: far above the 2-copy floor; 3-D at 4: close to its floor
+    assert "2-D: 50 copies at 3^2, 100 at 15^2 (range 50-100)" in text
+    assert "25-50x that floor: not limited by memory traffic" in text
+    assert "3-D: 4 copies at 10^3, 4 at 10^3 (range 4-4) against a floor of about 3" in text
+    assert "close to memory-bound" in text
+    # every kernel faster and above the MAC ratio: the claim is supported
+    rows = {"2d": [_speedup_row(7, 2, 5.0, 6.0, 3)], "3d": [_speedup_row(10, 3, 40.0, 50.0, 4)]}
+    text = "\n\n".join(findings(rows))
+    assert "**supported**" in text and "at or below" not in text
+
+
 def test_lowrank_table_pins_the_exact_ranks(out) -> None:
     run_experiment("lowrank", out, quick=True)
     rows = {r["kernel"]: r for r in _results(out, "lowrank")["rows"]}
