@@ -140,6 +140,67 @@ def test_capacity_standard_layer_beats_the_depthwise_separable_one(out) -> None:
     assert (out / "capacity" / "capacity.png").is_file()
 
 
+def _meeting(img):
+    """The test's own reading of a noise-free or noisy crossing-task image: None when the
+    lines share no pixel, else how far each runs past the shared pixel on either side."""
+    red, blue = img[0] > 0.5, img[2] > 0.5
+    both = np.argwhere(red & blue)
+    if len(both) == 0:
+        return None
+    ((r, c),) = both
+    column, line = red[:, c], blue[r, :]
+    return (column[:r].sum(), column[r + 1 :].sum()), (line[:c].sum(), line[c + 1 :].sum())
+
+
+def _kind(img):
+    m = _meeting(img)
+    if m is None:
+        return "apart"
+    (up, down), (left, right) = m
+    if min(up, down, left, right) >= 2:
+        return "crossing"
+    ends = int(min(up, down) == 0) + int(min(left, right) == 0)
+    return {2: "L corner", 1: "T junction", 0: "near miss"}[ends]
+
+
+def test_capacity_negatives_are_named_by_the_2_px_rule() -> None:
+    from sepconv.experiments import capacity
+
+    x, y = capacity.make_dataset(400, np.random.default_rng(5), noise=0.05)
+    kinds = [_kind(img) for img in x]
+    assert [k == "crossing" for k in kinds] == [bool(v) for v in y]  # the task's labels
+    assert [capacity.relation(img) for img in x] == kinds
+    assert {"near miss", "T junction"} <= set(kinds)  # hard negatives do occur
+    # a near miss runs through the other line: both lines go past the shared pixel
+    for img, kind in zip(x, kinds, strict=True):
+        if kind == "near miss":
+            (up, down), (left, right) = _meeting(img)
+            assert min(up, down, left, right) == 1
+    # the example figure shows every kind, each titled by what the pixels show
+    xs, shown = capacity._examples(np.random.default_rng(7))
+    assert [_kind(img) for img in xs] == shown
+    assert set(shown) == {"crossing", "apart", "L corner", "T junction", "near miss"}
+    assert "< 2 px" in capacity.TITLES["near miss"]
+
+
+def test_capacity_report_counts_the_kinds_of_negatives(out) -> None:
+    if not (out / "capacity" / "results.json").is_file():
+        run_experiment("capacity", out, quick=True)
+    res = _results(out, "capacity")
+    from sepconv.experiments.capacity import make_dataset
+
+    x, y = make_dataset(res["n_train"], np.random.default_rng(1000 + res["seeds"][0]))
+    kinds = [_kind(img) for img, lab in zip(x, y, strict=True) if not lab]
+    text = (out / "capacity" / "report.md").read_text()
+    assert f"{len(kinds)} negative training images, {kinds.count('apart')} have" in text
+    assert f"{kinds.count('near miss')} near misses" in text
+    assert f"{kinds.count('T junction')} T junctions" in text
+    assert f"{kinds.count('L corner')} L corners" in text
+    assert "at least 2 px beyond the other on both sides" in text
+    assert "half of them are hard" not in text
+    assert len(res["examples"]) == 8
+
+
 def test_layers_converts_early_late_and_all_layers(out) -> None:
     run_experiment("layers", out, quick=True)
     rows = {r["variant"]: r for r in _results(out, "layers")["rows"]}

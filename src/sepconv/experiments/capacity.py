@@ -41,7 +41,8 @@ def make_dataset(n: int, rng: np.random.Generator, noise: float = 0.05) -> tuple
             if crossing and crosses:
                 break
             if not crossing and not crosses:
-                # half the negatives are hard: the lines meet (T/L junction) or nearly do
+                # kept always when the lines meet (T/L junction, near miss) or nearly do, else
+                # one time in two (the report counts what this gives)
                 near = touches or (
                     min(abs(col - c0), abs(col - (c0 + lb - 1))) <= 3
                     and min(abs(row - r0), abs(row - (r0 + lr - 1))) <= 3
@@ -54,6 +55,61 @@ def make_dataset(n: int, rng: np.random.Generator, noise: float = 0.05) -> tuple
     x += noise * rng.standard_normal(x.shape).astype(np.float32)
     perm = rng.permutation(n)
     return x[perm], y[perm]
+
+
+#: How far each line must extend beyond the other, on both sides, for a crossing.
+MARGIN = 2
+
+#: Panel titles of the example figure, by :func:`relation`.
+TITLES = {
+    "crossing": "crossing",
+    "apart": "not crossing: apart",
+    "L corner": "not crossing: L corner",
+    "T junction": "not crossing: T junction",
+    "near miss": "not crossing: near miss\n(runs 1 px past: < 2 px)",
+}
+
+
+def relation(img: np.ndarray) -> str:
+    """How the red and the blue line of one image ``(3, SIZE, SIZE)`` meet, read from its
+    pixels (above 0.5): ``'crossing'`` (each extends at least :data:`MARGIN` px beyond the
+    other on both sides), ``'apart'`` (they do not touch), ``'L corner'`` (both end where
+    they meet), ``'T junction'`` (one ends on the other) or ``'near miss'`` (they cross, but a
+    line runs fewer than :data:`MARGIN` px past the other; none ends on it)."""
+    red_rows, red_cols = np.nonzero(img[0] > 0.5)
+    blue_rows, blue_cols = np.nonzero(img[2] > 0.5)
+    col, row = int(red_cols[0]), int(blue_rows[0])
+    # how far each line runs past the other one's axis on each side (< 0: it stops short)
+    red = (row - int(red_rows.min()), int(red_rows.max()) - row)
+    blue = (col - int(blue_cols.min()), int(blue_cols.max()) - col)
+    if min(*red, *blue) < 0:
+        return "apart"
+    if min(*red, *blue) >= MARGIN:
+        return "crossing"
+    if min(red) == 0 and min(blue) == 0:
+        return "L corner"
+    if min(red) == 0 or min(blue) == 0:
+        return "T junction"
+    return "near miss"
+
+
+def _examples(rng: np.random.Generator) -> tuple[np.ndarray, list[str]]:
+    """Eight noise-free examples: three crossings and one of each kind of negative (a second
+    near miss when there is room), each with its :func:`relation`."""
+    xs, _ = make_dataset(400, rng, noise=0.0)
+    kinds = [relation(img) for img in xs]
+    wanted = ["crossing"] * 3 + ["apart", "L corner", "T junction", "near miss", "near miss"]
+    picked: list[int] = []
+    for kind in wanted:
+        free = [i for i, k in enumerate(kinds) if k == kind and i not in picked]
+        if free:
+            picked.append(free[0])
+    for i in range(len(xs)):  # a kind that never occurred: fill with whatever comes next
+        if len(picked) == len(wanted):
+            break
+        if i not in picked:
+            picked.append(i)
+    return xs[picked], [kinds[i] for i in picked]
 
 
 def _model(kind: str, channels: int, k: int, m: int) -> Any:
@@ -123,13 +179,23 @@ def run(out: Path, *, quick: bool = False, progress: Any = None) -> Report:
         n: {"mean": float(np.mean(v)), "std": float(np.std(v)), "runs": v} for n, v in acc.items()
     }
     report.results.update(accuracy=stats, seeds=seeds, epochs=epochs, n_train=n_train)
+    # what the negatives are, read from the first seed's training images
+    xs, ys = make_dataset(n_train, np.random.default_rng(1000 + seeds[0]))
+    negatives = [relation(img) for img, lab in zip(xs, ys, strict=True) if not lab]
+    counts = {k: negatives.count(k) for k in ("apart", "near miss", "T junction", "L corner")}
+    report.results["negatives"] = counts
 
     report.text(
         f"Task: {SIZE}x{SIZE} RGB images with one red vertical and one blue horizontal line "
         "segment (lengths 9-15 px, Gaussian noise 0.05); label 1 when they cross, i.e. each "
-        "line extends at least 2 px beyond the other on both sides. Negatives "
-        "contain the same two lines, not crossing; half of them are hard (T or L junctions "
-        f"and near misses). {n_train} training and {n_test} test images per seed; each model "
+        f"line extends at least {MARGIN} px beyond the other on both sides. Negatives "
+        "contain the same two lines, not crossing. Of the first seed's "
+        f"{len(negatives)} negative training images, {counts['apart']} have the lines apart "
+        f"and the rest are hard: {counts['near miss']} near misses (one line runs through the "
+        f"other but ends 1 px past it, fewer than the {MARGIN} px a crossing needs), "
+        f"{counts['T junction']} T junctions (one line ends on the other) and "
+        f"{counts['L corner']} L corners (both end where they meet). "
+        f"{n_train} training and {n_test} test images per seed; each model "
         f"is one {k}x{k} conv layer with {channels} output channels, ReLU, global max pool and "
         f"a linear classifier, trained with Adam (lr 3e-3, batch 64) for {epochs} epochs; "
         f"seeds {seeds}."
@@ -246,17 +312,27 @@ def run(out: Path, *, quick: bool = False, progress: Any = None) -> Report:
             "layer on the crossing task. Right: singular values of the trained "
             "standard layer's filters per input channel (a DS layer has rank m).",
         )
-        fig, axes = plt.subplots(2, 4, figsize=(10, 5.2))
-        xs, ys = make_dataset(8, np.random.default_rng(7), noise=0.0)
-        for ax, img, lab in zip(axes.ravel(), xs, ys, strict=True):
+        fig, axes = plt.subplots(2, 4, figsize=(10, 6.0))
+        xs, shown = _examples(np.random.default_rng(7))
+        for ax, img, kind in zip(axes.ravel(), xs, shown, strict=True):
             ax.imshow(np.clip(img.transpose(1, 2, 0), 0, 1))
-            ax.set_title("crossing" if lab else "not crossing", fontsize=9)
+            ax.set_title(TITLES[kind], fontsize=8.5)
             ax.set_xticks([])
             ax.set_yticks([])
-        fig.suptitle("Examples (without noise)")
+        fig.suptitle(
+            f"Examples (without noise). A crossing: each line extends at least {MARGIN} px "
+            "beyond the other on both sides;\nnear misses (1 px past), T junctions and L "
+            "corners are negatives",
+            fontsize=10,
+        )
+        fig.subplots_adjust(top=0.84, hspace=0.3, wspace=0.08)
+        report.results["examples"] = shown
         report.figure(
             fig,
             "examples.png",
-            "Example images: positives cross, negatives contain the same lines without crossing.",
+            "Example images. Label 1 (crossing) needs each line to extend at least "
+            f"{MARGIN} px beyond the other on both sides; the hard negatives include near "
+            "misses, where a line runs through the other but ends 1 px past it, T junctions "
+            "and L corners.",
         )
     return report
