@@ -86,6 +86,23 @@ def test_saturation_at_int64_max_does_not_wrap(backend) -> None:
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("out", [np.int64, np.uint64])
+def test_64_bit_results_between_2_51_and_2_52_round_half_to_even(backend, out) -> None:
+    """float64 values in [2**51, 2**52) can still end in .5. Before: the rounding trick
+    covered |v| < 2**51 only and truncated above (2**51 + 1.5 -> ...249, not ...250).
+    Reference: numpy's rint (half to even) of the same float64 values."""
+    v = np.array([2**51 + 1.5, 2**51 + 2.5, 2**51 + 3.5, 2**52 - 0.5, 2**50 + 0.5, 7.5])
+    sign = -1.0 if out == np.int64 else 1.0
+    x = np.concatenate([v, sign * v]) if out == np.int64 else v
+    got = run(backend, sepconv.correlate1d, x, [0.0, 1.0], mode="nearest", output=out)
+    np.testing.assert_array_equal(got, np.rint(x).astype(out))
+    ints = np.array([2**51 + 1, 2**51 + 2, 2**51 + 5, 2**51 + 6], np.int64)  # means: x.5
+    got = run(backend, sepconv.correlate1d, ints, [0.5, 0.5], mode="nearest")
+    want = np.rint((ints[:-1].astype(np.float64) + ints[1:]) / 2)  # exact halves in float64
+    np.testing.assert_array_equal(got[1:], want.astype(np.int64))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize(
     ("dtype", "src"),
     [

@@ -315,6 +315,16 @@ def test_integer_outputs_saturate_to_the_exact_ends_and_nan_becomes_zero(out_dty
     assert got.cpu().tolist() == [expect]
 
 
+@pytest.mark.parametrize("out_dtype", [torch.int64, torch.uint64])
+def test_64_bit_outputs_round_half_to_even_between_2_51_and_2_52(out_dtype):
+    """Before: truncated above 2**51 (2**51 + 1.5 -> ...249). Reference: numpy's rint."""
+    v = np.array([2**51 + 1.5, 2**51 + 2.5, 2**52 - 0.5, 2**50 + 0.5, 7.5, 2.0**53])
+    x = np.concatenate([v, -v]) if out_dtype == torch.int64 else v
+    job = Job([(1.0, [(0, np.array([0.0, 1.0]), 0)])], {0: "nearest"}, 0.0)
+    got = tg.separable(tensor(x), job, dtype=out_dtype).cpu().numpy()
+    np.testing.assert_array_equal(got, np.rint(x).astype(got.dtype))
+
+
 def test_bool_input_and_bool_output():
     mask = np.array([[True, False, True, True, False, False]])
     w = np.array([1.0, 1.0, 1.0]) / 3

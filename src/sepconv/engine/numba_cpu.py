@@ -423,22 +423,25 @@ def _direct_rows(
 def _round_clip(src, dst, flo, fhi, magic, nthreads):  # pragma: no cover - compiled
     """dst = clip(rint(src), flo, fhi) for flat arrays (float -> integer output, one pass).
 
-    Rounds half to even without a libm call: adding and subtracting ``magic`` (1.5 * 2**p,
-    p = mantissa bits) leaves the nearest integer under IEEE round-to-nearest-even, for
-    ``|v| < 2**(p-1)``; larger floats are integers already. NaN becomes 0.
+    Rounds half to even without a libm call: adding and subtracting ``magic`` (2**p, p =
+    mantissa bits) to ``|v| < 2**p`` leaves the nearest integer under IEEE
+    round-to-nearest-even (the sum has unit spacing), and the sign goes back on; larger
+    floats are integers already. (``1.5 * 2**p`` on the signed value would cover only
+    ``|v| < 2**(p-1)``: float64 values in [2**51, 2**52) can still end in .5.) NaN becomes 0.
     """
     n = src.shape[0]
     nthreads = max(1, min(nthreads, n))
     per = (n + nthreads - 1) // nthreads
-    half = magic / 3
     for th in prange(nthreads):
         for i in range(th * per, min(n, (th + 1) * per)):
             v = src[i]
             if v != v:  # NaN: 0, rather than undefined behaviour
                 v = flo - flo
             v = min(max(v, flo), fhi)
-            if abs(v) < half:
-                v = (v + magic) - magic
+            a = abs(v)
+            if a < magic:
+                a = (a + magic) - magic
+                v = a if v >= 0 else -a
             dst[i] = v
 
 
@@ -460,7 +463,7 @@ def round_saturate(src: np.ndarray, dst: np.ndarray) -> None:
     contiguous = target.flags.c_contiguous
     flat = target.reshape(-1) if contiguous else np.empty(target.size, dtype=target.dtype)
     ft = src.dtype.type
-    magic = ft(1.5 * 2.0 ** np.finfo(src.dtype).nmant)
+    magic = ft(2.0 ** np.finfo(src.dtype).nmant)
     flat_src = np.ascontiguousarray(src).reshape(-1)
     _round_clip(flat_src, flat, ft(flo), ft(fhi), magic, numba.get_num_threads())
     if flo != lo or fhi != hi:  # an end is not an exact float: beyond it goes to the end itself

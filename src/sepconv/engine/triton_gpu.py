@@ -89,7 +89,7 @@ _MODE_CODES = {
     "reflect": _REFLECT,
     "mirror": _MIRROR,
 }
-_HEADER = 8  # constants buffer: cval, alpha, flo, fhi, magic, half, cval of the 2nd pass, pad
+_HEADER = 8  # constants buffer: cval, alpha, flo, fhi, magic (2**p), 0, cval of the 2nd pass, pad
 _FUSE_MAX_K = 129  # longest kernels the fused 2-D kernel takes (unrolled; else two passes)
 _I32 = 2**31 - 1
 _I64_ABOVE = _I32 // 2  # arrays with more elements than this index in int64
@@ -164,9 +164,11 @@ def _store(acc, c_ptr, add_ptr, out_ptr, offs, mask, HAS_ADD: tl.constexpr, OUT:
         flo = tl.load(c_ptr + 2)
         fhi = tl.load(c_ptr + 3)
         magic = tl.load(c_ptr + 4)
-        half = tl.load(c_ptr + 5)
-        # round half to even without libm: (v + 1.5 * 2**p) - 1.5 * 2**p for |v| < 2**(p-1)
-        r = tl.where(tl.abs(v) < half, (v + magic) - magic, v)
+        # round half to even without libm: (|v| + 2**p) - 2**p for |v| < 2**p (the sum has
+        # unit spacing), the sign put back; |v| >= 2**p is an integer already
+        a = tl.abs(v)
+        a = tl.where(a < magic, (a + magic) - magic, a)
+        r = tl.where(v < 0, -a, a)
         r = tl.where(v != v, 0.0, r)
         r = tl.minimum(tl.maximum(r, flo), fhi)
         if OUT == 1:
@@ -630,8 +632,8 @@ def _header(ct: np.dtype, cval: float, alpha: float, out_dtype: torch.dtype, c2:
     if not out_dtype.is_floating_point:
         _, lo, hi = _out_kind(out_dtype)
         flo, fhi = saturation_bounds(lo, hi, ct)
-    magic = 1.5 * 2.0 ** np.finfo(ct).nmant
-    return np.array([cval, alpha, flo, fhi, magic, magic / 3, c2, 0.0], dtype=ct)
+    magic = 2.0 ** np.finfo(ct).nmant  # rounding: see _store
+    return np.array([cval, alpha, flo, fhi, magic, 0.0, c2, 0.0], dtype=ct)
 
 
 def _as_tensor(x: Any, name: str) -> torch.Tensor:
