@@ -129,6 +129,60 @@ def test_ds_cost_has_the_articles_example(out) -> None:
     assert 8 < ratios["3"]["256"] < 9 and ratios["1"]["64"] < 1
 
 
+def test_reports_give_durations_a_person_can_read(out) -> None:
+    from sepconv.experiments._common import format_seconds
+
+    assert [format_seconds(s) for s in (0.0, 0.049, 0.05, 0.34, 9.94, 9.96, 59.4, 119.4)] == [
+        "< 0.1 s", "< 0.1 s", "0.1 s", "0.3 s", "9.9 s", "10 s", "59 s", "119 s",
+    ]  # fmt: skip
+    assert format_seconds(125.2) == "2 min 5 s" and format_seconds(600) == "10 min 0 s"
+    if not (out / "ds-cost" / "results.json").is_file():
+        run_experiment("ds-cost", out, quick=True)
+    seconds = _results(out, "ds-cost")["seconds"]
+    head = (out / "ds-cost" / "report.md").read_text().splitlines()[2]
+    assert head.endswith(f"took {format_seconds(seconds)}.") and "took 0 s" not in head
+
+
+def test_ds_cost_point_labels_do_not_overlap() -> None:
+    from sepconv.experiments._common import setup_matplotlib
+    from sepconv.experiments.dscost import label_points
+
+    plt = setup_matplotlib()
+    fig, ax = plt.subplots(figsize=(6, 4.6))
+    # a quick run's points (close together) and a full run's (some at the same MAC ratio)
+    points = [(7.89, 0.52), (8.41, 0.53), (8.69, 0.55), (8.41, 0.6), (8.84, 0.5), (5.76, 0.4)]
+    ax.plot(*zip(*points, strict=True), "s")
+    ax.set_xlim(0, 10)
+    ax.set_ylim(0, 10)
+    texts = label_points(ax, points, [f"p{i}" for i in range(len(points))])
+    fig.canvas.draw()
+    from matplotlib.text import Text
+
+    boxes = [Text.get_window_extent(t) for t in texts]  # the text, without its leader line
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1 :]:
+            assert not a.overlaps(b)
+        for x, y in ax.transData.transform(points):  # no label covers a marker
+            assert not a.contains(x, y)
+    plt.close(fig)
+
+
+def test_lowrank_speedup_axis_has_plain_tick_labels(out) -> None:
+    from sepconv.experiments._common import plain_log_ticks, setup_matplotlib
+
+    plt = setup_matplotlib()
+    fig, ax = plt.subplots()
+    ax.barh([0, 1, 2], [0.7, 3.0, 18.0])
+    ax.set_xscale("log")
+    ticks = plain_log_ticks(ax.xaxis, 0.7, 18.0)
+    assert ticks == [0.5, 1, 2, 5, 10, 20]
+    fig.canvas.draw()
+    labels = [t.get_text() for t in ax.get_xticklabels() + ax.get_xticklabels(minor=True)]
+    shown = [float(t) for t in labels if t]
+    assert shown and all(v in ticks for v in shown)  # plain numbers, no 2x10^0
+    plt.close(fig)
+
+
 def test_capacity_standard_layer_beats_the_depthwise_separable_one(out) -> None:
     run_experiment("capacity", out, quick=True)
     res = _results(out, "capacity")

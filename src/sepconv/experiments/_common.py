@@ -18,7 +18,9 @@ __all__ = [
     "Timer",
     "accuracy",
     "fmt",
+    "format_seconds",
     "mean_ci",
+    "plain_log_ticks",
     "setup_matplotlib",
     "shell_command",
     "train",
@@ -124,6 +126,46 @@ class Timer:
         self.seconds = time.perf_counter() - self.t0
 
 
+def format_seconds(seconds: float) -> str:
+    """A duration as a person reads it: ``'< 0.1 s'``, ``'0.3 s'``, ``'12 s'``, ``'2 min 5 s'``.
+
+    >>> [format_seconds(s) for s in (0.04, 0.34, 9.96, 12.4, 125.2)]
+    ['< 0.1 s', '0.3 s', '10 s', '12 s', '2 min 5 s']
+    """
+    if seconds < 0.05:
+        return "< 0.1 s"
+    if seconds < 9.95:
+        return f"{seconds:.1f} s"
+    if seconds < 119.5:
+        return f"{seconds:.0f} s"
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest} s"
+
+
+def plain_log_ticks(axis: Any, low: float, high: float) -> list[float]:
+    """Put ticks at 1-2-5 values covering ``[low, high]`` on a log-scaled ``axis`` (e.g.
+    ``ax.xaxis``), labelled as plain numbers (``0.5``, ``2``, ``20``), no minor labels.
+
+    Returns the tick values.
+    """
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+
+    low, high = max(low, 1e-12), max(high, low)
+    ticks = [
+        m * 10.0**e
+        for e in range(math.floor(math.log10(low)) - 1, math.ceil(math.log10(high)) + 1)
+        for m in (1, 2, 5)
+    ]
+    below = [t for t in ticks if t <= low]
+    above = [t for t in ticks if t >= high]
+    lo, hi = (below[-1] if below else ticks[0]), (above[0] if above else ticks[-1])
+    ticks = [t for t in ticks if lo <= t <= hi]
+    axis.set_major_locator(FixedLocator(ticks))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
+    return ticks
+
+
 def fmt(x: float, digits: int = 3) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "n/a"
@@ -188,7 +230,8 @@ class Report:
         head = [
             f"# {self.title}",
             f"Made by `{command}` — {mode}; machine `{platform.node()}` "
-            f"({platform.machine()}), {time.strftime('%Y-%m-%d')}; took {self.seconds:.0f} s.",
+            f"({platform.machine()}), {time.strftime('%Y-%m-%d')}; "
+            f"took {format_seconds(self.seconds)}.",
         ]
         body = "\n\n".join(head + self.parts) + "\n"
         (self.folder / "report.md").write_text(body)
@@ -234,13 +277,14 @@ def write_index(out: Path, reports: Sequence[Report], *, quick: bool) -> Report:
         + "`. "
         + ("Quick run (`--quick`)." if quick else "Full run.")
         + f" Machine `{platform.node()}`, {time.strftime('%Y-%m-%d')}, "
-        f"{index.seconds:.0f} s in all.",
+        f"{format_seconds(index.seconds)} in all.",
         "",
         "| experiment | what it checks | time |",
         "|---|---|---:|",
     ]
     lines += [
-        f"| [{r.name}]({r.name}/report.md) | {r.title} | {r.seconds:.0f} s |" for r in reports
+        f"| [{r.name}]({r.name}/report.md) | {r.title} | {format_seconds(r.seconds)} |"
+        for r in reports
     ]
     out.mkdir(parents=True, exist_ok=True)
     (out / "index.md").write_text("\n".join(lines) + "\n")

@@ -103,6 +103,29 @@ def _latencies(
     return measured
 
 
+def label_points(ax: Any, points: list[tuple[float, float]], labels: list[str]) -> list[Any]:
+    """Label each point with a thin leader line from a column of labels in the axes' upper
+    right corner (the points lie close together, often at the same MAC ratio, so labels
+    next to them overlap); labels are stacked in the order of the points' x, then y."""
+    order = sorted(range(len(points)), key=lambda i: points[i])
+    step = min(0.07, 0.5 / max(1, len(points)))
+    out = []
+    for row, i in enumerate(order):
+        out.append(
+            ax.annotate(
+                labels[i],
+                xy=points[i],
+                xytext=(0.98, 0.62 - step * row),
+                textcoords="axes fraction",
+                ha="right",
+                va="center",
+                fontsize=7,
+                arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "gray", "shrinkB": 3},
+            )
+        )
+    return out
+
+
 #: Batch sizes of the GPU table.
 GPU_BATCHES = (1, 32)
 
@@ -300,14 +323,11 @@ def run(out: Path, *, quick: bool = False, progress: Any = None) -> Report:
             "s",
             label="measured (3x3)",
         )
-        for m in measured:
-            ax.annotate(
-                f"{m['cin']}->{m['cout']}",
-                (m["mac_ratio"], m["latency_ratio"]),
-                fontsize=7,
-                xytext=(3, 3),
-                textcoords="offset points",
-            )
+        label_points(
+            ax,
+            [(m["mac_ratio"], m["latency_ratio"]) for m in measured],
+            [f"{m['cin']}->{m['cout']}" for m in measured],
+        )
         for batch in GPU_BATCHES:
             rows = [m for m in gpu["measured"] if m["batch"] == batch]
             if rows:
