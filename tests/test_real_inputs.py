@@ -295,6 +295,28 @@ def test_non_finite_cval_through_derivative_passes_is_the_dense_correlation(
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_a_cval_beyond_the_float32_range_on_float32_data(backend) -> None:
+    """cval=1e39 on float32 data: scipy (float64 throughout) gives finite borders where the
+    weights bring the result back into range. Before, the torch backend made cval inf (the
+    Triton engine) or raised in masked_fill (torch's own ops)."""
+    x = np.random.default_rng(2).random((6, 7)).astype(np.float32)
+    box = np.full((3, 3), 1 / 9)  # scipy's own uniform_filter loses the interior to its
+    cases = (  # running sum's cancellation of 1e39: the dense correlation is the reference
+        (sepconv.correlate1d, ([0.25, 0.5, 0.25],), ndimage.correlate1d),
+        (sepconv.uniform_filter, (3,), lambda v, _, **kw: ndimage.correlate(v, box, **kw)),
+    )
+    for fn, args, ref_fn in cases:
+        with np.errstate(over="ignore"):
+            want = ref_fn(x.astype(np.float64), *args, mode="constant", cval=1e39)
+            want = want.astype(np.float32)
+            got = run(backend, fn, x, *args, mode="constant", cval=1e39)
+        assert got.dtype == np.float32
+        np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
+        fin = np.isfinite(want)
+        np.testing.assert_allclose(got[fin], want[fin], rtol=1e-6)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_nan_slab_in_float32_volume_with_a_ball(backend) -> None:
     vol = np.random.default_rng(6).random((24, 26, 28)).astype(np.float32)
     vol[:, :, :5] = np.nan  # MRI background

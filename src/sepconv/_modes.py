@@ -19,6 +19,7 @@ Kernels longer than the axis extend by repeated reflection / wrapping, as scipy.
 from __future__ import annotations
 
 import functools
+import math
 import operator
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -261,20 +262,25 @@ def check_input(x: Any, name: str = "input") -> np.ndarray:
 _FLOAT32_OUTPUTS = frozenset("?bBhHef")
 
 
-def work_dtype(dtype: np.dtype, output: np.dtype | None = None) -> np.dtype:
+def work_dtype(dtype: np.dtype, output: np.dtype | None = None, cval: float = 0.0) -> np.dtype:
     """Precision of the computation for input ``dtype`` and result ``output`` (default: same).
 
     float32 when the input is float16/float32, bool or 8-bit integer *and* the result is
     float16/float32 or an integer/bool of at most 16 bits; float64 otherwise (complex data is
     filtered as its real and imaginary parts, each by this rule). So ``output=np.float64``
     (or a 32/64-bit integer output) always gets a float64 computation, as scipy.ndimage does.
+    A finite ``cval`` beyond the float32 range (``1e39``: float32 would pad with inf where
+    scipy's float64 gives finite borders) also means float64.
     """
     dt = native(dtype)
     out = dt if output is None else native(np.dtype(output))
     small_in = dt.char in "ef" or (dt.kind in "iub" and dt.itemsize == 1)
-    if small_in and out.char in _FLOAT32_OUTPUTS:
+    if small_in and out.char in _FLOAT32_OUTPUTS and not _F32_MAX < abs(cval) < math.inf:
         return np.dtype(np.float32)
     return np.dtype(np.float64)
+
+
+_F32_MAX = float(np.finfo(np.float32).max)
 
 
 def saturation_bounds(lo: int, hi: int, ftype: Any) -> tuple[float, float]:

@@ -123,7 +123,7 @@ def run(x: da.Array, job: Job, dtype: np.dtype, out: Any, workers: int | None) -
     the whole halo; other separable jobs run pass by pass or fused (:func:`choose`).
     """
     nthreads = 1 if workers is None else engine.check_workers(workers)
-    xw = x.astype(work_dtype(x.dtype, dtype))
+    xw = x.astype(work_dtype(x.dtype, dtype, job.cval))
     if xw.size == 0:
         return _finish(xw, dtype, out)
     if job.reduction == "hypot":

@@ -44,7 +44,7 @@ def has_nonfinite(x: np.ndarray) -> bool:
 def run(x: np.ndarray, job: Job, dtype: np.dtype, out: np.ndarray | None, workers: Any):
     """Compute ``job`` on ``x``; the result has ``dtype`` (or is ``out``)."""
     nthreads = max(1, min(engine.check_workers(workers), int(x.size * job.macs // SERIAL_WORK)))
-    wd = work_dtype(x.dtype, dtype)
+    wd = work_dtype(x.dtype, dtype, job.cval)
     if x.size == 0:
         return _finish(np.empty(x.shape, dtype=wd), x, dtype, out)
     with engine.threads(nthreads):

@@ -102,7 +102,7 @@ def run(
     convolutions (differentiable by torch's autograd; on CUDA without TF32).
     """
     with _threads(x, workers), _ieee(x):
-        xw = _work(x, dtype)
+        xw = _work(x, dtype, job.cval)
         if xw.numel() == 0:
             return _finish(xw, dtype, out)
         tg = gpu_engine(xw)
@@ -297,10 +297,10 @@ def _np_dtype(dt: torch.dtype) -> np.dtype:
     return torch.empty(0, dtype=dt).numpy().dtype
 
 
-def _work(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+def _work(x: torch.Tensor, dtype: torch.dtype, cval: float = 0.0) -> torch.Tensor:
     """The tensor in its compute dtype: the numpy API's rule (``_modes.work_dtype``) for input
-    and result dtypes; float16/bfloat16 are computed in float32."""
-    wd = work_dtype(_np_dtype(x.dtype), _np_dtype(dtype))
+    and result dtypes (and ``cval``); float16/bfloat16 are computed in float32."""
+    wd = work_dtype(_np_dtype(x.dtype), _np_dtype(dtype), cval)
     return x.to(torch.float32 if wd == np.float32 else torch.float64)
 
 
