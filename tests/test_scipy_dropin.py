@@ -162,6 +162,17 @@ def test_size_zero_leaves_an_axis_alone() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("size", "origin"), [(1, 1), ((1, 3), (2, 1)), ((0, 3), (5, -1)), ((3, 1), (1, 7))]
+)
+def test_the_origin_of_an_axis_left_alone_is_not_read(size, origin) -> None:
+    """Before: uniform_filter(x, size=1, origin=1) raised 'Invalid origin'; scipy skips the
+    axes of size 0 or 1 and ignores their origin."""
+    x = np.random.default_rng(0).random((6, 7))
+    got = sepconv.uniform_filter(x, size, origin=origin)
+    np.testing.assert_allclose(got, ndimage.uniform_filter(x, size, origin=origin), atol=1e-15)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_float16_with_nan_through_a_folded_wide_kernel(backend) -> None:
     # the finiteness check before folding a pass longer than its axis met float16 too

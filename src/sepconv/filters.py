@@ -640,7 +640,10 @@ def uniform_filter(
     for s in sizes:
         check_kernel_size([s], f"size={size!r}")
     sizes = [max(s, 1) for s in sizes]
-    origins = normalize_origins(origin, sizes)
+    # an axis of size 1 is not filtered, so its origin is not read (scipy's rule)
+    given = per_axis(origin, len(ax), "origin")
+    read = [o if n > 1 else 0 for o, n in zip(given, sizes, strict=True)]
+    origins = normalize_origins(read, sizes)
     ((_, vectors),) = kernels.KERNEL_TERMS[kernels.box](sizes)
     passes = list(zip(ax, vectors, origins, strict=True))
     return _run_terms(backend, x, ax, [(1.0, passes)], output, mode, cval, workers)
