@@ -272,15 +272,15 @@ def test_user_errors_are_one_line_and_write_nothing(photo, brain, tmp_path) -> N
         ((photo, out), ("give a kernel",)),
         ((photo, out, "-k", "nope:x=1"), ("unknown kernel 'nope'",)),
         ((photo, out, "-k", "box:size=3", "--dtype", "float32"), ("PNG stores",)),
-        ((photo, out, "-k", "box:size=3", "--dtype", "banana"), ("dtype must be",)),
-        ((photo, out, "-k", "box:size=3", "--mode", "edge"), ("mode must be one of",)),
-        ((photo, out, "-k", "box:size=3", "--chunks", "a,b"), ("chunks must be",)),
-        ((photo, out, "-k", "box:size=3", "--scheduler", "gpu"), ("scheduler must be",)),
+        ((photo, out, "-k", "box:size=3", "--dtype", "banana"), ("--dtype must be",)),
+        ((photo, out, "-k", "box:size=3", "--mode", "edge"), ("--mode must be one of",)),
+        ((photo, out, "-k", "box:size=3", "--chunks", "a,b"), ("--chunks must be",)),
+        ((photo, out, "-k", "box:size=3", "--scheduler", "gpu"), ("--scheduler must be",)),
         ((photo, out, "-k", "box:size=3", "--axes", "0,2"), ("include the channel axis 2",)),
-        ((photo, out, "-k", "box:size=3", "--channel-axis", "x"), ("channel_axis must be",)),
+        ((photo, out, "-k", "box:size=3", "--channel-axis", "x"), ("--channel-axis must be",)),
         ((photo, out, "--sigma-mm", "2"), ("needs the voxel spacing",)),
         ((brain, tmp_path / "o.nii", "--sigma-mm", "2", "-k", "gaussian:sigma=1"), ("once",)),
-        ((photo, out, "-k", "box:size=3", "--method", "separable", "--tol", "-1"), ("tol",)),
+        ((photo, out, "-k", "box:size=3", "--method", "separable", "--tol", "-1"), ("--tol must",)),
     ]
     for args, needles in cases:
         user_error(run(*args), *needles)
@@ -292,7 +292,7 @@ def test_channel_axis_out_of_range_names_the_channel_axis_not_axes(photo, tmp_pa
     # no --axes given: the bad value is the channel axis, and the message must say so
     out = tmp_path / "o.tif"
     line = user_error(run(photo, out, "-k", "gaussian:sigma=2", "--channel-axis", axis))
-    assert "channel_axis must be 'auto', 'none' or an axis in [-3, 2]" in line, line
+    assert "--channel-axis must be 'auto', 'none' or an axis in [-3, 2]" in line, line
     assert line.endswith(f"got {axis}") and "axes must" not in line, line
     with pytest.raises(ValueError, match=r"^channel_axis must .* got 7$"):
         sepconv.io.filter_file(photo, out, "box:size=3", channel_axis=7)

@@ -114,8 +114,8 @@ def test_profile_user_errors_are_one_line_exit_2():
     for args, needle in [
         (["profile", "vgg16"], "model must be one of"),
         (["profile", "resnet18", "--full-conv"], "--full-conv does not apply"),
-        (["profile", "mobilenet_v1", "--width", "0"], "width_mult must be a finite number > 0"),
-        (["profile", "mobilenet_v1", "--memory-format", "nhwc"], "memory_format must be one of"),
+        (["profile", "mobilenet_v1", "--width", "0"], "--width must be a finite number > 0"),
+        (["profile", "mobilenet_v1", "--memory-format", "nhwc"], "--memory-format must be one of"),
         (["profile", "no.such.module:f"], "cannot be imported"),
         (["profile", "torch.nn:Identity"], "give --input-shape"),
     ]:
@@ -231,10 +231,10 @@ def test_convert_user_errors_are_one_line_exit_2_and_write_nothing(tmp_path, mon
         (["convert", "small_cnn", "-o", "exists.pt", "--overwrite", "--state-dict", "exists.pt"],
          "is the --state-dict file: never overwritten"),
         (["convert", "model.ts", "-o", "new.pt"], "a TorchScript model cannot be converted"),
-        (["convert", "small_cnn", "-o", "new.pt", "--kind", "svd"], "kind must be one of"),
+        (["convert", "small_cnn", "-o", "new.pt", "--kind", "svd"], "--kind must be one of"),
         (["convert", "small_cnn", "-o", "new.pt", "--rank", "1,2,3"], "--rank must be R"),
         (["convert", "small_cnn", "-o", "new.pt", "--rank", "1", "--latency-budget", "0.5"],
-         "give at most one of rank, tol, mac_budget and latency_budget"),
+         "give at most one of --rank, --tol, --mac-budget and --latency-budget"),
         (["convert", "small_cnn", "-o", "nope/new.pt"], "does not exist"),
         (["convert", "my_unscriptable:build", "--input-shape", "1,3,8,8", "--rank", "1",
           "--torchscript", "-o", "new.ts"], "cannot be scripted"),
@@ -367,7 +367,7 @@ def test_profile_without_torch_in_process(monkeypatch):
 @pytest.mark.parametrize(
     ("args", "needles"),
     [
-        (["--num-classes", "0"], ["num-classes", "0"]),
+        (["--num-classes", "0"], ["--num-classes", "0"]),
         (["--width", "-1"], ["--width", "-1"]),
         (["--width", "0"], ["--width", "0"]),
         (["--width", "nan"], ["--width", "nan"]),
@@ -392,7 +392,7 @@ def test_junk_in_input_shape_is_refused_with_the_text(tmp_path, monkeypatch, com
         argv = ["profile", "small_cnn", "--no-measure", "--input-shape", shape]
     else:
         argv = ["convert", "small_cnn", "--rank", "1", "-o", "a.pt", "--input-shape", shape]
-    _one_line_exit_2(runner.invoke(app, argv), "input_shape", repr(shape))
+    _one_line_exit_2(runner.invoke(app, argv), "--input-shape", repr(shape))
     assert not (tmp_path / "a.pt").exists()
 
 

@@ -161,8 +161,53 @@ err_console = Console(stderr=True, highlight=False, width=_WIDTH)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+#: Library parameters that the command line calls by another name (parameter -> option).
+_OPTION_OF = {
+    "in_channels": "--cin",
+    "out_channels": "--cout",
+    "kernel_size": "--kernel",
+    "width_mult": "--width",
+    "spec": "--kernel",  # filter's kernel spec
+}
+
+
+def _as_typed(msg: str, fn: Callable[..., Any], given: dict[str, Any]) -> str:
+    """A library message about a parameter, told with the option the user typed.
+
+    The library names its parameters (``in_channels must be an integer >= 1``); on the
+    command line the value came from an option (``--cin``). When the message starts with
+    an option of the command ``fn`` (its Python name; ``--data-shape`` is ``data_shape``)
+    or with the library's name for one (:data:`_OPTION_OF`), and the user gave that option
+    a value other than its default, that first word becomes the option. Nothing else in the
+    message changes, and an option left at its default is not named as if it were typed.
+    """
+    import inspect
+    import typing
+
+    found = re.match(r"[a-z][a-z0-9_]*\b", msg)
+    if found is None:
+        return msg
+    word = found.group()
+    try:
+        hints = typing.get_type_hints(fn, include_extras=True)
+    except Exception:  # an annotation that cannot be evaluated: leave the message as it is
+        return msg
+    for name, param in inspect.signature(fn).parameters.items():
+        option = "--" + name.replace("_", "-")
+        if word != name and _OPTION_OF.get(word) != option:
+            continue
+        meta = getattr(hints.get(name), "__metadata__", ())
+        if any(isinstance(m, typer.models.ArgumentInfo) for m in meta):
+            continue  # INPUT, OUTPUT, MODEL ...: not an option
+        value = given.get(name, param.default)
+        if param.default is inspect.Parameter.empty or value != param.default:
+            return option + msg[found.end() :]
+    return msg
+
+
 def _user_errors(fn: F) -> F:
-    """Turn ValueError/TypeError from the library into one line on stderr and exit code 2."""
+    """Turn ValueError/TypeError from the library into one line on stderr and exit code 2;
+    a message about a parameter names the option the user typed (see ``_as_typed``)."""
     import functools
 
     @functools.wraps(fn)
@@ -170,7 +215,7 @@ def _user_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except (ValueError, TypeError) as exc:
-            msg = " ".join(str(exc).split())
+            msg = _as_typed(" ".join(str(exc).split()), fn, kwargs)
             err_console.print(f"sepconv: error: {msg}", markup=False, soft_wrap=True)
             raise typer.Exit(2) from None
 
@@ -389,7 +434,7 @@ def analyze(
     result, fits = analyze_kernel(
         spec,
         tol=tol,
-        data_shape=_ints(data_shape, "data_shape"),
+        data_shape=_ints(data_shape, "--data-shape"),
         precision=None if precision == "auto" else precision,
     )
     if as_json:
@@ -496,11 +541,17 @@ def cost_conv(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON (stable schema).")] = False,
 ) -> None:
     """Standard vs depthwise-separable convolution: MACs, parameters and their ratio."""
-    if dims > 3:  # below 1: compare_conv says so
+    if dims not in (1, 2, 3):
         raise ValueError(f"--dims must be 1, 2 or 3, got {dims}")
-    ks = _ints(kernel, "kernel")
+    ks = _ints(kernel, "--kernel")
     assert ks is not None
-    size = _ints(input_size, "input_size")
+    size = _ints(input_size, "--input-size")
+    for option, text, values in (("--kernel", kernel, ks), ("--input-size", input_size, size)):
+        if values is not None and len(values) not in (1, dims):
+            raise ValueError(
+                f"{option} must be one size or {dims} sizes separated by commas (one per axis "
+                f"of --dims {dims}), got {text!r}"
+            )
     d = conv_cost_dict(
         in_channels=cin,
         out_channels=cout,
@@ -556,9 +607,9 @@ def cost_kernel(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """MACs per output element of every method for a kernel shape."""
-    ks = _ints(shape, "shape")
+    ks = _ints(shape, "--shape")
     assert ks is not None
-    costs = cost.kernel_costs(ks, rank=rank, data_shape=_ints(data_shape, "data_shape"))
+    costs = cost.kernel_costs(ks, rank=rank, data_shape=_ints(data_shape, "--data-shape"))
     if as_json:
         sys.stdout.write(json.dumps({"schema": 1, "shape": list(ks), "macs": costs}) + "\n")
         return
@@ -668,7 +719,7 @@ def _seeds(text: str | None) -> int | list[int] | None:
         values = [int(v) for v in text.split(",")]
     except ValueError:
         raise ValueError(
-            f"seeds must be a count N or a list of integers such as 0,3,7, got {text!r}"
+            f"--seeds must be a count N or a list of integers such as 0,3,7, got {text!r}"
         ) from None
     return values[0] if "," not in text else values
 
@@ -797,19 +848,27 @@ def profile_command(
 
     --device cuda: timed on the GPU (CUDA events, CUDA graphs) against its measured rates.
     """
-    _check_model_options(width, num_classes)
+    _check_model_options(width, num_classes, batch, threads)
+    if compile not in ("none", "inductor", "torchscript"):
+        raise ValueError(f"--compile must be none, inductor or torchscript, got {compile!r}")
     with _needs("profile", "torch"):
         _profile(model_name, width, resolution, batch, full_conv, num_classes, input_shape,
                  measure, device, threads, fold_bn, memory_format, compile, repeats,
                  as_json)  # fmt: skip
 
 
-def _check_model_options(width: float, num_classes: int | None) -> None:
-    """The model options every factory shares, checked before torch is imported."""
+def _check_model_options(
+    width: float, num_classes: int | None, batch: int, threads: int | None
+) -> None:
+    """The options profile and convert share, checked before torch is imported."""
     if not (math.isfinite(width) and width > 0):
-        raise ValueError(f"--width: width_mult must be a finite number > 0, got {width:g}")
+        raise ValueError(f"--width must be a finite number > 0, got {width:g}")
     if num_classes is not None and num_classes < 1:
         raise ValueError(f"--num-classes must be an integer >= 1, got {num_classes}")
+    if batch < 1:  # else the library names the input_shape built from it
+        raise ValueError(f"--batch must be an integer >= 1, got {batch}")
+    if threads is not None and threads < 1:  # torch.set_num_threads(0) raises RuntimeError
+        raise ValueError(f"--threads must be an integer >= 1, got {threads}")
 
 
 def _profile(
@@ -832,7 +891,7 @@ def _profile(
     from .nn.profile import profile as run_profile
 
     model = _build_model(model_name, width, resolution, full_conv, num_classes)
-    shape = _ints(input_shape, "input_shape")
+    shape = _ints(input_shape, "--input-shape")
     if shape is None:
         default = getattr(model, "default_input_shape", None)
         if default is None:
@@ -1097,7 +1156,22 @@ def convert_command(
             raise ValueError(f"--output {str(output)!r} is the {what} file: never overwritten")
     if out.exists() and not overwrite:
         raise ValueError(f"--output {str(output)!r} exists: give --overwrite to replace it")
-    _check_model_options(width, num_classes)
+    policies = [
+        option
+        for option, value in (
+            ("--rank", rank),
+            ("--tol", tol),
+            ("--mac-budget", mac_budget),
+            ("--latency-budget", latency_budget),
+        )
+        if value is not None
+    ]
+    if len(policies) > 1:
+        raise ValueError(
+            "give at most one of --rank, --tol, --mac-budget and --latency-budget, got "
+            + " and ".join(policies)
+        )
+    _check_model_options(width, num_classes, batch, threads)
     with _needs("convert", "torch"):
         _convert(model_name, out, state_dict, kind, rank, tol, mac_budget, latency_budget,
                  rank_multiple, layers, width, resolution, batch, num_classes, input_shape,
@@ -1154,7 +1228,7 @@ def _convert(
         raise ValueError(f"--calibration {str(calibration)!r} does not hold a tensor")
     if calib is not None:
         calib = calib.float()
-    shape = _ints(input_shape, "input_shape")
+    shape = _ints(input_shape, "--input-shape")
     if shape is None and calib is None:
         default = getattr(model, "default_input_shape", None)
         if default is None:
@@ -1312,7 +1386,7 @@ def _dtype_option(text: str | None) -> np.dtype | None:
         return np.dtype(text)
     except TypeError:
         raise ValueError(
-            f"dtype must be a numpy dtype name (uint8, uint16, int16, float32, float64, ...), "
+            f"--dtype must be a numpy dtype name (uint8, uint16, int16, float32, float64, ...), "
             f"got {text!r}"
         ) from None
 
@@ -1442,7 +1516,7 @@ def _channel_option(text: str) -> int | str | None:
         return int(text)
     except ValueError:
         raise ValueError(
-            f"channel_axis must be auto, none or an axis number, got {text!r}"
+            f"--channel-axis must be auto, none or an axis number, got {text!r}"
         ) from None
 
 
@@ -1453,7 +1527,7 @@ def _axes_option(text: str | None) -> tuple[int, ...] | None:
         values = tuple(int(p) for p in text.split(","))
     except ValueError:
         raise ValueError(
-            f"axes must be one or more integers separated by commas, got {text!r}"
+            f"--axes must be one or more integers separated by commas, got {text!r}"
         ) from None
     return values
 
