@@ -7,11 +7,13 @@ depth multiplier 1): (a) early layers only, (b) late layers only, (c) all; and (
 latency budget (``convert(..., latency_budget=0.5)``) followed by ``sepconv.nn.recover``.
 Accuracy is measured right after conversion and after a short fine-tune, with MACs and
 latency, once per seed (5 by default); every figure is a mean with a Student-t 95 %
-confidence interval, and early and late layers are compared seed by seed (paired).
+confidence interval (clipped to the values' range; with fewer than 3 seeds, the seeds' own
+values instead), and early and late layers are compared seed by seed (paired).
 """
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,6 +32,11 @@ ORIGINAL = "original (standard)"
 BUDGET = f"latency budget {LATENCY_BUDGET} + recover"
 #: the issue's target for the latency row: within this many points of the original
 TARGET_POINTS = 1.0
+#: fewest seeds for a Student-t interval; with fewer the report shows the seeds' values (a
+#: t-interval from 2 seeds has 1 degree of freedom: +-12.7 x |a - b| / 2)
+MIN_CI_SEEDS = 3
+#: the range each summarised quantity can take (an interval is clipped to it)
+ACCURACY, POINTS, FRACTION = (0.0, 1.0), (-100.0, 100.0), (0.0, math.inf)
 
 
 def load_digits_16() -> tuple[np.ndarray, np.ndarray]:
@@ -67,9 +74,43 @@ def seed_list(seeds: int | Sequence[int] | None, quick: bool = False) -> list[in
     return [int(s) for s in out]
 
 
-def _sign_reading(ci: dict[str, float]) -> str:
+def spread(values: Sequence[float] | np.ndarray, bounds: tuple[float, float]) -> dict[str, Any]:
+    """How a quantity varies over the seeds, as the report shows it.
+
+    With at least :data:`MIN_CI_SEEDS` values: :func:`mean_ci`'s 95 % Student-t interval
+    (``kind='t95'``), clipped to ``bounds`` (``clipped``; the unclipped ends in ``t_low``,
+    ``t_high``). With fewer: ``kind='seeds'``, ``low``/``high`` the smallest and largest
+    value and no ``half_width``; every reading of it is ``'inconclusive'``.
+    """
+    v = np.asarray(values, dtype=np.float64).ravel()
+    if v.size < MIN_CI_SEEDS:
+        if v.size < 1 or not np.all(np.isfinite(v)):
+            raise ValueError(f"values must be finite numbers, got {v.tolist()!r}")
+        return {
+            "kind": "seeds",
+            "n": int(v.size),
+            "mean": float(v.mean()),
+            "std": float(v.std(ddof=1)) if v.size > 1 else 0.0,
+            "values": v.tolist(),
+            "low": float(v.min()),
+            "high": float(v.max()),
+            "half_width": None,
+            "clipped": False,
+        }
+    ci: dict[str, Any] = dict(mean_ci(v), kind="t95")
+    lo, hi = bounds
+    ci.update(t_low=ci["low"], t_high=ci["high"])
+    ci.update(low=max(ci["low"], lo), high=min(ci["high"], hi))
+    ci["clipped"] = ci["low"] != ci["t_low"] or ci["high"] != ci["t_high"]
+    return ci
+
+
+def _sign_reading(ci: dict[str, Any]) -> str:
     """``'supported'`` when the whole interval of ``early - late`` is below 0 (early layers
-    lose less), ``'contradicted'`` when it is above 0, else ``'inconclusive'``."""
+    lose less), ``'contradicted'`` when it is above 0, else ``'inconclusive'`` (always, with
+    too few seeds for an interval)."""
+    if ci["kind"] != "t95":
+        return "inconclusive"
     if ci["high"] < 0:
         return "supported"
     if ci["low"] > 0:
@@ -77,8 +118,10 @@ def _sign_reading(ci: dict[str, float]) -> str:
     return "inconclusive"
 
 
-def _target_reading(ci: dict[str, float]) -> str:
+def _target_reading(ci: dict[str, Any]) -> str:
     """The latency row's drop against the target: met, missed, or inconclusive."""
+    if ci["kind"] != "t95":
+        return "inconclusive"
     if ci["high"] <= TARGET_POINTS:
         return "met"
     if ci["low"] > TARGET_POINTS:
@@ -99,12 +142,43 @@ def _load_note(load: Any) -> str:
     return f"1-minute load average {load[0]:.1f} at the start, {load[1]:.1f} at the end"
 
 
-def _pm(ci: dict[str, float], digits: int = 3) -> str:
+def _pm(ci: dict[str, Any], digits: int = 3) -> str:
+    """The mean with its interval (``± half-width``, or ``[low, high]`` where clipped), or
+    with the seeds' values when there are too few for an interval."""
+    if ci["kind"] != "t95":
+        each = ", ".join(f"{v:.{digits}f}" for v in ci["values"])
+        return f"{ci['mean']:.{digits}f} (seeds: {each})"
+    if ci["clipped"]:
+        return f"{ci['mean']:.{digits}f} [{ci['low']:.{digits}f}, {ci['high']:.{digits}f}]"
     return f"{ci['mean']:.{digits}f} ± {ci['half_width']:.{digits}f}"
 
 
-def _interval(ci: dict[str, float]) -> str:
+def _interval(ci: dict[str, Any]) -> str:
+    if ci["kind"] != "t95":
+        return "seeds " + ", ".join(f"{v:+.2f}" for v in ci["values"])
     return f"[{ci['low']:+.2f}, {ci['high']:+.2f}]"
+
+
+def _with(ci: dict[str, Any]) -> str:
+    """``95 % CI [low, high]``, or the seeds' values when there are too few for one."""
+    if ci["kind"] == "t95":
+        return f"95 % CI {_interval(ci)}" + (" (clipped)" if ci["clipped"] else "")
+    return f"per seed {', '.join(f'{v:+.2f}' for v in ci['values'])}"
+
+
+def _agreement(diffs: Sequence[float]) -> str:
+    """Whether the seeds agree on the sign of drop(early) - drop(late)."""
+    each = ", ".join(f"{d:+.2f}" for d in diffs)
+    if all(d > 0 for d in diffs):
+        return f"every seed had early layers lose more ({each} points)"
+    if all(d < 0 for d in diffs):
+        return f"every seed had early layers lose less ({each} points)"
+    return f"the seeds disagree ({each} points)"
+
+
+def _interval_name(n: int) -> str:
+    """What the report calls the spread it shows for ``n`` seeds."""
+    return "95 % CI" if n >= MIN_CI_SEEDS else f"too few seeds for a CI ({n})"
 
 
 def _one_seed(
@@ -362,11 +436,11 @@ def _rows(per_seed: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "layers": [r[variant]["layers"] for r in per_seed],
                 },
                 "ci": {
-                    "acc_converted": mean_ci(vals["acc_converted"]),
-                    "acc_tuned": mean_ci(vals["acc_tuned"]),
-                    "drop_converted_points": mean_ci(drop0),
-                    "drop_tuned_points": mean_ci(drop1),
-                    "latency_vs_original": mean_ci(vals["latency_fraction"]),
+                    "acc_converted": spread(vals["acc_converted"], ACCURACY),
+                    "acc_tuned": spread(vals["acc_tuned"], ACCURACY),
+                    "drop_converted_points": spread(drop0, POINTS),
+                    "drop_tuned_points": spread(drop1, POINTS),
+                    "latency_vs_original": spread(vals["latency_fraction"], FRACTION),
                 },
             }
         )
@@ -383,7 +457,7 @@ def _comparisons(per_seed: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ):
         # drop_early - drop_late = acc_late - acc_early (the same original in both)
         diff = [100 * (r["late layers DS"][key] - r["early layers DS"][key]) for r in per_seed]
-        ci = mean_ci(diff)
+        ci = spread(diff, POINTS)
         out.append(
             {
                 "comparison": f"drop(early) - drop(late), {when}",
@@ -432,10 +506,21 @@ def _write_text(
         "outputs, not to the weights), so it can exceed 1.",
         f"**Statistics.** n = {n} seeds ({', '.join(map(str, seeds))}): seed s initialises and "
         "orders the CNN's training, s + 1 its fine-tunes, s the recover run; the split is the "
-        "same for all, so the intervals cover training randomness, not the choice of test "
-        f"digits (one digit is {100 / n_test:.2f} points). Every entry is the mean over the "
-        f"seeds ± the half-width of its 95 % Student-t confidence interval (n - 1 = {n - 1} "
-        "degrees of freedom); drops are in points of accuracy, each seed against its own original. "
+        "same for all, so the spread over the seeds covers training randomness, not the choice "
+        f"of test digits (one digit is {100 / n_test:.2f} points). "
+        + (
+            "Every entry is the mean over the seeds ± the half-width of its 95 % Student-t "
+            f"confidence interval (n - 1 = {n - 1} degrees of freedom); where that interval "
+            "passes the range a quantity can take (accuracy 0-1, drops -100 to +100 points, "
+            "latency ratios above 0) it is clipped to it and shown as [low, high]. "
+            if n >= MIN_CI_SEEDS
+            else f"With {n} seeds there is no useful confidence interval (a Student-t interval "
+            f"from {n} seeds has {n - 1} degree(s) of freedom and runs past 0 and 1 for "
+            "accuracies), so every entry is the mean followed by the seeds' own values, and no "
+            f"reading below is more than inconclusive: run at least {MIN_CI_SEEDS} seeds "
+            "(`--seeds 5`) for intervals. "
+        )
+        + "Drops are in points of accuracy, each seed against its own original. "
         "Standard deviations and per-seed values are in `results.json`.",
     )
     report.table(
@@ -445,8 +530,8 @@ def _write_text(
             "weight error (mean)",
             "MACs / image",
             "params",
-            "latency ms (batch 64)",
-            "latency / original",
+            "latency ms (batch 64, mean)",
+            "latency / original (mean of per-seed ratios)",
             "acc. after conversion",
             "acc. after fine-tune",
             "drop after fine-tune (points)",
@@ -460,8 +545,12 @@ def _write_text(
                 _spread(r["per_seed"]["params"], "{:,d}"),
                 f"{r['latency_ms']:.2f}",
                 (
-                    f"{_pm(r['ci']['latency_vs_original'], 2)} "
-                    f"(median {r['latency_vs_original_median']:.2f})"
+                    _pm(r["ci"]["latency_vs_original"], 2)
+                    + (
+                        f" (median {r['latency_vs_original_median']:.2f})"
+                        if n >= MIN_CI_SEEDS
+                        else ""
+                    )
                     if r["variant"] != ORIGINAL
                     else "1"
                 ),
@@ -478,8 +567,11 @@ def _write_text(
         "early/late/all rows; the latency row's own final timing): the original and the "
         "converted model prepared alike (evaluation mode, batch norm folded, inference mode, "
         "the faster memory format), one thread, batch 64, taking turns, each the fastest of "
-        "its calls; the ratio is per seed, from the same timing. The original's time is the "
-        "mean of its timings. Latency does not depend on the weights, so its spread over the "
+        "its calls. The ratio column is the mean over the seeds of each seed's ratio (the "
+        "converted model's time over the original's, both from the same `convert` call); the "
+        "ms column is the mean of the converted model's times and, for the original, of all "
+        "its timings, so dividing one ms entry by the original's is not the ratio column. "
+        "Latency does not depend on the weights, so its spread over the "
         "seeds is the machine's noise; the median resists a timing spoiled by other work "
         f"({_load_note(report.results.get('load_average'))})."
     )
@@ -514,14 +606,14 @@ def _write_text(
         "rlrrrrrr",
     )  # fmt: skip
     report.table(
-        ["paired comparison (points)", "per seed", "mean", "std", "95 % CI", "reading"],
+        ["paired comparison (points)", "per seed", "mean", "std", _interval_name(n), "reading"],
         [
             [
                 c["comparison"],
                 ", ".join(f"{d:+.2f}" for d in c["points_per_seed"]),
                 f"{c['ci']['mean']:+.2f}",
                 f"{c['ci']['std']:.2f}",
-                _interval(c["ci"]),
+                _interval(c["ci"]) if c["ci"]["kind"] == "t95" else "n/a",
                 c["reading"],
             ]
             for c in comparisons
@@ -539,6 +631,12 @@ def _write_text(
         "inconclusive": "**inconclusive**: the 95 % interval of the difference contains 0, so "
         f"{n} seeds cannot tell early from late layers here",
     }
+    if n < MIN_CI_SEEDS:
+        agree = _agreement(comparisons[1]["points_per_seed"])
+        phrase["inconclusive"] = (
+            f"**inconclusive**: {n} seeds are too few for a confidence interval (at least "
+            f"{MIN_CI_SEEDS} are needed); {agree}"
+        )
 
     def saved(r: dict[str, Any]) -> str:
         r0 = by[ORIGINAL]
@@ -559,11 +657,11 @@ def _write_text(
         f"latency {_pm(early['ci']['latency_vs_original'], 2)} of the original), the late "
         f"layers {_pm(late['ci']['drop_tuned_points'], 2)} (MACs saved {saved(late)}, latency "
         f"{_pm(late['ci']['latency_vs_original'], 2)}); "
-        f"seed by seed, drop(early) - drop(late) = {c1['ci']['mean']:+.2f} points, 95 % CI "
-        f"{_interval(c1['ci'])}. The article's claim that early layers lose little when made "
+        f"seed by seed, drop(early) - drop(late) = {c1['ci']['mean']:+.2f} points, "
+        f"{_with(c1['ci'])}. The article's claim that early layers lose little when made "
         f"depthwise-separable, read as 'less than late layers', is {phrase[c1['reading']]}. "
         f"Right after conversion (optimal weights, no training) the difference is "
-        f"{c0['ci']['mean']:+.2f} points, 95 % CI {_interval(c0['ci'])} ({c0['reading']}): "
+        f"{c0['ci']['mean']:+.2f} points, {_with(c0['ci'])} ({c0['reading']}): "
         "a trained 3x3 conv is far from depthwise-separable (mean relative weight error "
         f"{float(np.mean([early['weight_error'], late['weight_error']])):.2f} at multiplier "
         "1), so a converted layer needs fine-tuning; the optimal initialisation is where it "
@@ -571,13 +669,19 @@ def _write_text(
         f"{_spread([len(x) for x in budget['per_seed']['layers']], '{:d}')} of "
         f"{len(convs) + 1} convs replaced, MACs saved {saved(budget)} on average) loses "
         f"{_pm(budget['ci']['drop_converted_points'], 2)} points right "
-        f"after conversion and {_pm(d1, 2)} after `recover` (95 % CI "
-        f"[{d1['low']:.2f}, {d1['high']:.2f}]): the target of at most {TARGET_POINTS:g} point "
+        f"after conversion and {_pm(d1, 2)} after `recover`"
+        + (f" ({_with(d1)})" if d1["kind"] == "t95" else "")
+        + f": the target of at "
+        f"most {TARGET_POINTS:g} point "
         + {
             "met": "is met (the whole interval is within it).",
             "missed": "is missed (the whole interval is above it).",
-            "inconclusive": "is neither met nor missed with confidence (the interval "
-            "straddles it).",
+            "inconclusive": "is neither met nor missed with confidence ("
+            + (
+                "the interval straddles it)."
+                if d1["kind"] == "t95"
+                else f"{n} seeds are too few for an interval)."
+            ),
         }[reading]
     )
     report.results["latency_row_target"] = reading
@@ -587,6 +691,18 @@ def _tick(row: dict[str, Any]) -> str:
     """A variant's axis label on three lines, with its MACs."""
     name = row["variant"].replace(" + ", "\n+ ").replace(" DS", "\nDS")
     return f"{name}\n{row['macs'] / 1e6:.2f} M MACs"
+
+
+def _bars(cis: list[dict[str, Any]]) -> np.ndarray:
+    """Error bars from each mean down to ``low`` and up to ``high`` (clipped intervals and
+    seed ranges are not symmetric)."""
+    return np.array([[c["mean"] - c["low"] for c in cis], [c["high"] - c["mean"] for c in cis]])
+
+
+def _bar_name(n: int) -> str:
+    if n >= MIN_CI_SEEDS:
+        return f"mean ± 95 % CI over {n} seeds (clipped to the possible range)"
+    return f"mean and range of {n} seeds (too few for a CI)"
 
 
 def _figure(
@@ -607,7 +723,7 @@ def _figure(
         ax.errorbar(
             shown + dx,
             [ci[i]["mean"] for i in shown],
-            yerr=[ci[i]["half_width"] for i in shown],
+            yerr=_bars([ci[i] for i in shown]),
             fmt=marker,
             ms=7,
             capsize=4,
@@ -617,8 +733,9 @@ def _figure(
     ax.set_xticks(xs, [_tick(r) for r in rows], fontsize=8)
     ax.set_ylim(0, 1.04)
     ax.set_ylabel("test accuracy")
-    ax.set_title(f"Test accuracy: mean ± 95 % CI over {n} seeds (dots: seeds)", fontsize=10)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title(f"Test accuracy: {_bar_name(n)} (dots: seeds)", fontsize=10)
+    # below the axes: inside, it covered an error bar
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, fontsize=8)
     # right: drops after fine-tune, and the paired early - late difference
     items = [(r["variant"], r["ci"]["drop_tuned_points"], r["per_seed"]["drop_tuned_points"])
              for r in rows[1:]]  # fmt: skip
@@ -627,7 +744,7 @@ def _figure(
     ys = np.arange(len(items))[::-1]
     for y, (_, ci, vals) in zip(ys, items, strict=True):
         bx.plot(vals, [y] * len(vals), ".", color="gray", alpha=0.5, ms=5)
-        bx.errorbar(ci["mean"], y, xerr=ci["half_width"], fmt="s", ms=6, capsize=4, color="C3")
+        bx.errorbar(ci["mean"], y, xerr=_bars([ci]), fmt="s", ms=6, capsize=4, color="C3")
     bx.axvline(0, color="k", lw=1)
     bx.axvline(TARGET_POINTS, color="C2", lw=1, ls="--")
     bx.text(TARGET_POINTS, 1.0, f" {TARGET_POINTS:g}-point target", color="C2", fontsize=8,
@@ -635,13 +752,13 @@ def _figure(
     bx.axhline(ys[-1] + 0.5, color="gray", lw=0.8, ls=":")
     bx.set_yticks(ys, [name for name, _, _ in items], fontsize=8)
     bx.set_xlabel("accuracy drop after fine-tune / recover (points; < 0: better)")
-    bx.set_title("Drop from the original: mean ± 95 % CI (dots: seeds)", fontsize=10, pad=14)
+    bx.set_title(f"Drop from the original: {_bar_name(n)} (dots: seeds)", fontsize=10, pad=14)
     fig.tight_layout()
     report.figure(
         fig,
         "pareto.png",
         f"Left: test accuracy of the original CNN and its depthwise-separable conversions "
         f"(early/late/all layers at multiplier 1, and by a half-latency budget + recover), "
-        f"right after conversion and after fine-tuning, mean ± 95 % CI over {n} seeds. Right: "
+        f"right after conversion and after fine-tuning, {_bar_name(n)}. Right: "
         "accuracy drop after fine-tuning, and the paired early - late difference.",
     )
