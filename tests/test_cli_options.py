@@ -176,3 +176,20 @@ def test_the_library_keeps_naming_its_parameters_for_python_callers():
         cost.compare_conv(0, 8, 3)
     with pytest.raises(ValueError, match=r"^tol must be a finite number >= 0"):
         cli.analyze_kernel("gaussian:sigma=2", tol=-1.0)
+
+
+def test_filter_and_convert_refuse_an_existing_output_in_the_same_words(tmp_path, monkeypatch):
+    pytest.importorskip("torch")
+    monkeypatch.chdir(tmp_path)
+    np.save("v.npy", np.zeros((6, 6), np.float32))
+    for name in ("o.npy", "m.pt"):
+        Path(name).write_bytes(b"keep")
+    lines = [
+        one_line(runner.invoke(cli.app, ["filter", "v.npy", "o.npy", "-k", "box:size=3"])),
+        one_line(runner.invoke(cli.app, ["convert", "small_cnn", "--rank", "1", "-o", "m.pt"])),
+    ]
+    assert lines == [
+        "sepconv: error: output 'o.npy' exists; pass --overwrite to replace it",
+        "sepconv: error: --output 'm.pt' exists; pass --overwrite to replace it",
+    ]
+    assert Path("o.npy").read_bytes() == Path("m.pt").read_bytes() == b"keep"

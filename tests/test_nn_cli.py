@@ -227,7 +227,7 @@ def test_convert_user_errors_are_one_line_exit_2_and_write_nothing(tmp_path, mon
     script = tmp_path / "model.ts"
     script.write_bytes(b"not really torchscript")
     cases = [
-        (["convert", "small_cnn", "-o", "exists.pt", "--rank", "1"], "exists: give --overwrite"),
+        (["convert", "small_cnn", "-o", "exists.pt", "--rank", "1"], "exists; pass --overwrite"),
         (["convert", "small_cnn", "-o", "exists.pt", "--overwrite", "--state-dict", "exists.pt"],
          "is the --state-dict file: never overwritten"),
         (["convert", "model.ts", "-o", "new.pt"], "a TorchScript model cannot be converted"),

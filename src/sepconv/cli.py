@@ -1155,7 +1155,7 @@ def convert_command(
         if given is not None and (_same_file(out, given) or out.resolve() == given.resolve()):
             raise ValueError(f"--output {str(output)!r} is the {what} file: never overwritten")
     if out.exists() and not overwrite:
-        raise ValueError(f"--output {str(output)!r} exists: give --overwrite to replace it")
+        raise ValueError(f"--output {str(output)!r} exists; pass --overwrite to replace it")
     policies = [
         option
         for option, value in (
