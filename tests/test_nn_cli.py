@@ -110,6 +110,20 @@ def test_profile_module_from_cwd_in_process_leaves_sys_path_unchanged(tmp_path, 
     sys.modules.pop("my_cwd_models2", None)
 
 
+def test_profile_of_a_tiny_model_prints_counts_not_zero_millions(tmp_path, monkeypatch):
+    (tmp_path / "my_tiny_models.py").write_text(MODULE_IN_CWD)
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(
+        app, ["profile", "my_tiny_models:build", "--input-shape", "1,3,6,6", "--no-measure"]
+    )
+    sys.modules.pop("my_tiny_models", None)
+    assert result.exit_code == 0, result.output
+    first = next(line for line in result.stdout.splitlines() if line.startswith("my_tiny"))
+    # 3x3 conv 3 -> 8 and linear 288 -> 10: 216 + 2,880 params; 216 * 36 + 2,880 MACs
+    assert "(1, 3, 6, 6): 3,096 params, 10,656 MACs, 0 bias adds," in first, first
+    assert "0.00M" not in first and "0.0M" not in first
+
+
 def test_profile_user_errors_are_one_line_exit_2():
     for args, needle in [
         (["profile", "vgg16"], "model must be one of"),

@@ -803,10 +803,13 @@ class Profile:
         return out
 
     def summary(self) -> list[str]:
+        # millions beside the exact counts from where they have two significant digits
+        # (a 3,696-parameter model is not "0.00M")
+        params_m = f" ({self.params / 1e6:.2f}M)" if self.params >= 100_000 else ""
+        macs_m = f" ({self.macs / 1e6:.1f}M mult-adds)" if self.macs >= 1_000_000 else ""
         lines = [
-            f"{self.model} {tuple(self.input_shape)}: {self.params:,} params "
-            f"({self.params / 1e6:.2f}M), {self.macs:,} MACs ({self.macs / 1e6:.1f}M mult-adds), "
-            f"{self.bias_adds:,} bias adds, {_size(self.bytes)} moved"
+            f"{self.model} {tuple(self.input_shape)}: {self.params:,} params{params_m}, "
+            f"{self.macs:,} MACs{macs_m}, {self.bias_adds:,} bias adds, {_size(self.bytes)} moved"
         ]
         if self.rates is not None and self.rates.device != "cpu":
             r = self.rates
