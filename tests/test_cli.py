@@ -370,6 +370,35 @@ def test_cost_conv_text_with_totals_has_a_total_column():
     assert f"{73728 * 224 * 224:,}" in result.stdout
 
 
+@pytest.mark.parametrize(
+    ("args", "title", "total"),
+    [
+        # 'same' padding: ceil(224 / 2) = 112 outputs per axis
+        (("--input-size", "224", "--stride", "2"),
+         "3x3 conv, 64 -> 128 channels (2-D), input 224x224, stride 2 -> output 112x112",
+         112 * 112),
+        (("--input-size", "15,9", "--stride", "4"), "input 15x9, stride 4 -> output 4x3", 4 * 3),
+        (("--input-size", "7", "--dims", "3"), "(3-D), input 7x7x7, stride 1 -> output 7x7x7",
+         7**3),
+    ],
+)  # fmt: skip
+def test_cost_conv_title_says_what_the_total_macs_are_of(args, title, total):
+    result = run("cost", "conv", "--cin", "64", "--cout", "128", "--kernel", "3", *args)
+    assert result.exit_code == 0, result.output
+    first = result.stdout.splitlines()[0]
+    assert title in first, first
+    per_pixel = 64 * 128 * 3 ** (3 if "3-D" in title else 2)
+    assert f"{per_pixel * total:,}" in result.stdout
+
+
+def test_cost_conv_title_without_input_size_has_no_sizes():
+    result = run("cost", "conv", "--cin", "64", "--cout", "128", "--stride", "2")
+    assert result.exit_code == 0, result.output
+    first = result.stdout.splitlines()[0]
+    assert first == "3x3 conv, 64 -> 128 channels (2-D), stride 2", first
+    assert "total MACs" not in result.stdout
+
+
 def test_cost_kernel_json_10x10x10_is_1000_vs_30():
     d = run_json("cost", "kernel", "--shape", "10,10,10", "--json")
     assert d["schema"] == 1

@@ -567,6 +567,17 @@ def cost_conv(
         return
     k = "x".join(str(v) for v in d["kernel_size"])
     title = f"{k} conv, {cin} -> {cout} channels ({dims}-D)"
+    if size is not None:  # what the total MACs are of
+        full = size if len(size) > 1 else size * dims
+        out_size = cost.conv_output_size(
+            full, d["kernel_size"], dims=dims, stride=stride, padding="same"
+        )
+        title += (
+            f", input {'x'.join(map(str, full))}, stride {stride} -> output "
+            f"{'x'.join(map(str, out_size))} ('same' padding)"
+        )
+    elif stride != 1:
+        title += f", stride {stride}"
     table = Table(title=title)
     totals = d["standard"]["macs"] is not None
     for col in ("layer", "MACs / output pixel", "params") + (("total MACs",) if totals else ()):
