@@ -103,7 +103,10 @@ def _cuda(repeats: int) -> tuple[Callable[[np.ndarray], Any], Callable[[Any], fl
     try:
         import torch
     except ImportError:
-        raise ValueError("device 'cuda' needs torch (pip install sepconv[gpu])") from None
+        raise ValueError(
+            "device 'cuda' needs a CUDA build of torch (pip install torch; 'sepconv[gpu]' "
+            "adds Triton)"
+        ) from None
     if not torch.cuda.is_available():
         raise ValueError("device 'cuda' is not available (no CUDA device is visible)")
 
