@@ -201,6 +201,48 @@ def test_convert_state_dict_in_torchscript_out(tmp_path):
         torch.testing.assert_close(scripted(x), expected.eval()(x), rtol=1e-5, atol=1e-6)
 
 
+def _help_text(*command: str) -> str:
+    result = runner.invoke(app, [*command, "--help"])
+    assert result.exit_code == 0, result.output
+    return " ".join(result.stdout.replace("\u2502", " ").split())  # rich's box edges
+
+
+@pytest.mark.parametrize("form", ["checkpoint", "torchscript"])
+def test_convert_state_dict_takes_what_its_help_says(tmp_path, form):
+    import torch
+
+    from sepconv.nn import convert
+    from sepconv.nn.models import small_cnn
+
+    text = _help_text("convert")
+    said = (
+        "a state dict file (torch.save), a checkpoint with a 'state_dict' entry, or a "
+        "TorchScript file (its weights)"
+    )
+    assert said in text, text
+    torch.manual_seed(1)
+    model = small_cnn(resolution=16).eval()
+    weights = tmp_path / f"{form}.pt"
+    if form == "checkpoint":
+        torch.save({"state_dict": model.state_dict(), "epoch": 3}, weights)
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript, torch >= 2.9
+            torch.jit.save(torch.jit.script(model), str(weights))
+    out = tmp_path / "small.ts"
+    args = ["convert", "small_cnn", "--resolution", "16", "--state-dict", str(weights),
+            "--rank", "2", "--torchscript", "-o", str(out)]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        scripted = torch.jit.load(str(out))
+    expected, _ = convert(model, rank=2)  # these weights, not small_cnn's fresh ones
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(x), expected.eval()(x), rtol=1e-5, atol=1e-6)
+
+
 def test_convert_latency_budget_prints_measured_times(tmp_path):
     out = tmp_path / "s.pt"
     args = ["convert", "small_cnn", "--resolution", "16", "--latency-budget", "0.9",

@@ -1106,7 +1106,11 @@ def convert_command(
         Path, typer.Option("--output", "-o", help="Where to write the converted model.")
     ],
     state_dict: Annotated[
-        Path | None, typer.Option(help="Weights to load first (a state dict file).")
+        Path | None,
+        typer.Option(
+            help="Weights to load first: a state dict file (torch.save), a checkpoint with a "
+            "'state_dict' entry, or a TorchScript file (its weights).",
+        ),
     ] = None,
     kind: Annotated[
         str,
