@@ -193,3 +193,25 @@ def test_filter_and_convert_refuse_an_existing_output_in_the_same_words(tmp_path
         "sepconv: error: --output 'm.pt' exists; pass --overwrite to replace it",
     ]
     assert Path("o.npy").read_bytes() == Path("m.pt").read_bytes() == b"keep"
+
+
+def test_experiment_seeds_help_says_which_experiments_take_it_and_the_others_refuse_it(tmp_path):
+    pytest.importorskip("matplotlib")
+    from sepconv.experiments import EXPERIMENTS, SEEDED
+    from sepconv.experiments.layers import SEEDS_FULL, SEEDS_QUICK
+
+    result = runner.invoke(cli.app, ["experiment", "--help"])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.stdout.replace("\u2502", " ").split())  # rich's box edges
+    assert SEEDED == ("layers",)
+    assert "Seeds the layers experiment repeats over (also within all)" in text, text
+    assert f"default {SEEDS_FULL} (--quick: {SEEDS_QUICK})" in text, text
+    assert "The other experiments' seeds are fixed: they refuse --seeds." in text, text
+    for name in sorted(set(EXPERIMENTS) - set(SEEDED)):
+        argv = ["experiment", name, "--quick", "--seeds", "3", "--out", str(tmp_path / "x")]
+        line = one_line(runner.invoke(cli.app, argv))
+        assert line == (
+            f"sepconv: error: --seeds applies to the experiments ['layers'], not {name!r} "
+            "(its seeds are fixed)"
+        )
+    assert not (tmp_path / "x").exists()

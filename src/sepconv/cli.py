@@ -697,7 +697,11 @@ def experiment(
     ),
     seeds: Annotated[
         str | None,
-        typer.Option(help="Seeds to repeat over (layers): a count N, or a list 0,3,7. Default 5."),
+        typer.Option(
+            help="Seeds the layers experiment repeats over (also within all): a count N >= 2 "
+            "(seeds 0..N-1) or a list of at least 2 distinct seeds >= 0 such as 0,3,7; default 5 "
+            "(--quick: 2). The other experiments' seeds are fixed: they refuse --seeds."
+        ),
     ] = None,
 ) -> None:
     """Reproduce the article's claims: writes OUT/NAME/report.md, PNG plots and results.json."""
