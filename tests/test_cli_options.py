@@ -215,3 +215,29 @@ def test_experiment_seeds_help_says_which_experiments_take_it_and_the_others_ref
             "(its seeds are fixed)"
         )
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "seeds", "said"),
+    [
+        ("all", "1", "--seeds must be at least 2 (a confidence interval), got 1"),
+        ("all", "0,0", "--seeds must hold at least 2 distinct non-negative ints"),
+        ("layers", "x", "--seeds must be a count N or a list of integers such as 0,3,7, got 'x'"),
+    ],
+)
+def test_bad_seeds_are_refused_before_any_experiment_runs(tmp_path, monkeypatch, name, seeds, said):
+    pytest.importorskip("matplotlib")
+    import sepconv.experiments
+
+    def ran(*args, **kwargs):
+        raise AssertionError("an experiment ran before --seeds was checked")
+
+    if name == "all":
+        monkeypatch.setattr(sepconv.experiments, "run_experiment", ran)
+    argv = ["experiment", name, "--quick", "--seeds", seeds, "--out", str(tmp_path / "x")]
+    result = runner.invoke(cli.app, argv)
+    assert result.exit_code == 2, result.output
+    # exactly one line: no blank line left by a progress bar on a stderr that is no terminal
+    assert result.stderr.startswith(f"sepconv: error: {said}"), repr(result.stderr)
+    assert result.stderr.count("\n") == 1, repr(result.stderr)
+    assert not (tmp_path / "x").exists()

@@ -705,23 +705,32 @@ def experiment(
     ] = None,
 ) -> None:
     """Reproduce the article's claims: writes OUT/NAME/report.md, PNG plots and results.json."""
+    import importlib
+
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from .experiments import EXPERIMENTS, run_experiment
+    from .experiments import EXPERIMENTS, SEEDED, run_experiment
 
     if name not in (*EXPERIMENTS, "all"):
         raise ValueError(f"experiment must be one of {sorted([*EXPERIMENTS, 'all'])}, got {name!r}")
-    with (
-        _needs("experiment", "matplotlib"),
-        Progress(
+    seed_arg = _seeds(seeds)
+    with _needs("experiment", "matplotlib"):
+        if seed_arg is not None and name == "all":  # else refused after the others have run
+            for seeded in SEEDED:
+                module = importlib.import_module(
+                    f".experiments.{EXPERIMENTS[seeded][0]}", __package__
+                )
+                module.seed_list(seed_arg, quick)
+        # no bar (nor the blank line a finished one leaves) where stderr is not a terminal
+        with Progress(
             TextColumn("{task.description}"),
             BarColumn(),
             TimeElapsedColumn(),
             console=err_console,
             transient=True,
-        ) as progress,
-    ):
-        report = run_experiment(name, out, quick=quick, progress=progress, seeds=_seeds(seeds))
+            disable=not err_console.is_terminal,
+        ) as progress:
+            report = run_experiment(name, out, quick=quick, progress=progress, seeds=seed_arg)
     path = report.results.get("path") or (out / report.name / "report.md")
     console.print(f"{report.title}: wrote {path} ({report.seconds:.0f} s)")
 
