@@ -715,3 +715,32 @@ def test_experiment_without_matplotlib_says_which_extra(tmp_path, monkeypatch):
     result = run("experiment", "speedup", "--quick", "--out", str(tmp_path / "x"))
     assert_user_error(result, "matplotlib", "pip install 'sepconv[experiments]'")
     assert not (tmp_path / "x").exists()
+
+
+def test_demo_console_shows_when_the_plan_used_more_terms_than_the_exact_rank(
+    tmp_path, monkeypatch
+):
+    """The planner's time-bounded CP search can settle for rank 4 on the 3-D LoG (exact rank
+    3): the console's plan column and a note say so, and the labels stay on one line."""
+    from types import SimpleNamespace
+
+    from sepconv.experiments import demo as demo_module
+
+    row = {"label": "low rank: LoG sigma=1.5", "plan": "lowrank", "rank": 4, "exact_rank": 3,
+           "sepconv_ms": 40.0, "scipy_ms": 4000.0, "speedup": 100.0, "rel_diff": 1e-7}  # fmt: skip
+    results = {
+        "analysed": [],
+        "image": [],
+        "volume": [row],
+        "conv_costs": [],
+        "rank_notes": demo_module.rank_notes([row]),
+        "mobilenet": [],
+    }
+    fake = SimpleNamespace(results=results, folder=tmp_path, seconds=0.04, write=lambda: None)
+    monkeypatch.setattr(demo_module, "run", lambda out, quick=False: fake)
+    result = run("demo", "--out", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    assert "low rank: LoG sigma=1.5" in result.output  # one line
+    assert "lowrank rank 4" in result.output and "(exact rank 3)" in result.output
+    assert results["rank_notes"] and results["rank_notes"][0] in result.output.replace("\n", " ")
+    assert "(< 0.1 s)" in result.output  # not '(0 s)'

@@ -481,9 +481,9 @@ def test_demo_rank_notes_name_a_plan_above_the_exact_rank() -> None:
     assert len(notes) == 1
     assert notes[0].startswith("low rank: LoG sigma=1.5: the planner's time-bounded search")
     assert "settled for rank 4" in notes[0] and "exactly rank 3" in notes[0]
-    assert demo._plan_text(rows[0]) == "lowrank rank 4 (exact rank 3)"
-    assert demo._plan_text(rows[1]) == "lowrank rank 2"
-    assert demo._plan_text(rows[3]) == "direct"
+    assert demo.plan_text(rows[0]) == "lowrank rank 4 (exact rank 3)"
+    assert demo.plan_text(rows[1]) == "lowrank rank 2"
+    assert demo.plan_text(rows[3]) == "direct"
 
 
 def test_demo_axial_slice_puts_the_front_of_the_head_at_the_top() -> None:

@@ -710,6 +710,7 @@ def experiment(
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from .experiments import EXPERIMENTS, SEEDED, run_experiment
+    from .experiments._common import format_seconds
 
     if name not in (*EXPERIMENTS, "all"):
         raise ValueError(f"experiment must be one of {sorted([*EXPERIMENTS, 'all'])}, got {name!r}")
@@ -732,7 +733,7 @@ def experiment(
         ) as progress:
             report = run_experiment(name, out, quick=quick, progress=progress, seeds=seed_arg)
     path = report.results.get("path") or (out / report.name / "report.md")
-    console.print(f"{report.title}: wrote {path} ({report.seconds:.0f} s)")
+    console.print(f"{report.title}: wrote {path} ({format_seconds(report.seconds)})")
 
 
 def _seeds(text: str | None) -> int | list[int] | None:
@@ -1577,6 +1578,7 @@ def demo(
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from .experiments import demo as demo_module
+    from .experiments._common import format_seconds
 
     with Progress(
         SpinnerColumn(),
@@ -1600,18 +1602,22 @@ def demo(
     for key, title in (("image", "Filtering a photograph"), ("volume", "Filtering a 3-D volume")):
         t = Table(title=f"{title}: sepconv vs scipy.ndimage (float32, median of 3)")
         for col in ("kernel", "plan", "sepconv ms", "scipy ms", "speed-up", "max rel. diff"):
-            t.add_column(col, justify="left" if col in ("kernel", "plan") else "right")
+            # the plan column wraps first ('lowrank rank 4 (exact rank 3)'), the labels never
+            t.add_column(
+                col, justify="left" if col in ("kernel", "plan") else "right", no_wrap=col != "plan"
+            )
         for r in res[key]:
-            plan = r["plan"] + (f" rank {r['rank']}" if r["rank"] else "")
             t.add_row(
                 r["label"],
-                plan,
+                demo_module.plan_text(r),
                 f"{r['sepconv_ms']:.1f}",
                 f"{r['scipy_ms']:.1f}",
                 f"{r['speedup']:.1f}x",
                 f"{r['rel_diff']:.1e}",
             )
         console.print(t)
+    for note in res.get("rank_notes", []):
+        console.print(note)
     layers = Table(title="Standard vs depthwise-separable 3x3 conv (MACs per output pixel)")
     for col in demo_module.CONV_COLUMNS:
         layers.add_column(col, justify="right")
@@ -1629,7 +1635,7 @@ def demo(
         console.print(line)
     console.print(
         f"wrote {report.folder / 'report.md'} and {report.folder / 'filters.png'} "
-        f"({report.seconds:.0f} s)"
+        f"({format_seconds(report.seconds)})"
     )
 
 

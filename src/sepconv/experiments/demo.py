@@ -153,7 +153,7 @@ def rank_notes(rows: list[dict[str, Any]]) -> list[str]:
     return notes
 
 
-def _plan_text(r: dict[str, Any]) -> str:
+def plan_text(r: dict[str, Any]) -> str:
     """The plan and its rank, with the kernel's exact rank where the plan uses more."""
     if not r["rank"]:
         return r["plan"]
@@ -253,7 +253,7 @@ def run(out: Path, *, quick: bool = False, progress: Any = None) -> Report:
                 [
                     r["label"],
                     "x".join(map(str, r["shape"])),
-                    _plan_text(r),
+                    plan_text(r),
                     f"{r['sepconv_ms']:.1f}",
                     f"{r['scipy_ms']:.1f} ({r['scipy_way']})",
                     f"{r['speedup']:.1f}x",
@@ -307,7 +307,7 @@ def run(out: Path, *, quick: bool = False, progress: Any = None) -> Report:
                 vmax=lim if signed else None,
             )
             ax.set_title(
-                f"{r['label']}\nauto: {_plan_text(r)}"
+                f"{r['label']}\nauto: {plan_text(r)}"
                 + f"\n{r['sepconv_ms']:.0f} ms vs scipy {r['scipy_ms']:.0f} ms",
                 fontsize=9,
             )
