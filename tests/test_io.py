@@ -533,3 +533,13 @@ def test_write_into_an_open_file_names_that_file_in_its_refusal(tmp_path) -> Non
     with open(tmp_path / "t.bin", "wb") as fh, pytest.raises(ValueError) as err:
         io.write(fh, np.zeros((3, 4), np.float16), format=".nii.gz")
     assert f"output {str(tmp_path / 't.bin')!r}: NIfTI cannot store float16" in str(err.value)
+
+
+@pytest.mark.parametrize("limit", ["lots", 0, -5, "1 parsec"])
+def test_a_bad_memory_limit_is_refused_also_for_an_in_memory_run(tmp_path, limit) -> None:
+    """Before: accepted silently unless the run used dask (where it is read)."""
+    pytest.importorskip("dask")
+    np.save(tmp_path / "a.npy", np.zeros((4, 5)))
+    with pytest.raises(ValueError, match=r"memory_limit must be"):
+        io.filter_file(tmp_path / "a.npy", tmp_path / "o.npy", "box:size=3", memory_limit=limit)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npy"]

@@ -330,7 +330,10 @@ def test_profile_table_text_markdown_and_json():
     text = str(p)
     for col in ("layer", "params", "MACs", "bias adds", "bytes", "roofline us", "measured us"):
         assert col in text
-    assert "mult-adds" in text
+    # a model this small is counted exactly: no "(0.00M)" in the summary line
+    assert f"{p.params:,} params, {p.macs:,} MACs" in text and "0.00M" not in text
+    big = profile(small_cnn(width=64, depth=2), (1, 3, 64, 64), measure=False)
+    assert f"({big.macs / 1e6:.1f}M mult-adds)" in str(big)
     assert p.to_markdown().startswith("| layer |")
     doc = json.loads(json.dumps(p.to_dict()))
     assert doc["totals"]["macs"] == p.macs and doc["schema"] == 1
@@ -431,6 +434,14 @@ def test_profile_bad_device_and_threads_on_a_gpu():
     _cpu_only_threads(None, torch.device("cuda", 0))
 
 
+@pytest.mark.parametrize("threads", [0, -2, 1.5, True])
+def test_profile_refuses_bad_threads_naming_them(threads):
+    """Before: threads=0 reached torch.set_num_threads, which raised its own RuntimeError."""
+    err = TypeError if isinstance(threads, (bool, float)) else ValueError
+    with pytest.raises(err, match=rf"threads must be .*got {threads!r}"):
+        profile(nn.Conv2d(3, 3, 3), (1, 3, 8, 8), threads=threads, repeats=1, warmup=0)
+
+
 def test_gpu_machine_rates_pick_the_gemm_rate_of_the_precision_and_name_the_device():
     rates = MachineRates(
         1e12, 2e12, 0, ((1_000, 1e11), (10**9, 2e12)), device="Some GPU",
@@ -474,7 +485,7 @@ def test_cli_profile_device_cuda_without_a_gpu_is_one_line_exit_2():
     result = CliRunner().invoke(app, ["profile", "small_cnn", "--device", "cuda"])
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
-    assert lines == ["sepconv: error: device 'cuda' is not available (no CUDA device is visible)"]
+    assert lines == ["sepconv: error: --device 'cuda' is not available (no CUDA device is visible)"]
 
 
 @pytest.mark.gpu

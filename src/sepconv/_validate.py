@@ -166,3 +166,19 @@ def check_bool(value: Any, name: str) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be True or False, got {value!r}")
     return bool(value)
+
+
+def check_memory_limit(memory_limit: Any) -> int:
+    """A memory budget in bytes: a positive number, or a size like '64MiB' (dask's notation;
+    needs dask, whose ``parse_bytes`` reads it)."""
+    from dask.utils import parse_bytes
+
+    try:
+        limit = int(parse_bytes(memory_limit))
+    except (ValueError, TypeError):
+        raise ValueError(
+            f"memory_limit must be a number of bytes or a size like '64MiB', got {memory_limit!r}"
+        ) from None
+    if limit <= 0:
+        raise ValueError(f"memory_limit must be positive, got {memory_limit!r}")
+    return limit

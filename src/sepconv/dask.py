@@ -59,6 +59,7 @@ import numpy as np
 
 from . import filters
 from ._facade import publish
+from ._validate import check_memory_limit
 from .backends.dask import STRATEGIES, STRATEGY
 
 __all__ = ["STRATEGIES", "store", "strategy", *filters.__all__]
@@ -143,21 +144,13 @@ def store(
     True
     """
     import dask
-    from dask.utils import parse_bytes
 
     if not isinstance(source, da.Array):
         raise TypeError(f"source must be a dask array, got {type(source).__name__}")
     shape = tuple(getattr(target, "shape", ()))
     if shape != source.shape:
         raise ValueError(f"target must have the source's shape {source.shape}, got {shape}")
-    try:
-        limit = parse_bytes(memory_limit)
-    except (ValueError, TypeError):
-        raise ValueError(
-            f"memory_limit must be a number of bytes or a size like '64MiB', got {memory_limit!r}"
-        ) from None
-    if limit <= 0:
-        raise ValueError(f"memory_limit must be positive, got {memory_limit!r}")
+    limit = check_memory_limit(memory_limit)
     total = math.prod(source.numblocks)
     if source.size == 0:
         if progress is not None:

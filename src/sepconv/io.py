@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import importlib.util
 import logging
 import math
 import os
@@ -1507,6 +1508,10 @@ def filter_file(
     src, dst = os.fspath(input), os.fspath(output)
     in_fmt, suffix, removed = _check_names(src, dst, scheduler)
     use_dask = in_fmt == "zarr" or chunks is not None or scheduler is not None
+    if importlib.util.find_spec("dask") is not None:  # checked also where it goes unused
+        from ._validate import check_memory_limit
+
+        check_memory_limit(memory_limit)
     stage = _Stage(progress)
     protect = [src, *_kernel_file(kernel)]  # never written over, even with overwrite
     with _CompileClock(stage) as clock, _atomic_target(dst, suffix, overwrite, protect) as target:

@@ -1028,6 +1028,8 @@ def profile(
         )
     warmup = check_nonnegative_int(warmup, "warmup", minimum=0)
     repeats = check_nonnegative_int(repeats, "repeats", minimum=1)
+    if threads is not None:  # torch.set_num_threads(0) raises a RuntimeError of its own
+        threads = check_nonnegative_int(threads, "threads", minimum=1)
     # counting alone needs no device (models on the meta device count too)
     dev = _check_device(device, model) if measure or device is not None else None
     if dev is not None:
