@@ -16,7 +16,7 @@ from scipy import ndimage
 from .. import cost, kernels
 from .._timing import median_times
 from ..filters import correlate
-from ._common import Report, Timer, setup_matplotlib
+from ._common import Report, Timer, plain_log_ticks, setup_matplotlib
 
 
 def _kernel(k: int, ndim: int) -> tuple[np.ndarray, np.ndarray]:
@@ -149,6 +149,8 @@ def run(out: Path, *, quick: bool = False, progress: Any = None) -> Report:
         ax.plot(ks, [r["sepconv_ratio"] for r in rs], "o-", label="sepconv measured")
         ax.plot(ks, [r["scipy_ratio"] for r in rs], "s-", label="scipy.ndimage measured")
         ax.set_yscale("log")
+        values = [v for r in rs for v in (r["theory"], r["sepconv_ratio"], r["scipy_ratio"])]
+        plain_log_ticks(ax.yaxis, min(values), max(values))
         ax.set_xlabel("kernel size k" + (" (k x k)" if ndim == 2 else " (K x K x K)"))
         ax.set_ylabel("direct time / separable time")
         n = n2 if ndim == 2 else n3
@@ -177,6 +179,7 @@ def run(out: Path, *, quick: bool = False, progress: Any = None) -> Report:
         )
     everything = multiples[2] + multiples[3]
     ax.set_yscale("log")
+    plain_log_ticks(ax.yaxis, min([*everything, 2.0]), max(everything))
     ax.set_xlabel("kernel size")
     ax.set_ylabel("separable time / time of one array copy")
     ax.set_title(
