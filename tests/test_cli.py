@@ -283,6 +283,17 @@ def test_cost_conv_json_article_layer():
     assert d["params"] == {"standard": 73728, "depthwise_separable": 8768}
 
 
+def test_cost_conv_json_says_what_the_total_macs_are_of():
+    d = run_json(
+        "cost", "conv", "--cin", "64", "--cout", "128", "--kernel", "3",
+        "--input-size", "224", "--stride", "2", "--json",
+    )  # fmt: skip
+    assert (d["stride"], d["input_size"], d["output_size"]) == (2, [224, 224], [112, 112])
+    assert d["standard"]["macs"] == 3 * 3 * 64 * 128 * 112 * 112  # per output pixel x pixels
+    plain = run_json("cost", "conv", "--cin", "8", "--cout", "8", "--kernel", "3", "--json")
+    assert (plain["stride"], plain["input_size"], plain["output_size"]) == (1, None, None)
+
+
 def test_cost_conv_json_dims_3():
     d = run_json(
         "cost", "conv", "--cin", "16", "--cout", "32", "--kernel", "3", "--dims", "3", "--json"

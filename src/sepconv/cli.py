@@ -63,7 +63,9 @@ separable term (``sum(shape)``), ``macs.lowrank`` that of the exact rank
      "standard" | "depthwise" | "pointwise" | "depthwise_separable":
          {"macs_per_pixel": int, "params": int, "macs": int | null},
      "ratio": {"macs": float, "params": float, "formula": float},
-     "params": {"standard": int, "depthwise_separable": int}}
+     "params": {"standard": int, "depthwise_separable": int},
+     "stride": int,  # the total MACs' output: input_size / stride, 'same' padding
+     "input_size": [int] | null, "output_size": [int] | null}
 
 ``profile --json``: ``sepconv.nn.Profile.to_dict()`` plus ``outliers``::
 
@@ -562,16 +564,20 @@ def cost_conv(
         stride=stride,
         input_size=None if size is None else (size if len(size) > 1 else size[0]),
     )
-    if as_json:
-        sys.stdout.write(json.dumps(d, indent=2) + "\n")
-        return
-    k = "x".join(str(v) for v in d["kernel_size"])
-    title = f"{k} conv, {cin} -> {cout} channels ({dims}-D)"
+    d["stride"] = stride
+    d["input_size"] = d["output_size"] = None
     if size is not None:  # what the total MACs are of
         full = size if len(size) > 1 else size * dims
         out_size = cost.conv_output_size(
             full, d["kernel_size"], dims=dims, stride=stride, padding="same"
         )
+        d["input_size"], d["output_size"] = list(full), list(out_size)
+    if as_json:
+        sys.stdout.write(json.dumps(d, indent=2) + "\n")
+        return
+    k = "x".join(str(v) for v in d["kernel_size"])
+    title = f"{k} conv, {cin} -> {cout} channels ({dims}-D)"
+    if size is not None:
         title += (
             f", input {'x'.join(map(str, full))}, stride {stride} -> output "
             f"{'x'.join(map(str, out_size))} ('same' padding)"
