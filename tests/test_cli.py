@@ -755,3 +755,33 @@ def test_demo_console_shows_when_the_plan_used_more_terms_than_the_exact_rank(
     assert "lowrank rank 4" in result.output and "(exact rank 3)" in result.output
     assert results["rank_notes"] and results["rank_notes"][0] in result.output.replace("\n", " ")
     assert "(< 0.1 s)" in result.output  # not '(0 s)'
+
+
+def test_analyze_of_a_kernel_near_the_float64_maximum_prints_valid_json(tmp_path):
+    """Before: bare 'Infinity' in --json (sigma_1 = 3e308 overflows) and RuntimeWarnings."""
+    np.save(tmp_path / "big.npy", np.full((3, 3), 1e308))
+    result = runner.invoke(app, ["analyze", str(tmp_path / "big.npy"), "--json"])
+    assert result.exit_code == 0 and result.stderr == ""
+    assert "Infinity" not in result.stdout and "NaN" not in result.stdout
+    d = json.loads(result.stdout)
+    assert d["rank"] == 1 and d["singular_values"][0] is None  # beyond float64: null
+
+
+def test_analyze_precision_is_case_insensitive():
+    d = run_json("analyze", "gaussian:sigma=1", "--precision", "FLOAT32", "--json")
+    assert d["precision"] == "float32"
+
+
+@pytest.mark.parametrize(
+    ("spec", "needle"),
+    [
+        ("laplace:ndim=30000", "ndim must be at most 64"),
+        ("gaussian:sigma=1,ndim=10000000", "ndim must be at most 64"),
+        ("gaussian:sigma=1,ndim=30", "sigma=1 in 30 dimensions gives a dense kernel"),
+    ],
+)
+def test_analyze_refuses_huge_ndim_at_once(spec, needle):
+    """Before: laplace:ndim=30000 used 2.8 GB and died with a MemoryError traceback;
+    ndim=10**7 ran for minutes building per-axis vectors."""
+    result = run("analyze", spec)
+    assert result.exit_code == 2 and needle in result.stderr

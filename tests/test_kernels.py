@@ -821,3 +821,49 @@ def test_spec_names_and_parameters_are_case_insensitive():
     np.testing.assert_allclose(K.from_spec("Gaussian:SIGMA=2,Truncate=3"), want, atol=1e-15)
     with pytest.raises(ValueError, match="parameter 'sigma' given twice"):
         K.from_spec("gaussian:sigma=1,SIGMA=2")
+
+
+# ---------------------------------------------------------------------------------------------
+# kernels at the ends of their ranges (review of the builders): never silently all zero
+# ---------------------------------------------------------------------------------------------
+
+
+def test_binomial_at_its_largest_size_sums_to_one():
+    """Before: size=1025 divided by sum C(1024, i) = 2**1024 = inf: an all-zero kernel."""
+    from fractions import Fraction
+
+    v = K.binomial(1025, ndim=1)
+    assert abs(v.sum() - 1.0) < 1e-12
+    for i in (0, 1, 100, 512):  # each tap the correctly rounded C(1024, i) / 2**1024
+        assert v[i] == float(Fraction(math.comb(1024, i), 2**1024))
+    np.testing.assert_array_equal(K.binomial(5, ndim=1, normalize=False), [1, 4, 6, 4, 1])
+
+
+@pytest.mark.parametrize("r", [1e-200, 1e-3, 0.016, 0.05, 0.3, 0.5])
+def test_a_ball_inside_the_centre_voxel_holds_its_exact_volume(r):
+    """Before: the 32-slice rule missed balls under 1/64 (all zeros, also normalized) and was
+    4-86 % off below 0.05."""
+    k = K.ball(r, antialias=True, normalize=False)
+    assert k.shape == (3, 3, 3) and k[1, 1, 1] == 4.0 / 3.0 * math.pi * r**3
+    assert np.count_nonzero(k) <= 1
+    unit = K.ball(r, antialias=True)
+    assert unit[1, 1, 1] == 1.0 and unit.sum() == 1.0
+
+
+@pytest.mark.parametrize("r", [0.51, 0.6, 0.8, 1.0, 1.5, 3.0])
+def test_antialiased_ball_volume_against_the_sphere(r):
+    k = K.ball(r, antialias=True, normalize=False)
+    assert abs(k.sum() / (4.0 / 3.0 * math.pi * r**3) - 1) < 3e-4
+
+
+def test_tiny_disks_and_lines_are_the_identity_when_normalized():
+    """Before: disk(1e-200, antialias) (its area underflows) and line(1e-13) were all zeros."""
+    d = K.disk(1e-200, antialias=True)
+    assert d.sum() == 1.0 and d[1, 1] == 1.0
+    assert K.disk(1e-3, antialias=True, normalize=False)[1, 1] == pytest.approx(
+        math.pi * 1e-6, rel=1e-12
+    )
+    for n in (1e-13, 0.5, 0.9, 1.0):  # a segment of length <= 1 lies in the centre cell
+        np.testing.assert_array_equal(K.line(n, angle=30), [[1.0]])
+        np.testing.assert_array_equal(K.line(n, angle=30, normalize=False), [[n]])
+    assert K.line(3.0, normalize=False).sum() == pytest.approx(3.0)

@@ -429,18 +429,21 @@ def analyze(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON (stable schema).")] = False,
 ) -> None:
     """Separable rank, spectra, error and cost of each rank for a kernel."""
-    if precision not in ("auto", "float16", "float32", "float64"):
+    if precision.lower() not in ("auto", "float16", "float32", "float64"):
         raise ValueError(
             f"--precision must be auto, float16, float32 or float64, got {precision!r}"
         )
-    result, fits = analyze_kernel(
-        spec,
-        tol=tol,
-        data_shape=_ints(data_shape, "--data-shape"),
-        precision=None if precision == "auto" else precision,
-    )
+    precision = precision.lower()
+    # a kernel near the float64 maximum: singular values beyond it are inf (null in JSON)
+    with np.errstate(over="ignore", invalid="ignore"):
+        result, fits = analyze_kernel(
+            spec,
+            tol=tol,
+            data_shape=_ints(data_shape, "--data-shape"),
+            precision=None if precision == "auto" else precision,
+        )
     if as_json:
-        sys.stdout.write(json.dumps(result, indent=2) + "\n")
+        sys.stdout.write(json.dumps(_finite_or_null(result), indent=2, allow_nan=False) + "\n")
         return
     exact = fits[-1] if fits else None
     shape = "x".join(str(n) for n in result["shape"])
@@ -512,6 +515,18 @@ def analyze(
 # ----------------------------------------------------------------------------------------------
 # cost
 # ----------------------------------------------------------------------------------------------
+
+
+def _finite_or_null(value: Any) -> Any:
+    """``value`` with every NaN or infinite float replaced by None: JSON has neither (a
+    singular value of a kernel near the float64 maximum can exceed its range)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_null(v) for v in value]
+    return value
 
 
 def conv_cost_dict(**kwargs: Any) -> dict[str, Any]:

@@ -91,15 +91,30 @@ def _is_seq(value: Any) -> bool:
     return not isinstance(value, (str, bytes)) and isinstance(value, Sequence)
 
 
+#: Most dimensions a kernel can have: numpy's own limit on an array's dimensions.
+MAX_NDIM = 64
+
+
+def _check_ndim(ndim: Any, name: str = "ndim") -> int:
+    """An ``ndim`` of 1 to :data:`MAX_NDIM`, checked before anything per axis is built."""
+    n = check_nonnegative_int(ndim, name, minimum=1)
+    if n > MAX_NDIM:
+        raise ValueError(
+            f"{name} must be at most {MAX_NDIM} (numpy's limit on an array's dimensions), "
+            f"got {n}"
+        )
+    return n
+
+
 def _infer_ndim(ndim: Any, **values: Any) -> int:
     """``ndim`` if given, else the length of the first sequence among ``values``, else 2."""
     if ndim is not None:
-        return check_nonnegative_int(ndim, "ndim", minimum=1)
+        return _check_ndim(ndim)
     for name, value in values.items():
         if _is_seq(value):
             if len(value) < 1:
                 raise ValueError(f"{name} must be a scalar or a non-empty sequence, got {value!r}")
-            return len(value)
+            return _check_ndim(len(value), f"the length of {name}")
     return 2
 
 
@@ -133,7 +148,11 @@ Terms = list[tuple[float, list[np.ndarray]]]
 def _dense(terms: Terms, what: str = "") -> np.ndarray:
     """The dense kernel ``sum_r weight_r * outer(vectors_r)`` (refused when too large: ``what``
     names the parameters that set its size)."""
-    check_kernel_size([len(v) for v in terms[0][1]], what or "these parameters")
+    sizes = [len(v) for v in terms[0][1]]
+    what = what or "these parameters"
+    if len(sizes) > 2 and "ndim" not in what:  # the dimensions set the size as much
+        what += f" in {len(sizes)} dimensions"
+    check_kernel_size(sizes, what)
     out = None
     for weight, vectors in terms:
         term = _outer(vectors)
@@ -534,14 +553,14 @@ def _binomial_terms(
             f"Gaussian to float precision: use gaussian), got {size!r}"
         )
     vecs = []
-    for s in sizes:
-        v = np.array([math.comb(s - 1, i) for i in range(s)], dtype=np.float64)
-        vecs.append(v / v.sum() if norm else v)
+    for s in sizes:  # C(s-1, i) / 2**(s-1), each correctly rounded (2**1024 overflows a float)
+        scale = 2 ** (s - 1) if norm else 1
+        vecs.append(np.array([math.comb(s - 1, i) / scale for i in range(s)], dtype=np.float64))
     return [(1.0, vecs)]
 
 
 def _derivative_terms(axis: Any, ndim: Any, smooth: Sequence[float]) -> Terms:
-    n = check_nonnegative_int(ndim, "ndim", minimum=1)
+    n = _check_ndim(ndim)
     ax = _check_axis(axis, n)
     deriv = np.array([-1.0, 0.0, 1.0])
     sm = np.asarray(smooth, dtype=np.float64)
@@ -645,7 +664,7 @@ def laplace(*, ndim: int = 2) -> np.ndarray:
 
 
 def _laplace_terms(*, ndim: int = 2) -> Terms:
-    n = check_nonnegative_int(ndim, "ndim", minimum=1)
+    n = _check_ndim(ndim)
     stencil, delta = np.array([1.0, -2.0, 1.0]), np.array([0.0, 1.0, 0.0])
     return [(1.0, [stencil if i == axis else delta for i in range(n)]) for axis in range(n)]
 
@@ -812,8 +831,9 @@ def disk(radius: float, *, antialias: bool = False, normalize: bool = True) -> n
         k = (yy * yy + xx * xx <= r * r).astype(np.float64)
     else:
         k = _rect_disk_area(xx - 0.5, xx + 0.5, yy - 0.5, yy + 0.5, np.full_like(xx, r))
-        if norm and r == 0.0:
-            k = np.ones((1, 1))
+        if norm and not k.any():  # radius 0, or an area that underflows: the identity (limit)
+            k = np.zeros_like(k)
+            k[big_r, big_r] = 1.0
     return _normalized(k) if norm else k
 
 
@@ -829,8 +849,9 @@ def ball(radius: float, *, antialias: bool = False, normalize: bool = True) -> n
         ``True``: the fraction of each unit voxel inside the sphere. Voxels entirely inside
         or outside are exact (1 or 0); for boundary voxels the cross-section area is exact in
         each plane and integrated along axis 0 with a 32-slice midpoint rule (absolute error
-        per voxel below ~1e-3, total volume within
-        1e-4 relative for radius >= 1, ~2e-3 below).
+        per voxel below ~1e-3, total volume within ~1e-4 relative for radius >= 1, ~2e-3
+        from 0.5 to 1, where 32 / radius slices are used); a radius of at most 0.5 lies in
+        the centre voxel, which then holds its volume ``4/3 pi radius**3`` exactly.
     normalize : bool, default True
         Scale to sum 1 (radius 0 with ``antialias`` gives the identity, as for :func:`disk`).
 
@@ -854,8 +875,11 @@ def ball(radius: float, *, antialias: bool = False, normalize: bool = True) -> n
     if not aa:
         k = (zz * zz + yy * yy + xx * xx <= r * r).astype(np.float64)
         return _normalized(k) if norm else k
-    if r == 0.0:
-        k = np.ones((1, 1, 1)) if norm else np.zeros((1, 1, 1))
+    if r <= 0.5:  # the whole ball lies in the centre voxel: its volume, exactly
+        k = np.zeros(zz.shape)
+        k[big_r, big_r, big_r] = 4.0 / 3.0 * math.pi * r**3
+        if norm:  # the identity (also the limit of a volume that underflows)
+            k[big_r, big_r, big_r] = 1.0
         return k
 
     def near(c: np.ndarray) -> np.ndarray:  # distance from 0 to the nearest point of the cell
@@ -866,7 +890,8 @@ def ball(radius: float, *, antialias: bool = False, normalize: bool = True) -> n
     k = (dmax2 <= r * r).astype(np.float64)
     edge = (dmax2 > r * r) & (dmin2 < r * r)
     z, y, x = zz[edge], yy[edge], xx[edge]
-    frac = (np.arange(_BALL_SLICES) + 0.5) / _BALL_SLICES - 0.5  # midpoints in [-0.5, 0.5]
+    slices = _BALL_SLICES if r >= 1 else math.ceil(_BALL_SLICES / r)  # finer for small balls
+    frac = (np.arange(slices) + 0.5) / slices - 0.5  # midpoints in [-0.5, 0.5]
     zs = z[:, None] + frac[None, :]
     rho = np.sqrt(np.maximum(r * r - zs * zs, 0.0))
     yb, xb = y[:, None], x[:, None]
@@ -947,6 +972,9 @@ def line(length: float, *, angle: float = 0.0, normalize: bool = True) -> np.nda
     # work in (x, y) with y upward; row i has y = -offy[i]
     yy = -offy[:, None] + np.zeros((1, offx.size))
     xx = np.zeros((offy.size, 1)) + offx[None, :]
+    if half <= 0.5:  # the whole segment lies in the centre cell (exactly, for any length)
+        k = np.array([[1.0 if norm else n]])
+        return k
     k = _clip_lengths(half, (c, s), xx - 0.5, yy - 0.5)
     k[k < 1e-12 * max(n, 1.0)] = 0.0  # corner touches that rounding turned into slivers
     k = _trim_zero_border(k)
@@ -1257,7 +1285,7 @@ def _with_ndim(params: Any, kwargs: dict[str, Any], ndim: int | None) -> dict[st
         and "ndim" not in kwargs
         and not any(_is_seq(v) for v in kwargs.values())
     ):
-        return {**kwargs, "ndim": check_nonnegative_int(ndim, "ndim", minimum=1)}
+        return {**kwargs, "ndim": _check_ndim(ndim)}
     return kwargs
 
 
