@@ -431,10 +431,20 @@ def test_cost_kernel_json_rank_and_data_shape():
     )
 
 
+def test_cost_kernel_prints_exact_counts_and_says_what_its_json_is_of():
+    """Before: 110889 MACs printed as 1.11e+05; the JSON lacked rank and data_shape."""
+    result = run("cost", "kernel", "--shape", "333,333", "--rank", "2")
+    assert "110,889" in result.stdout and "1,332" in result.stdout and "e+05" not in result.stdout
+    d = run_json("cost", "kernel", "--shape", "333,333", "--rank", "2", "--data-shape", "64,64",
+                 "--json")  # fmt: skip
+    assert (d["rank"], d["data_shape"]) == (2, [64, 64])
+    assert d["macs"]["direct"] == 333 * 333 and d["macs"]["lowrank"] == 2 * 2 * 333
+
+
 def test_cost_kernel_text_shows_33x_speedup():
     result = run("cost", "kernel", "--shape", "10,10,10")
     assert result.exit_code == 0, result.output
-    assert "1000" in result.stdout
+    assert "1,000" in result.stdout
     assert "33.33x" in result.stdout
     assert "add --data-shape (e.g. 1024,1024,1024) for its row" in result.stdout  # no fft row
     with_fft = run("cost", "kernel", "--shape", "10,10,10", "--data-shape", "64,64,64")

@@ -641,16 +641,19 @@ def cost_kernel(
     """MACs per output element of every method for a kernel shape."""
     ks = _ints(shape, "--shape")
     assert ks is not None
-    costs = cost.kernel_costs(ks, rank=rank, data_shape=_ints(data_shape, "--data-shape"))
+    dshape = _ints(data_shape, "--data-shape")
+    costs = cost.kernel_costs(ks, rank=rank, data_shape=dshape)
     if as_json:
-        sys.stdout.write(json.dumps({"schema": 1, "shape": list(ks), "macs": costs}) + "\n")
+        doc = {"schema": 1, "shape": list(ks), "rank": rank, "data_shape": dshape, "macs": costs}
+        sys.stdout.write(json.dumps(doc) + "\n")
         return
     table = Table(title=f"kernel {'x'.join(map(str, ks))}: MACs per output element")
     for col in ("method", "MACs", "speed-up vs direct"):
         table.add_column(col, justify="left" if col == "method" else "right")
     for name, macs in costs.items():
         label = f"lowrank (rank {rank})" if name == "lowrank" else name
-        table.add_row(label, _fmt(macs), f"{costs['direct'] / macs:.2f}x")
+        count = f"{macs:,}" if isinstance(macs, int) else _fmt(macs)  # exact counts in full
+        table.add_row(label, count, f"{costs['direct'] / macs:.2f}x")
     console.print(table)
     if "fft" not in costs:
         console.print(

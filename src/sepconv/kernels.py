@@ -100,8 +100,7 @@ def _check_ndim(ndim: Any, name: str = "ndim") -> int:
     n = check_nonnegative_int(ndim, name, minimum=1)
     if n > MAX_NDIM:
         raise ValueError(
-            f"{name} must be at most {MAX_NDIM} (numpy's limit on an array's dimensions), "
-            f"got {n}"
+            f"{name} must be at most {MAX_NDIM} (numpy's limit on an array's dimensions), got {n}"
         )
     return n
 
@@ -1096,7 +1095,10 @@ _TEXT_HINT = (
 
 
 def _load_text(path: str) -> np.ndarray:
-    """A 1-D or 2-D kernel from a text file, comma- or whitespace-separated."""
+    """A 1-D or 2-D kernel from a text file, comma- or whitespace-separated, one row per
+    line. A single row and a single column both read as 1-D weights (``np.savetxt`` writes a
+    1-D array one value per line, as it writes an (n, 1) one): a vertical 2-D kernel is
+    written as ``.npy``."""
     try:
         # utf-8-sig: the byte-order mark of Excel's "CSV UTF-8" is no part of the first number
         with open(path, encoding="utf-8-sig", errors="replace") as fh:
