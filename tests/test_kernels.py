@@ -867,3 +867,25 @@ def test_tiny_disks_and_lines_are_the_identity_when_normalized():
         np.testing.assert_array_equal(K.line(n, angle=30), [[1.0]])
         np.testing.assert_array_equal(K.line(n, angle=30, normalize=False), [[n]])
     assert K.line(3.0, normalize=False).sum() == pytest.approx(3.0)
+
+
+@pytest.mark.parametrize(
+    ("kw", "err", "match"),
+    [
+        ({"sigma1": 1, "ratio": float("nan")}, ValueError, r"ratio must be a finite number > 1"),
+        ({"sigma1": 1, "ratio": 0.5}, ValueError, r"ratio must be a finite number > 1, got 0.5"),
+        ({"sigma1": 0}, ValueError, r"sigma1 must be > 0 on every axis when sigma2 comes from"),
+        ({"sigma1": 1, "ratio": True}, TypeError, r"ratio must be a real number, got True"),
+    ],
+)
+def test_dog_refusals_name_what_the_user_gave(kw, err, match):
+    """Before: ratio=nan said '> 0' (the rule is > 1); sigma1=0 blamed a sigma2 never given."""
+    with pytest.raises(err, match=match):
+        K.difference_of_gaussians(**kw)
+
+
+def test_a_text_file_named_npy_is_called_what_it_is(tmp_path):
+    """Before: numpy's 'This file contains pickled (object) data' for a text file."""
+    (tmp_path / "k.npy").write_text("1 2 1\n")
+    with pytest.raises(ValueError, match=r"is not a \.npy file \(it starts with b'1 2 1"):
+        K.from_spec(str(tmp_path / "k.npy"))

@@ -450,9 +450,16 @@ def _dog_terms(
     n = _infer_ndim(ndim, sigma1=sigma1, sigma2=sigma2)
     s1 = [check_positive_float(s, "sigma1", allow_zero=True) for s in per_axis(sigma1, n, "sigma1")]
     if sigma2 is None:
-        rho = check_positive_float(ratio, "ratio")
-        if rho <= 1.0:
+        if isinstance(ratio, (bool, np.bool_)) or not isinstance(ratio, (int, float, np.number)):
+            raise TypeError(f"ratio must be a real number, got {ratio!r}")
+        rho = float(ratio)
+        if not 1.0 < rho < math.inf:
             raise ValueError(f"ratio must be a finite number > 1, got {ratio!r}")
+        if not all(a > 0 for a in s1):  # sigma2 = sigma1 * ratio would be 0 too
+            raise ValueError(
+                f"sigma1 must be > 0 on every axis when sigma2 comes from ratio (sigma2 = "
+                f"sigma1 * ratio), got sigma1={sigma1!r}"
+            )
         s2 = [s * rho for s in s1]
     else:
         s2 = [check_positive_float(s, "sigma2") for s in per_axis(sigma2, n, "sigma2")]
@@ -1128,6 +1135,13 @@ def _load_file(path: str) -> np.ndarray:
         raise ValueError(f"spec: kernel file {path!r} does not exist")
     if not path.lower().endswith(".npy"):
         return as_kernel(_load_text(path), "spec")
+    with open(path, "rb") as fh:
+        head = fh.read(6)
+    if head != b"\x93NUMPY":  # numpy would say "pickled data" of a text file
+        raise ValueError(
+            f"spec: kernel file {path!r} is not a .npy file (it starts with {head!r}, not "
+            "numpy's magic b'\\x93NUMPY'); is the suffix right? Text kernels go in .csv"
+        )
     try:
         arr = np.load(path, allow_pickle=False)
     except Exception as exc:  # unreadable, not numeric, pickled objects, ...
