@@ -689,6 +689,9 @@ def test_from_spec_rejects_bytes() -> None:
 def test_from_spec_unreadable_npy(tmp_path) -> None:
     path = tmp_path / "bad.npy"
     path.write_bytes(b"this is not numpy")
+    with pytest.raises(ValueError, match=r"spec: kernel file '.*bad\.npy' is not a \.npy file"):
+        from_spec(str(path))
+    path.write_bytes(b"\x93NUMPY\x01\x00garbage")  # the magic, then a broken header
     with pytest.raises(ValueError, match=r"spec: cannot read kernel file '.*bad\.npy'"):
         from_spec(str(path))
 
