@@ -156,6 +156,11 @@ def store(
         if progress is not None:
             progress(total, total)
         return target
+    if source.ndim == 0:  # one number: no axis to slab along
+        target[()] = source.compute(scheduler=scheduler)
+        if progress is not None:
+            progress(total, total)
+        return target
     axis = next((a for a, nb in enumerate(source.numblocks) if nb > 1), 0)
     chunks = source.chunks[axis]
     per_row = source.nbytes / source.shape[axis] * max(chunks)

@@ -410,9 +410,20 @@ def split(x: da.Array) -> tuple[da.Array, da.Array | None]:
     return (x.real, x.imag) if x.dtype.kind == "c" else (x, None)
 
 
+def _complex_block(re: np.ndarray, im: np.ndarray, dtype: Any) -> np.ndarray:
+    """The complex array with real part ``re`` and imaginary part ``im``, set part by part:
+    ``re + 1j * im`` would turn an infinite imaginary part into a NaN real one (``1j * inf``
+    is ``nan + inf j``)."""
+    out = np.empty(re.shape, dtype)
+    out.real = re
+    out.imag = im
+    return out
+
+
 def join(re: da.Array, im: da.Array, dtype: Any, out: Any) -> Any:
-    """``re + 1j * im`` as ``dtype``, lazily (or stored into ``out``)."""
-    result = (re + 1j * im).astype(dtype)
+    """The complex array ``re + i im`` as ``dtype``, lazily (or stored into ``out``)."""
+    dt = np.dtype(dtype)
+    result = da.map_blocks(_complex_block, re, im, dt, dtype=dt, meta=np.empty((0,) * re.ndim, dt))
     if out is None:
         return result
     da.store(result, out, lock=not isinstance(out, np.ndarray))
