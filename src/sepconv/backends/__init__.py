@@ -11,7 +11,8 @@ A backend is a module with four functions:
     scipy's ``output`` argument: None (the input's dtype), a dtype, or an array to write into.
 ``has_nonfinite(x) -> bool``
     Whether a floating-point input holds (or, for a lazy array, may hold) NaN or Inf: folding
-    long passes is exact only for finite data.
+    long passes of mixed-sign taps is exact only for finite data. A lazy backend may also
+    give ``has_nonfinite_exact(x)`` (computed), asked only where folding saves far more.
 ``run(x, job, dtype, out, workers) -> result``
     Compute the job, round and saturate to an integer ``dtype`` once, write into ``out`` if
     given and return the result (``out`` itself then).

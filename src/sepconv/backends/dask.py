@@ -114,6 +114,12 @@ def has_nonfinite(x: da.Array) -> bool:
     return x.dtype.kind == "f"
 
 
+def has_nonfinite_exact(x: da.Array) -> bool:
+    """Whether a dask array holds NaN or Inf, computed (one read of the data): asked only
+    where the answer saves far more (a mixed-sign pass much longer than its axis, folded)."""
+    return x.dtype.kind == "f" and not bool(da.isfinite(x).all().compute())
+
+
 def run(x: da.Array, job: Job, dtype: np.dtype, out: Any, workers: int | None) -> Any:
     """``job`` on ``x``, lazily: a dask array of ``dtype`` (or ``out`` after storing into it).
 
