@@ -662,3 +662,13 @@ def test_compare_conv_refuses_bad_stride_even_without_input_size(stride):
 def test_bias_must_be_a_bool():
     with pytest.raises(TypeError, match="bias"):
         cost.conv_params(8, 8, 3, bias="no")
+
+
+@pytest.mark.parametrize("method", ["direct", "separable", "fft"])
+def test_kernel_macs_refuses_a_rank_it_would_ignore(method):
+    """Before: kernel_macs((7, 7), 'separable', rank=3) returned 14, the rank ignored."""
+    with pytest.raises(
+        ValueError, match=rf"rank applies to method='lowrank'.*rank=3 with method='{method}'"
+    ):
+        cost.kernel_macs((7, 7), method, rank=3, data_shape=(64, 64))
+    assert cost.kernel_macs((7, 7), "lowrank", rank=3) == 3 * 14

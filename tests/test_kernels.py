@@ -892,3 +892,11 @@ def test_a_text_file_named_npy_is_called_what_it_is(tmp_path):
     (tmp_path / "k.npy").write_text("1 2 1\n")
     with pytest.raises(ValueError, match=r"is not a \.npy file \(it starts with b'1 2 1"):
         K.from_spec(str(tmp_path / "k.npy"))
+
+
+@pytest.mark.parametrize("value", ["1_0", "\uff11\uff10", "2_5e-1"])
+def test_spec_numbers_are_plain_ascii_numbers(value):
+    """Before: 'gaussian:sigma=1_0' was read as sigma=10 (Python's int accepts underscores)."""
+    with pytest.raises(ValueError, match=r"is not a number"):
+        K.from_spec(f"gaussian:sigma={value}")
+    assert K.from_spec("gaussian:sigma=1e0").shape == (9, 9)

@@ -857,3 +857,11 @@ def test_spatial_among_several_kinds_skips_only_where_it_cannot_apply():
     _, only = convert(model, "spatial", tol=0.5, input_shape=(1, 4, 16))
     assert not only.converted
     assert all(r.note == "1-D conv: kind='spatial' needs 2-D or 3-D" for r in only.layers)
+
+
+def test_convert_refuses_a_misspelt_device_even_without_measuring():
+    """Before: convert(model, device='cdua') was accepted when nothing was timed."""
+    m = nn.Sequential(nn.Conv2d(4, 8, 3))
+    with pytest.raises(ValueError, match=r"device must be 'cpu', 'cuda', 'cuda:N'.*got 'cdua'"):
+        convert(m, "depthwise", device="cdua", inplace=False)
+    convert(m, "depthwise", device="cuda", inplace=False)  # unused without measuring: no GPU needed

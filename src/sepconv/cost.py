@@ -107,6 +107,11 @@ def kernel_macs(
     if method not in METHODS:
         raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
     rank = check_nonnegative_int(rank, "rank", minimum=1)
+    if rank != 1 and method != "lowrank":  # a silently ignored rank reads as a wrong count
+        raise ValueError(
+            f"rank applies to method='lowrank' (separable is rank 1), got rank={rank} with "
+            f"method={method!r}"
+        )
     if method == "direct":
         return math.prod(k)
     if method == "separable":

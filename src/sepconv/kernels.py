@@ -1082,6 +1082,11 @@ def _parse_value(text: str, key: str, spec: str) -> Any:
     low = t.lower()
     if low in ("true", "false"):
         return low == "true"
+    if "_" in t or not t.isascii():  # Python's int/float read '1_0' as 10 and other scripts'
+        raise ValueError(  # digits: not what a spec means
+            f"spec: value {t!r} for {key!r} in {spec!r} is not a number, bool (true/false) "
+            "or [list]"
+        )
     try:
         return int(t)
     except ValueError:

@@ -824,6 +824,8 @@ def convert(
     )
     inplace = check_bool(inplace, "inplace")
     timing = _check_timing(device, threads, timer, model) if policy_args.measure else None
+    if timing is None and device is not None:  # unused without measuring, but not unread:
+        _check_device(device, model, visible=False)  # a typo ('cdua') is still refused
     structured = _inside_structured(model)
     convs: dict[str, nn.Module] = {
         n: m for n, m in model.named_modules() if isinstance(m, _CONV_TYPES) and n not in structured
