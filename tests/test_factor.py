@@ -10,6 +10,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from scipy import ndimage
 
+import sepconv
 from sepconv import Factorization, is_separable, kernels, separable_rank, separate
 from sepconv.factor import exact_tolerance, max_useful_rank
 
@@ -612,6 +613,28 @@ def test_n_d_search_and_chain_share_one_deadline(monkeypatch, shape) -> None:
     assert f.method == "recursive-svd"
     assert _recomputed_error(f, K) <= exact_tolerance(K.shape)
     assert any("CP search stopped" in n for n in f.notes)
+
+
+@pytest.mark.parametrize(("sigma1", "sigma2"), [(1.5, 1.6), (2.0, 2.2), (1.0, 1.1)])
+def test_3d_dog_of_close_sigmas_is_two_terms_that_cancel_more_than_ten_fold(sigma1, sigma2):
+    """G(1.5) - G(1.6) cancels 16-fold (||G1|| + ||G2|| = 16 ||K||), as its definition does:
+    in float64 that costs 16 eps, far within the exact tolerance. It was called rank 3 (the
+    cancellation bound was 10 for every precision); a float32 judgement keeps 10."""
+    K = kernels.difference_of_gaussians(sigma1, sigma2, ndim=3)
+    r = (K.shape[0] - 1) // 2
+    g1, g2 = kernels.gaussian1d(sigma1, radius=r), kernels.gaussian1d(sigma2, radius=r)
+    ref = np.einsum("i,j,k->ijk", g1, g1, g1) - np.einsum("i,j,k->ijk", g2, g2, g2)
+    np.testing.assert_allclose(K, ref, rtol=0, atol=1e-15)  # exactly two separable terms
+    f = separate(K)
+    assert f.rank == 2 and not f.degenerate and f.cancellation > 10
+    assert _recomputed_error(f, K) <= exact_tolerance(K.shape)
+    assert separable_rank(K) == 2
+    from sepconv.factor import EXACT_FIT_CANCELLATION, exact_fit_cancellation
+
+    assert exact_fit_cancellation(exact_tolerance(K.shape, np.float32)) == EXACT_FIT_CANCELLATION
+    assert exact_fit_cancellation(exact_tolerance(K.shape)) > 1000
+    x = np.random.default_rng(0).random((20, 21, 22))  # the plan runs it exactly
+    np.testing.assert_allclose(sepconv.correlate(x, K), ndimage.correlate(x, K), atol=1e-13)
 
 
 @pytest.mark.parametrize("ratio", [1.2, 1.6])

@@ -1036,7 +1036,7 @@ class _CPFit:
         diverges. (Approximate fits within a ``tol`` keep the diagnostic: a degenerate rank
         creeping to ``tol`` is not the chain's fit of that rank.)
         """
-        if self.error <= self.exact and self.cancellation <= EXACT_FIT_CANCELLATION:
+        if self.error <= self.exact and self.cancellation <= exact_fit_cancellation(self.exact):
             return False
         return (
             self.congruence <= -DEGENERACY_CONGRUENCE and self.cancellation > DEGENERACY_THRESHOLD
@@ -1048,6 +1048,21 @@ DEGENERACY_CONGRUENCE = 0.85
 #: Largest cancellation ratio at which a fit that meets its target is accepted although its
 #: terms are nearly opposite: its terms' rounding costs at most this many units of rounding.
 EXACT_FIT_CANCELLATION = 10.0
+
+
+def exact_fit_cancellation(exact: float) -> float:
+    """Largest cancellation of an exact fit (error at most ``exact``) that is not degenerate.
+
+    :data:`EXACT_FIT_CANCELLATION`, or, for a float64 judgement (``exact`` below float32's
+    2 eps), as many units of float64 rounding as ``exact`` holds: terms that cancel ``c``-fold
+    reproduce the kernel to ``c`` eps64, within ``exact``. The 3-D difference of Gaussians
+    of sigmas 1.5 and 1.6 is exactly 2 terms that cancel 16-fold (its own definition,
+    ``G1 - G2``, cancels as much). A degenerate problem's error falls only like 1 / c, so it
+    would need a cancellation of about 1 / ``exact`` (1e11 and more) to pass for exact.
+    """
+    if exact < 2.0 * float(np.finfo(np.float32).eps):
+        return max(EXACT_FIT_CANCELLATION, exact / _EPS)
+    return EXACT_FIT_CANCELLATION
 #: ALS sweeps per fit of a kernel's core (Levenberg–Marquardt polish then takes a good fit to
 #: float rounding). What the search has always run: the stall test of ``_cp_als`` used to
 #: compare sweep 50 with an infinite "previous error", which stopped every fit there.
