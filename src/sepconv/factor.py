@@ -1063,6 +1063,8 @@ def exact_fit_cancellation(exact: float) -> float:
     if exact < 2.0 * float(np.finfo(np.float32).eps):
         return max(EXACT_FIT_CANCELLATION, exact / _EPS)
     return EXACT_FIT_CANCELLATION
+
+
 #: ALS sweeps per fit of a kernel's core (Levenberg–Marquardt polish then takes a good fit to
 #: float rounding). What the search has always run: the stall test of ``_cp_als`` used to
 #: compare sweep 50 with an infinite "previous error", which stopped every fit there.
