@@ -239,17 +239,18 @@ def _run(
     if job.method == "passes" and job.kernel is None:
         folded = job.folded(x.shape)
         if folded is not job:  # NaN/Inf data (or lazy data that may hold them): one-sign taps
-            job = folded if not backend.has_nonfinite(x) else _fold_nonfinite(backend, x, job)
+            job = (
+                folded if not backend.has_nonfinite(x) else _fold_nonfinite(backend, x, job, folded)
+            )
     return backend.run(x, job, dtype, out, workers)
 
 
-def _fold_nonfinite(backend: ModuleType, x: Any, job: Job) -> Job:
+def _fold_nonfinite(backend: ModuleType, x: Any, job: Job, folded: Job) -> Job:
     """``job`` folded for data that may hold NaN/Inf: passes of one-sign taps only. Where that
     leaves a pass of mixed signs far longer than its axis (a derivative of a huge sigma) and
     the backend only guessed (lazy dask data), the data's finiteness is computed once
-    (``has_nonfinite_exact``: one read) and finite data get every pass folded."""
+    (``has_nonfinite_exact``: one read) and finite data get ``folded``, every pass folded."""
     safe = job.folded(x.shape, nonfinite=True)
-    folded = job.folded(x.shape)
 
     def lengths(j: Job) -> list[int]:
         return [len(w) for _, passes in j.terms for _, w, _ in passes]
